@@ -1,0 +1,221 @@
+//! Runs a plan over the batches a reader yields.
+
+use std::sync::Arc;
+
+use crate::frontend::{Runtime, Session};
+use crate::operators::{self, Operator, StepContext};
+use crate::plan::ExecutionPlan;
+use crate::reader::RecordReader;
+use crate::record::Record;
+
+/// The results and per-record errors of an execution. Results are core records.
+#[derive(Debug, Default, PartialEq)]
+pub struct ExecutionOutcome {
+    pub results: Vec<Record>,
+    pub errors: Vec<String>,
+}
+
+/// Runs one plan. Each batch goes through every step inside a single [`Session::enter`], so a
+/// language's interpreter lock is taken once per batch, never while the reader holds Redis.
+pub struct Executor {
+    plan: ExecutionPlan,
+    session: Arc<dyn Session>,
+}
+
+impl Executor {
+    pub fn new(plan: ExecutionPlan, session: Arc<dyn Session>) -> Self {
+        Executor { plan, session }
+    }
+
+    pub fn plan(&self) -> &ExecutionPlan {
+        &self.plan
+    }
+
+    /// Reads every batch, pushes it through the steps, flushes the stateful steps at the end
+    /// of input, and converts the results to core records.
+    pub fn run(&self, reader: &mut dyn RecordReader) -> ExecutionOutcome {
+        let mut operators: Vec<Box<dyn Operator>> =
+            self.plan.steps.iter().map(operators::build).collect();
+        let mut outcome = ExecutionOutcome::default();
+        loop {
+            let batch = match reader.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(e) => {
+                    outcome.errors.push(e.to_string());
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            self.session.enter(&mut |runtime| {
+                let mut ctx = StepContext {
+                    runtime,
+                    errors: &mut outcome.errors,
+                };
+                let out = push_through(&mut operators, batch.clone(), &mut ctx);
+                outcome.results.extend(out);
+            });
+        }
+        self.session.enter(&mut |runtime| {
+            let mut ctx = StepContext {
+                runtime,
+                errors: &mut outcome.errors,
+            };
+            for i in 0..operators.len() {
+                let (head, tail) = operators.split_at_mut(i + 1);
+                let flushed = head[i].finish(&mut ctx);
+                if !flushed.is_empty() {
+                    let out = push_through(tail, flushed, &mut ctx);
+                    outcome.results.extend(out);
+                }
+            }
+            let results = std::mem::take(&mut outcome.results);
+            outcome.results = to_core(results, ctx.runtime, ctx.errors);
+        });
+        outcome
+    }
+}
+
+fn push_through(
+    operators: &mut [Box<dyn Operator>],
+    mut records: Vec<Record>,
+    ctx: &mut StepContext<'_>,
+) -> Vec<Record> {
+    for op in operators.iter_mut() {
+        if records.is_empty() {
+            break;
+        }
+        records = op.process(records, ctx);
+    }
+    records
+}
+
+fn to_core(
+    records: Vec<Record>,
+    runtime: &mut dyn Runtime,
+    errors: &mut Vec<String>,
+) -> Vec<Record> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        if !record.contains_native() {
+            out.push(record);
+            continue;
+        }
+        match runtime.to_core(record) {
+            Ok(core) => out.push(core),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::PlanBuilder;
+    use crate::error::{GearsError, Result};
+    use crate::operators::testing::{int_of, ints, Callback, TestRuntime};
+    use crate::plan::{Language, ReaderSpec, RunOptions};
+    use crate::reader::VecReader;
+    use std::sync::Mutex;
+
+    struct TestSession(Mutex<TestRuntime>);
+
+    impl Session for TestSession {
+        fn language(&self) -> Language {
+            Language::Python
+        }
+        fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime)) {
+            let mut runtime = self.0.lock().unwrap();
+            f(&mut *runtime)
+        }
+    }
+
+    // TestRuntime holds boxed closures that are not Send; the test runs on one thread.
+    unsafe impl Send for TestSession {}
+    unsafe impl Sync for TestSession {}
+
+    fn session(callbacks: Vec<Callback>) -> Arc<dyn Session> {
+        Arc::new(TestSession(Mutex::new(TestRuntime {
+            callbacks,
+            values: vec![],
+        })))
+    }
+
+    fn reader() -> ReaderSpec {
+        ReaderSpec::ShardsId
+    }
+
+    fn no_str() -> RunOptions {
+        RunOptions {
+            convert_to_str: false,
+            ..RunOptions::default()
+        }
+    }
+
+    #[test]
+    fn filter_map_accumulate_over_batches() {
+        let callbacks: Vec<Callback> = vec![
+            Box::new(|a: &[Record]| Ok(Record::Bool(int_of(&a[0])? > 35))),
+            Box::new(|a: &[Record]| Ok(Record::Integer(1 + int_of(&a[0])?))),
+        ];
+        let mut b = PlanBuilder::new(Language::Python);
+        b.filter(crate::CallbackId(0));
+        b.accumulate(crate::CallbackId(1));
+        let plan = b.build(reader(), RunOptions::default(), None);
+        let exec = Executor::new(plan, session(callbacks));
+        let records = (0..100).map(|i| Record::Integer(i % 80)).collect();
+        let outcome = exec.run(&mut VecReader::new(records, 7));
+        assert_eq!(outcome.results, vec![Record::from("44")]);
+        assert!(outcome.errors.is_empty());
+    }
+
+    #[test]
+    fn errors_do_not_stop_other_records() {
+        let callbacks: Vec<Callback> = vec![Box::new(|a: &[Record]| {
+            let v = int_of(&a[0])?;
+            if v % 2 == 0 {
+                Err(GearsError::Callback(format!("even {v}")))
+            } else {
+                Ok(Record::Integer(v))
+            }
+        })];
+        let mut b = PlanBuilder::new(Language::Python);
+        b.map(crate::CallbackId(0));
+        b.count();
+        let exec = Executor::new(b.build(reader(), no_str(), None), session(callbacks));
+        let outcome = exec.run(&mut VecReader::new(ints(&[1, 2, 3, 4, 5]), 2));
+        assert_eq!(outcome.results, ints(&[3]));
+        assert_eq!(
+            outcome.errors,
+            vec!["even 2".to_string(), "even 4".to_string()]
+        );
+    }
+
+    #[test]
+    fn stateful_steps_flush_into_later_steps() {
+        // sort then limit: the limit must see the sorted output flushed by sort's final phase.
+        let mut b = PlanBuilder::new(Language::Python);
+        b.sort(true);
+        b.limit(2, 1);
+        let exec = Executor::new(b.build(reader(), no_str(), None), session(vec![]));
+        let outcome = exec.run(&mut VecReader::new(ints(&[5, 3, 9, 1]), 3));
+        assert_eq!(outcome.results, ints(&[3, 5]));
+    }
+
+    #[test]
+    fn reader_errors_are_reported() {
+        struct Failing;
+        impl RecordReader for Failing {
+            fn next_batch(&mut self) -> Result<Option<Vec<Record>>> {
+                Err(GearsError::Plan("bad id".into()))
+            }
+        }
+        let b = PlanBuilder::new(Language::Python);
+        let exec = Executor::new(b.build(reader(), no_str(), None), session(vec![]));
+        let outcome = exec.run(&mut Failing);
+        assert_eq!(outcome.errors, vec!["bad id".to_string()]);
+    }
+}

@@ -1,0 +1,133 @@
+//! The contracts between the core, the language frontends and the Redis host.
+
+use std::sync::Arc;
+
+use crate::error::{GearsError, Result};
+use crate::plan::{CallbackId, ExecutionPlan, Language, ValueId};
+use crate::record::Record;
+use crate::repr::{python_repr, python_str};
+
+/// Log levels, as RedisGears' `log(msg, level)` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Verbose,
+    Notice,
+    Warning,
+}
+
+impl LogLevel {
+    pub fn parse(level: &str) -> Option<LogLevel> {
+        match level {
+            "debug" => Some(LogLevel::Debug),
+            "verbose" => Some(LogLevel::Verbose),
+            "notice" => Some(LogLevel::Notice),
+            "warning" => Some(LogLevel::Warning),
+            _ => None,
+        }
+    }
+}
+
+/// What scripts and readers need from Redis. Implemented by the module (under the Redis lock);
+/// tests can implement it over anything.
+pub trait RedisAccess: Send + Sync {
+    /// Runs `args[0]` with the remaining arguments and returns the reply as a record; an error
+    /// reply is `Err(GearsError::Redis(text))`.
+    fn execute(&self, args: &[Vec<u8>]) -> Result<Record>;
+    /// Writes to the Redis log.
+    fn log(&self, level: LogLevel, message: &str);
+    /// `configGet(key)`: a Redis configuration value, or nil.
+    fn config_get(&self, key: &str) -> Result<Record> {
+        let reply =
+            self.execute(&[b"CONFIG".to_vec(), b"GET".to_vec(), key.as_bytes().to_vec()])?;
+        Ok(match reply {
+            Record::List(mut items) if items.len() >= 2 => items.swap_remove(1),
+            _ => Record::Nil,
+        })
+    }
+    /// `gearsConfigGet(key)`: a Gears configuration value, if set.
+    fn gears_config_get(&self, key: &str) -> Option<Record>;
+    /// `hashtag()`: a hash tag that maps to a slot of this shard.
+    fn hashtag(&self) -> String;
+}
+
+/// A scripting language: compiles scripts into plans plus the callbacks those plans reference.
+pub trait Frontend: Send + Sync {
+    fn language(&self) -> Language;
+
+    /// Compiles a script and runs its top level, which builds zero or more plans (`run()`).
+    fn compile(&self, script: &str, redis: Arc<dyn RedisAccess>) -> Result<Compiled>;
+}
+
+/// The outcome of compiling a script.
+pub struct Compiled {
+    /// Owns the script's globals and callbacks.
+    pub session: Arc<dyn Session>,
+    /// The plans its `run()` calls built, in order.
+    pub plans: Vec<ExecutionPlan>,
+}
+
+/// One script's live state: its globals and the callbacks and values its plans reference.
+pub trait Session: Send + Sync {
+    fn language(&self) -> Language;
+
+    /// Enters the language (taking its interpreter lock, such as Python's GIL) and runs `f`.
+    /// The executor enters once per batch, not once per record.
+    fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime));
+}
+
+/// The operations the executor needs from a language while inside [`Session::enter`].
+///
+/// Records passed in may be core or native values of this language; a returned record is
+/// usually native. The default methods work on core records, converting natives with
+/// [`Runtime::to_core`]; a language overrides them where its own semantics differ.
+pub trait Runtime {
+    /// Calls a user callback.
+    fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record>;
+
+    /// Converts a value (deeply) into a core record.
+    fn to_core(&mut self, value: Record) -> Result<Record>;
+
+    /// A fresh copy of a user value.
+    fn value(&mut self, id: ValueId) -> Result<Record>;
+
+    /// The language's truthiness of a value.
+    fn truthy(&mut self, value: &Record) -> Result<bool> {
+        Ok(self.to_core(value.clone())?.is_truthy())
+    }
+
+    /// flatmap: `Ok(items)` when the value is the language's list type, else `Err(value)`.
+    fn expand_list(&mut self, value: Record) -> Result<std::result::Result<Vec<Record>, Record>> {
+        match self.to_core(value)? {
+            Record::List(items) => Ok(Ok(items)),
+            other => Ok(Err(other)),
+        }
+    }
+
+    /// `str(value)`, as the reply of `convertToStr=True` shows it.
+    fn to_str(&mut self, value: &Record) -> Result<String> {
+        Ok(python_str(&self.to_core(value.clone())?))
+    }
+
+    /// The group key of an extractor's result: a string as is, anything else `repr()`'d.
+    fn key_string(&mut self, value: Record) -> Result<String> {
+        Ok(match self.to_core(value)? {
+            Record::String(s) => s,
+            other => python_repr(&other),
+        })
+    }
+
+    /// Starts a generator reader: calls the user's function and returns its iterator.
+    fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
+        let _ = callback;
+        Err(GearsError::Plan(
+            "this language has no generator reader".into(),
+        ))
+    }
+
+    /// Up to `max` further items of a generator; empty when it is exhausted.
+    fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
+        let _ = (generator, max);
+        Ok(Vec::new())
+    }
+}

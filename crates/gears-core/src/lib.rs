@@ -1,0 +1,34 @@
+//! `gears-core`: the language- and Redis-independent heart of Gears.
+//!
+//! It owns four things:
+//! - the [`Record`] model: the values that flow between the steps of a pipeline;
+//! - the [`ExecutionPlan`]: a reader description plus an ordered list of [`Step`]s, each marked
+//!   with the [`Distribution`] it needs; the plan is serializable so it can be shipped to shards;
+//! - the [`Executor`]: runs a plan over the batches a [`RecordReader`] yields, collecting results
+//!   and per-record errors (an error on one record never stops the others);
+//! - the contracts every other crate implements: [`Frontend`] / [`Session`] / [`Runtime`] for a
+//!   scripting language, [`RecordReader`] for a data source and [`RedisAccess`] for the host.
+//!
+//! Nothing here depends on redis-module, pyo3, mlua or rhai: the crate is tested as plain Rust.
+
+mod builder;
+mod error;
+mod executor;
+mod frontend;
+pub mod operators;
+mod plan;
+mod reader;
+mod record;
+mod repr;
+
+pub use builder::PlanBuilder;
+pub use error::{GearsError, Result};
+pub use executor::{ExecutionOutcome, Executor};
+pub use frontend::{Compiled, Frontend, LogLevel, RedisAccess, Runtime, Session};
+pub use plan::{
+    Aggregation, CallbackId, Distribution, ExecutionMode, ExecutionPlan, KeySource, Kwarg,
+    Language, Phase, ReaderSpec, RunArg, RunOptions, Step, ValueId,
+};
+pub use reader::{RecordReader, VecReader};
+pub use record::{KeyRecord, NativeValue, Record};
+pub use repr::{python_float_repr, python_repr, python_str};

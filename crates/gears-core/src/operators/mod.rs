@@ -1,0 +1,188 @@
+//! The running operators built from plan [`Step`]s, one per file.
+//!
+//! An operator receives batches of records and may keep state across them (`accumulate`,
+//! group-bys, aggregations); state is flushed by [`Operator::finish`] at the end of input.
+//! Only user callbacks cross into the language; everything else runs in Rust.
+
+mod accumulate;
+mod avg;
+mod batch_reduce_by_key;
+mod count;
+mod count_by;
+mod distinct;
+mod exchange;
+mod filter;
+mod flatmap;
+mod foreach;
+mod limit;
+mod map;
+mod reduce_by_key;
+mod sort;
+mod to_string;
+
+pub use accumulate::Accumulate;
+pub use avg::Avg;
+pub use batch_reduce_by_key::BatchReduceByKey;
+pub use count::Count;
+pub use count_by::CountBy;
+pub use distinct::Distinct;
+pub use exchange::Exchange;
+pub use filter::Filter;
+pub use flatmap::FlatMap;
+pub use foreach::ForEach;
+pub use limit::Limit;
+pub use map::Map;
+pub use reduce_by_key::ReduceByKey;
+pub use sort::Sort;
+pub use to_string::ToStringOp;
+
+use crate::error::{GearsError, Result};
+use crate::frontend::Runtime;
+use crate::plan::{Aggregation, KeySource, Step};
+use crate::record::Record;
+
+/// What an operator sees while it runs: the language runtime and the execution's error list.
+pub struct StepContext<'a> {
+    pub runtime: &'a mut dyn Runtime,
+    pub errors: &'a mut Vec<String>,
+}
+
+impl StepContext<'_> {
+    /// Records a per-record error; processing goes on with the next record.
+    pub fn error(&mut self, error: GearsError) {
+        self.errors.push(error.to_string());
+    }
+
+    /// The key of `record` according to `source`.
+    pub fn key_of(&mut self, source: KeySource, record: &Record) -> Result<String> {
+        match source {
+            KeySource::Callback(cb) => {
+                let key = self.runtime.call(cb, &[record])?;
+                self.runtime.key_string(key)
+            }
+            KeySource::RecordKey => {
+                let core = match record {
+                    Record::Native(_) => self.runtime.to_core(record.clone())?,
+                    other => other.clone(),
+                };
+                match core.get_field("key") {
+                    Some(key) => self.runtime.key_string(key),
+                    None => Err(GearsError::Callback(
+                        "record has no 'key' field to group by".into(),
+                    )),
+                }
+            }
+            KeySource::Identity => self.runtime.key_string(record.clone()),
+        }
+    }
+
+    /// A core copy of a record (natives converted).
+    pub fn core(&mut self, record: Record) -> Result<Record> {
+        if record.contains_native() {
+            self.runtime.to_core(record)
+        } else {
+            Ok(record)
+        }
+    }
+}
+
+/// A running step.
+pub trait Operator: Send {
+    /// Processes one batch and returns the records for the next step.
+    fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record>;
+
+    /// Called once after the last batch; returns any records held back.
+    fn finish(&mut self, _ctx: &mut StepContext<'_>) -> Vec<Record> {
+        Vec::new()
+    }
+}
+
+/// Builds the running operator of a step.
+pub fn build(step: &Step) -> Box<dyn Operator> {
+    use crate::plan::Phase;
+    match step {
+        Step::Map(cb) => Box::new(Map::new(*cb)),
+        Step::FlatMap(cb) => Box::new(FlatMap::new(*cb)),
+        Step::Filter(cb) => Box::new(Filter::new(*cb)),
+        Step::ForEach(cb) => Box::new(ForEach::new(*cb)),
+        Step::Accumulate { callback, zero } => Box::new(Accumulate::new(*callback, *zero)),
+        Step::ReduceByKey {
+            key,
+            reducer,
+            zero,
+            reduce_value,
+        } => Box::new(ReduceByKey::new(*key, *reducer, *zero, *reduce_value)),
+        Step::BatchReduceByKey { key, reducer } => Box::new(BatchReduceByKey::new(*key, *reducer)),
+        Step::Limit { length, start } => Box::new(Limit::new(*length, *start)),
+        Step::Collect | Step::Repartition { .. } => Box::new(Exchange),
+        Step::Aggregate { aggregation, phase } => {
+            let partial = *phase == Phase::Partial;
+            match aggregation {
+                Aggregation::Count => Box::new(Count::new(partial)),
+                Aggregation::CountBy { key } => Box::new(CountBy::new(*key, partial)),
+                Aggregation::Avg { extractor } => Box::new(Avg::new(*extractor, partial)),
+                Aggregation::Sort { reverse } => Box::new(Sort::new(*reverse, partial)),
+                Aggregation::Distinct => Box::new(Distinct::new(partial)),
+            }
+        }
+        Step::ToString => Box::new(ToStringOp),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A tiny in-Rust "language" for operator unit tests: callbacks are Rust closures.
+    use super::*;
+    use crate::plan::{CallbackId, ValueId};
+
+    pub type Callback = Box<dyn Fn(&[Record]) -> Result<Record>>;
+
+    pub struct TestRuntime {
+        pub callbacks: Vec<Callback>,
+        pub values: Vec<Record>,
+    }
+
+    impl Runtime for TestRuntime {
+        fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
+            let args: Vec<Record> = args.iter().map(|r| (*r).clone()).collect();
+            (self.callbacks[callback.0 as usize])(&args)
+        }
+        fn to_core(&mut self, value: Record) -> Result<Record> {
+            Ok(value)
+        }
+        fn value(&mut self, id: ValueId) -> Result<Record> {
+            Ok(self.values[id.0 as usize].clone())
+        }
+    }
+
+    /// Runs `op` over `batches` then finishes it; returns (output, errors).
+    pub fn run_op(
+        op: &mut dyn Operator,
+        runtime: &mut TestRuntime,
+        batches: Vec<Vec<Record>>,
+    ) -> (Vec<Record>, Vec<String>) {
+        let mut errors = Vec::new();
+        let mut out = Vec::new();
+        let mut ctx = StepContext {
+            runtime,
+            errors: &mut errors,
+        };
+        for batch in batches {
+            out.extend(op.process(batch, &mut ctx));
+        }
+        out.extend(op.finish(&mut ctx));
+        (out, errors)
+    }
+
+    pub fn ints(values: &[i64]) -> Vec<Record> {
+        values.iter().map(|v| Record::Integer(*v)).collect()
+    }
+
+    pub fn int_of(record: &Record) -> Result<i64> {
+        match record {
+            Record::Integer(i) => Ok(*i),
+            Record::Nil => Ok(0),
+            other => Err(GearsError::Callback(format!("not an int: {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Accumulate per key: `acc[k] = reducer(k, acc[k], record)`, emitting `{'key', 'value'}`
+//! records in first-seen key order. This is `localgroupby`, and the merge half of `groupby` and
+//! `aggregateby` once records were repartitioned by key.
+
+use super::{Operator, StepContext};
+use crate::error::Result;
+use crate::plan::{CallbackId, KeySource, ValueId};
+use crate::record::Record;
+use std::collections::HashMap;
+
+pub struct ReduceByKey {
+    key: KeySource,
+    reducer: CallbackId,
+    zero: Option<ValueId>,
+    reduce_value: bool,
+    index: HashMap<String, usize>,
+    groups: Vec<(String, Record)>,
+}
+
+impl ReduceByKey {
+    pub fn new(
+        key: KeySource,
+        reducer: CallbackId,
+        zero: Option<ValueId>,
+        reduce_value: bool,
+    ) -> Self {
+        ReduceByKey {
+            key,
+            reducer,
+            zero,
+            reduce_value,
+            index: HashMap::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, record: Record, ctx: &mut StepContext<'_>) -> Result<()> {
+        let key = ctx.key_of(self.key, &record)?;
+        let slot = match self.index.get(&key) {
+            Some(slot) => *slot,
+            None => {
+                self.groups.push((key.clone(), Record::Nil));
+                self.index.insert(key.clone(), self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        let mut acc = std::mem::replace(&mut self.groups[slot].1, Record::Nil);
+        if let Some(zero) = self.zero {
+            if !ctx.runtime.truthy(&acc)? {
+                acc = ctx.runtime.value(zero)?;
+            }
+        }
+        let input = if self.reduce_value {
+            let core = ctx.core(record)?;
+            core.get_field("value").unwrap_or(Record::Nil)
+        } else {
+            record
+        };
+        let key_record = Record::String(key);
+        match ctx.runtime.call(self.reducer, &[&key_record, &acc, &input]) {
+            Ok(next) => {
+                self.groups[slot].1 = next;
+                Ok(())
+            }
+            Err(e) => {
+                self.groups[slot].1 = acc;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Operator for ReduceByKey {
+    fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        for record in input {
+            if let Err(e) = self.step(record, ctx) {
+                ctx.error(e);
+            }
+        }
+        Vec::new()
+    }
+
+    fn finish(&mut self, _ctx: &mut StepContext<'_>) -> Vec<Record> {
+        self.index.clear();
+        std::mem::take(&mut self.groups)
+            .into_iter()
+            .map(|(key, value)| Record::key_value(Record::String(key), value))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn groups_in_first_seen_order() {
+        let mut rt = TestRuntime {
+            callbacks: vec![
+                Box::new(|args: &[Record]| Ok(Record::Integer(int_of(&args[0])? % 2))),
+                Box::new(|args: &[Record]| {
+                    Ok(Record::Integer(int_of(&args[1])? + int_of(&args[2])?))
+                }),
+            ],
+            values: vec![],
+        };
+        let mut op = ReduceByKey::new(
+            KeySource::Callback(CallbackId(0)),
+            CallbackId(1),
+            None,
+            false,
+        );
+        let (out, errors) = run_op(&mut op, &mut rt, vec![ints(&[1, 2, 3, 4, 5])]);
+        assert!(errors.is_empty());
+        assert_eq!(
+            out,
+            vec![
+                Record::key_value(Record::from("1"), Record::Integer(9)),
+                Record::key_value(Record::from("0"), Record::Integer(6)),
+            ]
+        );
+    }
+}

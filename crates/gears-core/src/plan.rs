@@ -1,0 +1,493 @@
+//! The execution plan: what to read and the ordered steps to run over it.
+//!
+//! A plan is pure data (serde-serializable) so it can be explained, stored and shipped to other
+//! shards. User code is referenced through typed handles ([`CallbackId`], [`ValueId`]) that the
+//! language [`crate::Session`] which compiled the script resolves; a plan never names a function
+//! by string.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{GearsError, Result};
+use crate::record::Record;
+
+/// A user callback (function, lambda or closure) owned by a language session.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallbackId(pub u32);
+
+/// A user value (such as an `aggregate` zero) owned by a language session. Each use gets a
+/// fresh copy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ValueId(pub u32);
+
+/// The scripting languages Gears embeds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Language {
+    Python,
+    Lua,
+    Rhai,
+}
+
+impl Language {
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Lua => "lua",
+            Language::Rhai => "rhai",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Language> {
+        match name.to_ascii_lowercase().as_str() {
+            "python" | "py" => Some(Language::Python),
+            "lua" => Some(Language::Lua),
+            "rhai" => Some(Language::Rhai),
+            _ => None,
+        }
+    }
+}
+
+/// Where the records of a step must be when it runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    /// Records stay on the shard that holds them.
+    Local,
+    /// All records move to the shard that started the execution.
+    Collect,
+    /// Each record moves to the shard owning the hash slot of its key.
+    Repartition,
+}
+
+/// How the group-by family finds a record's key.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// Call the user's extractor; a non-string result is `repr()`'d.
+    Callback(CallbackId),
+    /// The `'key'` field of a `{'key', 'value'}` record (the output of a local group-by).
+    RecordKey,
+    /// The record itself, as a string (countby's default extractor).
+    Identity,
+}
+
+/// Aggregations implemented in Rust, each in two phases.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub enum Aggregation {
+    /// Number of records.
+    Count,
+    /// Number of records per key: `{'key': k, 'value': n}`.
+    CountBy { key: KeySource },
+    /// Mean of the extracted values (`float(record)` when no extractor is given).
+    Avg { extractor: Option<CallbackId> },
+    /// All records sorted; `reverse=True` yields ascending order (RedisGears' quirk).
+    Sort { reverse: bool },
+    /// Each distinct record once.
+    Distinct,
+}
+
+/// The phase of a two-phase aggregation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Runs on every shard over its own records and emits a partial state.
+    Partial,
+    /// Runs where the partial states meet and merges them into the result.
+    Final,
+}
+
+/// One step of a plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Step {
+    Map(CallbackId),
+    /// A returned list is expanded last-to-first; anything else is one record.
+    FlatMap(CallbackId),
+    Filter(CallbackId),
+    ForEach(CallbackId),
+    /// `acc = f(acc, record)`; the accumulator starts as nil, or as a copy of `zero` whenever it
+    /// is falsy (the `aggregate` sugar).
+    Accumulate {
+        callback: CallbackId,
+        zero: Option<ValueId>,
+    },
+    /// Per key: `acc = reducer(key, acc, record)`; emits `{'key', 'value'}` records. Used for
+    /// `localgroupby` and the accumulate-by-key half of `groupby` / `aggregateby`.
+    ReduceByKey {
+        key: KeySource,
+        reducer: CallbackId,
+        zero: Option<ValueId>,
+        /// Pass `record['value']` to the reducer instead of the record (aggregateby's merge).
+        reduce_value: bool,
+    },
+    /// Per key: `reducer(key, [records])`; emits `{'key', 'value'}` records.
+    BatchReduceByKey {
+        key: KeySource,
+        reducer: CallbackId,
+    },
+    /// Skip `start` records, then pass at most `length`.
+    Limit {
+        length: u64,
+        start: u64,
+    },
+    /// Move every record to the initiating shard.
+    Collect,
+    /// Move every record to the shard that owns its key.
+    Repartition {
+        key: KeySource,
+    },
+    /// A Rust aggregation, partial or final phase.
+    Aggregate {
+        aggregation: Aggregation,
+        phase: Phase,
+    },
+    /// `str(record)` (run's `convertToStr=True`).
+    ToString,
+}
+
+impl Step {
+    /// Where this step needs its input records.
+    pub fn distribution(&self) -> Distribution {
+        match self {
+            Step::Collect => Distribution::Collect,
+            Step::Repartition { .. } => Distribution::Repartition,
+            _ => Distribution::Local,
+        }
+    }
+
+    /// The user callbacks this step calls (empty when it runs entirely in Rust).
+    pub fn callbacks(&self) -> Vec<CallbackId> {
+        let key_callback = |key: &KeySource| match key {
+            KeySource::Callback(cb) => Some(*cb),
+            _ => None,
+        };
+        match self {
+            Step::Map(cb) | Step::FlatMap(cb) | Step::Filter(cb) | Step::ForEach(cb) => vec![*cb],
+            Step::Accumulate { callback, .. } => vec![*callback],
+            Step::ReduceByKey { key, reducer, .. } | Step::BatchReduceByKey { key, reducer } => {
+                key_callback(key).into_iter().chain([*reducer]).collect()
+            }
+            Step::Repartition { key } => key_callback(key).into_iter().collect(),
+            Step::Aggregate { aggregation, .. } => match aggregation {
+                Aggregation::CountBy { key } => key_callback(key).into_iter().collect(),
+                Aggregation::Avg { extractor } => extractor.iter().copied().collect(),
+                _ => vec![],
+            },
+            Step::Limit { .. } | Step::Collect | Step::ToString => vec![],
+        }
+    }
+
+    /// A short human name, as `RG.EXPLAIN` prints it.
+    pub fn name(&self) -> String {
+        match self {
+            Step::Map(_) => "map".into(),
+            Step::FlatMap(_) => "flatmap".into(),
+            Step::Filter(_) => "filter".into(),
+            Step::ForEach(_) => "foreach".into(),
+            Step::Accumulate { zero: None, .. } => "accumulate".into(),
+            Step::Accumulate { zero: Some(_), .. } => "accumulate (with zero)".into(),
+            Step::ReduceByKey { .. } => "reduce by key".into(),
+            Step::BatchReduceByKey { .. } => "batch reduce by key".into(),
+            Step::Limit { length, start } => format!("limit {length} from {start}"),
+            Step::Collect => "collect".into(),
+            Step::Repartition { .. } => "repartition".into(),
+            Step::Aggregate { aggregation, phase } => {
+                let what = match aggregation {
+                    Aggregation::Count => "count".to_string(),
+                    Aggregation::CountBy { .. } => "countby".to_string(),
+                    Aggregation::Avg { .. } => "avg".to_string(),
+                    Aggregation::Sort { reverse } => format!("sort reverse={reverse}"),
+                    Aggregation::Distinct => "distinct".to_string(),
+                };
+                let phase = match phase {
+                    Phase::Partial => "partial",
+                    Phase::Final => "final",
+                };
+                format!("{what} ({phase})")
+            }
+            Step::ToString => "to string".into(),
+        }
+    }
+}
+
+/// What an execution reads.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum ReaderSpec {
+    /// Keys matching a glob (SCAN MATCH), or one exact key with `no_scan`.
+    Keys {
+        pattern: String,
+        no_scan: bool,
+        read_value: bool,
+    },
+    /// Key names only.
+    KeysOnly {
+        pattern: String,
+        count: u64,
+        no_scan: bool,
+        pattern_generator: Option<CallbackId>,
+    },
+    /// Entries of one stream after `from_id` (exclusive).
+    Stream { key: String, from_id: String },
+    /// One record per shard: its id.
+    ShardsId,
+    /// Whatever a user generator function yields.
+    Generator { callback: CallbackId },
+}
+
+impl ReaderSpec {
+    /// A short human description, as `RG.EXPLAIN` prints it.
+    pub fn describe(&self) -> String {
+        match self {
+            ReaderSpec::Keys {
+                pattern,
+                no_scan,
+                read_value,
+            } => format!("KeysReader pattern={pattern:?} noScan={no_scan} readValue={read_value}"),
+            ReaderSpec::KeysOnly {
+                pattern,
+                count,
+                no_scan,
+                pattern_generator,
+            } => format!(
+                "KeysOnlyReader pattern={pattern:?} count={count} noScan={no_scan}{}",
+                if pattern_generator.is_some() {
+                    " patternGenerator=<callback>"
+                } else {
+                    ""
+                }
+            ),
+            ReaderSpec::Stream { key, from_id } => {
+                format!("StreamReader stream={key:?} fromId={from_id:?}")
+            }
+            ReaderSpec::ShardsId => "ShardsIDReader".into(),
+            ReaderSpec::Generator { .. } => "PythonReader generator=<callback>".into(),
+        }
+    }
+}
+
+/// How an execution is distributed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExecutionMode {
+    /// Runs on every shard; results are collected (RedisGears' `async`).
+    #[default]
+    Async,
+    /// Runs on the local shard only.
+    AsyncLocal,
+    /// Runs on the calling thread (registrations only).
+    Sync,
+}
+
+impl ExecutionMode {
+    pub fn parse(mode: &str) -> Result<ExecutionMode> {
+        match mode {
+            "async" => Ok(ExecutionMode::Async),
+            "async_local" => Ok(ExecutionMode::AsyncLocal),
+            "sync" => Ok(ExecutionMode::Sync),
+            other => Err(GearsError::Plan(format!("unknown execution mode {other}"))),
+        }
+    }
+}
+
+/// The arguments of `run()` that shape the execution rather than the reader.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct RunOptions {
+    pub convert_to_str: bool,
+    pub collect: bool,
+    pub mode: ExecutionMode,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            convert_to_str: true,
+            collect: true,
+            mode: ExecutionMode::Async,
+        }
+    }
+}
+
+/// A reader plus the ordered steps to run over its records.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ExecutionPlan {
+    pub language: Language,
+    pub reader: ReaderSpec,
+    pub steps: Vec<Step>,
+    pub options: RunOptions,
+    pub description: Option<String>,
+}
+
+impl ExecutionPlan {
+    /// A readable listing of the plan: one line per step, saying whether the step runs in Rust or
+    /// calls the script's language, and where records move between shards.
+    pub fn explain(&self) -> Vec<String> {
+        let mut lines = vec![format!("reader: {}", self.reader.describe())];
+        for (i, step) in self.steps.iter().enumerate() {
+            let runs = if step.callbacks().is_empty() {
+                "rust".to_string()
+            } else {
+                self.language.name().to_string()
+            };
+            let moves = match step.distribution() {
+                Distribution::Local => "local",
+                Distribution::Collect => "moves records: collect to initiator",
+                Distribution::Repartition => "moves records: repartition by key slot",
+            };
+            lines.push(format!(
+                "{}: {} [runs in {}] [{}]",
+                i + 1,
+                step.name(),
+                runs,
+                moves
+            ));
+        }
+        lines
+    }
+}
+
+/// A keyword argument's value as a frontend hands it to [`ReaderSpec::from_run_args`].
+pub type Kwarg = (String, Record);
+
+/// The first argument of `run()`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunArg {
+    None,
+    Text(String),
+    Callback(CallbackId),
+}
+
+impl ReaderSpec {
+    /// Builds the reader spec from the builder's reader name and `run()`'s arguments.
+    pub fn from_run_args(
+        reader: &str,
+        default_arg: &str,
+        arg: RunArg,
+        kwargs: &[Kwarg],
+        pattern_generator: Option<CallbackId>,
+    ) -> Result<ReaderSpec> {
+        let text_arg = |arg: &RunArg| match arg {
+            RunArg::Text(s) if !s.is_empty() => s.clone(),
+            _ => default_arg.to_string(),
+        };
+        let flag = |name: &str, default: bool| {
+            kwargs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.is_truthy())
+                .unwrap_or(default)
+        };
+        match reader {
+            "KeysReader" => Ok(ReaderSpec::Keys {
+                pattern: text_arg(&arg),
+                no_scan: flag("noScan", false),
+                read_value: flag("readValue", true),
+            }),
+            "KeysOnlyReader" => {
+                let count = match kwargs.iter().find(|(k, _)| k == "count") {
+                    None => 1000,
+                    Some((_, Record::Integer(n))) if *n > 0 => *n as u64,
+                    Some(_) => {
+                        return Err(GearsError::Plan(
+                            "count argument must be a positive integer".into(),
+                        ))
+                    }
+                };
+                Ok(ReaderSpec::KeysOnly {
+                    pattern: text_arg(&arg),
+                    count,
+                    no_scan: flag("noScan", false),
+                    pattern_generator,
+                })
+            }
+            "StreamReader" => {
+                let from_id = match kwargs.iter().find(|(k, _)| k == "fromId") {
+                    Some((_, Record::String(id))) => id.clone(),
+                    Some((_, other)) => crate::repr::python_str(other),
+                    None => "0-0".to_string(),
+                };
+                Ok(ReaderSpec::Stream {
+                    key: text_arg(&arg),
+                    from_id,
+                })
+            }
+            "ShardsIDReader" => Ok(ReaderSpec::ShardsId),
+            "PythonReader" | "GeneratorReader" => match arg {
+                RunArg::Callback(callback) => Ok(ReaderSpec::Generator { callback }),
+                _ => Err(GearsError::Plan(
+                    "pyreader argument must be a function".into(),
+                )),
+            },
+            _ => Err(GearsError::Plan(
+                "Given reader do not support run or not exists".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_round_trips_through_bincode() {
+        let plan = ExecutionPlan {
+            language: Language::Python,
+            reader: ReaderSpec::Keys {
+                pattern: "user:*".into(),
+                no_scan: false,
+                read_value: true,
+            },
+            steps: vec![
+                Step::Filter(CallbackId(0)),
+                Step::Aggregate {
+                    aggregation: Aggregation::Count,
+                    phase: Phase::Partial,
+                },
+                Step::Collect,
+                Step::Aggregate {
+                    aggregation: Aggregation::Count,
+                    phase: Phase::Final,
+                },
+            ],
+            options: RunOptions::default(),
+            description: None,
+        };
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&plan, config).unwrap();
+        let (decoded, _): (ExecutionPlan, usize) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(decoded, plan);
+    }
+
+    #[test]
+    fn distribution_is_explicit() {
+        assert_eq!(Step::Collect.distribution(), Distribution::Collect);
+        assert_eq!(
+            Step::Repartition {
+                key: KeySource::RecordKey
+            }
+            .distribution(),
+            Distribution::Repartition
+        );
+        assert_eq!(Step::Map(CallbackId(1)).distribution(), Distribution::Local);
+    }
+
+    #[test]
+    fn reader_args() {
+        let spec = ReaderSpec::from_run_args(
+            "KeysReader",
+            "*",
+            RunArg::None,
+            &[("readValue".into(), Record::Bool(false))],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            spec,
+            ReaderSpec::Keys {
+                pattern: "*".into(),
+                no_scan: false,
+                read_value: false
+            }
+        );
+        let err = ReaderSpec::from_run_args("CommandReader", "*", RunArg::None, &[], None);
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "Given reader do not support run or not exists"
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! The reader contract: a source of records, read in batches.
+
+use crate::error::Result;
+use crate::record::Record;
+
+/// A source of records. The executor asks for one batch at a time so a reader can take and
+/// release its locks (the Redis lock, for the module's readers) between batches.
+pub trait RecordReader: Send {
+    /// The next batch, or `None` when the source is exhausted.
+    fn next_batch(&mut self) -> Result<Option<Vec<Record>>>;
+}
+
+/// A reader over records already in memory.
+pub struct VecReader {
+    batches: std::vec::IntoIter<Vec<Record>>,
+}
+
+impl VecReader {
+    /// Yields `records` in batches of `batch_size`.
+    pub fn new(records: Vec<Record>, batch_size: usize) -> Self {
+        let batch_size = batch_size.max(1);
+        let mut batches = Vec::new();
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            batches.push(records.by_ref().take(batch_size).collect());
+        }
+        VecReader {
+            batches: batches.into_iter(),
+        }
+    }
+}
+
+impl RecordReader for VecReader {
+    fn next_batch(&mut self) -> Result<Option<Vec<Record>>> {
+        Ok(self.batches.next())
+    }
+}
