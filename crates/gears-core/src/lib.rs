@@ -12,6 +12,7 @@
 //! Nothing here depends on redis-module, pyo3, mlua or rhai: the crate is tested as plain Rust.
 
 mod builder;
+mod dict_order;
 mod error;
 mod executor;
 mod frontend;
@@ -19,9 +20,11 @@ pub mod operators;
 mod plan;
 mod reader;
 mod record;
+mod reply;
 mod repr;
 
 pub use builder::PlanBuilder;
+pub use dict_order::{gears_dict_order, siphash_1_2_zero_key};
 pub use error::{GearsError, Result};
 pub use executor::{ExecutionOutcome, Executor};
 pub use frontend::{Compiled, Frontend, LogLevel, RedisAccess, Runtime, Session};
@@ -29,6 +32,7 @@ pub use plan::{
     Aggregation, CallbackId, Distribution, ExecutionMode, ExecutionPlan, KeySource, Kwarg,
     Language, Phase, ReaderSpec, RunArg, RunOptions, Step, ValueId,
 };
-pub use reader::{RecordReader, VecReader};
+pub use reader::{GeneratorReader, RecordReader, VecReader};
 pub use record::{KeyRecord, NativeValue, Record};
+pub use reply::{encode_outcome, encode_record, ReplyValue};
 pub use repr::{python_float_repr, python_repr, python_str};

@@ -35,3 +35,57 @@ impl RecordReader for VecReader {
         Ok(self.batches.next())
     }
 }
+
+/// Reads whatever a user generator function yields (`PythonReader` and its Lua and Rhai
+/// counterparts), through the language's [`crate::Runtime`].
+pub struct GeneratorReader {
+    session: std::sync::Arc<dyn crate::Session>,
+    callback: crate::CallbackId,
+    generator: Option<Record>,
+    batch_size: usize,
+    done: bool,
+}
+
+impl GeneratorReader {
+    pub fn new(
+        session: std::sync::Arc<dyn crate::Session>,
+        callback: crate::CallbackId,
+        batch_size: usize,
+    ) -> Self {
+        GeneratorReader {
+            session,
+            callback,
+            generator: None,
+            batch_size: batch_size.max(1),
+            done: false,
+        }
+    }
+}
+
+impl RecordReader for GeneratorReader {
+    fn next_batch(&mut self) -> Result<Option<Vec<Record>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut outcome = Ok(Vec::new());
+        let (callback, batch_size) = (self.callback, self.batch_size);
+        let generator = &mut self.generator;
+        self.session.enter(&mut |runtime| {
+            outcome = (|| {
+                if generator.is_none() {
+                    *generator = Some(runtime.start_generator(callback)?);
+                }
+                match generator {
+                    Some(g) => runtime.next_from_generator(g, batch_size),
+                    None => Ok(Vec::new()),
+                }
+            })();
+        });
+        let batch = outcome.inspect_err(|_| self.done = true)?;
+        if batch.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(batch))
+    }
+}

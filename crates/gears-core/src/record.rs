@@ -45,18 +45,22 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    /// The record as an ordered map, in the field order RedisGears uses.
+    /// The record as an ordered map, in the order RedisGears 1.2's dict yields the fields
+    /// (`event`, `key`, `type`, `value`; see [`crate::gears_dict_order`]), which is the order
+    /// `str(record)` shows.
     pub fn to_map(&self) -> Record {
-        let mut entries = vec![(Record::from("key"), Record::String(self.key.clone()))];
-        if let Some(value) = &self.value {
-            entries.push((Record::from("value"), value.clone()));
-            entries.push((Record::from("type"), Record::String(self.key_type.clone())));
-        }
         let event = match &self.event {
             Some(e) => Record::String(e.clone()),
             None => Record::Nil,
         };
-        entries.push((Record::from("event"), event));
+        let mut entries = vec![
+            (Record::from("event"), event),
+            (Record::from("key"), Record::String(self.key.clone())),
+        ];
+        if let Some(value) = &self.value {
+            entries.push((Record::from("type"), Record::String(self.key_type.clone())));
+            entries.push((Record::from("value"), value.clone()));
+        }
         Record::Map(entries)
     }
 }
@@ -239,10 +243,10 @@ mod tests {
         assert_eq!(
             names,
             vec![
+                Record::from("event"),
                 Record::from("key"),
-                Record::from("value"),
                 Record::from("type"),
-                Record::from("event")
+                Record::from("value")
             ]
         );
     }
@@ -258,8 +262,8 @@ mod tests {
         assert_eq!(
             key.to_map(),
             Record::Map(vec![
-                (Record::from("key"), Record::from("k")),
-                (Record::from("event"), Record::Nil)
+                (Record::from("event"), Record::Nil),
+                (Record::from("key"), Record::from("k"))
             ])
         );
     }

@@ -216,7 +216,7 @@ mod tests {
         }));
         assert_eq!(
             python_str(&record),
-            "{'key': 'user:1', 'value': {'name': 'Ann', 'age': '40'}, 'type': 'hash', 'event': None}"
+            "{'event': None, 'key': 'user:1', 'type': 'hash', 'value': {'name': 'Ann', 'age': '40'}}"
         );
     }
 

@@ -1,1 +1,19 @@
+//! `gears-python`: the Python frontend of Gears, on the embedded CPython (pyo3).
+//!
+//! - [`start_interpreter`] initialises CPython once, on Redis's main thread, with a module-chosen
+//!   virtual environment (PyConfig, not environment variables) and libpython re-opened with
+//!   `RTLD_GLOBAL` so C extensions such as numpy import inside redis-server.
+//! - [`PythonFrontend`] compiles a script: every script gets its own globals dict holding
+//!   RedisGears 1.2's API (`GearsBuilder`/`GB`, `execute`, `log`, ...); `run()` lowers the
+//!   recorded steps into a [`gears_core::ExecutionPlan`].
+//! - [`PythonSession`] owns the script's globals, callbacks and values; the executor enters it
+//!   (taking the GIL) once per batch. `execute` releases the GIL before it waits for the Redis
+//!   lock, so the lock order is always Redis lock → GIL, never the reverse.
 
+mod api;
+mod convert;
+mod interpreter;
+mod session;
+
+pub use interpreter::{start_interpreter, PythonConfig};
+pub use session::{PythonFrontend, PythonSession};

@@ -44,7 +44,8 @@ impl Operator for BatchReduceByKey {
     fn finish(&mut self, ctx: &mut StepContext<'_>) -> Vec<Record> {
         self.index.clear();
         let mut out = Vec::new();
-        for (key, records) in std::mem::take(&mut self.groups) {
+        // RedisGears pops its groups off an array: last-seen key first.
+        for (key, records) in std::mem::take(&mut self.groups).into_iter().rev() {
             let key = Record::String(key);
             let list = Record::List(records);
             match ctx.runtime.call(self.reducer, &[&key, &list]) {
@@ -78,8 +79,8 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Record::key_value(Record::from("1"), Record::Integer(2)),
                 Record::key_value(Record::from("0"), Record::Integer(1)),
+                Record::key_value(Record::from("1"), Record::Integer(2)),
             ]
         );
     }

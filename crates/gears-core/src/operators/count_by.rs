@@ -61,8 +61,23 @@ impl Operator for CountBy {
 
     fn finish(&mut self, _ctx: &mut StepContext<'_>) -> Vec<Record> {
         self.index.clear();
-        std::mem::take(&mut self.counts)
+        let mut counts: Vec<Option<(String, i64)>> = std::mem::take(&mut self.counts)
             .into_iter()
+            .map(Some)
+            .collect();
+        let keys: Vec<&[u8]> = counts
+            .iter()
+            .map(|c| c.as_ref().map_or(&b""[..], |(k, _)| k.as_bytes()))
+            .collect();
+        // The final phase emits in RedisGears' dict order, as its groupby does.
+        let order = if self.partial {
+            (0..keys.len()).collect()
+        } else {
+            crate::gears_dict_order(&keys)
+        };
+        order
+            .into_iter()
+            .filter_map(|i| counts[i].take())
             .map(|(k, n)| Record::key_value(Record::String(k), Record::Integer(n)))
             .collect()
     }
@@ -96,11 +111,12 @@ mod tests {
             vec![a, b],
         );
         assert!(errors.is_empty(), "{errors:?}");
+        // RedisGears' dict yields "b" before "a".
         assert_eq!(
             merged,
             vec![
-                Record::key_value(Record::from("a"), Record::Integer(2)),
                 Record::key_value(Record::from("b"), Record::Integer(2)),
+                Record::key_value(Record::from("a"), Record::Integer(2)),
             ]
         );
     }

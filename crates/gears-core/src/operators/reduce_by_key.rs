@@ -1,5 +1,5 @@
 //! Accumulate per key: `acc[k] = reducer(k, acc[k], record)`, emitting `{'key', 'value'}`
-//! records in first-seen key order. This is `localgroupby`, and the merge half of `groupby` and
+//! records in the order of RedisGears' dict ([`crate::gears_dict_order`]). This is `localgroupby`, and the merge half of `groupby` and
 //! `aggregateby` once records were repartitioned by key.
 
 use super::{Operator, StepContext};
@@ -82,8 +82,19 @@ impl Operator for ReduceByKey {
 
     fn finish(&mut self, _ctx: &mut StepContext<'_>) -> Vec<Record> {
         self.index.clear();
-        std::mem::take(&mut self.groups)
+        let mut groups: Vec<Option<(String, Record)>> = std::mem::take(&mut self.groups)
             .into_iter()
+            .map(Some)
+            .collect();
+        // RedisGears emits the groups in its dict's order.
+        let keys: Vec<&[u8]> = groups
+            .iter()
+            .map(|g| g.as_ref().map_or(&b""[..], |(k, _)| k.as_bytes()))
+            .collect();
+        let order = crate::gears_dict_order(&keys);
+        order
+            .into_iter()
+            .filter_map(|i| groups[i].take())
             .map(|(key, value)| Record::key_value(Record::String(key), value))
             .collect()
     }

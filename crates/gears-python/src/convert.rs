@@ -1,0 +1,119 @@
+//! Conversions between core records and Python objects.
+
+use gears_core::{GearsError, Language, NativeValue, Record, Result};
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
+    PyTuple,
+};
+
+/// A Python object carried through the pipeline as a native record.
+pub(crate) struct PyValue(pub Py<PyAny>);
+
+/// Wraps a Python object as a native record.
+pub(crate) fn native(obj: Bound<'_, PyAny>) -> Record {
+    Record::Native(NativeValue::new(Language::Python, PyValue(obj.unbind())))
+}
+
+/// A record as a Python object: natives as they are, core records converted.
+pub(crate) fn to_py<'py>(py: Python<'py>, record: &Record) -> Result<Bound<'py, PyAny>> {
+    to_py_inner(py, record).map_err(|e| GearsError::Internal(e.to_string()))
+}
+
+fn to_py_inner<'py>(py: Python<'py>, record: &Record) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match record {
+        Record::Nil => py.None().into_bound(py),
+        Record::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Record::Integer(i) => i.into_pyobject(py)?.into_any(),
+        Record::Float(f) => PyFloat::new(py, *f).into_any(),
+        Record::String(s) => PyString::new(py, s).into_any(),
+        Record::Error(s) => PyString::new(py, s).into_any(),
+        Record::Bytes(b) => PyByteArray::new(py, b).into_any(),
+        Record::List(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(to_py_inner(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Record::Map(entries) => {
+            let dict = PyDict::new(py);
+            for (k, v) in entries {
+                dict.set_item(to_py_inner(py, k)?, to_py_inner(py, v)?)?;
+            }
+            dict.into_any()
+        }
+        Record::Key(key) => to_py_inner(py, &key.to_map())?,
+        Record::Native(value) => match value.downcast_ref::<PyValue>() {
+            Some(obj) => obj.0.bind(py).clone(),
+            None => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "a {} value can not be passed to Python",
+                    value.language().name()
+                )))
+            }
+        },
+    })
+}
+
+/// A Python object as a core record (deep).
+pub(crate) fn to_core(obj: &Bound<'_, PyAny>) -> Result<Record> {
+    to_core_inner(obj).map_err(|e| GearsError::Callback(e.to_string()))
+}
+
+fn to_core_inner(obj: &Bound<'_, PyAny>) -> PyResult<Record> {
+    if obj.is_none() {
+        return Ok(Record::Nil);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Record::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return Ok(match obj.extract::<i64>() {
+            Ok(i) => Record::Integer(i),
+            Err(_) => Record::String(obj.str()?.to_string()),
+        });
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Record::Float(f.value()));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Record::String(s.to_str()?.to_string()));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Record::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Record::Bytes(b.to_vec()));
+    }
+    if let Ok(list) = obj.cast::<PyList>() {
+        return list
+            .iter()
+            .map(|item| to_core_inner(&item))
+            .collect::<PyResult<_>>()
+            .map(Record::List);
+    }
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        return tuple
+            .iter()
+            .map(|item| to_core_inner(&item))
+            .collect::<PyResult<_>>()
+            .map(Record::List);
+    }
+    if let Ok(dict) = obj.cast::<PyDict>() {
+        let mut entries = Vec::with_capacity(dict.len());
+        for (k, v) in dict.iter() {
+            entries.push((to_core_inner(&k)?, to_core_inner(&v)?));
+        }
+        return Ok(Record::Map(entries));
+    }
+    if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
+        let mut items = Vec::new();
+        for item in obj.try_iter()? {
+            items.push(to_core_inner(&item?)?);
+        }
+        return Ok(Record::List(items));
+    }
+    // Anything else (numpy scalars, user objects ...) is carried as its str().
+    Ok(Record::String(obj.str()?.to_string()))
+}

@@ -1,0 +1,112 @@
+//! Starting the embedded interpreter.
+
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use gears_core::{GearsError, Result};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// How to start Python.
+#[derive(Clone, Debug, Default)]
+pub struct PythonConfig {
+    /// A virtual environment whose `bin/python` becomes the program name, so that Python finds
+    /// the venv's `pyvenv.cfg` and its site-packages.
+    pub venv: Option<PathBuf>,
+    /// Put the full traceback in error texts (RedisGears' `PythonAttemptTraceback`, default on).
+    pub attempt_traceback: bool,
+}
+
+static STARTED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+static ATTEMPT_TRACEBACK: AtomicBool = AtomicBool::new(true);
+
+pub(crate) fn attempt_traceback() -> bool {
+    ATTEMPT_TRACEBACK.load(Ordering::Relaxed)
+}
+
+/// True once the interpreter runs (it can never be stopped again in this process).
+pub fn is_started() -> bool {
+    matches!(STARTED.get(), Some(Ok(())))
+}
+
+/// Starts CPython. Must be called on Redis's main thread (so that `threading` records it as the
+/// main thread); later calls return the first call's outcome. On return the GIL is released.
+pub fn start_interpreter(config: &PythonConfig) -> Result<()> {
+    ATTEMPT_TRACEBACK.store(config.attempt_traceback, Ordering::Relaxed);
+    STARTED
+        .get_or_init(|| start(config))
+        .clone()
+        .map_err(GearsError::Internal)
+}
+
+fn start(config: &PythonConfig) -> std::result::Result<(), String> {
+    reopen_libpython_global();
+    // SAFETY: plain CPython initialisation through PyConfig, done once (guarded by STARTED)
+    // before any other Python API call in this process.
+    unsafe {
+        if ffi::Py_IsInitialized() != 0 {
+            return Err("Python was already initialised by another module".into());
+        }
+        let mut pyconfig = std::mem::MaybeUninit::<ffi::PyConfig>::zeroed();
+        ffi::PyConfig_InitPythonConfig(pyconfig.as_mut_ptr());
+        let mut pyconfig = pyconfig.assume_init();
+        pyconfig.install_signal_handlers = 0;
+        pyconfig.parse_argv = 0;
+        if let Some(venv) = &config.venv {
+            let program = venv.join("bin").join("python");
+            let program = CString::new(program.to_string_lossy().as_bytes())
+                .map_err(|_| "venv path contains a NUL byte".to_string())?;
+            let status = ffi::PyConfig_SetBytesString(
+                &mut pyconfig,
+                &mut pyconfig.program_name,
+                program.as_ptr(),
+            );
+            if ffi::PyStatus_Exception(status) != 0 {
+                ffi::PyConfig_Clear(&mut pyconfig);
+                return Err("could not set the Python program name".into());
+            }
+        }
+        let status = ffi::Py_InitializeFromConfig(&pyconfig);
+        ffi::PyConfig_Clear(&mut pyconfig);
+        if ffi::PyStatus_Exception(status) != 0 {
+            let message = if status.err_msg.is_null() {
+                "unknown error".to_string()
+            } else {
+                CStr::from_ptr(status.err_msg)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            return Err(format!("Python failed to start: {message}"));
+        }
+    }
+    let setup = Python::attach(|py| -> PyResult<()> {
+        // Record this (Redis's main) thread as Python's main thread.
+        py.import("threading")?;
+        crate::api::install(py)
+    });
+    // SAFETY: releases the GIL this thread got from Py_InitializeFromConfig; worker threads take
+    // it with PyGILState_Ensure (Python::attach). The thread state is never restored.
+    unsafe {
+        ffi::PyEval_SaveThread();
+    }
+    setup.map_err(|e| format!("Python set-up failed: {e}"))
+}
+
+/// libpython arrived with redis-server's `dlopen` of the module, without `RTLD_GLOBAL`, so C
+/// extensions cannot resolve `Py*` symbols. Re-open it globally.
+fn reopen_libpython_global() {
+    // SAFETY: dladdr on the address of a libpython function, then dlopen(RTLD_NOLOAD) of the
+    // library that is already mapped; nothing is unloaded.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let symbol = ffi::Py_IsInitialized as *const libc::c_void;
+        if libc::dladdr(symbol, &mut info) != 0 && !info.dli_fname.is_null() {
+            libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_GLOBAL | libc::RTLD_NOLOAD,
+            );
+        }
+    }
+}

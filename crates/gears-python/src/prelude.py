@@ -1,0 +1,105 @@
+# The Python side of Gears' GearsBuilder. It only records the steps; `run()` hands them to Rust,
+# which lowers them into the shared execution plan. Names here are copied into every script's
+# globals, as RedisGears 1.2 does.
+import redisgears
+from redisgears import executeCommand as execute
+from redisgears import log, configGet, gearsConfigGet, hashtag
+from redisgears import GearsError
+
+
+def _check_functions(op, args, count):
+    if len(args) != count:
+        raise GearsError('wrong number of args to %s function' % op)
+    for a in args:
+        if not callable(a):
+            raise GearsError('%s argument must be a function' % op)
+
+
+class GearsBuilder(object):
+    def __init__(self, reader='KeysReader', defaultArg='*', desc=None):
+        self.reader = reader
+        self.defaultArg = defaultArg
+        self.desc = desc
+        self.steps = []
+
+    def _step(self, op, args, functions):
+        _check_functions(op, args, functions)
+        self.steps.append((op, args))
+        return self
+
+    def map(self, *args):
+        return self._step('map', args, 1)
+
+    def flatmap(self, *args):
+        return self._step('flatmap', args, 1)
+
+    def foreach(self, *args):
+        return self._step('foreach', args, 1)
+
+    def filter(self, *args):
+        return self._step('filter', args, 1)
+
+    def accumulate(self, *args):
+        return self._step('accumulate', args, 1)
+
+    def localgroupby(self, *args):
+        return self._step('localgroupby', args, 2)
+
+    def repartition(self, *args):
+        return self._step('repartition', args, 1)
+
+    def groupby(self, *args):
+        return self._step('groupby', args, 2)
+
+    def batchgroupby(self, *args):
+        return self._step('batchgroupby', args, 2)
+
+    def collect(self, *args):
+        return self._step('collect', args, 0)
+
+    def limit(self, *args):
+        if len(args) not in (1, 2):
+            raise GearsError('wrong number of args to limit function')
+        for a in args:
+            if type(a) is not int:
+                raise GearsError('limit argument must be a number')
+        self.steps.append(('limit', args))
+        return self
+
+    def aggregate(self, zero, seqOp, combOp):
+        self.steps.append(('aggregate', (zero, seqOp, combOp)))
+        return self
+
+    def aggregateby(self, extractor, zero, seqOp, combOp):
+        self.steps.append(('aggregateby', (extractor, zero, seqOp, combOp)))
+        return self
+
+    def count(self):
+        self.steps.append(('count', ()))
+        return self
+
+    def countby(self, extractor=None):
+        self.steps.append(('countby', (extractor,)))
+        return self
+
+    def avg(self, extractor=None):
+        self.steps.append(('avg', (extractor,)))
+        return self
+
+    def sort(self, reverse=True):
+        self.steps.append(('sort', (bool(reverse),)))
+        return self
+
+    def distinct(self):
+        self.steps.append(('distinct', ()))
+        return self
+
+    def run(self, arg=None, convertToStr=True, collect=True, **kwargs):
+        return redisgears._run(self.reader, self.defaultArg, self.desc, self.steps, arg,
+                               convertToStr, collect, kwargs)
+
+    def register(self, *args, **kwargs):
+        raise GearsError('register is not supported yet by this version of Gears')
+
+
+GB = GearsBuilder

@@ -1,0 +1,201 @@
+//! The Python frontend and its sessions.
+
+use std::sync::Arc;
+
+use gears_core::{
+    CallbackId, Compiled, Frontend, GearsError, Language, Record, RedisAccess, Result, Runtime,
+    Session, ValueId,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyIterator, PyList, PyString};
+
+use crate::api::{self, format_error};
+use crate::convert::{native, to_core, to_py, PyValue};
+
+/// Compiles Python scripts. The interpreter must have been started with
+/// [`crate::start_interpreter`].
+#[derive(Default)]
+pub struct PythonFrontend;
+
+impl PythonFrontend {
+    pub fn new() -> Self {
+        PythonFrontend
+    }
+}
+
+impl Frontend for PythonFrontend {
+    fn language(&self) -> Language {
+        Language::Python
+    }
+
+    fn compile(&self, script: &str, redis: Arc<dyn RedisAccess>) -> Result<Compiled> {
+        if !crate::interpreter::is_started() {
+            return Err(GearsError::Internal("Python is not started".into()));
+        }
+        let script = std::ffi::CString::new(script)
+            .map_err(|_| GearsError::Script("script contains a NUL byte".into()))?;
+        Python::attach(|py| {
+            let globals = api::new_globals(py).map_err(|e| GearsError::Internal(e.to_string()))?;
+            let (outcome, state) = api::with_host(&redis, || {
+                api::compiling(|| py.run(&script, Some(&globals), None))
+            });
+            outcome.map_err(|e| GearsError::Script(format_error(py, &e)))?;
+            let session = PythonSession {
+                globals: globals.unbind(),
+                callbacks: state.callbacks,
+                values: state.values,
+                redis,
+            };
+            Ok(Compiled {
+                session: Arc::new(session),
+                plans: state.plans,
+            })
+        })
+    }
+}
+
+/// One script's globals, callbacks and values.
+pub struct PythonSession {
+    #[allow(dead_code)]
+    globals: Py<PyDict>,
+    callbacks: Vec<Py<PyAny>>,
+    values: Vec<Py<PyAny>>,
+    redis: Arc<dyn RedisAccess>,
+}
+
+impl Session for PythonSession {
+    fn language(&self) -> Language {
+        Language::Python
+    }
+
+    fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime)) {
+        api::with_host(&self.redis, || {
+            Python::attach(|py| {
+                let mut runtime = PyRuntime { py, session: self };
+                f(&mut runtime)
+            })
+        })
+    }
+}
+
+struct PyRuntime<'py, 's> {
+    py: Python<'py>,
+    session: &'s PythonSession,
+}
+
+impl PyRuntime<'_, '_> {
+    fn callback_error(&self, err: PyErr) -> GearsError {
+        GearsError::Callback(format_error(self.py, &err))
+    }
+
+    fn bound(&self, value: &Record) -> Result<Bound<'_, PyAny>> {
+        to_py(self.py, value)
+    }
+}
+
+impl Runtime for PyRuntime<'_, '_> {
+    fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
+        let py = self.py;
+        let function = self
+            .session
+            .callbacks
+            .get(callback.0 as usize)
+            .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))?;
+        let mut py_args = Vec::with_capacity(args.len());
+        for arg in args {
+            py_args.push(to_py(py, arg)?);
+        }
+        let args = pyo3::types::PyTuple::new(py, py_args)
+            .map_err(|e| GearsError::Internal(e.to_string()))?;
+        match function.bind(py).call1(args) {
+            Ok(result) => Ok(native(result)),
+            Err(e) => Err(self.callback_error(e)),
+        }
+    }
+
+    fn to_core(&mut self, value: Record) -> Result<Record> {
+        match &value {
+            Record::Native(_) => to_core(&self.bound(&value)?),
+            Record::List(_) | Record::Map(_) | Record::Key(_) if value.contains_native() => {
+                to_core(&self.bound(&value)?)
+            }
+            _ => Ok(value),
+        }
+    }
+
+    fn value(&mut self, id: ValueId) -> Result<Record> {
+        let py = self.py;
+        let value = self
+            .session
+            .values
+            .get(id.0 as usize)
+            .ok_or_else(|| GearsError::Internal(format!("unknown value {}", id.0)))?;
+        let copy = py
+            .import("copy")
+            .and_then(|copy| copy.call_method1("deepcopy", (value.bind(py),)))
+            .map_err(|e| self.callback_error(e))?;
+        Ok(native(copy))
+    }
+
+    fn truthy(&mut self, value: &Record) -> Result<bool> {
+        match value {
+            Record::Native(_) => self
+                .bound(value)?
+                .is_truthy()
+                .map_err(|e| self.callback_error(e)),
+            other => Ok(other.is_truthy()),
+        }
+    }
+
+    fn expand_list(&mut self, value: Record) -> Result<std::result::Result<Vec<Record>, Record>> {
+        let obj = self.bound(&value)?;
+        match obj.cast_exact::<PyList>() {
+            Ok(list) => Ok(Ok(list.iter().map(native).collect())),
+            Err(_) => Ok(Err(value)),
+        }
+    }
+
+    fn to_str(&mut self, value: &Record) -> Result<String> {
+        let obj = self.bound(value)?;
+        let s = obj.str().map_err(|e| self.callback_error(e))?;
+        Ok(s.to_string())
+    }
+
+    fn key_string(&mut self, value: Record) -> Result<String> {
+        let obj = self.bound(&value)?;
+        let s = match obj.cast::<PyString>() {
+            Ok(s) => s.to_string(),
+            Err(_) => obj.repr().map_err(|e| self.callback_error(e))?.to_string(),
+        };
+        Ok(s)
+    }
+
+    fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
+        let result = self.call(callback, &[])?;
+        let obj = self.bound(&result)?;
+        let iterator = obj.try_iter().map_err(|e| self.callback_error(e))?;
+        Ok(native(iterator.into_any()))
+    }
+
+    fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
+        let Record::Native(value) = generator else {
+            return Ok(Vec::new());
+        };
+        let Some(PyValue(obj)) = value.downcast_ref::<PyValue>() else {
+            return Ok(Vec::new());
+        };
+        let obj = obj.bind(self.py);
+        let iterator = obj
+            .cast::<PyIterator>()
+            .map_err(|e| GearsError::Internal(e.to_string()))?;
+        let mut out = Vec::new();
+        for item in iterator.clone() {
+            let item = item.map_err(|e| self.callback_error(e))?;
+            out.push(native(item));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
