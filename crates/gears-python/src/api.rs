@@ -8,14 +8,17 @@ use gears_core::{
     CallbackId, ExecutionMode, ExecutionPlan, GearsError, Kwarg, Language, LogLevel, PlanBuilder,
     ReaderSpec, Record, RedisAccess, RunArg, RunOptions, ValueId,
 };
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFunction, PyList, PyModule, PyString, PyTuple};
 
 use crate::convert::{to_core, to_py};
 
-create_exception!(gears, error, PyException);
+mod exception {
+    #![allow(non_camel_case_types)]
+    // Named `gears.error`, as in RedisGears: tracebacks read `gears.error: <message>`.
+    pyo3::create_exception!(gears, error, pyo3::exceptions::PyException);
+}
+use exception::error;
 
 /// What a script's top level builds while it runs: its callbacks, values and plans.
 #[derive(Default)]
@@ -332,20 +335,14 @@ fn run(
         for (k, v) in kwargs.iter() {
             let key: String = k.extract()?;
             match key.as_str() {
-                "noScan" | "readValue" => {
-                    if !v.is_instance_of::<pyo3::types::PyBool>() {
-                        let what = if key == "noScan" {
-                            "exactMatch"
-                        } else {
-                            "readValue"
-                        };
-                        return Err(error::new_err(format!("{what} value is not boolean")));
-                    }
+                "noScan" if !v.is_instance_of::<pyo3::types::PyBool>() => {
+                    return Err(error::new_err("exactMatch value is not boolean"));
                 }
-                "fromId" => {
-                    if !v.is_instance_of::<PyString>() {
-                        return Err(error::new_err("fromId argument must be a string"));
-                    }
+                "readValue" if !v.is_instance_of::<pyo3::types::PyBool>() => {
+                    return Err(error::new_err("readValue value is not boolean"));
+                }
+                "fromId" if !v.is_instance_of::<PyString>() => {
+                    return Err(error::new_err("fromId argument must be a string"));
                 }
                 _ => {}
             }

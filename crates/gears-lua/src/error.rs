@@ -1,0 +1,68 @@
+//! Turning mlua errors into the short texts users see.
+//!
+//! A Lua error raised by `error('boom')` on line 3 of a script reads `script:3: boom`; an error
+//! raised by a Gears function (a builder argument error, a Redis error from `execute`) reads as
+//! that function's message. mlua's wrapping (`CallbackError`, `WithContext`) and Lua stack
+//! tracebacks are dropped.
+
+use gears_core::GearsError;
+
+/// The user-facing text of an mlua error.
+pub fn message(error: &mlua::Error) -> String {
+    match error {
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            message(cause)
+        }
+        mlua::Error::RuntimeError(m) | mlua::Error::MemoryError(m) => strip_traceback(m),
+        mlua::Error::SyntaxError { message, .. } => strip_traceback(message),
+        mlua::Error::ExternalError(e) => match e.downcast_ref::<GearsError>() {
+            Some(g) => g.message().to_string(),
+            None => strip_traceback(&e.to_string()),
+        },
+        mlua::Error::BadArgument { to, pos, cause, .. } => match to {
+            Some(to) => format!("bad argument #{pos} to '{to}': {}", message(cause)),
+            None => format!("bad argument #{pos}: {}", message(cause)),
+        },
+        other => strip_traceback(&other.to_string()),
+    }
+}
+
+/// A Lua error raised with `text` as its message, as Gears' own functions raise them.
+pub fn raise(text: impl Into<String>) -> mlua::Error {
+    mlua::Error::RuntimeError(text.into())
+}
+
+/// A Gears error raised inside Lua; its message is kept as is.
+pub fn raise_gears(error: GearsError) -> mlua::Error {
+    mlua::Error::external(error)
+}
+
+fn strip_traceback(text: &str) -> String {
+    match text.find("\nstack traceback:") {
+        Some(at) => text[..at].to_string(),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn unwraps_callback_errors_and_drops_tracebacks() {
+        let inner =
+            mlua::Error::RuntimeError("script:3: boom\nstack traceback:\n\t[C]: in ?".into());
+        let outer = mlua::Error::CallbackError {
+            traceback: "stack traceback: ...".into(),
+            cause: Arc::new(inner),
+        };
+        assert_eq!(message(&outer), "script:3: boom");
+    }
+
+    #[test]
+    fn gears_errors_keep_their_text() {
+        let e = raise_gears(GearsError::Redis("ERR unknown command".into()));
+        assert_eq!(message(&e), "ERR unknown command");
+    }
+}

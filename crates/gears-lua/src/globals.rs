@@ -1,0 +1,121 @@
+//! The sandboxed Lua state of a script and the Gears globals it sees.
+//!
+//! Libraries: base (without `dofile`, `loadfile`, `require`, `collectgarbage`; `load` accepts
+//! text chunks only), `string`, `table`, `math`, `utf8`, `coroutine`. No `io`, `os`, `package`,
+//! `debug` or `ffi`. `print` writes to the Redis log at notice level.
+
+use std::sync::Arc;
+
+use gears_core::{LogLevel, RedisAccess};
+use mlua::{Lua, LuaOptions, MultiValue, StdLib, Value};
+
+use crate::builder::create_builder_function;
+use crate::convert::to_lua;
+use crate::error::{message, raise, raise_gears};
+use crate::state::SharedState;
+
+/// Replaces `load` with a version that refuses binary chunks.
+const TEXT_ONLY_LOAD: &str = r#"
+local raw_load = load
+load = function(chunk, chunkname, _, env)
+  if env == nil then
+    return raw_load(chunk, chunkname, "t")
+  end
+  return raw_load(chunk, chunkname, "t", env)
+end
+"#;
+
+/// A fresh sandboxed Lua state with the Gears globals installed.
+pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Result<Lua> {
+    let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+    let lua = Lua::new_with(libs, LuaOptions::new())?;
+    lua.load(TEXT_ONLY_LOAD).set_name("=gears").exec()?;
+    let globals = lua.globals();
+    for name in ["dofile", "loadfile", "require", "collectgarbage"] {
+        globals.raw_set(name, Value::Nil)?;
+    }
+
+    let builder = create_builder_function(&lua, state)?;
+    globals.raw_set("GearsBuilder", builder.clone())?;
+    globals.raw_set("GB", builder)?;
+
+    let r = redis.clone();
+    let execute = lua.create_function(move |lua, args: MultiValue| {
+        let args = args.into_vec();
+        if args.is_empty() {
+            return Err(raise("wrong number of args to execute function"));
+        }
+        let mut command = Vec::with_capacity(args.len());
+        for arg in args {
+            match lua.coerce_string(arg)? {
+                Some(s) => command.push(s.as_bytes().to_vec()),
+                None => return Err(raise("execute arguments must be strings or numbers")),
+            }
+        }
+        let reply = r.execute(&command).map_err(raise_gears)?;
+        to_lua(lua, &reply).map_err(raise_gears)
+    })?;
+    globals.raw_set("execute", execute)?;
+
+    let r = redis.clone();
+    let log = lua.create_function(move |lua, args: MultiValue| {
+        let args = args.into_vec();
+        if args.is_empty() || args.len() > 2 {
+            return Err(raise("wrong number of args to log function"));
+        }
+        let text = match lua.coerce_string(args[0].clone())? {
+            Some(s) => s.to_string_lossy(),
+            None => args[0].to_string().unwrap_or_default(),
+        };
+        let level = match args.get(1) {
+            None | Some(Value::Nil) => LogLevel::Notice,
+            Some(Value::String(level)) => LogLevel::parse(&level.to_string_lossy())
+                .ok_or_else(|| raise("invalid log level"))?,
+            Some(_) => return Err(raise("invalid log level")),
+        };
+        r.log(level, &text);
+        Ok(())
+    })?;
+    globals.raw_set("log", log)?;
+
+    let r = redis.clone();
+    let print = lua.create_function(move |_, args: MultiValue| {
+        let parts: Vec<String> = args
+            .iter()
+            .map(|v| v.to_string().unwrap_or_else(|e| message(&e)))
+            .collect();
+        r.log(LogLevel::Notice, &parts.join("\t"));
+        Ok(())
+    })?;
+    globals.raw_set("print", print)?;
+
+    let r = redis.clone();
+    let config_get = lua.create_function(move |lua, key: Value| {
+        let key = match key {
+            Value::String(s) => s.to_string_lossy(),
+            _ => return Err(raise("configGet argument must be a string")),
+        };
+        let value = r.config_get(&key).map_err(raise_gears)?;
+        to_lua(lua, &value).map_err(raise_gears)
+    })?;
+    globals.raw_set("configGet", config_get)?;
+
+    let r = redis.clone();
+    let gears_config_get = lua.create_function(move |lua, (key, default): (Value, Value)| {
+        let key = match key {
+            Value::String(s) => s.to_string_lossy(),
+            _ => return Err(raise("gearsConfigGet argument must be a string")),
+        };
+        match r.gears_config_get(&key) {
+            Some(value) => to_lua(lua, &value).map_err(raise_gears),
+            None => Ok(default),
+        }
+    })?;
+    globals.raw_set("gearsConfigGet", gears_config_get)?;
+
+    let r = redis;
+    let hashtag = lua.create_function(move |_, ()| Ok(r.hashtag()))?;
+    globals.raw_set("hashtag", hashtag)?;
+
+    Ok(lua)
+}

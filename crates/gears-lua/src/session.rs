@@ -1,0 +1,200 @@
+//! A compiled script's live state ([`LuaSession`]) and the [`Runtime`] the executor drives.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use gears_core::{
+    CallbackId, GearsError, Language, NativeValue, Record, Result, Runtime, Session, ValueId,
+};
+use mlua::{Lua, MultiValue, Thread, Value};
+
+use crate::convert::{deep_copy, internal, native_to_lua, sequence, to_core, to_lua, to_record};
+use crate::error::message;
+use crate::state::{lock, SharedState};
+
+/// One script: its Lua state (one globals table) and the callbacks its plans reference.
+pub struct LuaSession {
+    lua: Mutex<Lua>,
+    state: SharedState,
+}
+
+impl LuaSession {
+    pub(crate) fn new(lua: Lua, state: SharedState) -> Self {
+        LuaSession {
+            lua: Mutex::new(lua),
+            state,
+        }
+    }
+}
+
+impl Session for LuaSession {
+    fn language(&self) -> Language {
+        Language::Lua
+    }
+
+    fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime)) {
+        let lua = lock(&self.lua);
+        let mut runtime = LuaRuntime {
+            lua: &lua,
+            state: &self.state,
+        };
+        f(&mut runtime);
+    }
+}
+
+/// The executor's view of a script while its session is entered.
+pub struct LuaRuntime<'a> {
+    lua: &'a Lua,
+    state: &'a SharedState,
+}
+
+/// A running generator reader: the coroutine, and items already produced but not yet handed out
+/// (the elements of a table the function returned).
+struct LuaGenerator {
+    inner: Mutex<GeneratorState>,
+}
+
+struct GeneratorState {
+    thread: Option<Thread>,
+    pending: VecDeque<Record>,
+}
+
+fn callback_error(e: &mlua::Error) -> GearsError {
+    GearsError::Callback(message(e))
+}
+
+impl LuaRuntime<'_> {
+    /// The Lua value of a record, which must be a native of this runtime or a core record.
+    fn lua_value(&self, record: &Record) -> Result<Value> {
+        match record {
+            Record::Native(native) => native_to_lua(self.lua, native),
+            other => to_lua(self.lua, other),
+        }
+    }
+
+    /// The records a generator's function returned when it finished.
+    fn returned_items(&self, values: MultiValue) -> Result<Vec<Record>> {
+        match values.into_iter().next() {
+            None | Some(Value::Nil) => Ok(Vec::new()),
+            Some(Value::Table(t)) => match sequence(&t)? {
+                Some(items) => items.into_iter().map(|v| to_record(self.lua, v)).collect(),
+                None => Ok(vec![to_record(self.lua, Value::Table(t))?]),
+            },
+            Some(other) => Ok(vec![to_record(self.lua, other)?]),
+        }
+    }
+}
+
+impl Runtime for LuaRuntime<'_> {
+    fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
+        // Clone the function out so the state lock is not held while user code runs.
+        let function = lock(self.state).callback(callback)?;
+        let mut values = MultiValue::with_capacity(args.len());
+        for arg in args {
+            values.push_back(self.lua_value(arg)?);
+        }
+        let result: Value = function.call(values).map_err(|e| callback_error(&e))?;
+        to_record(self.lua, result)
+    }
+
+    fn to_core(&mut self, value: Record) -> Result<Record> {
+        to_core(self.lua, value)
+    }
+
+    fn value(&mut self, id: ValueId) -> Result<Record> {
+        let value = {
+            let state = lock(self.state);
+            let key = state
+                .values
+                .get(id.0 as usize)
+                .ok_or_else(|| GearsError::Internal(format!("unknown Lua value {}", id.0)))?;
+            self.lua.registry_value::<Value>(key).map_err(internal)?
+        };
+        let copy = deep_copy(self.lua, &value, 0)?;
+        to_record(self.lua, copy)
+    }
+
+    /// Lua truthiness: only nil and false are false.
+    fn truthy(&mut self, value: &Record) -> Result<bool> {
+        Ok(!matches!(value, Record::Nil | Record::Bool(false)))
+    }
+
+    /// A sequence table (or a core list) expands; anything else is one record.
+    fn expand_list(&mut self, value: Record) -> Result<std::result::Result<Vec<Record>, Record>> {
+        match value {
+            Record::List(items) => Ok(Ok(items)),
+            Record::Native(native) => match native_to_lua(self.lua, &native)? {
+                Value::Table(t) => match sequence(&t)? {
+                    Some(items) => Ok(Ok(items
+                        .into_iter()
+                        .map(|v| to_record(self.lua, v))
+                        .collect::<Result<_>>()?)),
+                    None => Ok(Err(Record::Native(native))),
+                },
+                _ => Ok(Err(Record::Native(native))),
+            },
+            other => Ok(Err(other)),
+        }
+    }
+
+    /// Runs the reader function as a coroutine (see the crate docs for the protocol).
+    fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
+        let function = lock(self.state).callback(callback)?;
+        let thread = self.lua.create_thread(function).map_err(internal)?;
+        Ok(Record::Native(NativeValue::new(
+            Language::Lua,
+            LuaGenerator {
+                inner: Mutex::new(GeneratorState {
+                    thread: Some(thread),
+                    pending: VecDeque::new(),
+                }),
+            },
+        )))
+    }
+
+    fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
+        let generator = match generator {
+            Record::Native(native) => native.downcast_ref::<LuaGenerator>(),
+            _ => None,
+        }
+        .ok_or_else(|| GearsError::Internal("not a Lua generator".into()))?;
+        let mut state = lock(&generator.inner);
+        let mut out = Vec::new();
+        while out.len() < max {
+            if let Some(item) = state.pending.pop_front() {
+                out.push(item);
+                continue;
+            }
+            let Some(thread) = state.thread.clone() else {
+                break;
+            };
+            let values: MultiValue = match thread.resume(()) {
+                Ok(values) => values,
+                Err(e) => {
+                    state.thread = None;
+                    return Err(callback_error(&e));
+                }
+            };
+            if thread.is_resumable() {
+                // A coroutine.yield(v): one record.
+                let first = values.into_iter().next().unwrap_or(Value::Nil);
+                out.push(to_record(self.lua, first)?);
+            } else {
+                // The function returned: its return value holds the last records, if any.
+                state.thread = None;
+                let items = self.returned_items(values)?;
+                state.pending.extend(items);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps the session types honest: everything crossing threads must be `Send + Sync`.
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<LuaSession>();
+    check::<LuaGenerator>();
+    check::<Arc<Mutex<Lua>>>();
+}

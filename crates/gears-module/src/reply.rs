@@ -1,0 +1,46 @@
+//! Writing a [`ReplyValue`] with the raw reply API, which allows errors and statuses inside
+//! arrays (RedisGears replies `-...` / `+...` results that way).
+
+use std::ffi::CString;
+
+use gears_core::ReplyValue;
+use redis_module::raw;
+
+/// Text safe for an error or status line: no CR/LF, no NUL.
+fn one_line(text: &str) -> CString {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .filter(|c| *c != '\0')
+        .collect();
+    CString::new(cleaned).unwrap_or_default()
+}
+
+/// Writes `value` as the reply on `ctx`.
+pub(crate) fn write(ctx: *mut raw::RedisModuleCtx, value: &ReplyValue) {
+    match value {
+        ReplyValue::Bulk(bytes) => {
+            raw::reply_with_string_buffer(ctx, bytes.as_ptr().cast(), bytes.len());
+        }
+        ReplyValue::Status(s) => {
+            let s = one_line(s);
+            raw::reply_with_simple_string(ctx, s.as_ptr());
+        }
+        ReplyValue::Error(e) => {
+            let e = one_line(e);
+            raw::reply_with_error(ctx, e.as_ptr());
+        }
+        ReplyValue::Integer(i) => {
+            raw::reply_with_long_long(ctx, *i);
+        }
+        ReplyValue::Null => {
+            raw::reply_with_null(ctx);
+        }
+        ReplyValue::Array(items) => {
+            raw::reply_with_array(ctx, items.len() as std::os::raw::c_long);
+            for item in items {
+                write(ctx, item);
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The execution threads.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::thread;
+
+use crossbeam_channel::{unbounded, Sender};
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A fixed pool of worker threads fed by a channel.
+pub(crate) struct WorkerPool {
+    sender: Sender<Job>,
+}
+
+impl WorkerPool {
+    pub fn new(threads: usize) -> Self {
+        let (sender, receiver) = unbounded::<Job>();
+        for i in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("gears-worker-{i}"))
+                .spawn(move || {
+                    for job in receiver.iter() {
+                        // A job answers its own client even when it panics (see
+                        // commands::execute); this only keeps the thread alive.
+                        let _ = catch_unwind(AssertUnwindSafe(job));
+                    }
+                });
+            if spawned.is_err() {
+                break;
+            }
+        }
+        WorkerPool { sender }
+    }
+
+    /// Queues a job. If no worker can take it, the job is dropped unrun.
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
+        let _ = self.sender.send(Box::new(job));
+    }
+}

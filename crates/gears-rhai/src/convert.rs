@@ -1,0 +1,249 @@
+//! Conversions between core [`Record`]s and Rhai [`Dynamic`] values.
+//!
+//! Core → Rhai: `Nil` → `()`, `Bool` → `bool`, `Integer` → `i64`, `Float` → `f64`, `String` →
+//! string, `Bytes` → blob, `List` → array, `Map` → object map (a non-string key becomes its
+//! Python `str()`), a key record → `#{key, value, type, event}` (no `value`/`type` when the value
+//! was not read), an error value → its text, a Rhai native → the `Dynamic` it holds.
+//!
+//! Rhai → core: `()` → `Nil`, `bool`, `i64` → `Integer`, `f64` → `Float`, string and char →
+//! `String`, blob → `Bytes`, array → `List`, object map → `Map` (Rhai maps are sorted by key and
+//! that order is kept); anything else (a `GearsBuilder`, a function pointer, a range ...) becomes
+//! the string of its type name.
+
+use gears_core::{GearsError, Language, NativeValue, Record, Result};
+use rhai::{Array, Dynamic, Map};
+
+/// Wraps a value a Rhai callback returned, so the next Rhai step gets it without conversion.
+pub(crate) fn native(value: Dynamic) -> Record {
+    Record::Native(NativeValue::new(Language::Rhai, value.flatten()))
+}
+
+/// The Rhai value of a record (natives are unwrapped, core records converted).
+pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
+    Ok(match record {
+        Record::Nil => Dynamic::UNIT,
+        Record::Bool(b) => Dynamic::from_bool(*b),
+        Record::Integer(i) => Dynamic::from_int(*i),
+        Record::Float(f) => Dynamic::from_float(*f),
+        Record::String(s) => Dynamic::from(s.clone()),
+        Record::Bytes(bytes) => Dynamic::from_blob(bytes.clone()),
+        Record::List(items) => {
+            let mut array = Array::with_capacity(items.len());
+            for item in items {
+                array.push(to_dynamic(item)?);
+            }
+            Dynamic::from_array(array)
+        }
+        Record::Map(entries) => {
+            let mut map = Map::new();
+            for (key, value) in entries {
+                let key = match key {
+                    Record::String(s) => s.clone(),
+                    other => gears_core::python_str(&to_core(&to_dynamic(other)?)),
+                };
+                map.insert(key.into(), to_dynamic(value)?);
+            }
+            Dynamic::from_map(map)
+        }
+        Record::Key(key) => {
+            let mut map = Map::new();
+            map.insert("key".into(), Dynamic::from(key.key.clone()));
+            if let Some(value) = &key.value {
+                map.insert("value".into(), to_dynamic(value)?);
+                map.insert("type".into(), Dynamic::from(key.key_type.clone()));
+            }
+            let event = match &key.event {
+                Some(event) => Dynamic::from(event.clone()),
+                None => Dynamic::UNIT,
+            };
+            map.insert("event".into(), event);
+            Dynamic::from_map(map)
+        }
+        Record::Error(text) => Dynamic::from(text.clone()),
+        Record::Native(value) => match value.downcast_ref::<Dynamic>() {
+            Some(dynamic) => dynamic.clone(),
+            None => {
+                return Err(GearsError::Internal(format!(
+                    "a {} value reached the Rhai frontend",
+                    value.language().name()
+                )))
+            }
+        },
+    })
+}
+
+/// The core record of a Rhai value (deeply).
+pub(crate) fn to_core(value: &Dynamic) -> Record {
+    if value.is_shared() {
+        return to_core(&value.flatten_clone());
+    }
+    if value.is_unit() {
+        return Record::Nil;
+    }
+    if let Ok(b) = value.as_bool() {
+        return Record::Bool(b);
+    }
+    if let Ok(i) = value.as_int() {
+        return Record::Integer(i);
+    }
+    if let Ok(f) = value.as_float() {
+        return Record::Float(f);
+    }
+    if let Ok(c) = value.as_char() {
+        return Record::String(c.to_string());
+    }
+    if let Ok(s) = value.as_immutable_string_ref() {
+        return Record::String(s.to_string());
+    }
+    if let Ok(blob) = value.as_blob_ref() {
+        return Record::Bytes(blob.to_vec());
+    }
+    if let Ok(array) = value.as_array_ref() {
+        return Record::List(array.iter().map(to_core).collect());
+    }
+    if let Ok(map) = value.as_map_ref() {
+        return Record::Map(
+            map.iter()
+                .map(|(k, v)| (Record::String(k.to_string()), to_core(v)))
+                .collect(),
+        );
+    }
+    Record::String(type_name(value))
+}
+
+/// The user-facing name of a value's type.
+pub(crate) fn type_name(value: &Dynamic) -> String {
+    let name = value.type_name();
+    if name.ends_with("GearsBuilder") {
+        "GearsBuilder".to_string()
+    } else {
+        name.rsplit("::").next().unwrap_or(name).to_string()
+    }
+}
+
+/// Python-like truthiness of a Rhai value: `()`, `false`, `0`, `0.0`, `""`, `[]`, `#{}` and an
+/// empty blob are false; everything else is true.
+pub(crate) fn truthy(value: &Dynamic) -> bool {
+    if value.is_shared() {
+        return truthy(&value.flatten_clone());
+    }
+    if value.is_unit() {
+        return false;
+    }
+    if let Ok(b) = value.as_bool() {
+        return b;
+    }
+    if let Ok(i) = value.as_int() {
+        return i != 0;
+    }
+    if let Ok(f) = value.as_float() {
+        return f != 0.0;
+    }
+    if let Ok(s) = value.as_immutable_string_ref() {
+        return !s.is_empty();
+    }
+    if let Ok(blob) = value.as_blob_ref() {
+        return !blob.is_empty();
+    }
+    if let Ok(array) = value.as_array_ref() {
+        return !array.is_empty();
+    }
+    if let Ok(map) = value.as_map_ref() {
+        return !map.is_empty();
+    }
+    true
+}
+
+/// The bytes of a command argument: strings as is, blobs as their bytes, anything else as its
+/// Python `str()` (so `3` → `"3"`, `1.5` → `"1.5"`).
+pub(crate) fn to_argument(value: &Dynamic) -> Vec<u8> {
+    if let Ok(s) = value.as_immutable_string_ref() {
+        return s.as_bytes().to_vec();
+    }
+    if let Ok(blob) = value.as_blob_ref() {
+        return blob.to_vec();
+    }
+    gears_core::python_str(&to_core(value)).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gears_core::KeyRecord;
+
+    #[test]
+    fn core_values_round_trip() {
+        let record = Record::List(vec![
+            Record::Nil,
+            Record::Bool(true),
+            Record::Integer(3),
+            Record::Float(1.5),
+            Record::from("text"),
+            Record::Bytes(vec![0xff, 0]),
+            Record::Map(vec![
+                (Record::from("b"), Record::Integer(2)),
+                (Record::from("a"), Record::Integer(1)),
+            ]),
+        ]);
+        let Record::List(items) = to_core(&to_dynamic(&record).unwrap()) else {
+            panic!("not a list")
+        };
+        let Record::List(original) = record else {
+            panic!("not a list")
+        };
+        assert_eq!(items[..6], original[..6]);
+        // Rhai maps are sorted by key.
+        assert_eq!(
+            items[6],
+            Record::Map(vec![
+                (Record::from("a"), Record::Integer(1)),
+                (Record::from("b"), Record::Integer(2)),
+            ])
+        );
+    }
+
+    #[test]
+    fn key_records_become_maps() {
+        let key = Record::Key(Box::new(KeyRecord {
+            key: "k".into(),
+            value: None,
+            key_type: "string".into(),
+            event: None,
+        }));
+        let map = to_dynamic(&key).unwrap();
+        assert_eq!(
+            to_core(&map),
+            Record::Map(vec![
+                (Record::from("event"), Record::Nil),
+                (Record::from("key"), Record::from("k")),
+            ])
+        );
+    }
+
+    #[test]
+    fn non_string_map_keys_use_python_str() {
+        let record = Record::Map(vec![(Record::Integer(7), Record::Bool(false))]);
+        assert_eq!(
+            to_core(&to_dynamic(&record).unwrap()),
+            Record::Map(vec![(Record::from("7"), Record::Bool(false))])
+        );
+    }
+
+    #[test]
+    fn truthiness_is_python_like() {
+        assert!(!truthy(&Dynamic::UNIT));
+        assert!(!truthy(&Dynamic::from_bool(false)));
+        assert!(!truthy(&Dynamic::from_int(0)));
+        assert!(!truthy(&Dynamic::from(String::new())));
+        assert!(!truthy(&Dynamic::from_array(Array::new())));
+        assert!(truthy(&Dynamic::from("0".to_string())));
+        assert!(truthy(&Dynamic::from_float(0.5)));
+    }
+
+    #[test]
+    fn arguments_use_python_str() {
+        assert_eq!(to_argument(&Dynamic::from_int(3)), b"3".to_vec());
+        assert_eq!(to_argument(&Dynamic::from_float(14.0)), b"14.0".to_vec());
+        assert_eq!(to_argument(&Dynamic::from("x".to_string())), b"x".to_vec());
+    }
+}

@@ -1,0 +1,118 @@
+//! The global functions a script can call: `execute`, `log`, `configGet`, `gearsConfigGet`,
+//! `hashtag`, and the `print`/`debug` hooks that write to the Redis log.
+
+use std::sync::Arc;
+
+use gears_core::{python_str, LogLevel, RedisAccess};
+use rhai::{Array, Dynamic, Engine};
+
+use crate::builder::{raise, script_error, Fallible};
+use crate::convert::{to_argument, to_core, to_dynamic};
+
+/// Rhai has no varargs: `execute` is registered for 1 to this many arguments, plus
+/// `execute(array)`.
+pub const MAX_EXECUTE_ARGUMENTS: usize = 12;
+
+fn execute(redis: &dyn RedisAccess, args: Vec<Vec<u8>>) -> Fallible<Dynamic> {
+    let reply = redis.execute(&args).map_err(raise)?;
+    to_dynamic(&reply).map_err(raise)
+}
+
+fn text(value: &Dynamic) -> String {
+    match value.as_immutable_string_ref() {
+        Ok(s) => s.to_string(),
+        Err(_) => python_str(&to_core(value)),
+    }
+}
+
+macro_rules! register_execute {
+    ($engine:expr, $redis:expr, $($arg:ident),+) => {{
+        let redis = Arc::clone($redis);
+        $engine.register_fn(
+            "execute",
+            move |$($arg: Dynamic),+| -> Fallible<Dynamic> {
+                execute(&*redis, vec![$(to_argument(&$arg)),+])
+            },
+        );
+    }};
+}
+
+/// Registers the globals and routes `print`/`debug` to the Redis log.
+pub(crate) fn register(engine: &mut Engine, redis: &Arc<dyn RedisAccess>) {
+    let r = Arc::clone(redis);
+    engine.on_print(move |message| r.log(LogLevel::Notice, message));
+    let r = Arc::clone(redis);
+    engine.on_debug(move |message, _source, position| {
+        if position.is_none() {
+            r.log(LogLevel::Notice, message)
+        } else {
+            r.log(LogLevel::Notice, &format!("{message} ({position})"))
+        }
+    });
+
+    register_execute!(engine, redis, a1);
+    register_execute!(engine, redis, a1, a2);
+    register_execute!(engine, redis, a1, a2, a3);
+    register_execute!(engine, redis, a1, a2, a3, a4);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5, a6);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5, a6, a7);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5, a6, a7, a8);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5, a6, a7, a8, a9);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11);
+    register_execute!(engine, redis, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12);
+    let r = Arc::clone(redis);
+    engine.register_fn("execute", move |args: Array| -> Fallible<Dynamic> {
+        if args.is_empty() {
+            return script_error("execute needs a command");
+        }
+        execute(&*r, args.iter().map(to_argument).collect())
+    });
+    engine.register_fn("execute", || -> Fallible<Dynamic> {
+        script_error("execute needs a command")
+    });
+
+    let r = Arc::clone(redis);
+    engine.register_fn("log", move |message: Dynamic| {
+        r.log(LogLevel::Notice, &text(&message))
+    });
+    let r = Arc::clone(redis);
+    engine.register_fn(
+        "log",
+        move |message: Dynamic, level: Dynamic| -> Fallible<()> {
+            match LogLevel::parse(&text(&level)) {
+                Some(level) => {
+                    r.log(level, &text(&message));
+                    Ok(())
+                }
+                None => script_error("invalid log level"),
+            }
+        },
+    );
+
+    let r = Arc::clone(redis);
+    engine.register_fn("configGet", move |key: Dynamic| -> Fallible<Dynamic> {
+        let value = r.config_get(&text(&key)).map_err(raise)?;
+        to_dynamic(&value).map_err(raise)
+    });
+    let r = Arc::clone(redis);
+    engine.register_fn(
+        "gearsConfigGet",
+        move |key: Dynamic, default: Dynamic| -> Fallible<Dynamic> {
+            match r.gears_config_get(&text(&key)) {
+                Some(value) => to_dynamic(&value).map_err(raise),
+                None => Ok(default),
+            }
+        },
+    );
+    let r = Arc::clone(redis);
+    engine.register_fn("gearsConfigGet", move |key: Dynamic| -> Fallible<Dynamic> {
+        match r.gears_config_get(&text(&key)) {
+            Some(value) => to_dynamic(&value).map_err(raise),
+            None => Ok(Dynamic::UNIT),
+        }
+    });
+    let r = Arc::clone(redis);
+    engine.register_fn("hashtag", move || r.hashtag());
+}
