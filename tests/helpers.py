@@ -16,3 +16,10 @@ def gears_error(client, language, script, *options):
     except redis.ResponseError as e:
         return str(e)
     raise AssertionError("expected an error reply, got %r" % (reply,))
+
+
+def py_error(frame, message, line=1):
+    """RedisGears 1.2's Python error text: the repr of the traceback's lines."""
+    return str(["Traceback (most recent call last):\n",
+                '  File "<string>", line %d, in %s\n' % (line, frame),
+                message + "\n"])

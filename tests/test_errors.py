@@ -5,14 +5,10 @@ The `r` fixture checks after every test that the server still answers PING.
 import pytest
 import redis
 
-from helpers import gears, gears_error
+from helpers import gears, gears_error, py_error
 
 
-def py_traceback(frame, message):
-    """RedisGears 1.2's error text: the repr of the traceback's lines."""
-    return str(["Traceback (most recent call last):\n",
-                '  File "<string>", line 1, in %s\n' % frame,
-                message + "\n"])
+py_traceback = py_error
 
 
 SYNTAX_ERRORS = {

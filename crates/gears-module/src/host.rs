@@ -1,7 +1,8 @@
 //! [`RedisHost`]: how the core, the readers and the scripts reach Redis from a worker thread.
 
 use gears_core::{GearsError, LogLevel, Record, RedisAccess, Result};
-use redis_module::{logging, raw, CallOptionsBuilder, CallReply, CallResult, Context};
+use redis_module::logging::{self, RedisLogLevel};
+use redis_module::{raw, CallOptionsBuilder, CallReply, CallResult, Context};
 
 /// Redis as seen from a worker thread: every access takes the Redis lock for as short a time as
 /// it can, through one detached thread-safe context per host (redis-module's `lock()` would
@@ -164,11 +165,15 @@ impl RedisAccess for RedisHost {
     }
 
     fn log(&self, level: LogLevel, message: &str) {
-        match level {
-            LogLevel::Debug => logging::log_debug(message),
-            LogLevel::Verbose => logging::log_verbose(message),
-            LogLevel::Notice => logging::log_notice(message),
-            LogLevel::Warning => logging::log_warning(message),
+        let level = match level {
+            LogLevel::Debug => RedisLogLevel::Debug,
+            LogLevel::Verbose => RedisLogLevel::Verbose,
+            LogLevel::Notice => RedisLogLevel::Notice,
+            LogLevel::Warning => RedisLogLevel::Warning,
+        };
+        match crate::gears() {
+            Some(gears) => gears.log_context.log(level, message),
+            None => logging::log(level, message),
         }
     }
 

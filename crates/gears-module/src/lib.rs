@@ -29,6 +29,22 @@ pub(crate) struct Gears {
     pub workers: WorkerPool,
     /// Why Python is unavailable, if it failed to start.
     pub python_error: Option<String>,
+    /// A detached context of the module, so that log lines from worker threads are tagged `<rg>`.
+    pub log_context: LogContext,
+}
+
+/// A detached thread-safe context owned by the module for its whole life, used only for
+/// `RedisModule_Log`, which is thread-safe.
+pub(crate) struct LogContext(*mut redis_module::raw::RedisModuleCtx);
+
+// SAFETY: only passed to RedisModule_Log, which may be called from any thread.
+unsafe impl Send for LogContext {}
+unsafe impl Sync for LogContext {}
+
+impl LogContext {
+    pub fn log(&self, level: redis_module::logging::RedisLogLevel, message: &str) {
+        Context::new(self.0).log(level, message);
+    }
 }
 
 static GEARS: OnceLock<Gears> = OnceLock::new();
@@ -56,12 +72,17 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("Gears: Python is not available: {e}"));
     }
     let workers = WorkerPool::new(config.execution_threads);
+    // SAFETY: a detached context of this module; it lives as long as the module.
+    let log_context = LogContext(unsafe {
+        redis_module::raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx.ctx)
+    });
     let threads = config.execution_threads;
     if GEARS
         .set(Gears {
             config,
             workers,
             python_error,
+            log_context,
         })
         .is_err()
     {

@@ -1,0 +1,113 @@
+"""Python's script API and run() options, against a real redis-server."""
+import time
+
+import redis
+
+import pytest
+
+from conftest import RedisServer
+from helpers import gears, gears_error, py_error
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = RedisServer(extra_args=("MySetting", "hello", "ExecutionThreads", "2"))
+    yield s
+    alive = s.alive()
+    s.stop()
+    assert alive
+
+
+def test_log_writes_to_the_redis_log(r, server):
+    assert gears(r, "python", "log('from a script'); log('careful', level='warning')") == "OK"
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        log = server.read_log()
+        if "GEARS: careful" in log:
+            break
+        time.sleep(0.05)
+    assert "<rg> GEARS: from a script" in log
+    assert "# <rg> GEARS: careful" in log
+
+
+def test_log_errors(r):
+    assert gears_error(r, "python", "log('x', level='loud')") == py_error(
+        "<module>", "gears.error: Log level should be one of the following : debug,verbose,notice,warning")
+    assert gears_error(r, "python", "log(1)") == py_error(
+        "<module>", "gears.error: Log message must be a string")
+
+
+def test_config_get_reads_extra_module_arguments(r):
+    script = ("GB('ShardsIDReader').map(lambda x: [configGet('MySetting'), configGet('Nope'), "
+              "gearsConfigGet('Nope', 'fallback'), configGet('ExecutionThreads')]).run()")
+    assert gears(r, "python", script) == [["['hello', None, 'fallback', None]"], []]
+
+
+def test_hashtag_on_a_single_node(r):
+    assert gears(r, "python", "GB('ShardsIDReader').map(lambda x: hashtag()).run()") == [["06S"], []]
+
+
+def test_execute_conversions(r):
+    r.rpush("l", "a", "b")
+    script = ("GB('ShardsIDReader').map(lambda x: [execute('LRANGE', 'l', 0, -1), execute('LLEN', 'l'), "
+              "execute('GET', 'missing'), execute('SET', 'k', 1.5), execute('GET', 'k'), execute()]).run()")
+    assert gears(r, "python", script) == [["[['a', 'b'], 2, None, 'OK', '1.5', []]"], []]
+
+
+def test_binary_values_arrive_as_bytearray(r):
+    r.set("bin", b"\xff\x00")
+    assert gears(r, "python", "GB().map(lambda x: repr(x['value'])).run('bin')") == \
+        [["bytearray(b'\\xff\\x00')"], []]
+
+
+def test_keys_only_reader_options(r):
+    for i in range(5):
+        r.set("k:%d" % i, i)
+    results, errors = gears(r, "python", "GB('KeysOnlyReader').run('k:*', count=2)")
+    assert (sorted(results), errors) == (["k:0", "k:1", "k:2", "k:3", "k:4"], [])
+    assert gears(r, "python", "GB('KeysOnlyReader').run('k:1', noScan=True)") == [["k:1"], []]
+    assert gears(r, "python", "GB('KeysOnlyReader').run('k:9', noScan=True)") == [[], []]
+    assert gears(r, "python",
+                 "GB('KeysOnlyReader').run(patternGenerator=lambda: ('k:3', True))") == [["k:3"], []]
+
+
+def test_glob_patterns(r):
+    for key in ["a1", "a2", "b1", "ab", "a*"]:
+        r.set(key, "v")
+    run = "GB('KeysOnlyReader').run('%s')"
+    assert sorted(gears(r, "python", run % "a?")[0]) == ["a*", "a1", "a2", "ab"]
+    assert sorted(gears(r, "python", run % "[ab]1")[0]) == ["a1", "b1"]
+    assert sorted(gears(r, "python", run % "a\\\\*")[0]) == ["a*"]
+
+
+def test_run_option_errors(r):
+    assert gears_error(r, "python", "GB().run(mode='sync')") == py_error(
+        "<module>", "gears.error: unknown execution mode")
+    assert gears_error(r, "python", "GB().run(noScan=1)") == py_error(
+        "<module>", "gears.error: exactMatch value is not boolean")
+    assert gears_error(r, "python", "GB('StreamReader').run('s', fromId=1)") == py_error(
+        "<module>", "gears.error: fromId argument must be a string")
+    assert gears_error(r, "python", "GB('PythonReader').run()") == py_error(
+        "<module>", "gears.error: pyreader argument must be a function")
+
+
+def test_mode_and_collect_options_keep_single_node_results(r):
+    r.set("x", "1")
+    assert gears(r, "python", "GB().map(lambda x: x['key']).run(mode='async_local', collect=False)") == \
+        [["x"], []]
+
+
+def test_status_and_error_strings_in_results(r):
+    script = "GB('ShardsIDReader').flatmap(lambda x: ['+OK', '-ERR bad', '-', 'plain']).run()"
+    reply = gears(r, "python", script)
+    results = reply[0]
+    assert results[0] == "plain"
+    assert results[1] == "-"
+    assert isinstance(results[2], redis.ResponseError) and str(results[2]) == "bad"
+    assert results[3] == "OK"
+
+
+def test_one_globals_dict_per_script(r):
+    assert gears(r, "python", "counter = 41") == "OK"
+    assert gears(r, "python", "GB('ShardsIDReader').map(lambda x: counter).run()") == \
+        [[], [py_error("<lambda>", "NameError: name 'counter' is not defined")]]
