@@ -111,3 +111,53 @@ def test_one_globals_dict_per_script(r):
     assert gears(r, "python", "counter = 41") == "OK"
     assert gears(r, "python", "GB('ShardsIDReader').map(lambda x: counter).run()") == \
         [[], [py_error("<lambda>", "NameError: name 'counter' is not defined")]]
+
+
+def test_atomic_blocks_other_clients_between_commands(r, server):
+    import threading
+    script = ("import time\n"
+              "def f(x):\n"
+              "    with atomic():\n"
+              "        execute('SET', 'a', '1')\n"
+              "        time.sleep(0.5)\n"
+              "        execute('SET', 'b', '2')\n"
+              "GB('ShardsIDReader').foreach(f).run()")
+    job_client = server.new_client()
+    done = {}
+    job = threading.Thread(target=lambda: done.update(reply=job_client.execute_command("RG.PYEXECUTE", script)))
+    job.start()
+    seen = set()
+    watcher = server.new_client()
+    while job.is_alive():
+        seen.add(tuple(watcher.mget("a", "b")))
+    job.join()
+    assert done["reply"] == [["1"], []]
+    assert seen <= {(None, None), ("1", "2")}
+    assert ("1", "2") in seen
+
+
+def test_nested_atomic_is_an_error(r):
+    script = ("def f(x):\n"
+              "    with atomic():\n"
+              "        with atomic():\n"
+              "            pass\n"
+              "GB('ShardsIDReader').foreach(f).run()")
+    results, errors = gears(r, "python", script)
+    assert results == []
+    assert len(errors) == 1 and errors[0].endswith("'gears.error: Already inside an atomic block\\n']")
+
+
+def test_an_unclosed_atomic_block_is_released(r):
+    script = "GB('ShardsIDReader').foreach(lambda x: atomic().__enter__()).run()"
+    assert gears(r, "python", script) == [["1"], []]
+    assert r.ping()
+    assert gears(r, "python", "GB('ShardsIDReader').run()") == [["1"], []]
+
+
+def test_groupby_argument_errors(r):
+    assert gears_error(r, "python", "GB().groupby(lambda x: x)") == py_error(
+        "<module>", "gears.error: wrong number of args to groupby function")
+    assert gears_error(r, "python", "GB().groupby(1, lambda k, a, r: a)") == py_error(
+        "<module>", "gears.error: groupby extractor argument must be a function")
+    assert gears_error(r, "python", "GB().batchgroupby(lambda x: x, 2)") == py_error(
+        "<module>", "gears.error: batchgroupby reducer argument must be a function")

@@ -49,6 +49,15 @@ pub trait RedisAccess: Send + Sync {
     fn gears_config_get(&self, key: &str) -> Option<Record>;
     /// `hashtag()`: a hash tag that maps to a slot of this shard.
     fn hashtag(&self) -> String;
+    /// Starts an atomic block: this thread keeps the Redis lock, and the commands it runs do not
+    /// take it again, until [`RedisAccess::end_atomic`]. A block inside a block is an error.
+    fn begin_atomic(&self) -> Result<()> {
+        Err(GearsError::Plan(
+            "atomic blocks are not supported here".into(),
+        ))
+    }
+    /// Ends this thread's atomic block, if it has one (idempotent, so it is also a safety net).
+    fn end_atomic(&self) {}
 }
 
 /// A scripting language: compiles scripts into plans plus the callbacks those plans reference.

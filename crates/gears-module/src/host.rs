@@ -16,12 +16,20 @@ pub(crate) struct RedisHost {
 unsafe impl Send for RedisHost {}
 unsafe impl Sync for RedisHost {}
 
+thread_local! {
+    /// True while this thread holds the Redis lock (inside `with_lock` or an atomic block).
+    static HOLDS_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// True while this thread is inside an atomic block.
+    static IN_ATOMIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Releases the Redis lock when dropped, also on unwinding.
 struct LockGuard(*mut raw::RedisModuleCtx);
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        // SAFETY: the context was locked by `with_lock` on this thread.
+        HOLDS_LOCK.with(|held| held.set(false));
+        // SAFETY: the context was locked by this thread.
         unsafe { raw::RedisModule_ThreadSafeContextUnlock.unwrap()(self.0) };
     }
 }
@@ -34,10 +42,15 @@ impl RedisHost {
         RedisHost { context }
     }
 
-    /// Runs `f` under the Redis lock.
+    /// Runs `f` under the Redis lock (taken here unless this thread already holds it, inside an
+    /// atomic block).
     pub fn with_lock<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
+        if HOLDS_LOCK.with(|held| held.get()) {
+            return f(&Context::new(self.context));
+        }
         // SAFETY: locks Redis for this thread; LockGuard unlocks.
         unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(self.context) };
+        HOLDS_LOCK.with(|held| held.set(true));
         let _guard = LockGuard(self.context);
         f(&Context::new(self.context))
     }
@@ -181,6 +194,23 @@ impl RedisAccess for RedisHost {
         crate::gears()
             .and_then(|g| g.config.extra.get(key))
             .map(|v| Record::String(v.clone()))
+    }
+
+    fn begin_atomic(&self) -> Result<()> {
+        if IN_ATOMIC.with(|atomic| atomic.get()) || HOLDS_LOCK.with(|held| held.get()) {
+            return Err(GearsError::Plan("Already inside an atomic block".into()));
+        }
+        // SAFETY: locks Redis for this thread until end_atomic.
+        unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(self.context) };
+        HOLDS_LOCK.with(|held| held.set(true));
+        IN_ATOMIC.with(|atomic| atomic.set(true));
+        Ok(())
+    }
+
+    fn end_atomic(&self) {
+        if IN_ATOMIC.with(|atomic| atomic.replace(false)) {
+            drop(LockGuard(self.context));
+        }
     }
 
     fn hashtag(&self) -> String {

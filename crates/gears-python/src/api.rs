@@ -36,9 +36,11 @@ thread_local! {
 }
 
 /// Runs `f` with `host` as this thread's Redis host.
+/// An atomic block left open by a script is closed when the callback (or top level) returns.
 pub(crate) fn with_host<R>(host: &Arc<dyn RedisAccess>, f: impl FnOnce() -> R) -> R {
     let previous = HOST.with(|h| h.borrow_mut().replace(host.clone()));
     let result = f();
+    host.end_atomic();
     HOST.with(|h| *h.borrow_mut() = previous);
     result
 }
@@ -156,6 +158,22 @@ fn gears_config_get(
         return Ok(default.unwrap_or_else(|| py.None()));
     }
     Ok(value)
+}
+
+/// `atomic().__enter__`: keeps the Redis lock until the block ends. The GIL is released while
+/// waiting for the lock (lock order: Redis lock, then GIL).
+#[pyfunction(name = "_begin_atomic")]
+fn begin_atomic(py: Python<'_>) -> PyResult<()> {
+    let host = host()?;
+    py.detach(move || host.begin_atomic())
+        .map_err(|e| error::new_err(e.to_string()))
+}
+
+/// `atomic().__exit__`.
+#[pyfunction(name = "_end_atomic")]
+fn end_atomic() -> PyResult<()> {
+    host()?.end_atomic();
+    Ok(())
 }
 
 /// `hashtag()`: a hash tag that lands on this shard.
@@ -399,6 +417,8 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(config_get, &module)?)?;
     module.add_function(wrap_pyfunction!(gears_config_get, &module)?)?;
     module.add_function(wrap_pyfunction!(hashtag, &module)?)?;
+    module.add_function(wrap_pyfunction!(begin_atomic, &module)?)?;
+    module.add_function(wrap_pyfunction!(end_atomic, &module)?)?;
     module.add_function(wrap_pyfunction!(run, &module)?)?;
     module.add("GearsError", py.get_type::<error>())?;
     let sys_modules = py.import("sys")?.getattr("modules")?;
@@ -427,6 +447,7 @@ pub(crate) fn new_globals(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         "configGet",
         "gearsConfigGet",
         "hashtag",
+        "atomic",
         "GearsError",
     ] {
         globals.set_item(name, prelude.getattr(name)?)?;

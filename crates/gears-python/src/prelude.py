@@ -7,9 +7,27 @@ from redisgears import log, configGet, gearsConfigGet, hashtag
 from redisgears import GearsError
 
 
+class atomic(object):
+    """`with atomic():` runs the block's commands with no other client in between."""
+
+    def __enter__(self):
+        redisgears._begin_atomic()
+        return self
+
+    def __exit__(self, *exc):
+        redisgears._end_atomic()
+        return False
+
+
 def _check_functions(op, args, count):
     if len(args) != count:
         raise GearsError('wrong number of args to %s function' % op)
+    if count == 2:
+        if not callable(args[0]):
+            raise GearsError('%s extractor argument must be a function' % op)
+        if not callable(args[1]):
+            raise GearsError('%s reducer argument must be a function' % op)
+        return
     for a in args:
         if not callable(a):
             raise GearsError('%s argument must be a function' % op)
