@@ -49,12 +49,13 @@ impl Executor {
             if batch.is_empty() {
                 continue;
             }
+            let mut batch = Some(batch);
             self.session.enter(&mut |runtime| {
                 let mut ctx = StepContext {
                     runtime,
                     errors: &mut outcome.errors,
                 };
-                let out = push_through(&mut operators, batch.clone(), &mut ctx);
+                let out = push_through(&mut operators, batch.take().unwrap_or_default(), &mut ctx);
                 outcome.results.extend(out);
             });
         }

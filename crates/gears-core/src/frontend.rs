@@ -100,6 +100,13 @@ pub trait Runtime {
     /// A fresh copy of a user value.
     fn value(&mut self, id: ValueId) -> Result<Record>;
 
+    /// Converts a record the next callback will see into the language's own representation, so
+    /// that steps passing the record on (`filter`, `foreach`) hand the converted value to the
+    /// following callback instead of converting it again. The default keeps the record as is.
+    fn prepare(&mut self, record: Record) -> Result<Record> {
+        Ok(record)
+    }
+
     /// The language's truthiness of a value.
     fn truthy(&mut self, value: &Record) -> Result<bool> {
         Ok(self.to_core(value.clone())?.is_truthy())

@@ -1,6 +1,7 @@
 //! Conversions between core records and Python objects.
 
 use gears_core::{GearsError, Language, NativeValue, Record, Result};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
@@ -43,7 +44,20 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record) -> PyResult<Bound<'py, PyA
             }
             dict.into_any()
         }
-        Record::Key(key) => to_py_inner(py, &key.to_map())?,
+        Record::Key(key) => {
+            // The field order of KeyRecord::to_map, without copying the record first.
+            let dict = PyDict::new(py);
+            match &key.event {
+                Some(event) => dict.set_item(intern!(py, "event"), event)?,
+                None => dict.set_item(intern!(py, "event"), py.None())?,
+            }
+            dict.set_item(intern!(py, "key"), &key.key)?;
+            if let Some(value) = &key.value {
+                dict.set_item(intern!(py, "type"), &key.key_type)?;
+                dict.set_item(intern!(py, "value"), to_py_inner(py, value)?)?;
+            }
+            dict.into_any()
+        }
         Record::Native(value) => match value.downcast_ref::<PyValue>() {
             Some(obj) => obj.0.bind(py).clone(),
             None => {

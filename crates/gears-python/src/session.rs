@@ -137,6 +137,13 @@ impl Runtime for PyRuntime<'_, '_> {
         Ok(native(copy))
     }
 
+    fn prepare(&mut self, record: Record) -> Result<Record> {
+        match record {
+            Record::Native(_) => Ok(record),
+            core => Ok(native(to_py(self.py, &core)?)),
+        }
+    }
+
     fn truthy(&mut self, value: &Record) -> Result<bool> {
         match value {
             Record::Native(_) => self

@@ -19,6 +19,13 @@ impl Operator for Filter {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         let mut out = Vec::with_capacity(input.len());
         for record in input {
+            let record = match ctx.runtime.prepare(record) {
+                Ok(record) => record,
+                Err(e) => {
+                    ctx.error(e);
+                    continue;
+                }
+            };
             let keep = ctx
                 .runtime
                 .call(self.callback, &[&record])

@@ -18,6 +18,13 @@ impl Operator for ForEach {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         let mut out = Vec::with_capacity(input.len());
         for record in input {
+            let record = match ctx.runtime.prepare(record) {
+                Ok(record) => record,
+                Err(e) => {
+                    ctx.error(e);
+                    continue;
+                }
+            };
             match ctx.runtime.call(self.callback, &[&record]) {
                 Ok(_) => out.push(record),
                 Err(e) => ctx.error(e),

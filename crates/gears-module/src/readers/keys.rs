@@ -6,18 +6,12 @@ use std::sync::Arc;
 use gears_core::{
     gears_dict_order, CallbackId, GearsError, KeyRecord, Record, RecordReader, Result, Session,
 };
-use redis_module::{Context, KeyType, KeysCursor};
+use redis_module::{raw, Context};
 
+use super::raw_keys::{exists, read_value, scan_step, ScanCursor};
 use super::BATCH_SIZE;
 use crate::glob::glob_match;
-use crate::host::{call, RedisHost};
-
-/// `RedisModule_Scan`'s cursor. It is only used under the Redis lock, by one thread at a time.
-struct Cursor(KeysCursor);
-
-// SAFETY: the cursor is a heap object of Redis's; the reader owning it is used by one thread at
-// a time and only touches it while holding the Redis lock.
-unsafe impl Send for Cursor {}
+use crate::host::RedisHost;
 
 enum Mode {
     /// One record per key: `{'event', 'key', 'type', 'value'}`.
@@ -34,7 +28,7 @@ pub(crate) struct KeysReader {
     mode: Mode,
     batch_size: usize,
     pattern_generator: Option<(Arc<dyn Session>, CallbackId)>,
-    cursor: Option<Cursor>,
+    cursor: Option<ScanCursor>,
     done: bool,
 }
 
@@ -98,21 +92,22 @@ impl KeysReader {
         }
     }
 
-    fn record(&self, ctx: &Context, name: &[u8]) -> Record {
+    /// The record of one key; `key` is its open handle when the scan had one.
+    fn record(&self, ctx: &Context, name: &[u8], key: *mut raw::RedisModuleKey) -> Record {
         match self.mode {
             Mode::KeysOnly => Record::from(name.to_vec()),
-            Mode::Keys { read_value } => {
-                let key = String::from_utf8_lossy(name).into_owned();
-                let (value, key_type) = if read_value {
-                    let (value, key_type) = read_key(ctx, name);
-                    (Some(value), key_type)
-                } else {
-                    (None, String::new())
-                };
+            Mode::Keys { read_value: false } => Record::Key(Box::new(KeyRecord {
+                key: String::from_utf8_lossy(name).into_owned(),
+                value: None,
+                key_type: String::new(),
+                event: None,
+            })),
+            Mode::Keys { read_value: true } => {
+                let (value, key_type) = read_value(ctx, name, key);
                 Record::Key(Box::new(KeyRecord {
-                    key,
-                    value,
-                    key_type,
+                    key: String::from_utf8_lossy(name).into_owned(),
+                    value: Some(value),
+                    key_type: key_type.to_string(),
                     event: None,
                 }))
             }
@@ -127,64 +122,48 @@ fn is_literal(pattern: &[u8]) -> bool {
         .any(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'))
 }
 
-/// A key's value and type, as RedisGears 1.2 reads them: a string as text, a hash as a dict
-/// (in RedisGears' dict order), a list as a list; sets, sorted sets, streams and module keys
-/// have no value. A stream's type is `unknown`, a missing key's `empty`.
-fn read_key(ctx: &Context, name: &[u8]) -> (Record, String) {
-    let key_name = ctx.create_string(name.to_vec());
-    let key = ctx.open_key(&key_name);
-    let key_type = key.key_type();
-    let type_name = match key_type {
-        KeyType::Empty => "empty",
-        KeyType::String => "string",
-        KeyType::List => "list",
-        KeyType::Hash => "hash",
-        KeyType::Set => "set",
-        KeyType::ZSet => "zset",
-        KeyType::Module => "module",
-        KeyType::Stream => "unknown",
-    };
-    let value = match key_type {
-        KeyType::String => match key.read() {
-            Ok(Some(bytes)) => Record::from(bytes.to_vec()),
-            _ => Record::Nil,
-        },
-        KeyType::Hash => match call(ctx, &[b"HGETALL".to_vec(), name.to_vec()]) {
-            Ok(Record::List(flat)) => hash_record(flat),
-            _ => Record::Nil,
-        },
-        KeyType::List => call(
-            ctx,
-            &[
-                b"LRANGE".to_vec(),
-                name.to_vec(),
-                b"0".to_vec(),
-                b"-1".to_vec(),
-            ],
-        )
-        .unwrap_or(Record::Nil),
-        _ => Record::Nil,
-    };
-    (value, type_name.to_string())
+thread_local! {
+    /// The last hash layout seen and its RedisGears dict order: hashes of one data set mostly
+    /// share their field names, so the order is computed once.
+    static LAST_ORDER: RefCell<(Vec<Vec<u8>>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The fields of a hash as a map in RedisGears' dict order.
+pub(crate) fn hash_fields_record(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Record {
+    let order = LAST_ORDER.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let same =
+            cache.0.len() == fields.len() && cache.0.iter().zip(&fields).all(|(a, (b, _))| a == b);
+        if !same {
+            let names: Vec<Vec<u8>> = fields.iter().map(|(f, _)| f.clone()).collect();
+            let order = gears_dict_order(&names);
+            *cache = (names, order);
+        }
+        cache.1.clone()
+    });
+    let mut fields: Vec<Option<(Vec<u8>, Vec<u8>)>> = fields.into_iter().map(Some).collect();
+    Record::Map(
+        order
+            .into_iter()
+            .filter_map(|i| fields.get_mut(i).and_then(Option::take))
+            .map(|(f, v)| (Record::from(f), Record::from(v)))
+            .collect(),
+    )
 }
 
 /// A flat `[field, value, ...]` reply as a map in RedisGears' dict order.
 pub(crate) fn hash_record(flat: Vec<Record>) -> Record {
-    let mut pairs: Vec<Option<(Record, Record)>> = Vec::with_capacity(flat.len() / 2);
+    let bytes = |r: Record| match r {
+        Record::String(s) => s.into_bytes(),
+        Record::Bytes(b) => b,
+        other => gears_core::python_str(&other).into_bytes(),
+    };
+    let mut fields = Vec::with_capacity(flat.len() / 2);
     let mut items = flat.into_iter();
     while let (Some(field), Some(value)) = (items.next(), items.next()) {
-        pairs.push(Some((field, value)));
+        fields.push((bytes(field), bytes(value)));
     }
-    let names: Vec<Vec<u8>> = pairs
-        .iter()
-        .map(|p| match p {
-            Some((Record::String(s), _)) => s.as_bytes().to_vec(),
-            Some((Record::Bytes(b), _)) => b.clone(),
-            _ => Vec::new(),
-        })
-        .collect();
-    let order = gears_dict_order(&names);
-    Record::Map(order.into_iter().filter_map(|i| pairs[i].take()).collect())
+    hash_fields_record(fields)
 }
 
 impl RecordReader for KeysReader {
@@ -199,26 +178,21 @@ impl RecordReader for KeysReader {
             // literal pattern, like SCAN MATCH, and KeysOnlyReader only yield existing keys.
             let must_exist = !self.no_scan || matches!(self.mode, Mode::KeysOnly);
             let batch = self.host.with_lock(|ctx| {
-                let name = ctx.create_string(self.pattern.clone());
-                if must_exist && ctx.open_key(&name).key_type() == KeyType::Empty {
+                if must_exist && !exists(ctx, &self.pattern) {
                     return Vec::new();
                 }
-                vec![self.record(ctx, &self.pattern)]
+                vec![self.record(ctx, &self.pattern, std::ptr::null_mut())]
             });
             return Ok(Some(batch));
         }
-        let cursor = self
-            .cursor
-            .take()
-            .unwrap_or_else(|| Cursor(KeysCursor::new()));
-        let (pattern, batch_size) = (&self.pattern, self.batch_size);
+        let cursor = self.cursor.take().unwrap_or_else(ScanCursor::new);
         let mut finished = false;
         let batch = self.host.with_lock(|ctx| {
-            let names = RefCell::new(Vec::new());
-            while names.borrow().len() < batch_size {
-                let more = cursor.0.scan(ctx, &|_ctx, name, _key| {
-                    if glob_match(pattern, name.as_slice()) {
-                        names.borrow_mut().push(name.as_slice().to_vec());
+            let mut batch = Vec::new();
+            while batch.len() < self.batch_size {
+                let more = scan_step(ctx, &cursor, &mut |name, key| {
+                    if glob_match(&self.pattern, name) {
+                        batch.push(self.record(ctx, name, key));
                     }
                 });
                 if !more {
@@ -226,11 +200,7 @@ impl RecordReader for KeysReader {
                     break;
                 }
             }
-            names
-                .into_inner()
-                .iter()
-                .map(|name| self.record(ctx, name))
-                .collect::<Vec<_>>()
+            batch
         });
         self.done = finished;
         self.cursor = Some(cursor);

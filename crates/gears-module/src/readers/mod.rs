@@ -1,6 +1,8 @@
 //! The readers `run()` can start, built from a plan's [`ReaderSpec`].
 
 mod keys;
+mod prefetch;
+mod raw_keys;
 mod shards;
 mod stream;
 
@@ -15,8 +17,38 @@ pub(crate) use keys::KeysReader;
 /// Records per batch: the readers take the Redis lock once per batch.
 pub(crate) const BATCH_SIZE: usize = 1000;
 
-/// The running reader of a plan.
+/// The running reader of a plan. Readers of Redis data read ahead on their own thread; a
+/// generator reader runs in the language, on the worker.
 pub(crate) fn build(
+    spec: &ReaderSpec,
+    host: Arc<RedisHost>,
+    session: Arc<dyn Session>,
+) -> Box<dyn RecordReader> {
+    let reader = build_reader(spec, host, session);
+    match spec {
+        ReaderSpec::Keys { .. } | ReaderSpec::KeysOnly { .. } | ReaderSpec::Stream { .. } => {
+            match prefetch::Prefetch::start(reader) {
+                Ok(prefetch) => Box::new(prefetch),
+                Err(e) => Box::new(Failed(Some(e))),
+            }
+        }
+        _ => reader,
+    }
+}
+
+/// A reader that could not start: reports why, once.
+struct Failed(Option<gears_core::GearsError>);
+
+impl RecordReader for Failed {
+    fn next_batch(&mut self) -> gears_core::Result<Option<Vec<gears_core::Record>>> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+}
+
+fn build_reader(
     spec: &ReaderSpec,
     host: Arc<RedisHost>,
     session: Arc<dyn Session>,

@@ -1,0 +1,193 @@
+//! Direct keyspace access for the keys readers: `RedisModule_Scan` over the keyspace and
+//! `RedisModule_ScanKey` / `RedisModule_StringDMA` for values. No command round trip, no reply
+//! parsing; every callback from Redis is panic-guarded.
+
+use std::os::raw::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use gears_core::Record;
+use redis_module::{raw, Context};
+
+/// A `RedisModuleScanCursor` (for the keyspace or for one key's fields).
+pub(crate) struct ScanCursor(*mut raw::RedisModuleScanCursor);
+
+// SAFETY: a heap object of Redis's, used by one thread at a time under the Redis lock.
+unsafe impl Send for ScanCursor {}
+
+impl ScanCursor {
+    pub fn new() -> Self {
+        // SAFETY: plain allocation by Redis.
+        ScanCursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() })
+    }
+}
+
+impl Drop for ScanCursor {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`.
+        unsafe { raw::RedisModule_ScanCursorDestroy.unwrap()(self.0) };
+    }
+}
+
+/// The bytes of a module string (borrowed from Redis for the callback's duration).
+unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0usize;
+    let ptr = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
+    if ptr.is_null() {
+        &[]
+    } else {
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+    }
+}
+
+type KeyVisitor<'a> = dyn FnMut(&[u8], *mut raw::RedisModuleKey) + 'a;
+
+unsafe extern "C" fn scan_callback(
+    _ctx: *mut raw::RedisModuleCtx,
+    key_name: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    private_data: *mut c_void,
+) {
+    let visitor = &mut *(private_data as *mut &mut KeyVisitor);
+    let name = string_bytes(key_name);
+    // A panic must not unwind into Redis; the key is skipped.
+    let _ = catch_unwind(AssertUnwindSafe(|| visitor(name, key)));
+}
+
+/// One `RedisModule_Scan` step: calls `visit` for the keys of one dict bucket (with the key
+/// opened for reading when Redis could). Returns false when the scan is complete.
+pub(crate) fn scan_step(ctx: &Context, cursor: &ScanCursor, visit: &mut KeyVisitor) -> bool {
+    let mut visit: &mut KeyVisitor = visit;
+    // SAFETY: the cursor is live; `visit` outlives the call; we hold the Redis lock.
+    unsafe {
+        raw::RedisModule_Scan.unwrap()(
+            ctx.ctx,
+            cursor.0,
+            Some(scan_callback),
+            (&mut visit as *mut &mut KeyVisitor).cast(),
+        ) != 0
+    }
+}
+
+unsafe extern "C" fn field_callback(
+    _key: *mut raw::RedisModuleKey,
+    field: *mut raw::RedisModuleString,
+    value: *mut raw::RedisModuleString,
+    private_data: *mut c_void,
+) {
+    let fields = &mut *(private_data as *mut Vec<(Vec<u8>, Vec<u8>)>);
+    let value = if value.is_null() {
+        Vec::new()
+    } else {
+        string_bytes(value).to_vec()
+    };
+    fields.push((string_bytes(field).to_vec(), value));
+}
+
+/// The type name RedisGears gives a key (`unknown` for streams, `empty` for none).
+fn type_name(key_type: c_int) -> &'static str {
+    match key_type as isize {
+        raw::REDISMODULE_KEYTYPE_STRING => "string",
+        raw::REDISMODULE_KEYTYPE_LIST => "list",
+        raw::REDISMODULE_KEYTYPE_HASH => "hash",
+        raw::REDISMODULE_KEYTYPE_SET => "set",
+        raw::REDISMODULE_KEYTYPE_ZSET => "zset",
+        raw::REDISMODULE_KEYTYPE_MODULE => "module",
+        raw::REDISMODULE_KEYTYPE_EMPTY => "empty",
+        _ => "unknown",
+    }
+}
+
+/// Opens a key for reading (null when it does not exist); the caller closes it.
+pub(crate) fn open_key(ctx: &Context, name: &[u8]) -> *mut raw::RedisModuleKey {
+    // SAFETY: the string is freed right after the key is opened (the key keeps no reference).
+    unsafe {
+        let name =
+            raw::RedisModule_CreateString.unwrap()(ctx.ctx, name.as_ptr().cast(), name.len());
+        let key = raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name, raw::REDISMODULE_READ as c_int);
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+        key.cast()
+    }
+}
+
+pub(crate) fn close_key(key: *mut raw::RedisModuleKey) {
+    if !key.is_null() {
+        // SAFETY: opened by `open_key`.
+        unsafe { raw::RedisModule_CloseKey.unwrap()(key) };
+    }
+}
+
+/// True if the key exists.
+pub(crate) fn exists(ctx: &Context, name: &[u8]) -> bool {
+    let key = open_key(ctx, name);
+    // SAFETY: a null key reports EMPTY.
+    let key_type = if key.is_null() {
+        raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+    } else {
+        unsafe { raw::RedisModule_KeyType.unwrap()(key) }
+    };
+    close_key(key);
+    key_type as isize != raw::REDISMODULE_KEYTYPE_EMPTY
+}
+
+/// A key's value and RedisGears type name, read through an open key handle (or opened here when
+/// `key` is null): a string as text, a hash as its fields in RedisGears' dict order, a list as a
+/// list; sets, sorted sets, streams and module keys have no value.
+pub(crate) fn read_value(
+    ctx: &Context,
+    name: &[u8],
+    key: *mut raw::RedisModuleKey,
+) -> (Record, &'static str) {
+    let owned = key.is_null();
+    let key = if owned { open_key(ctx, name) } else { key };
+    let key_type = if key.is_null() {
+        raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+    } else {
+        // SAFETY: an open key.
+        unsafe { raw::RedisModule_KeyType.unwrap()(key) }
+    };
+    let value = match key_type as isize {
+        raw::REDISMODULE_KEYTYPE_STRING => {
+            let mut len = 0usize;
+            // SAFETY: read-only DMA of a string key; copied before the key closes.
+            let ptr = unsafe {
+                raw::RedisModule_StringDMA.unwrap()(key, &mut len, raw::REDISMODULE_READ as c_int)
+            };
+            if ptr.is_null() {
+                Record::from("")
+            } else {
+                // SAFETY: `len` bytes at `ptr`, valid while the key is open.
+                Record::from(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }.to_vec())
+            }
+        }
+        raw::REDISMODULE_KEYTYPE_HASH => {
+            let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let cursor = ScanCursor::new();
+            // SAFETY: ScanKey over an open hash; the callback only reads.
+            while unsafe {
+                raw::RedisModule_ScanKey.unwrap()(
+                    key,
+                    cursor.0,
+                    Some(field_callback),
+                    (&mut fields as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
+                )
+            } != 0
+            {}
+            super::keys::hash_fields_record(fields)
+        }
+        raw::REDISMODULE_KEYTYPE_LIST => crate::host::call(
+            ctx,
+            &[
+                b"LRANGE".to_vec(),
+                name.to_vec(),
+                b"0".to_vec(),
+                b"-1".to_vec(),
+            ],
+        )
+        .unwrap_or(Record::Nil),
+        _ => Record::Nil,
+    };
+    if owned {
+        close_key(key);
+    }
+    (value, type_name(key_type))
+}
