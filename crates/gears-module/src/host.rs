@@ -56,6 +56,23 @@ impl RedisHost {
     }
 }
 
+impl RedisHost {
+    /// Runs a reader's batch under the Redis lock, then steps aside for a moment: a mutex is not
+    /// fair, and a reader that re-locks at once would starve Redis's main thread (every other
+    /// client) for as long as it reads.
+    pub fn with_batch_lock<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
+        let result = self.with_lock(f);
+        std::thread::sleep(READER_PAUSE);
+        result
+    }
+}
+
+/// How long a reader leaves the Redis lock free between two batches.
+const READER_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// The longest a reader holds the Redis lock for one batch.
+pub(crate) const MAX_BATCH_LOCK: std::time::Duration = std::time::Duration::from_millis(4);
+
 impl Drop for RedisHost {
     fn drop(&mut self) {
         // SAFETY: created in `new`, used by nobody after this.

@@ -11,7 +11,7 @@ use redis_module::{raw, Context};
 use super::raw_keys::{exists, read_value, scan_step, ScanCursor};
 use super::BATCH_SIZE;
 use crate::glob::glob_match;
-use crate::host::RedisHost;
+use crate::host::{RedisHost, MAX_BATCH_LOCK};
 
 enum Mode {
     /// One record per key: `{'event', 'key', 'type', 'value'}`.
@@ -187,9 +187,10 @@ impl RecordReader for KeysReader {
         }
         let cursor = self.cursor.take().unwrap_or_else(ScanCursor::new);
         let mut finished = false;
-        let batch = self.host.with_lock(|ctx| {
+        let batch = self.host.with_batch_lock(|ctx| {
+            let started = std::time::Instant::now();
             let mut batch = Vec::new();
-            while batch.len() < self.batch_size {
+            while batch.len() < self.batch_size && started.elapsed() < MAX_BATCH_LOCK {
                 let more = scan_step(ctx, &cursor, &mut |name, key| {
                     if glob_match(&self.pattern, name) {
                         batch.push(self.record(ctx, name, key));

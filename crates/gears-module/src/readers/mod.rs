@@ -15,7 +15,7 @@ use crate::host::RedisHost;
 pub(crate) use keys::KeysReader;
 
 /// Records per batch: the readers take the Redis lock once per batch.
-pub(crate) const BATCH_SIZE: usize = 1000;
+pub(crate) const BATCH_SIZE: usize = 4096;
 
 /// The running reader of a plan. Readers of Redis data read ahead on their own thread; a
 /// generator reader runs in the language, on the worker.

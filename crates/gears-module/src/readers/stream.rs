@@ -40,7 +40,9 @@ impl RecordReader for StreamReader {
             self.key.as_bytes().to_vec(),
             self.last_id.as_bytes().to_vec(),
         ];
-        let reply = self.host.with_lock(|ctx| crate::host::call(ctx, &args));
+        let reply = self
+            .host
+            .with_batch_lock(|ctx| crate::host::call(ctx, &args));
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
