@@ -161,3 +161,26 @@ def test_groupby_argument_errors(r):
         "<module>", "gears.error: groupby extractor argument must be a function")
     assert gears_error(r, "python", "GB().batchgroupby(lambda x: x, 2)") == py_error(
         "<module>", "gears.error: batchgroupby reducer argument must be a function")
+
+
+CONFIG_AND_HASHTAG = {
+    "lua": "GB('ShardsIDReader'):map(function(x) return {configGet('MySetting'), gearsConfigGet('Nope', 'fallback'), hashtag()} end):run()",
+    "rhai": 'GB("ShardsIDReader").map(|x| [configGet("MySetting"), gearsConfigGet("Nope", "fallback"), hashtag()]).run()',
+}
+
+
+@pytest.mark.parametrize("language", ["lua", "rhai"])
+def test_config_and_hashtag_in_lua_and_rhai(r, language):
+    assert gears(r, language, CONFIG_AND_HASHTAG[language]) == [["['hello', 'fallback', '06S']"], []]
+
+
+ATOMIC = {
+    "lua": "GB('ShardsIDReader'):foreach(function(x) atomic(function() execute('SET', 'a', '1') execute('SET', 'b', '2') end) end):run()",
+    "rhai": 'GB("ShardsIDReader").foreach(|x| atomic(|| { execute("SET", "a", "1"); execute("SET", "b", "2"); })).run()',
+}
+
+
+@pytest.mark.parametrize("language", ["lua", "rhai"])
+def test_atomic_in_lua_and_rhai(r, language):
+    assert gears(r, language, ATOMIC[language]) == [["1"], []]
+    assert r.mget("a", "b") == ["1", "2"]

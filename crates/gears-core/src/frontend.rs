@@ -36,16 +36,8 @@ pub trait RedisAccess: Send + Sync {
     fn execute(&self, args: &[Vec<u8>]) -> Result<Record>;
     /// Writes to the Redis log.
     fn log(&self, level: LogLevel, message: &str);
-    /// `configGet(key)`: a Redis configuration value, or nil.
-    fn config_get(&self, key: &str) -> Result<Record> {
-        let reply =
-            self.execute(&[b"CONFIG".to_vec(), b"GET".to_vec(), key.as_bytes().to_vec()])?;
-        Ok(match reply {
-            Record::List(mut items) if items.len() >= 2 => items.swap_remove(1),
-            _ => Record::Nil,
-        })
-    }
-    /// `gearsConfigGet(key)`: a Gears configuration value, if set.
+    /// `configGet(key)` / `gearsConfigGet(key)`: a setting given to the module that Gears does
+    /// not use itself (RedisGears' "extra config"), if set.
     fn gears_config_get(&self, key: &str) -> Option<Record>;
     /// `hashtag()`: a hash tag that maps to a slot of this shard.
     fn hashtag(&self) -> String;

@@ -95,8 +95,10 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
             Value::String(s) => s.to_string_lossy(),
             _ => return Err(raise("configGet argument must be a string")),
         };
-        let value = r.config_get(&key).map_err(raise_gears)?;
-        to_lua(lua, &value).map_err(raise_gears)
+        match r.gears_config_get(&key) {
+            Some(value) => to_lua(lua, &value).map_err(raise_gears),
+            None => Ok(Value::Nil),
+        }
     })?;
     globals.raw_set("configGet", config_get)?;
 
@@ -113,9 +115,22 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
     })?;
     globals.raw_set("gearsConfigGet", gears_config_get)?;
 
-    let r = redis;
+    let r = redis.clone();
     let hashtag = lua.create_function(move |_, ()| Ok(r.hashtag()))?;
     globals.raw_set("hashtag", hashtag)?;
+
+    // atomic(f): runs f with no other client's command in between (the Redis lock is held).
+    let r = redis;
+    let atomic = lua.create_function(move |_, f: Value| {
+        let Value::Function(f) = f else {
+            return Err(raise("atomic argument must be a function"));
+        };
+        r.begin_atomic().map_err(raise_gears)?;
+        let result = f.call::<MultiValue>(());
+        r.end_atomic();
+        result
+    })?;
+    globals.raw_set("atomic", atomic)?;
 
     Ok(lua)
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gears_core::{python_str, LogLevel, RedisAccess};
-use rhai::{Array, Dynamic, Engine};
+use rhai::{Array, Dynamic, Engine, FnPtr, NativeCallContext};
 
 use crate::builder::{raise, script_error, Fallible};
 use crate::convert::{to_argument, to_core, to_dynamic};
@@ -93,8 +93,10 @@ pub(crate) fn register(engine: &mut Engine, redis: &Arc<dyn RedisAccess>) {
 
     let r = Arc::clone(redis);
     engine.register_fn("configGet", move |key: Dynamic| -> Fallible<Dynamic> {
-        let value = r.config_get(&text(&key)).map_err(raise)?;
-        to_dynamic(&value).map_err(raise)
+        match r.gears_config_get(&text(&key)) {
+            Some(value) => to_dynamic(&value).map_err(raise),
+            None => Ok(Dynamic::UNIT),
+        }
     });
     let r = Arc::clone(redis);
     engine.register_fn(
@@ -115,4 +117,15 @@ pub(crate) fn register(engine: &mut Engine, redis: &Arc<dyn RedisAccess>) {
     });
     let r = Arc::clone(redis);
     engine.register_fn("hashtag", move || r.hashtag());
+    // atomic(f): runs f with no other client's command in between (the Redis lock is held).
+    let r = Arc::clone(redis);
+    engine.register_fn(
+        "atomic",
+        move |context: NativeCallContext, f: FnPtr| -> Fallible<Dynamic> {
+            r.begin_atomic().map_err(raise)?;
+            let result = f.call_within_context::<Dynamic>(&context, ());
+            r.end_atomic();
+            result
+        },
+    );
 }
