@@ -24,7 +24,7 @@ mod reply;
 mod repr;
 
 pub use builder::PlanBuilder;
-pub use dict_order::{gears_dict_order, siphash_1_2_zero_key};
+pub use dict_order::{gears_dict_order, in_gears_dict_order, siphash_1_2_zero_key};
 pub use error::{GearsError, Result};
 pub use executor::{ExecutionOutcome, Executor};
 pub use frontend::{Compiled, Frontend, LogLevel, RedisAccess, Runtime, Session};

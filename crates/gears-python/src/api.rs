@@ -213,25 +213,16 @@ fn lower_steps(
         let args = args.cast::<PyTuple>()?;
         let arg = |i: usize| args.get_item(i);
         match op.as_str() {
-            "map" => {
+            "map" | "flatmap" | "filter" | "foreach" | "accumulate" | "repartition" => {
                 let cb = register_callback(state, &arg(0)?);
-                builder.map(cb);
-            }
-            "flatmap" => {
-                let cb = register_callback(state, &arg(0)?);
-                builder.flatmap(cb);
-            }
-            "filter" => {
-                let cb = register_callback(state, &arg(0)?);
-                builder.filter(cb);
-            }
-            "foreach" => {
-                let cb = register_callback(state, &arg(0)?);
-                builder.foreach(cb);
-            }
-            "accumulate" => {
-                let cb = register_callback(state, &arg(0)?);
-                builder.accumulate(cb);
+                match op.as_str() {
+                    "map" => builder.map(cb),
+                    "flatmap" => builder.flatmap(cb),
+                    "filter" => builder.filter(cb),
+                    "foreach" => builder.foreach(cb),
+                    "accumulate" => builder.accumulate(cb),
+                    _ => builder.repartition(cb),
+                };
             }
             "localgroupby" | "groupby" | "batchgroupby" => {
                 let extractor = register_callback(state, &arg(0)?);
@@ -241,10 +232,6 @@ fn lower_steps(
                     "groupby" => builder.groupby(extractor, reducer),
                     _ => builder.batchgroupby(extractor, reducer),
                 };
-            }
-            "repartition" => {
-                let cb = register_callback(state, &arg(0)?);
-                builder.repartition(cb);
             }
             "collect" => {
                 builder.collect();

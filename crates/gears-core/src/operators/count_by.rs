@@ -61,23 +61,15 @@ impl Operator for CountBy {
 
     fn finish(&mut self, _ctx: &mut StepContext<'_>) -> Vec<Record> {
         self.index.clear();
-        let mut counts: Vec<Option<(String, i64)>> = std::mem::take(&mut self.counts)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let keys: Vec<&[u8]> = counts
-            .iter()
-            .map(|c| c.as_ref().map_or(&b""[..], |(k, _)| k.as_bytes()))
-            .collect();
+        let counts = std::mem::take(&mut self.counts);
         // The final phase emits in RedisGears' dict order, as its groupby does.
-        let order = if self.partial {
-            (0..keys.len()).collect()
+        let counts = if self.partial {
+            counts
         } else {
-            crate::gears_dict_order(&keys)
+            crate::in_gears_dict_order(counts)
         };
-        order
+        counts
             .into_iter()
-            .filter_map(|i| counts[i].take())
             .map(|(k, n)| Record::key_value(Record::String(k), Record::Integer(n)))
             .collect()
     }

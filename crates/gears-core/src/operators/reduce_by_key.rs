@@ -82,19 +82,9 @@ impl Operator for ReduceByKey {
 
     fn finish(&mut self, _ctx: &mut StepContext<'_>) -> Vec<Record> {
         self.index.clear();
-        let mut groups: Vec<Option<(String, Record)>> = std::mem::take(&mut self.groups)
-            .into_iter()
-            .map(Some)
-            .collect();
         // RedisGears emits the groups in its dict's order.
-        let keys: Vec<&[u8]> = groups
-            .iter()
-            .map(|g| g.as_ref().map_or(&b""[..], |(k, _)| k.as_bytes()))
-            .collect();
-        let order = crate::gears_dict_order(&keys);
-        order
+        crate::in_gears_dict_order(std::mem::take(&mut self.groups))
             .into_iter()
-            .filter_map(|i| groups[i].take())
             .map(|(key, value)| Record::key_value(Record::String(key), value))
             .collect()
     }
