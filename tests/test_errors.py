@@ -61,7 +61,7 @@ UNKNOWN_COMMAND = {
     "python": ("GB('ShardsIDReader').map(lambda x: execute('nosuchcommand', 'a')).run()",
                py_traceback("<lambda>", "gears.error: ERR unknown command 'nosuchcommand', with args beginning with: 'a' ")),
     "lua": ("GB('ShardsIDReader'):map(function(x) return execute('nosuchcommand', 'a') end):run()",
-            "ERR unknown command 'nosuchcommand', with args beginning with: 'a' "),
+            "script:1: ERR unknown command 'nosuchcommand', with args beginning with: 'a' "),
     "rhai": ('GB("ShardsIDReader").map(|x| execute("nosuchcommand", "a")).run()',
              "ERR unknown command 'nosuchcommand', with args beginning with: 'a'  (line 1, position 30)"),
 }
@@ -86,7 +86,7 @@ def test_redis_error_replies_raise_in_python_and_can_be_caught(r):
 
 MISSING_ARGUMENT = {
     "python": ("GB().map()", py_traceback("<module>", "gears.error: wrong number of args to map function")),
-    "lua": ("GB():map()", "wrong number of args to map function"),
+    "lua": ("GB():map()", "script:1: wrong number of args to map function"),
     "rhai": ("GB().map()", "wrong number of args to map function (line 1, position 6)"),
 }
 
@@ -99,7 +99,7 @@ def test_missing_argument(r, language):
 
 NOT_A_FUNCTION = {
     "python": ("GB().filter(1)", py_traceback("<module>", "gears.error: filter argument must be a function")),
-    "lua": ("GB():filter(1)", "filter argument must be a function"),
+    "lua": ("GB():filter(1)", "script:1: filter argument must be a function"),
     "rhai": ("GB().filter(1)", "filter argument must be a function (line 1, position 6)"),
 }
 
@@ -112,7 +112,7 @@ def test_argument_must_be_a_function(r, language):
 
 LIMIT_NOT_A_NUMBER = {
     "python": ("GB().limit('a')", py_traceback("<module>", "gears.error: limit argument must be a number")),
-    "lua": ("GB():limit('a')", "limit argument must be a number"),
+    "lua": ("GB():limit('a')", "script:1: limit argument must be a number"),
     "rhai": ('GB().limit("a")', "limit argument must be a number (line 1, position 6)"),
 }
 
@@ -127,7 +127,7 @@ TWO_RUNS = {
     "python": ("GB().run()\nGB().run()", str(["Traceback (most recent call last):\n",
                                               '  File "<string>", line 2, in <module>\n',
                                               "gears.error: Can not run more then 1 executions in a single script\n"])),
-    "lua": ("GB():run()\nGB():run()", "Can not run more then 1 executions in a single script"),
+    "lua": ("GB():run()\nGB():run()", "script:2: Can not run more then 1 executions in a single script"),
     "rhai": ("GB().run();\nGB().run();", "Can not run more then 1 executions in a single script (line 2, position 6)"),
 }
 

@@ -278,7 +278,7 @@ impl ExecutionMode {
             "async" => Ok(ExecutionMode::Async),
             "async_local" => Ok(ExecutionMode::AsyncLocal),
             "sync" => Ok(ExecutionMode::Sync),
-            other => Err(GearsError::Plan(format!("unknown execution mode {other}"))),
+            _ => Err(GearsError::Plan("unknown execution mode".into())),
         }
     }
 }

@@ -7,12 +7,18 @@
 
 use gears_core::GearsError;
 
-/// The user-facing text of an mlua error.
+/// The user-facing text of an mlua error. An error raised by a Gears function gets the script
+/// line that called it (`script:2: wrong number of args to map function`), as Lua's own errors do.
 pub fn message(error: &mlua::Error) -> String {
     match error {
-        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
-            message(cause)
+        mlua::Error::CallbackError { cause, traceback } => {
+            let text = message(cause);
+            match script_line(traceback) {
+                Some(line) if !text.starts_with("script:") => format!("script:{line}: {text}"),
+                _ => text,
+            }
         }
+        mlua::Error::WithContext { cause, .. } => message(cause),
         mlua::Error::RuntimeError(m) | mlua::Error::MemoryError(m) => strip_traceback(m),
         mlua::Error::SyntaxError { message, .. } => strip_traceback(message),
         mlua::Error::ExternalError(e) => match e.downcast_ref::<GearsError>() {
@@ -35,6 +41,14 @@ pub fn raise(text: impl Into<String>) -> mlua::Error {
 /// A Gears error raised inside Lua; its message is kept as is.
 pub fn raise_gears(error: GearsError) -> mlua::Error {
     mlua::Error::external(error)
+}
+
+/// The innermost line of the user's script in a Lua stack traceback (`\tscript:3: in ...`).
+fn script_line(traceback: &str) -> Option<u32> {
+    traceback.lines().find_map(|line| {
+        let rest = line.trim_start().strip_prefix("script:")?;
+        rest.split(':').next()?.parse().ok()
+    })
 }
 
 fn strip_traceback(text: &str) -> String {

@@ -104,7 +104,10 @@ fn foreach_passes_records_and_execute_errors_are_per_record() {
         "GB():foreach(function(x) execute('del', x.key) end):map(function(x) return x.key end):run()",
     );
     assert!(out.results.is_empty());
-    assert_eq!(out.errors, vec!["no redis in unit tests".to_string(); 5]);
+    assert_eq!(
+        out.errors,
+        vec!["script:1: no redis in unit tests".to_string(); 5]
+    );
 
     let out = run_users(
         "GB():foreach(function(x) local ok = pcall(execute, 'del', x.key) x.seen = not ok end)
@@ -321,14 +324,15 @@ fn argument_errors_have_exact_texts() {
             "GB('PythonReader'):run()",
             "pyreader argument must be a function",
         ),
-        (
-            "GB():run('*', {mode = 'bogus'})",
-            "unknown execution mode bogus",
-        ),
+        ("GB():run('*', {mode = 'bogus'})", "unknown execution mode"),
     ];
     for (script, text) in cases {
         let err = compile_err(script);
-        assert_eq!(err, GearsError::Script(text.to_string()), "{script}");
+        assert_eq!(
+            err,
+            GearsError::Script(format!("script:1: {text}")),
+            "{script}"
+        );
     }
 }
 
@@ -337,7 +341,7 @@ fn only_one_run_per_script() {
     let err = compile_err("GB():run() GB():count():run()");
     assert_eq!(
         err.message(),
-        "Can not run more then 1 executions in a single script"
+        "script:1: Can not run more then 1 executions in a single script"
     );
 }
 
@@ -412,11 +416,11 @@ fn each_script_has_its_own_globals() {
 fn globals_report_errors() {
     assert_eq!(
         compile_err("execute('PING')"),
-        GearsError::Script("no redis in unit tests".into())
+        GearsError::Script("script:1: no redis in unit tests".into())
     );
     assert_eq!(
         compile_err("log('x', 'loud')"),
-        GearsError::Script("invalid log level".into())
+        GearsError::Script("script:1: invalid log level".into())
     );
     let ok = compile(
         "log('hello') log('x', 'warning')
@@ -474,7 +478,7 @@ fn run_inside_a_callback_is_refused() {
     assert!(out.results.is_empty());
     assert_eq!(
         out.errors,
-        vec!["run() can only be called while the script's top level runs".to_string()]
+        vec!["script:1: run() can only be called while the script's top level runs".to_string()]
     );
 }
 
@@ -533,6 +537,6 @@ fn builder_methods_need_the_colon() {
     let err = compile_err("GB().map(function(x) return x end)");
     assert_eq!(
         err.message(),
-        "map must be called on a builder, as builder:map(...)"
+        "script:1: map must be called on a builder, as builder:map(...)"
     );
 }

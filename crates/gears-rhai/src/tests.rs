@@ -402,7 +402,7 @@ fn argument_errors() {
         ),
         (
             r#"GB().run("*", #{ mode: "fast" });"#,
-            "unknown execution mode fast",
+            "unknown execution mode",
         ),
         (r#"GB().run("*", 3);"#, "run options must be an object map"),
         (
