@@ -17,3 +17,6 @@ mod session;
 
 pub use interpreter::{start_interpreter, PythonConfig};
 pub use session::{PythonFrontend, PythonSession};
+
+#[cfg(test)]
+mod tests;

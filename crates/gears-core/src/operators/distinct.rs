@@ -1,5 +1,6 @@
 //! `distinct()`: each distinct record once. Partial: a set of this shard's records; final:
-//! the union of the partial sets. Lists and maps are unhashable, as in Python.
+//! the union of the partial sets. Maps are unhashable, as in Python; lists are accepted, because
+//! a Python tuple (hashable) arrives as a list.
 
 use std::collections::HashSet;
 
@@ -26,9 +27,10 @@ impl Distinct {
     /// A hash key with Python's equality: `1`, `1.0` and `True` are one value.
     fn identity(record: &Record) -> Result<String> {
         match record {
-            Record::List(_) | Record::Map(_) | Record::Key(_) => Err(GearsError::Callback(
-                format!("unhashable type: '{}'", record.type_name()),
-            )),
+            Record::Map(_) | Record::Key(_) => Err(GearsError::Callback(format!(
+                "unhashable type: '{}'",
+                record.type_name()
+            ))),
             Record::Bool(b) => Ok((*b as i64).to_string()),
             Record::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok((*f as i64).to_string()),
             other => Ok(python_repr(other)),
@@ -96,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn lists_are_unhashable() {
+    fn maps_are_unhashable() {
         let mut rt = TestRuntime {
             callbacks: vec![],
             values: vec![],
@@ -104,8 +106,8 @@ mod tests {
         let (_, errors) = run_op(
             &mut Distinct::new(true),
             &mut rt,
-            vec![vec![Record::List(vec![])]],
+            vec![vec![Record::Map(vec![])]],
         );
-        assert_eq!(errors, vec!["unhashable type: 'list'".to_string()]);
+        assert_eq!(errors, vec!["unhashable type: 'dict'".to_string()]);
     }
 }
