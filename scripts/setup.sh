@@ -10,7 +10,7 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 need_apt=""
 command -v redis-server >/dev/null 2>&1 || need_apt="yes"
 command -v redis-cli >/dev/null 2>&1 || need_apt="yes"
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt="yes"
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt="yes"  # bindgen (redis-module) needs libclang-dev
 if [ -n "$need_apt" ]; then
     echo "==> apt: redis-server redis-tools libclang-dev"
     $SUDO apt-get update -qq
