@@ -184,3 +184,11 @@ ATOMIC = {
 def test_atomic_in_lua_and_rhai(r, language):
     assert gears(r, language, ATOMIC[language]) == [["1"], []]
     assert r.mget("a", "b") == ["1", "2"]
+
+
+def test_a_satisfied_limit_stops_reading(r):
+    r.eval("for i = 1, 50000 do redis.call('SET', 'k:' .. i, i) end", 0)
+    script = "GB().foreach(lambda x: execute('INCR', 'visited')).limit(3).map(lambda x: 1).run('k:*')"
+    assert gears(r, "python", script) == [["1", "1", "1"], []]
+    # Only the first batch was read and processed, not all 50,000 keys.
+    assert 3 <= int(r.get("visited")) <= 5000

@@ -36,8 +36,21 @@ impl Executor {
     pub fn run(&self, reader: &mut dyn RecordReader) -> ExecutionOutcome {
         let mut operators: Vec<Box<dyn Operator>> =
             self.plan.steps.iter().map(operators::build).collect();
+        // A satisfied limit before the first step that holds records ends the reading early.
+        let streaming_prefix = self
+            .plan
+            .steps
+            .iter()
+            .position(|step| !step.is_streaming())
+            .unwrap_or(self.plan.steps.len());
         let mut outcome = ExecutionOutcome::default();
         loop {
+            if operators[..streaming_prefix]
+                .iter()
+                .any(|op| op.exhausted())
+            {
+                break;
+            }
             let batch = match reader.next_batch() {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
@@ -204,6 +217,22 @@ mod tests {
         let exec = Executor::new(b.build(reader(), no_str(), None), session(vec![]));
         let outcome = exec.run(&mut VecReader::new(ints(&[5, 3, 9, 1]), 3));
         assert_eq!(outcome.results, ints(&[3, 5]));
+    }
+
+    #[test]
+    fn a_satisfied_limit_stops_reading() {
+        struct Endless(i64);
+        impl RecordReader for Endless {
+            fn next_batch(&mut self) -> Result<Option<Vec<Record>>> {
+                self.0 += 1;
+                Ok(Some(vec![Record::Integer(self.0)]))
+            }
+        }
+        let mut b = PlanBuilder::new(Language::Python);
+        b.limit(3, 1);
+        let exec = Executor::new(b.build(reader(), no_str(), None), session(vec![]));
+        let outcome = exec.run(&mut Endless(0));
+        assert_eq!(outcome.results, ints(&[2, 3, 4]));
     }
 
     #[test]

@@ -150,6 +150,18 @@ impl Step {
         }
     }
 
+    /// True when the step passes records on as they come; false when it holds them until the end
+    /// of input (accumulations, group-bys, aggregations).
+    pub fn is_streaming(&self) -> bool {
+        !matches!(
+            self,
+            Step::Accumulate { .. }
+                | Step::ReduceByKey { .. }
+                | Step::BatchReduceByKey { .. }
+                | Step::Aggregate { .. }
+        )
+    }
+
     /// The user callbacks this step calls (empty when it runs entirely in Rust).
     pub fn callbacks(&self) -> Vec<CallbackId> {
         let key_callback = |key: &KeySource| match key {

@@ -31,6 +31,10 @@ impl Operator for Limit {
         }
         out
     }
+
+    fn exhausted(&self) -> bool {
+        self.seen >= self.start.saturating_add(self.length)
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,11 @@ pub trait Operator: Send {
     fn finish(&mut self, _ctx: &mut StepContext<'_>) -> Vec<Record> {
         Vec::new()
     }
+
+    /// True when no further input can produce output (a satisfied `limit`).
+    fn exhausted(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the running operator of a step.
