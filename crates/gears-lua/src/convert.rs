@@ -6,9 +6,10 @@
 //! [`to_core`] converts deeply, for Rust operators and replies.
 
 use std::cmp::Ordering;
+use std::ffi::{c_char, c_int};
 
 use gears_core::{GearsError, KeyRecord, Language, NativeValue, Record, Result};
-use mlua::{Lua, RegistryKey, Table, Value};
+use mlua::{ffi, Lua, RegistryKey, Table, Value};
 
 /// Deepest table nesting converted or copied; deeper tables (or cycles) are an error.
 const MAX_DEPTH: usize = 100;
@@ -50,7 +51,117 @@ pub fn native_to_lua(lua: &Lua, native: &NativeValue) -> Result<Value> {
 
 /// Converts a record (core or native) into a Lua value.
 pub fn to_lua(lua: &Lua, record: &Record) -> Result<Value> {
-    to_lua_depth(lua, record, 0)
+    match record {
+        Record::List(_) | Record::Map(_) | Record::Key(_) if raw_buildable(record, 0) => {
+            build_raw(lua, record)
+        }
+        _ => to_lua_depth(lua, record, 0),
+    }
+}
+
+/// True if [`build_raw`] builds exactly the value [`to_lua_depth`] would, without an error:
+/// no natives inside, no map key Lua refuses (nil, NaN), and no nesting beyond [`MAX_DEPTH`].
+fn raw_buildable(record: &Record, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match record {
+        Record::Native(_) => false,
+        Record::List(items) => items.iter().all(|item| raw_buildable(item, depth + 1)),
+        Record::Map(entries) => entries.iter().all(|(k, v)| {
+            !matches!(k, Record::Nil)
+                && !matches!(k, Record::Float(f) if f.is_nan())
+                && raw_buildable(k, depth + 1)
+                && raw_buildable(v, depth + 1)
+        }),
+        Record::Key(key) => match &key.value {
+            Some(value) => raw_buildable(value, depth + 1),
+            None => true,
+        },
+        _ => true,
+    }
+}
+
+/// Builds the Lua value of a core record (one that [`raw_buildable`] accepts) with the raw Lua
+/// API, under a single lock of the Lua state.
+///
+/// Building a record through mlua's safe API costs a lock, stack checks and an auxiliary
+/// reference slot for every string and every `raw_set`; for the KeysReader's records that
+/// overhead, not Lua, dominated a filter's run time. The tables built here are the very tables
+/// [`to_lua_depth`] builds: same capacities, same insertion order, same keys and values.
+fn build_raw(lua: &Lua, record: &Record) -> Result<Value> {
+    // SAFETY: `exec_raw` runs the closure in protected mode (inside `lua_pcall`) with the state
+    // locked, and restores the stack afterwards. The closure only pushes values and sets table
+    // fields, growing the stack by at most 3 slots per nesting level, which `luaL_checkstack`
+    // guarantees (raising a Lua error, caught by the pcall, if it cannot). A Lua error (out of
+    // memory) unwinds by longjmp through `push_raw` frames, which own nothing that needs
+    // dropping: they only borrow from `record`. The one value left on the stack is the result.
+    unsafe {
+        lua.exec_raw::<Value>((), |state| push_raw(state, record))
+            .map_err(internal)
+    }
+}
+
+/// Pushes the Lua value of `record` (see [`build_raw`]).
+///
+/// # Safety
+/// `state` must be a valid Lua state in protected mode, and `record` accepted by
+/// [`raw_buildable`].
+unsafe fn push_raw(state: *mut ffi::lua_State, record: &Record) {
+    fn capacity(n: usize) -> c_int {
+        c_int::try_from(n).unwrap_or(c_int::MAX)
+    }
+    unsafe fn push_bytes(state: *mut ffi::lua_State, bytes: &[u8]) {
+        ffi::lua_pushlstring(state, bytes.as_ptr().cast::<c_char>(), bytes.len());
+    }
+    match record {
+        Record::Nil => ffi::lua_pushnil(state),
+        Record::Bool(b) => ffi::lua_pushboolean(state, c_int::from(*b)),
+        Record::Integer(i) => ffi::lua_pushinteger(state, *i),
+        Record::Float(f) => ffi::lua_pushnumber(state, *f),
+        Record::String(s) => push_bytes(state, s.as_bytes()),
+        Record::Bytes(b) => push_bytes(state, b),
+        Record::Error(e) => push_bytes(state, e.as_bytes()),
+        Record::List(items) => {
+            ffi::luaL_checkstack(state, 3, std::ptr::null());
+            ffi::lua_createtable(state, capacity(items.len()), 0);
+            for (i, item) in items.iter().enumerate() {
+                push_raw(state, item);
+                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+            }
+        }
+        Record::Map(entries) => {
+            ffi::luaL_checkstack(state, 3, std::ptr::null());
+            ffi::lua_createtable(state, 0, capacity(entries.len()));
+            for (k, v) in entries {
+                push_raw(state, k);
+                push_raw(state, v);
+                ffi::lua_rawset(state, -3);
+            }
+        }
+        Record::Key(key) => {
+            ffi::luaL_checkstack(state, 3, std::ptr::null());
+            ffi::lua_createtable(state, 0, 4);
+            push_bytes(state, b"key");
+            push_bytes(state, key.key.as_bytes());
+            ffi::lua_rawset(state, -3);
+            if let Some(value) = &key.value {
+                push_bytes(state, b"value");
+                push_raw(state, value);
+                ffi::lua_rawset(state, -3);
+                push_bytes(state, b"type");
+                push_bytes(state, key.key_type.as_bytes());
+                ffi::lua_rawset(state, -3);
+            }
+            if let Some(event) = &key.event {
+                push_bytes(state, b"event");
+                push_bytes(state, event.as_bytes());
+                ffi::lua_rawset(state, -3);
+            }
+        }
+        // Not accepted by `raw_buildable`; push nil rather than touch an unknown value.
+        Record::Native(_) => ffi::lua_pushnil(state),
+    }
 }
 
 fn to_lua_depth(lua: &Lua, record: &Record, depth: usize) -> Result<Value> {
@@ -338,5 +449,87 @@ mod tests {
         let lua = Lua::new();
         let v = eval(&lua, "return '\\255\\0'");
         assert_eq!(to_record(&lua, v).unwrap(), Record::Bytes(vec![0xff, 0x00]));
+    }
+
+    /// A Lua function returning a table's entries in `pairs` order, as `k=v;` text.
+    fn dump(lua: &Lua, value: Value) -> Vec<u8> {
+        let f: mlua::Function = lua
+            .load(
+                "return function(t) local out = {} \
+                 local function d(x) if type(x) ~= 'table' then return math.type(x) or type(x), tostring(x) end \
+                 local parts = {} for k, v in pairs(x) do local _, ks = d(k) local vt, vs = d(v) \
+                 parts[#parts + 1] = ks .. '=' .. vt .. ':' .. vs end \
+                 return 'table', '{' .. table.concat(parts, ';') .. '}' end \
+                 local _, s = d(t) return s end",
+            )
+            .eval()
+            .unwrap();
+        f.call::<mlua::LuaString>(value)
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn raw_building_matches_the_safe_conversion() {
+        let lua = Lua::new();
+        let hash = Record::Map(vec![
+            (Record::from("name"), Record::from("user1")),
+            (Record::from("age"), Record::from("41")),
+            (Record::Integer(3), Record::Float(1.5)),
+            (Record::Float(2.0), Record::Bool(true)),
+            (Record::Bytes(vec![0xff]), Record::Error("ERR x".into())),
+        ]);
+        let records = vec![
+            Record::Key(Box::new(KeyRecord {
+                key: "user:1".into(),
+                value: Some(hash.clone()),
+                key_type: "hash".into(),
+                event: Some("hset".into()),
+            })),
+            Record::Key(Box::new(KeyRecord {
+                key: "k".into(),
+                value: None,
+                key_type: "string".into(),
+                event: None,
+            })),
+            Record::List(vec![
+                Record::Nil,
+                Record::Integer(7),
+                hash.clone(),
+                Record::List(vec![]),
+            ]),
+            hash,
+        ];
+        for record in records {
+            assert!(raw_buildable(&record, 0));
+            let fast = build_raw(&lua, &record).unwrap();
+            let safe = to_lua_depth(&lua, &record, 0).unwrap();
+            assert_eq!(dump(&lua, fast), dump(&lua, safe));
+        }
+    }
+
+    #[test]
+    fn records_the_raw_path_refuses_take_the_safe_one() {
+        let lua = Lua::new();
+        for key in [Record::Nil, Record::Float(f64::NAN)] {
+            let record = Record::Map(vec![(key, Record::Integer(1))]);
+            assert!(!raw_buildable(&record, 0));
+            assert!(to_lua(&lua, &record).is_err());
+        }
+        let native = to_record(&lua, eval(&lua, "return {5}")).unwrap();
+        let record = Record::List(vec![native]);
+        assert!(!raw_buildable(&record, 0));
+        let value = to_lua(&lua, &record).unwrap();
+        assert_eq!(
+            value_to_core(&value, 0).unwrap(),
+            Record::List(vec![Record::List(vec![Record::Integer(5)])])
+        );
+        let mut deep = Record::Integer(1);
+        for _ in 0..=MAX_DEPTH {
+            deep = Record::List(vec![deep]);
+        }
+        assert!(!raw_buildable(&deep, 0));
+        assert!(to_lua(&lua, &deep).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use gears_core::{
     CallbackId, GearsError, Language, NativeValue, Record, Result, Runtime, Session, ValueId,
 };
-use mlua::{Lua, MultiValue, Thread, Value};
+use mlua::{Function, Lua, MultiValue, Thread, Value};
 
 use crate::convert::{deep_copy, internal, native_to_lua, sequence, to_core, to_lua, to_record};
 use crate::error::message;
@@ -37,6 +37,7 @@ impl Session for LuaSession {
         let mut runtime = LuaRuntime {
             lua: &lua,
             state: &self.state,
+            callbacks: Vec::new(),
         };
         f(&mut runtime);
     }
@@ -46,6 +47,9 @@ impl Session for LuaSession {
 pub struct LuaRuntime<'a> {
     lua: &'a Lua,
     state: &'a SharedState,
+    /// The callbacks used so far in this [`Session::enter`], so that each record does not pay
+    /// for cloning (and dropping) a function handle. `callbacks[i]` is `CallbackId(i)`.
+    callbacks: Vec<Option<Function>>,
 }
 
 /// A running generator reader: the coroutine, and items already produced but not yet handed out
@@ -59,17 +63,34 @@ struct GeneratorState {
     pending: VecDeque<Record>,
 }
 
+/// The Lua value of a record, which must be a native of this runtime or a core record.
+fn lua_value(lua: &Lua, record: &Record) -> Result<Value> {
+    match record {
+        Record::Native(native) => native_to_lua(lua, native),
+        other => to_lua(lua, other),
+    }
+}
+
 fn callback_error(e: &mlua::Error) -> GearsError {
     GearsError::Callback(message(e))
 }
 
 impl LuaRuntime<'_> {
-    /// The Lua value of a record, which must be a native of this runtime or a core record.
-    fn lua_value(&self, record: &Record) -> Result<Value> {
-        match record {
-            Record::Native(native) => native_to_lua(self.lua, native),
-            other => to_lua(self.lua, other),
+    /// A callback's function, cloned out of the script state once per [`Session::enter`] so the
+    /// state lock is not held while user code runs.
+    fn callback(&mut self, callback: CallbackId) -> Result<&Function> {
+        let index = callback.0 as usize;
+        if !matches!(self.callbacks.get(index), Some(Some(_))) {
+            let function = lock(self.state).callback(callback)?;
+            if self.callbacks.len() <= index {
+                self.callbacks.resize(index + 1, None);
+            }
+            self.callbacks[index] = Some(function);
         }
+        self.callbacks
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| GearsError::Internal(format!("unknown Lua callback {}", callback.0)))
     }
 
     /// The records a generator's function returned when it finished.
@@ -87,14 +108,22 @@ impl LuaRuntime<'_> {
 
 impl Runtime for LuaRuntime<'_> {
     fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
-        // Clone the function out so the state lock is not held while user code runs.
-        let function = lock(self.state).callback(callback)?;
-        let mut values = MultiValue::with_capacity(args.len());
-        for arg in args {
-            values.push_back(self.lua_value(arg)?);
-        }
-        let result: Value = function.call(values).map_err(|e| callback_error(&e))?;
-        to_record(self.lua, result)
+        let lua = self.lua;
+        let function = self.callback(callback)?;
+        // One and two arguments (the common steps) are pushed straight onto the
+        // stack, without the allocation of a `MultiValue`.
+        let result: mlua::Result<Value> = match args {
+            [a] => function.call(lua_value(lua, a)?),
+            [a, b] => function.call((lua_value(lua, a)?, lua_value(lua, b)?)),
+            _ => {
+                let mut values = MultiValue::with_capacity(args.len());
+                for arg in args {
+                    values.push_back(lua_value(lua, arg)?);
+                }
+                function.call(values)
+            }
+        };
+        to_record(lua, result.map_err(|e| callback_error(&e))?)
     }
 
     fn to_core(&mut self, value: Record) -> Result<Record> {
@@ -139,7 +168,7 @@ impl Runtime for LuaRuntime<'_> {
 
     /// Runs the reader function as a coroutine (see the crate docs for the protocol).
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
-        let function = lock(self.state).callback(callback)?;
+        let function = self.callback(callback)?.clone();
         let thread = self.lua.create_thread(function).map_err(internal)?;
         Ok(Record::Native(NativeValue::new(
             Language::Lua,

@@ -11,11 +11,30 @@
 //! the string of its type name.
 
 use gears_core::{GearsError, Language, NativeValue, Record, Result};
-use rhai::{Array, Dynamic, Map};
+use rhai::{Array, Dynamic, ImmutableString, Map};
 
 /// Wraps a value a Rhai callback returned, so the next Rhai step gets it without conversion.
+///
+/// `()`, booleans, integers and floats without a tag and not read-only become core records at
+/// once: [`to_dynamic`] turns them back into the very same value, and as core records they cost
+/// no allocation and convert for free.
 pub(crate) fn native(value: Dynamic) -> Record {
-    Record::Native(NativeValue::new(Language::Rhai, value.flatten()))
+    let value = value.flatten();
+    if value.tag() == 0 && !value.is_read_only() {
+        if value.is_unit() {
+            return Record::Nil;
+        }
+        if let Ok(b) = value.as_bool() {
+            return Record::Bool(b);
+        }
+        if let Ok(i) = value.as_int() {
+            return Record::Integer(i);
+        }
+        if let Ok(f) = value.as_float() {
+            return Record::Float(f);
+        }
+    }
+    Record::Native(NativeValue::new(Language::Rhai, value))
 }
 
 /// The Rhai value of a record (natives are unwrapped, core records converted).
@@ -25,7 +44,7 @@ pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
         Record::Bool(b) => Dynamic::from_bool(*b),
         Record::Integer(i) => Dynamic::from_int(*i),
         Record::Float(f) => Dynamic::from_float(*f),
-        Record::String(s) => Dynamic::from(s.clone()),
+        Record::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
         Record::Bytes(bytes) => Dynamic::from_blob(bytes.clone()),
         Record::List(items) => {
             let mut array = Array::with_capacity(items.len());
@@ -38,28 +57,34 @@ pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
             let mut map = Map::new();
             for (key, value) in entries {
                 let key = match key {
-                    Record::String(s) => s.clone(),
-                    other => gears_core::python_str(&to_core(&to_dynamic(other)?)),
+                    Record::String(s) => s.as_str().into(),
+                    other => gears_core::python_str(&to_core(&to_dynamic(other)?)).into(),
                 };
-                map.insert(key.into(), to_dynamic(value)?);
+                map.insert(key, to_dynamic(value)?);
             }
             Dynamic::from_map(map)
         }
         Record::Key(key) => {
             let mut map = Map::new();
-            map.insert("key".into(), Dynamic::from(key.key.clone()));
+            map.insert(
+                "key".into(),
+                Dynamic::from(ImmutableString::from(key.key.as_str())),
+            );
             if let Some(value) = &key.value {
                 map.insert("value".into(), to_dynamic(value)?);
-                map.insert("type".into(), Dynamic::from(key.key_type.clone()));
+                map.insert(
+                    "type".into(),
+                    Dynamic::from(ImmutableString::from(key.key_type.as_str())),
+                );
             }
             let event = match &key.event {
-                Some(event) => Dynamic::from(event.clone()),
+                Some(event) => Dynamic::from(ImmutableString::from(event.as_str())),
                 None => Dynamic::UNIT,
             };
             map.insert("event".into(), event);
             Dynamic::from_map(map)
         }
-        Record::Error(text) => Dynamic::from(text.clone()),
+        Record::Error(text) => Dynamic::from(ImmutableString::from(text.as_str())),
         Record::Native(value) => match value.downcast_ref::<Dynamic>() {
             Some(dynamic) => dynamic.clone(),
             None => {
@@ -245,5 +270,20 @@ mod tests {
         assert_eq!(to_argument(&Dynamic::from_int(3)), b"3".to_vec());
         assert_eq!(to_argument(&Dynamic::from_float(14.0)), b"14.0".to_vec());
         assert_eq!(to_argument(&Dynamic::from("x".to_string())), b"x".to_vec());
+    }
+
+    #[test]
+    fn plain_scalar_results_become_core_records() {
+        assert_eq!(native(Dynamic::UNIT), Record::Nil);
+        assert_eq!(native(Dynamic::from_bool(true)), Record::Bool(true));
+        assert_eq!(native(Dynamic::from_int(7)), Record::Integer(7));
+        assert!(matches!(native(Dynamic::from_float(2.0)), Record::Float(f) if f == 2.0));
+        let mut tagged = Dynamic::from_int(7);
+        tagged.set_tag(3);
+        assert!(matches!(native(tagged), Record::Native(_)));
+        assert!(matches!(
+            native(Dynamic::from("s".to_string())),
+            Record::Native(_)
+        ));
     }
 }

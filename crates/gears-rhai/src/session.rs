@@ -5,7 +5,7 @@ use std::sync::{Mutex, PoisonError};
 use gears_core::{
     CallbackId, GearsError, Language, NativeValue, Record, Result, Runtime, Session, ValueId,
 };
-use rhai::{Array, Dynamic, Engine, AST, INT};
+use rhai::{Array, Dynamic, Engine, FnPtr, AST, INT};
 
 use crate::convert::{native, to_core, to_dynamic, truthy};
 use crate::error::describe;
@@ -46,6 +46,7 @@ impl Session for RhaiSession {
             engine: &interpreter.engine,
             ast: &interpreter.ast,
             state: &self.state,
+            callbacks: Vec::new(),
         };
         f(&mut runtime)
     }
@@ -60,17 +61,44 @@ pub(crate) struct RhaiRuntime<'a> {
     engine: &'a Engine,
     ast: &'a AST,
     state: &'a SharedState,
+    /// The callbacks used so far in this [`Session::enter`], so that each record does not pay
+    /// for locking the state and cloning a function pointer. `callbacks[i]` is `CallbackId(i)`.
+    callbacks: Vec<Option<FnPtr>>,
+}
+
+impl RhaiRuntime<'_> {
+    fn callback(&mut self, callback: CallbackId) -> Result<&FnPtr> {
+        let index = callback.0 as usize;
+        if !matches!(self.callbacks.get(index), Some(Some(_))) {
+            let function = self.state.callback(callback)?;
+            if self.callbacks.len() <= index {
+                self.callbacks.resize(index + 1, None);
+            }
+            self.callbacks[index] = Some(function);
+        }
+        self.callbacks
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))
+    }
 }
 
 impl Runtime for RhaiRuntime<'_> {
     fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
-        let function = self.state.callback(callback)?;
-        let mut values = Vec::with_capacity(args.len());
-        for arg in args {
-            values.push(to_dynamic(arg)?);
-        }
-        function
-            .call::<Dynamic>(self.engine, self.ast, values)
+        let (engine, ast) = (self.engine, self.ast);
+        let function = self.callback(callback)?;
+        let result = match args {
+            [a] => function.call::<Dynamic>(engine, ast, (to_dynamic(a)?,)),
+            [a, b] => function.call::<Dynamic>(engine, ast, (to_dynamic(a)?, to_dynamic(b)?)),
+            _ => {
+                let mut values = Vec::with_capacity(args.len());
+                for arg in args {
+                    values.push(to_dynamic(arg)?);
+                }
+                function.call::<Dynamic>(engine, ast, values)
+            }
+        };
+        result
             .map(native)
             .map_err(|e| GearsError::Callback(describe(&e)))
     }
@@ -117,9 +145,10 @@ impl Runtime for RhaiRuntime<'_> {
     }
 
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
-        let function = self.state.callback(callback)?;
+        let (engine, ast) = (self.engine, self.ast);
+        let function = self.callback(callback)?;
         let result = function
-            .call::<Dynamic>(self.engine, self.ast, Array::new())
+            .call::<Dynamic>(engine, ast, Array::new())
             .map_err(|e| GearsError::Callback(describe(&e)))?
             .flatten();
         let items: Box<dyn Iterator<Item = Dynamic> + Send> = if result.is_array() {
