@@ -41,7 +41,7 @@ impl Frontend for PythonFrontend {
             });
             outcome.map_err(|e| GearsError::Script(format_error(py, &e)))?;
             let session = PythonSession {
-                globals: globals.unbind(),
+                _globals: globals.unbind(),
                 callbacks: state.callbacks,
                 values: state.values,
                 redis,
@@ -56,8 +56,9 @@ impl Frontend for PythonFrontend {
 
 /// One script's globals, callbacks and values.
 pub struct PythonSession {
-    #[allow(dead_code)]
-    globals: Py<PyDict>,
+    /// The script's globals, owned for the session's life (callbacks also reach them through
+    /// their `__globals__`; nothing reads this field).
+    _globals: Py<PyDict>,
     callbacks: Vec<Py<PyAny>>,
     values: Vec<Py<PyAny>>,
     redis: Arc<dyn RedisAccess>,
