@@ -138,9 +138,18 @@ def test_only_one_run_per_script(r, language):
     assert gears_error(r, language, script) == expected
 
 
-def test_command_reader_can_not_run(r):
-    assert gears_error(r, "python", "GB('CommandReader').run()") == py_traceback(
-        "<module>", "gears.error: Given reader do not support run or not exists")
+COMMAND_READER = {
+    "python": ("GB('CommandReader').run()",
+               py_traceback("<module>", "gears.error: Given reader do not support run or not exists")),
+    "lua": ("GB('CommandReader'):run()", "script:1: Given reader do not support run or not exists"),
+    "rhai": ('GB("CommandReader").run()', "Given reader do not support run or not exists (line 1, position 21)"),
+}
+
+
+@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
+def test_command_reader_can_not_run(r, language):
+    script, expected = COMMAND_READER[language]
+    assert gears_error(r, language, script) == expected
 
 
 def test_script_without_run_replies_ok(r):
@@ -188,12 +197,19 @@ def test_rhai_can_not_import_modules(r):
     assert error.startswith("Module not found: std")
 
 
-def test_explain(r):
-    reply = r.execute_command(
-        "RG.EXPLAIN", "lua", "GB():map(function(x) return x.key end):count():run('user:*')")
+EXPLAIN_SCRIPTS = {
+    "python": "GB().map(lambda x: x['key']).count().run('user:*')",
+    "lua": "GB():map(function(x) return x.key end):count():run('user:*')",
+    "rhai": 'GB().map(|x| x.key).count().run("user:*")',
+}
+
+
+@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
+def test_explain(r, language):
+    reply = r.execute_command("RG.EXPLAIN", language, EXPLAIN_SCRIPTS[language])
     assert reply == [
         'reader: KeysReader pattern="user:*" noScan=false readValue=true',
-        "1: map [runs in lua] [local]",
+        "1: map [runs in %s] [local]" % language,
         "2: count (partial) [runs in rust] [local]",
         "3: collect [runs in rust] [moves records: collect to initiator]",
         "4: count (final) [runs in rust] [local]",

@@ -192,3 +192,20 @@ def test_a_satisfied_limit_stops_reading(r):
     assert gears(r, "python", script) == [["1", "1", "1"], []]
     # Only the first batch was read and processed, not all 50,000 keys.
     assert 3 <= int(r.get("visited")) <= 5000
+
+
+LOG = {
+    "lua": "log('from lua') log('lua careful', 'warning')",
+    "rhai": 'log("from rhai"); log("rhai careful", "warning");',
+}
+
+
+@pytest.mark.parametrize("language", ["lua", "rhai"])
+def test_log_in_lua_and_rhai(r, server, language):
+    assert gears(r, language, LOG[language]) == "OK"
+    deadline = time.time() + 5
+    while time.time() < deadline and ("%s careful" % language) not in server.read_log():
+        time.sleep(0.05)
+    log = server.read_log()
+    assert ("* <rg> GEARS: from %s" % language) in log
+    assert ("# <rg> GEARS: %s careful" % language) in log

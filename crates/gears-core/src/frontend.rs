@@ -34,7 +34,8 @@ pub trait RedisAccess: Send + Sync {
     /// Runs `args[0]` with the remaining arguments and returns the reply as a record; an error
     /// reply is `Err(GearsError::Redis(text))`.
     fn execute(&self, args: &[Vec<u8>]) -> Result<Record>;
-    /// Writes to the Redis log.
+    /// Writes a script's message to the Redis log (the module writes it as `GEARS: <message>`,
+    /// as RedisGears does).
     fn log(&self, level: LogLevel, message: &str);
     /// `configGet(key)` / `gearsConfigGet(key)`: a setting given to the module that Gears does
     /// not use itself (RedisGears' "extra config"), if set.

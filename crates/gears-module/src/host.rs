@@ -201,9 +201,10 @@ impl RedisAccess for RedisHost {
             LogLevel::Notice => RedisLogLevel::Notice,
             LogLevel::Warning => RedisLogLevel::Warning,
         };
+        let message = format!("GEARS: {message}");
         match crate::gears() {
-            Some(gears) => gears.log_context.log(level, message),
-            None => logging::log(level, message),
+            Some(gears) => gears.log_context.log(level, &message),
+            None => logging::log(level, &message),
         }
     }
 

@@ -127,9 +127,8 @@ fn log(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResul
             })?
         }
     };
-    let message = format!("GEARS: {}", message.to_str()?);
     if let Ok(host) = host() {
-        host.log(level, &message);
+        host.log(level, message.to_str()?);
     }
     Ok(())
 }
