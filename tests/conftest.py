@@ -42,7 +42,7 @@ class RedisServer:
         args = [
             REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", self.dir, "--logfile", self.log,
-            "--enable-module-command", "yes",
+            "--enable-module-command", "yes", "--enable-debug-command", "local",
             "--loadmodule", MODULE, "PythonVenv", VENV, *extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

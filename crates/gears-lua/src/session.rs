@@ -61,6 +61,9 @@ struct LuaGenerator {
 struct GeneratorState {
     thread: Option<Thread>,
     pending: VecDeque<Record>,
+    /// An error raised after some records of a batch: reported on the next batch, so the
+    /// records before it are not lost.
+    error: Option<GearsError>,
 }
 
 /// The Lua value of a record, which must be a native of this runtime or a core record.
@@ -176,6 +179,7 @@ impl Runtime for LuaRuntime<'_> {
                 inner: Mutex::new(GeneratorState {
                     thread: Some(thread),
                     pending: VecDeque::new(),
+                    error: None,
                 }),
             },
         )))
@@ -188,6 +192,9 @@ impl Runtime for LuaRuntime<'_> {
         }
         .ok_or_else(|| GearsError::Internal("not a Lua generator".into()))?;
         let mut state = lock(&generator.inner);
+        if let Some(error) = state.error.take() {
+            return Err(error);
+        }
         let mut out = Vec::new();
         while out.len() < max {
             if let Some(item) = state.pending.pop_front() {
@@ -201,7 +208,11 @@ impl Runtime for LuaRuntime<'_> {
                 Ok(values) => values,
                 Err(e) => {
                     state.thread = None;
-                    return Err(callback_error(&e));
+                    if out.is_empty() {
+                        return Err(callback_error(&e));
+                    }
+                    state.error = Some(callback_error(&e));
+                    break;
                 }
             };
             if thread.is_resumable() {

@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use gears_core::{encode_outcome, Executor, Frontend, Language, ReplyValue};
+use gears_core::{encode_outcome, Executor, Frontend, Language, RedisAccess, ReplyValue};
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::guard::{guarded, panic_message};
@@ -132,10 +132,14 @@ fn start_job(ctx: &Context, language: Language, script: String, job: Job) -> Red
 
 /// Runs on a worker. The blocked client is answered whatever happens, a panic included.
 fn run_job(language: Language, script: &str, job: Job, blocked: BlockedReply) {
-    let reply =
-        catch_unwind(AssertUnwindSafe(|| compute(language, script, job))).unwrap_or_else(|panic| {
+    let host = Arc::new(RedisHost::new());
+    let reply = catch_unwind(AssertUnwindSafe(|| compute(language, script, job, &host)))
+        .unwrap_or_else(|panic| {
             ReplyValue::Error(format!("Gears internal error: {}", panic_message(&panic)))
         });
+    // Whatever happened, this thread must not keep the Redis lock: an atomic block cut short by
+    // a panic would freeze the server.
+    host.end_atomic();
     blocked.reply(&reply);
 }
 
@@ -150,12 +154,11 @@ fn frontend(language: Language) -> Result<Box<dyn Frontend>, String> {
     }
 }
 
-fn compute(language: Language, script: &str, job: Job) -> ReplyValue {
+fn compute(language: Language, script: &str, job: Job, host: &Arc<RedisHost>) -> ReplyValue {
     let frontend = match frontend(language) {
         Ok(frontend) => frontend,
         Err(e) => return ReplyValue::Error(e),
     };
-    let host = Arc::new(RedisHost::new());
     let compiled = match frontend.compile(script, host.clone()) {
         Ok(compiled) => compiled,
         Err(e) => return ReplyValue::Error(e.to_string()),
@@ -174,7 +177,8 @@ fn compute(language: Language, script: &str, job: Job) -> ReplyValue {
                 .collect(),
         ),
         Job::Execute => {
-            let mut reader = crate::readers::build(&plan.reader, host, compiled.session.clone());
+            let mut reader =
+                crate::readers::build(&plan.reader, host.clone(), compiled.session.clone());
             let outcome = Executor::new(plan, compiled.session).run(reader.as_mut());
             encode_outcome(&outcome)
         }

@@ -7,6 +7,9 @@ use crossbeam_channel::{unbounded, Sender};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Stack size of an execution thread.
+const WORKER_STACK: usize = 64 * 1024 * 1024;
+
 /// A fixed pool of worker threads fed by a channel.
 pub(crate) struct WorkerPool {
     sender: Sender<Job>,
@@ -19,6 +22,9 @@ impl WorkerPool {
             let receiver = receiver.clone();
             let spawned = thread::Builder::new()
                 .name(format!("gears-worker-{i}"))
+                // Scripts recurse (Python, Lua, Rhai and conversions of nested values); a
+                // generous stack costs only the pages actually touched.
+                .stack_size(WORKER_STACK)
                 .spawn(move || {
                     for job in receiver.iter() {
                         // A job answers its own client even when it panics (see

@@ -35,14 +35,29 @@ thread_local! {
     static COMPILING: RefCell<Option<CompileState>> = const { RefCell::new(None) };
 }
 
+/// Restores the thread's previous host and closes an atomic block the script left open, also
+/// when the code it guards unwinds (a Redis lock left held would freeze the server).
+struct HostGuard {
+    host: Arc<dyn RedisAccess>,
+    previous: Option<Arc<dyn RedisAccess>>,
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        self.host.end_atomic();
+        let previous = self.previous.take();
+        HOST.with(|h| *h.borrow_mut() = previous);
+    }
+}
+
 /// Runs `f` with `host` as this thread's Redis host.
-/// An atomic block left open by a script is closed when the callback (or top level) returns.
 pub(crate) fn with_host<R>(host: &Arc<dyn RedisAccess>, f: impl FnOnce() -> R) -> R {
     let previous = HOST.with(|h| h.borrow_mut().replace(host.clone()));
-    let result = f();
-    host.end_atomic();
-    HOST.with(|h| *h.borrow_mut() = previous);
-    result
+    let _guard = HostGuard {
+        host: host.clone(),
+        previous,
+    };
+    f()
 }
 
 fn host() -> PyResult<Arc<dyn RedisAccess>> {
@@ -52,7 +67,15 @@ fn host() -> PyResult<Arc<dyn RedisAccess>> {
 
 /// Runs `f` while a script's top level may build plans; returns what it built.
 pub(crate) fn compiling<R>(f: impl FnOnce() -> R) -> (R, CompileState) {
+    /// Clears the compile state on every exit, unwinding included.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = COMPILING.try_with(|c| c.borrow_mut().take());
+        }
+    }
     COMPILING.with(|c| *c.borrow_mut() = Some(CompileState::default()));
+    let _reset = Reset;
     let result = f();
     let state = COMPILING
         .with(|c| c.borrow_mut().take())

@@ -18,10 +18,24 @@ pub(crate) fn native(obj: Bound<'_, PyAny>) -> Record {
 
 /// A record as a Python object: natives as they are, core records converted.
 pub(crate) fn to_py<'py>(py: Python<'py>, record: &Record) -> Result<Bound<'py, PyAny>> {
-    to_py_inner(py, record).map_err(|e| GearsError::Internal(e.to_string()))
+    to_py_inner(py, record, 0).map_err(|e| GearsError::Internal(e.to_string()))
 }
 
-fn to_py_inner<'py>(py: Python<'py>, record: &Record) -> PyResult<Bound<'py, PyAny>> {
+/// How deeply values may nest when they cross between Python and Rust. Deeper values are an
+/// error for their record, not a stack overflow of the worker.
+const MAX_DEPTH: usize = 512;
+
+fn too_deep() -> PyErr {
+    pyo3::exceptions::PyRecursionError::new_err(format!(
+        "value nested deeper than {MAX_DEPTH} levels"
+    ))
+}
+
+fn to_py_inner<'py>(py: Python<'py>, record: &Record, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    let depth = depth + 1;
     Ok(match record {
         Record::Nil => py.None().into_bound(py),
         Record::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -33,14 +47,14 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record) -> PyResult<Bound<'py, PyA
         Record::List(items) => {
             let list = PyList::empty(py);
             for item in items {
-                list.append(to_py_inner(py, item)?)?;
+                list.append(to_py_inner(py, item, depth)?)?;
             }
             list.into_any()
         }
         Record::Map(entries) => {
             let dict = PyDict::new(py);
             for (k, v) in entries {
-                dict.set_item(to_py_inner(py, k)?, to_py_inner(py, v)?)?;
+                dict.set_item(to_py_inner(py, k, depth)?, to_py_inner(py, v, depth)?)?;
             }
             dict.into_any()
         }
@@ -54,7 +68,7 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record) -> PyResult<Bound<'py, PyA
             dict.set_item(intern!(py, "key"), &key.key)?;
             if let Some(value) = &key.value {
                 dict.set_item(intern!(py, "type"), &key.key_type)?;
-                dict.set_item(intern!(py, "value"), to_py_inner(py, value)?)?;
+                dict.set_item(intern!(py, "value"), to_py_inner(py, value, depth)?)?;
             }
             dict.into_any()
         }
@@ -72,10 +86,14 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record) -> PyResult<Bound<'py, PyA
 
 /// A Python object as a core record (deep).
 pub(crate) fn to_core(obj: &Bound<'_, PyAny>) -> Result<Record> {
-    to_core_inner(obj).map_err(|e| GearsError::Callback(e.to_string()))
+    to_core_inner(obj, 0).map_err(|e| GearsError::Callback(e.to_string()))
 }
 
-fn to_core_inner(obj: &Bound<'_, PyAny>) -> PyResult<Record> {
+fn to_core_inner(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Record> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    let depth = depth + 1;
     if obj.is_none() {
         return Ok(Record::Nil);
     }
@@ -103,28 +121,28 @@ fn to_core_inner(obj: &Bound<'_, PyAny>) -> PyResult<Record> {
     if let Ok(list) = obj.cast::<PyList>() {
         return list
             .iter()
-            .map(|item| to_core_inner(&item))
+            .map(|item| to_core_inner(&item, depth))
             .collect::<PyResult<_>>()
             .map(Record::List);
     }
     if let Ok(tuple) = obj.cast::<PyTuple>() {
         return tuple
             .iter()
-            .map(|item| to_core_inner(&item))
+            .map(|item| to_core_inner(&item, depth))
             .collect::<PyResult<_>>()
             .map(Record::List);
     }
     if let Ok(dict) = obj.cast::<PyDict>() {
         let mut entries = Vec::with_capacity(dict.len());
         for (k, v) in dict.iter() {
-            entries.push((to_core_inner(&k)?, to_core_inner(&v)?));
+            entries.push((to_core_inner(&k, depth)?, to_core_inner(&v, depth)?));
         }
         return Ok(Record::Map(entries));
     }
     if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
         let mut items = Vec::new();
         for item in obj.try_iter()? {
-            items.push(to_core_inner(&item?)?);
+            items.push(to_core_inner(&item?, depth)?);
         }
         return Ok(Record::List(items));
     }

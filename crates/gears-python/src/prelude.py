@@ -19,6 +19,31 @@ class atomic(object):
         return False
 
 
+class _ReaderIterator(object):
+    """Feeds a generator reader in batches. An exception ends the input, but the records
+    yielded before it are delivered first; the exception is raised on the next batch."""
+
+    def __init__(self, iterable):
+        self.iterator = iter(iterable)
+        self.error = None
+
+    def take(self, count):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        items = []
+        try:
+            for _ in range(count):
+                items.append(next(self.iterator))
+        except StopIteration:
+            pass
+        except BaseException as error:
+            if not items:
+                raise
+            self.error = error
+        return items
+
+
 def _check_functions(op, args, count):
     if len(args) != count:
         raise GearsError('wrong number of args to %s function' % op)

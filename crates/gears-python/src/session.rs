@@ -7,10 +7,10 @@ use gears_core::{
     Session, ValueId,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyIterator, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::api::{self, format_error};
-use crate::convert::{native, to_core, to_py, PyValue};
+use crate::convert::{native, to_core, to_py};
 
 /// Compiles Python scripts. The interpreter must have been started with
 /// [`crate::start_interpreter`].
@@ -108,7 +108,10 @@ impl Runtime for PyRuntime<'_, '_> {
         }
         let args = pyo3::types::PyTuple::new(py, py_args)
             .map_err(|e| GearsError::Internal(e.to_string()))?;
-        match function.bind(py).call1(args) {
+        let result = function.bind(py).call1(args);
+        // An atomic block the callback left open ends with the callback.
+        self.session.redis.end_atomic();
+        match result {
             Ok(result) => Ok(native(result)),
             Err(e) => Err(self.callback_error(e)),
         }
@@ -181,29 +184,23 @@ impl Runtime for PyRuntime<'_, '_> {
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
         let result = self.call(callback, &[])?;
         let obj = self.bound(&result)?;
-        let iterator = obj.try_iter().map_err(|e| self.callback_error(e))?;
-        Ok(native(iterator.into_any()))
+        let reader = self
+            .py
+            .import("gears_builder")
+            .and_then(|prelude| prelude.getattr("_ReaderIterator"))
+            .and_then(|class| class.call1((obj,)))
+            .map_err(|e| self.callback_error(e))?;
+        Ok(native(reader))
     }
 
     fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
-        let Record::Native(value) = generator else {
-            return Ok(Vec::new());
-        };
-        let Some(PyValue(obj)) = value.downcast_ref::<PyValue>() else {
-            return Ok(Vec::new());
-        };
-        let obj = obj.bind(self.py);
-        let iterator = obj
-            .cast::<PyIterator>()
+        let reader = self.bound(generator)?;
+        let items = reader
+            .call_method1("take", (max,))
+            .map_err(|e| self.callback_error(e))?;
+        let items = items
+            .cast::<PyList>()
             .map_err(|e| GearsError::Internal(e.to_string()))?;
-        let mut out = Vec::new();
-        for item in iterator.clone() {
-            let item = item.map_err(|e| self.callback_error(e))?;
-            out.push(native(item));
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(items.iter().map(native).collect())
     }
 }

@@ -99,8 +99,19 @@ pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
 
 /// The core record of a Rhai value (deeply).
 pub(crate) fn to_core(value: &Dynamic) -> Record {
+    to_core_depth(value, 0)
+}
+
+/// How deeply a value may nest when it becomes a core record; deeper parts become an error
+/// value instead of overflowing the worker's stack.
+const MAX_DEPTH: usize = 512;
+
+fn to_core_depth(value: &Dynamic, depth: usize) -> Record {
+    if depth > MAX_DEPTH {
+        return Record::Error(format!("value nested deeper than {MAX_DEPTH} levels"));
+    }
     if value.is_shared() {
-        return to_core(&value.flatten_clone());
+        return to_core_depth(&value.flatten_clone(), depth);
     }
     if value.is_unit() {
         return Record::Nil;
@@ -124,12 +135,12 @@ pub(crate) fn to_core(value: &Dynamic) -> Record {
         return Record::Bytes(blob.to_vec());
     }
     if let Ok(array) = value.as_array_ref() {
-        return Record::List(array.iter().map(to_core).collect());
+        return Record::List(array.iter().map(|v| to_core_depth(v, depth + 1)).collect());
     }
     if let Ok(map) = value.as_map_ref() {
         return Record::Map(
             map.iter()
-                .map(|(k, v)| (Record::String(k.to_string()), to_core(v)))
+                .map(|(k, v)| (Record::String(k.to_string()), to_core_depth(v, depth + 1)))
                 .collect(),
         );
     }

@@ -25,17 +25,38 @@ impl Accumulate {
     }
 
     fn step(&mut self, record: &Record, ctx: &mut StepContext<'_>) -> Result<Record> {
-        let mut acc = self.accumulator.take().unwrap_or(Record::Nil);
-        if let Some(zero) = self.zero {
-            if !ctx.runtime.truthy(&acc)? {
-                acc = ctx.runtime.value(zero)?;
+        // On any error the accumulator is kept as it was (still unset if no record succeeded).
+        let started = self.accumulator.is_some();
+        let acc = self.accumulator.take().unwrap_or(Record::Nil);
+        let acc = match seeded(acc, self.zero, ctx) {
+            Ok(acc) => acc,
+            Err((acc, e)) => {
+                self.accumulator = started.then_some(acc);
+                return Err(e);
             }
-        }
+        };
         let result = ctx.runtime.call(self.callback, &[&acc, record]);
         if result.is_err() {
-            self.accumulator = Some(acc);
+            self.accumulator = started.then_some(acc);
         }
         result
+    }
+}
+
+/// `acc if acc else copy(zero)`: a falsy accumulator replaced by a fresh copy of `zero`. On an
+/// error the accumulator comes back with it.
+pub(super) fn seeded(
+    acc: Record,
+    zero: Option<crate::plan::ValueId>,
+    ctx: &mut StepContext<'_>,
+) -> std::result::Result<Record, (Record, crate::GearsError)> {
+    let Some(zero) = zero else {
+        return Ok(acc);
+    };
+    match ctx.runtime.truthy(&acc) {
+        Ok(true) => Ok(acc),
+        Ok(false) => ctx.runtime.value(zero).map_err(|e| (acc, e)),
+        Err(e) => Err((acc, e)),
     }
 }
 

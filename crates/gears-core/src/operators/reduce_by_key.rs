@@ -44,17 +44,19 @@ impl ReduceByKey {
                 self.groups.len() - 1
             }
         };
-        let mut acc = std::mem::replace(&mut self.groups[slot].1, Record::Nil);
-        if let Some(zero) = self.zero {
-            if !ctx.runtime.truthy(&acc)? {
-                acc = ctx.runtime.value(zero)?;
-            }
-        }
         let input = if self.reduce_value {
             let core = ctx.core(record)?;
             core.get_field("value").unwrap_or(Record::Nil)
         } else {
             record
+        };
+        let acc = std::mem::replace(&mut self.groups[slot].1, Record::Nil);
+        let acc = match super::accumulate::seeded(acc, self.zero, ctx) {
+            Ok(acc) => acc,
+            Err((acc, e)) => {
+                self.groups[slot].1 = acc;
+                return Err(e);
+            }
         };
         let key_record = Record::String(key);
         match ctx.runtime.call(self.reducer, &[&key_record, &acc, &input]) {

@@ -8,7 +8,7 @@ use gears_core::{
 };
 use redis_module::{raw, Context};
 
-use super::raw_keys::{exists, read_value, scan_step, ScanCursor};
+use super::raw_keys::{exists, is_expired, read_value, scan_step, ScanCursor};
 use super::BATCH_SIZE;
 use crate::glob::glob_match;
 use crate::host::{RedisHost, MAX_BATCH_LOCK};
@@ -192,7 +192,7 @@ impl RecordReader for KeysReader {
             let mut batch = Vec::new();
             while batch.len() < self.batch_size && started.elapsed() < MAX_BATCH_LOCK {
                 let more = scan_step(ctx, &cursor, &mut |name, key| {
-                    if glob_match(&self.pattern, name) {
+                    if glob_match(&self.pattern, name) && !is_expired(key) {
                         batch.push(self.record(ctx, name, key));
                     }
                 });

@@ -116,6 +116,16 @@ pub(crate) fn close_key(key: *mut raw::RedisModuleKey) {
     }
 }
 
+/// True when a key the scan handed over has logically expired (RedisModule_Scan, unlike SCAN,
+/// does not skip keys whose expiry has passed but that are not evicted yet).
+pub(crate) fn is_expired(key: *mut raw::RedisModuleKey) -> bool {
+    if key.is_null() {
+        return false;
+    }
+    // SAFETY: an open key; 0 means the expiry time has been reached.
+    unsafe { raw::RedisModule_GetExpire.unwrap()(key) == 0 }
+}
+
 /// True if the key exists.
 pub(crate) fn exists(ctx: &Context, name: &[u8]) -> bool {
     let key = open_key(ctx, name);
@@ -146,18 +156,10 @@ pub(crate) fn read_value(
         unsafe { raw::RedisModule_KeyType.unwrap()(key) }
     };
     let value = match key_type as isize {
+        // Not StringDMA: for an `int` or `embstr` string it rewrites the stored value as a new
+        // raw string even for reading, which changes the keyspace it only reads.
         raw::REDISMODULE_KEYTYPE_STRING => {
-            let mut len = 0usize;
-            // SAFETY: read-only DMA of a string key; copied before the key closes.
-            let ptr = unsafe {
-                raw::RedisModule_StringDMA.unwrap()(key, &mut len, raw::REDISMODULE_READ as c_int)
-            };
-            if ptr.is_null() {
-                Record::from("")
-            } else {
-                // SAFETY: `len` bytes at `ptr`, valid while the key is open.
-                Record::from(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }.to_vec())
-            }
+            crate::host::call(ctx, &[b"GET".to_vec(), name.to_vec()]).unwrap_or(Record::Nil)
         }
         raw::REDISMODULE_KEYTYPE_HASH => {
             let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
