@@ -130,25 +130,31 @@ thread_local! {
 
 /// The fields of a hash as a map in RedisGears' dict order.
 pub(crate) fn hash_fields_record(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Record {
-    let order = LAST_ORDER.with(|cache| {
+    let mut fields: Vec<Option<(Vec<u8>, Vec<u8>)>> = fields.into_iter().map(Some).collect();
+    let entries = LAST_ORDER.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let same =
-            cache.0.len() == fields.len() && cache.0.iter().zip(&fields).all(|(a, (b, _))| a == b);
+        let same = cache.0.len() == fields.len()
+            && cache
+                .0
+                .iter()
+                .zip(&fields)
+                .all(|(a, b)| b.as_ref().is_some_and(|(f, _)| a == f));
         if !same {
-            let names: Vec<Vec<u8>> = fields.iter().map(|(f, _)| f.clone()).collect();
+            let names: Vec<Vec<u8>> = fields
+                .iter()
+                .map(|f| f.as_ref().map(|(name, _)| name.clone()).unwrap_or_default())
+                .collect();
             let order = gears_dict_order(&names);
             *cache = (names, order);
         }
-        cache.1.clone()
-    });
-    let mut fields: Vec<Option<(Vec<u8>, Vec<u8>)>> = fields.into_iter().map(Some).collect();
-    Record::Map(
-        order
-            .into_iter()
-            .filter_map(|i| fields.get_mut(i).and_then(Option::take))
+        cache
+            .1
+            .iter()
+            .filter_map(|i| fields.get_mut(*i).and_then(Option::take))
             .map(|(f, v)| (Record::from(f), Record::from(v)))
-            .collect(),
-    )
+            .collect()
+    });
+    Record::Map(entries)
 }
 
 /// A flat `[field, value, ...]` reply as a map in RedisGears' dict order.

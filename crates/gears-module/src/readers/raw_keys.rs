@@ -21,6 +21,19 @@ impl ScanCursor {
     }
 }
 
+impl ScanCursor {
+    /// Starts the cursor over, for another key or keyspace scan.
+    pub fn restart(&self) {
+        // SAFETY: a live cursor.
+        unsafe { raw::RedisModule_ScanCursorRestart.unwrap()(self.0) };
+    }
+}
+
+thread_local! {
+    /// One cursor per reader thread for the fields of hashes, restarted for each key.
+    static FIELD_CURSOR: ScanCursor = ScanCursor::new();
+}
+
 impl Drop for ScanCursor {
     fn drop(&mut self) {
         // SAFETY: created in `new`.
@@ -163,17 +176,19 @@ pub(crate) fn read_value(
         }
         raw::REDISMODULE_KEYTYPE_HASH => {
             let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            let cursor = ScanCursor::new();
-            // SAFETY: ScanKey over an open hash; the callback only reads.
-            while unsafe {
-                raw::RedisModule_ScanKey.unwrap()(
-                    key,
-                    cursor.0,
-                    Some(field_callback),
-                    (&mut fields as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
-                )
-            } != 0
-            {}
+            FIELD_CURSOR.with(|cursor| {
+                cursor.restart();
+                // SAFETY: ScanKey over an open hash; the callback only reads.
+                while unsafe {
+                    raw::RedisModule_ScanKey.unwrap()(
+                        key,
+                        cursor.0,
+                        Some(field_callback),
+                        (&mut fields as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
+                    )
+                } != 0
+                {}
+            });
             super::keys::hash_fields_record(fields)
         }
         raw::REDISMODULE_KEYTYPE_LIST => crate::host::call(
