@@ -140,3 +140,35 @@ pub trait Runtime {
         Ok(Vec::new())
     }
 }
+
+/// Callbacks a runtime resolved during one [`Session::enter`], indexed by [`CallbackId`], so that
+/// each record does not pay for looking a callback up (and cloning its handle) again.
+pub struct CallbackCache<T> {
+    slots: Vec<Option<T>>,
+}
+
+impl<T> Default for CallbackCache<T> {
+    fn default() -> Self {
+        CallbackCache { slots: Vec::new() }
+    }
+}
+
+impl<T> CallbackCache<T> {
+    /// The cached callback, fetched with `fetch` the first time.
+    pub fn get_or_fetch(
+        &mut self,
+        callback: CallbackId,
+        fetch: impl FnOnce() -> Result<T>,
+    ) -> Result<&T> {
+        let index = callback.0 as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        let slot = &mut self.slots[index];
+        if slot.is_none() {
+            *slot = Some(fetch()?);
+        }
+        slot.as_ref()
+            .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))
+    }
+}

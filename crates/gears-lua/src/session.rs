@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use gears_core::{
-    CallbackId, GearsError, Language, NativeValue, Record, Result, Runtime, Session, ValueId,
+    CallbackCache, CallbackId, GearsError, Language, NativeValue, Record, Result, Runtime, Session,
+    ValueId,
 };
 use mlua::{Function, Lua, MultiValue, Thread, Value};
 
@@ -37,7 +38,7 @@ impl Session for LuaSession {
         let mut runtime = LuaRuntime {
             lua: &lua,
             state: &self.state,
-            callbacks: Vec::new(),
+            callbacks: CallbackCache::default(),
         };
         f(&mut runtime);
     }
@@ -47,9 +48,8 @@ impl Session for LuaSession {
 pub struct LuaRuntime<'a> {
     lua: &'a Lua,
     state: &'a SharedState,
-    /// The callbacks used so far in this [`Session::enter`], so that each record does not pay
-    /// for cloning (and dropping) a function handle. `callbacks[i]` is `CallbackId(i)`.
-    callbacks: Vec<Option<Function>>,
+    /// The callbacks used so far in this [`Session::enter`].
+    callbacks: CallbackCache<Function>,
 }
 
 /// A running generator reader: the coroutine, and items already produced but not yet handed out
@@ -82,18 +82,9 @@ impl LuaRuntime<'_> {
     /// A callback's function, cloned out of the script state once per [`Session::enter`] so the
     /// state lock is not held while user code runs.
     fn callback(&mut self, callback: CallbackId) -> Result<&Function> {
-        let index = callback.0 as usize;
-        if !matches!(self.callbacks.get(index), Some(Some(_))) {
-            let function = lock(self.state).callback(callback)?;
-            if self.callbacks.len() <= index {
-                self.callbacks.resize(index + 1, None);
-            }
-            self.callbacks[index] = Some(function);
-        }
+        let state = self.state;
         self.callbacks
-            .get(index)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| GearsError::Internal(format!("unknown Lua callback {}", callback.0)))
+            .get_or_fetch(callback, || lock(state).callback(callback))
     }
 
     /// The records a generator's function returned when it finished.

@@ -21,17 +21,8 @@ use rhai::{Array, Dynamic, ImmutableString, Map};
 pub(crate) fn native(value: Dynamic) -> Record {
     let value = value.flatten();
     if value.tag() == 0 && !value.is_read_only() {
-        if value.is_unit() {
-            return Record::Nil;
-        }
-        if let Ok(b) = value.as_bool() {
-            return Record::Bool(b);
-        }
-        if let Ok(i) = value.as_int() {
-            return Record::Integer(i);
-        }
-        if let Ok(f) = value.as_float() {
-            return Record::Float(f);
+        if let Some(scalar) = scalar(&value) {
+            return scalar;
         }
     }
     Record::Native(NativeValue::new(Language::Rhai, value))
@@ -98,6 +89,21 @@ pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
 }
 
 /// The core record of a Rhai value (deeply).
+/// `()`, booleans, integers and floats as core records.
+fn scalar(value: &Dynamic) -> Option<Record> {
+    if value.is_unit() {
+        Some(Record::Nil)
+    } else if let Ok(b) = value.as_bool() {
+        Some(Record::Bool(b))
+    } else if let Ok(i) = value.as_int() {
+        Some(Record::Integer(i))
+    } else if let Ok(f) = value.as_float() {
+        Some(Record::Float(f))
+    } else {
+        None
+    }
+}
+
 pub(crate) fn to_core(value: &Dynamic) -> Record {
     to_core_depth(value, 0)
 }
@@ -113,17 +119,8 @@ fn to_core_depth(value: &Dynamic, depth: usize) -> Record {
     if value.is_shared() {
         return to_core_depth(&value.flatten_clone(), depth);
     }
-    if value.is_unit() {
-        return Record::Nil;
-    }
-    if let Ok(b) = value.as_bool() {
-        return Record::Bool(b);
-    }
-    if let Ok(i) = value.as_int() {
-        return Record::Integer(i);
-    }
-    if let Ok(f) = value.as_float() {
-        return Record::Float(f);
+    if let Some(scalar) = scalar(value) {
+        return scalar;
     }
     if let Ok(c) = value.as_char() {
         return Record::String(c.to_string());

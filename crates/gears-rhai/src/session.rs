@@ -3,7 +3,8 @@
 use std::sync::{Mutex, PoisonError};
 
 use gears_core::{
-    CallbackId, GearsError, Language, NativeValue, Record, Result, Runtime, Session, ValueId,
+    CallbackCache, CallbackId, GearsError, Language, NativeValue, Record, Result, Runtime, Session,
+    ValueId,
 };
 use rhai::{Array, Dynamic, Engine, FnPtr, AST, INT};
 
@@ -46,7 +47,7 @@ impl Session for RhaiSession {
             engine: &interpreter.engine,
             ast: &interpreter.ast,
             state: &self.state,
-            callbacks: Vec::new(),
+            callbacks: CallbackCache::default(),
         };
         f(&mut runtime)
     }
@@ -61,25 +62,15 @@ pub(crate) struct RhaiRuntime<'a> {
     engine: &'a Engine,
     ast: &'a AST,
     state: &'a SharedState,
-    /// The callbacks used so far in this [`Session::enter`], so that each record does not pay
-    /// for locking the state and cloning a function pointer. `callbacks[i]` is `CallbackId(i)`.
-    callbacks: Vec<Option<FnPtr>>,
+    /// The callbacks used so far in this [`Session::enter`].
+    callbacks: CallbackCache<FnPtr>,
 }
 
 impl RhaiRuntime<'_> {
     fn callback(&mut self, callback: CallbackId) -> Result<&FnPtr> {
-        let index = callback.0 as usize;
-        if !matches!(self.callbacks.get(index), Some(Some(_))) {
-            let function = self.state.callback(callback)?;
-            if self.callbacks.len() <= index {
-                self.callbacks.resize(index + 1, None);
-            }
-            self.callbacks[index] = Some(function);
-        }
+        let state = &self.state;
         self.callbacks
-            .get(index)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))
+            .get_or_fetch(callback, || state.callback(callback))
     }
 }
 
