@@ -18,23 +18,11 @@ SYNTAX_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
-def test_syntax_error_names_the_line(r, language):
-    script, expected = SYNTAX_ERRORS[language]
-    assert gears_error(r, language, script) == expected
-
-
 TOP_LEVEL_ERRORS = {
     "python": ("foo", py_traceback("<module>", "NameError: name 'foo' is not defined")),
     "lua": ("local a = 1\nerror('bad script')", "script:2: bad script"),
     "rhai": ('let a = 1;\nthrow "bad script";', "bad script (line 2, position 1)"),
 }
-
-
-@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
-def test_top_level_error(r, language):
-    script, expected = TOP_LEVEL_ERRORS[language]
-    assert gears_error(r, language, script) == expected
 
 
 RAISES_ON_ONE_RECORD = {
@@ -91,12 +79,6 @@ MISSING_ARGUMENT = {
 }
 
 
-@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
-def test_missing_argument(r, language):
-    script, expected = MISSING_ARGUMENT[language]
-    assert gears_error(r, language, script) == expected
-
-
 NOT_A_FUNCTION = {
     "python": ("GB().filter(1)", py_traceback("<module>", "gears.error: filter argument must be a function")),
     "lua": ("GB():filter(1)", "script:1: filter argument must be a function"),
@@ -104,23 +86,11 @@ NOT_A_FUNCTION = {
 }
 
 
-@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
-def test_argument_must_be_a_function(r, language):
-    script, expected = NOT_A_FUNCTION[language]
-    assert gears_error(r, language, script) == expected
-
-
 LIMIT_NOT_A_NUMBER = {
     "python": ("GB().limit('a')", py_traceback("<module>", "gears.error: limit argument must be a number")),
     "lua": ("GB():limit('a')", "script:1: limit argument must be a number"),
     "rhai": ('GB().limit("a")', "limit argument must be a number (line 1, position 6)"),
 }
-
-
-@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
-def test_limit_argument_must_be_a_number(r, language):
-    script, expected = LIMIT_NOT_A_NUMBER[language]
-    assert gears_error(r, language, script) == expected
 
 
 TWO_RUNS = {
@@ -132,12 +102,6 @@ TWO_RUNS = {
 }
 
 
-@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
-def test_only_one_run_per_script(r, language):
-    script, expected = TWO_RUNS[language]
-    assert gears_error(r, language, script) == expected
-
-
 COMMAND_READER = {
     "python": ("GB('CommandReader').run()",
                py_traceback("<module>", "gears.error: Given reader do not support run or not exists")),
@@ -146,9 +110,22 @@ COMMAND_READER = {
 }
 
 
+# Scripts that fail the command itself: one table per case, one script per language.
+ERROR_REPLIES = {
+    "syntax error names the line": SYNTAX_ERRORS,
+    "top-level error": TOP_LEVEL_ERRORS,
+    "missing argument": MISSING_ARGUMENT,
+    "argument must be a function": NOT_A_FUNCTION,
+    "limit argument must be a number": LIMIT_NOT_A_NUMBER,
+    "only one run per script": TWO_RUNS,
+    "CommandReader can not run": COMMAND_READER,
+}
+
+
 @pytest.mark.parametrize("language", ["python", "lua", "rhai"])
-def test_command_reader_can_not_run(r, language):
-    script, expected = COMMAND_READER[language]
+@pytest.mark.parametrize("case", list(ERROR_REPLIES))
+def test_error_reply(r, case, language):
+    script, expected = ERROR_REPLIES[case][language]
     assert gears_error(r, language, script) == expected
 
 
