@@ -27,10 +27,6 @@ impl Executor {
         Executor { plan, session }
     }
 
-    pub fn plan(&self) -> &ExecutionPlan {
-        &self.plan
-    }
-
     /// Reads every batch, pushes it through the steps, flushes the stateful steps at the end
     /// of input, and converts the results to core records.
     pub fn run(&self, reader: &mut dyn RecordReader) -> ExecutionOutcome {
