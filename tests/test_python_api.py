@@ -54,10 +54,10 @@ def test_execute_conversions(r):
     assert gears(r, "python", script) == [["[['a', 'b'], 2, None, 'OK', '1.5', []]"], []]
 
 
-def test_binary_values_arrive_as_bytearray(r):
+def test_binary_values_arrive_as_bytes(r):
     r.set("bin", b"\xff\x00")
     assert gears(r, "python", "GB().map(lambda x: repr(x['value'])).run('bin')") == \
-        [["bytearray(b'\\xff\\x00')"], []]
+        [["b'\\xff\\x00'"], []]
 
 
 def test_keys_only_reader_options(r):

@@ -13,6 +13,9 @@ pub enum GearsError {
     Callback(String),
     /// A command sent to Redis through `execute` failed.
     Redis(String),
+    /// The execution was stopped: a limit was passed (memory, time in an atomic block) or it
+    /// was aborted. The whole execution ends; the text is reported once.
+    Stopped(String),
     /// A bug in Gears itself.
     Internal(String),
 }
@@ -25,6 +28,7 @@ impl GearsError {
             | GearsError::Plan(m)
             | GearsError::Callback(m)
             | GearsError::Redis(m)
+            | GearsError::Stopped(m)
             | GearsError::Internal(m) => m,
         }
     }

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::control;
+use crate::error::Result;
 use crate::frontend::{Runtime, Session};
 use crate::operators::{self, Operator, StepContext};
 use crate::plan::ExecutionPlan;
+use crate::plan::{CallbackId, ValueId};
 use crate::reader::RecordReader;
 use crate::record::Record;
 
@@ -44,6 +47,7 @@ impl Executor {
             if operators[..streaming_prefix]
                 .iter()
                 .any(|op| op.exhausted())
+                || control::check_current().is_err()
             {
                 break;
             }
@@ -60,8 +64,9 @@ impl Executor {
             }
             let mut batch = Some(batch);
             self.session.enter(&mut |runtime| {
+                let mut runtime = Checked(runtime);
                 let mut ctx = StepContext {
-                    runtime,
+                    runtime: &mut runtime,
                     errors: &mut outcome.errors,
                 };
                 let out = push_through(&mut operators, batch.take().unwrap_or_default(), &mut ctx);
@@ -69,11 +74,16 @@ impl Executor {
             });
         }
         self.session.enter(&mut |runtime| {
+            let mut runtime = Checked(runtime);
             let mut ctx = StepContext {
-                runtime,
+                runtime: &mut runtime,
                 errors: &mut outcome.errors,
             };
+            // A stopped execution keeps the results it emitted but flushes nothing more.
             for i in 0..operators.len() {
+                if control::check_current().is_err() {
+                    break;
+                }
                 let (head, tail) = operators.split_at_mut(i + 1);
                 let flushed = head[i].finish(&mut ctx);
                 if !flushed.is_empty() {
@@ -84,7 +94,50 @@ impl Executor {
             let results = std::mem::take(&mut outcome.results);
             outcome.results = to_core(results, ctx.runtime, ctx.errors);
         });
+        if let Err(stopped) = control::check_current() {
+            outcome.errors.push(stopped.to_string());
+        }
         outcome
+    }
+}
+
+/// The runtime as the operators see it: every callback first checks that the execution may
+/// go on, so a stopped execution stops at the next record, not at the end of its batch.
+struct Checked<'a, 'r>(&'a mut (dyn Runtime + 'r));
+
+impl Runtime for Checked<'_, '_> {
+    fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
+        control::check_current()?;
+        self.0.call(callback, args)
+    }
+    fn to_core(&mut self, value: Record) -> Result<Record> {
+        self.0.to_core(value)
+    }
+    fn value(&mut self, id: ValueId) -> Result<Record> {
+        self.0.value(id)
+    }
+    fn prepare(&mut self, record: Record) -> Result<Record> {
+        self.0.prepare(record)
+    }
+    fn truthy(&mut self, value: &Record) -> Result<bool> {
+        self.0.truthy(value)
+    }
+    fn expand_list(&mut self, value: Record) -> Result<std::result::Result<Vec<Record>, Record>> {
+        self.0.expand_list(value)
+    }
+    fn to_str(&mut self, value: &Record) -> Result<String> {
+        self.0.to_str(value)
+    }
+    fn key_string(&mut self, value: Record) -> Result<String> {
+        self.0.key_string(value)
+    }
+    fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
+        control::check_current()?;
+        self.0.start_generator(callback)
+    }
+    fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
+        control::check_current()?;
+        self.0.next_from_generator(generator, max)
     }
 }
 
@@ -125,7 +178,7 @@ fn to_core(
 mod tests {
     use super::*;
     use crate::builder::PlanBuilder;
-    use crate::error::{GearsError, Result};
+    use crate::error::GearsError;
     use crate::operators::testing::{int_of, ints, Callback, TestRuntime};
     use crate::plan::{Language, ReaderSpec, RunOptions};
     use crate::reader::VecReader;

@@ -12,10 +12,12 @@
 //! Nothing here depends on redis-module, pyo3, mlua or rhai: the crate is tested as plain Rust.
 
 mod builder;
+pub mod control;
 mod dict_order;
 mod error;
 mod executor;
 mod frontend;
+pub mod memory;
 pub mod operators;
 mod plan;
 mod reader;

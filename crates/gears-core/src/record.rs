@@ -37,7 +37,8 @@ pub enum Record {
 /// `{'key', 'event'}` when the value was not read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyRecord {
-    pub key: String,
+    /// The key's name, byte for byte (key names need not be UTF-8).
+    pub key: Vec<u8>,
     /// `None` when the reader was asked not to read values (`readValue=False`).
     pub value: Option<Record>,
     pub key_type: String,
@@ -55,13 +56,23 @@ impl KeyRecord {
         };
         let mut entries = vec![
             (Record::from("event"), event),
-            (Record::from("key"), Record::String(self.key.clone())),
+            (Record::from("key"), self.key_record()),
         ];
         if let Some(value) = &self.value {
             entries.push((Record::from("type"), Record::String(self.key_type.clone())));
             entries.push((Record::from("value"), value.clone()));
         }
         Record::Map(entries)
+    }
+
+    /// The key's name as a record: a string when it is valid UTF-8, bytes otherwise.
+    pub fn key_record(&self) -> Record {
+        Record::from(self.key.clone())
+    }
+
+    /// The key's name as text, when it is valid UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.key).ok()
     }
 }
 
@@ -176,7 +187,7 @@ impl Record {
                 _ => None,
             }),
             Record::Key(key) => match field {
-                "key" => Some(Record::String(key.key.clone())),
+                "key" => Some(key.key_record()),
                 "value" => key.value.clone(),
                 "type" if key.value.is_some() => Some(Record::String(key.key_type.clone())),
                 "event" => Some(key.event.clone().map(Record::String).unwrap_or(Record::Nil)),
@@ -231,7 +242,7 @@ mod tests {
     #[test]
     fn key_record_field_order_matches_redisgears() {
         let key = KeyRecord {
-            key: "user:1".into(),
+            key: b"user:1".to_vec(),
             value: Some(Record::from("x")),
             key_type: "string".into(),
             event: None,
@@ -254,7 +265,7 @@ mod tests {
     #[test]
     fn key_record_without_value_has_key_and_event_only() {
         let key = KeyRecord {
-            key: "k".into(),
+            key: b"k".to_vec(),
             value: None,
             key_type: "string".into(),
             event: None,

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn key_record_prints_as_redisgears_dict() {
         let record = Record::Key(Box::new(KeyRecord {
-            key: "user:1".into(),
+            key: b"user:1".to_vec(),
             value: Some(Record::Map(vec![
                 (Record::from("name"), Record::from("Ann")),
                 (Record::from("age"), Record::from("40")),

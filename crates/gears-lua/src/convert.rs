@@ -143,7 +143,7 @@ unsafe fn push_raw(state: *mut ffi::lua_State, record: &Record) {
             ffi::luaL_checkstack(state, 3, std::ptr::null());
             ffi::lua_createtable(state, 0, 4);
             push_bytes(state, b"key");
-            push_bytes(state, key.key.as_bytes());
+            push_bytes(state, &key.key);
             ffi::lua_rawset(state, -3);
             if let Some(value) = &key.value {
                 push_bytes(state, b"value");
@@ -209,7 +209,9 @@ fn to_lua_depth(lua: &Lua, record: &Record, depth: usize) -> Result<Value> {
 /// `{key=, value=, type=, event=}`; `value` and `type` are absent when the value was not read.
 fn key_table(lua: &Lua, key: &KeyRecord, depth: usize) -> Result<Table> {
     let table = lua.create_table_with_capacity(0, 4).map_err(internal)?;
-    table.raw_set("key", key.key.as_str()).map_err(internal)?;
+    table
+        .raw_set("key", lua.create_string(&key.key).map_err(internal)?)
+        .map_err(internal)?;
     if let Some(value) = &key.value {
         let v = to_lua_depth(lua, value, depth + 1)?;
         table.raw_set("value", v).map_err(internal)?;
@@ -482,13 +484,13 @@ mod tests {
         ]);
         let records = vec![
             Record::Key(Box::new(KeyRecord {
-                key: "user:1".into(),
+                key: b"user:1".to_vec(),
                 value: Some(hash.clone()),
                 key_type: "hash".into(),
                 event: Some("hset".into()),
             })),
             Record::Key(Box::new(KeyRecord {
-                key: "k".into(),
+                key: b"k".to_vec(),
                 value: None,
                 key_type: "string".into(),
                 event: None,

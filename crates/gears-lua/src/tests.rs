@@ -39,7 +39,7 @@ fn users() -> Vec<Record> {
         .map(|i| {
             let group = if i % 2 == 1 { "a" } else { "b" };
             Record::Key(Box::new(KeyRecord {
-                key: format!("user:{i}"),
+                key: format!("user:{i}").into_bytes(),
                 value: Some(Record::Map(vec![
                     (Record::from("name"), Record::from(format!("u{i}"))),
                     (Record::from("age"), Record::from((10 + i * 10).to_string())),
@@ -170,7 +170,7 @@ fn maps_have_sorted_keys_and_sequences_become_lists() {
 #[test]
 fn key_records_without_values() {
     let record = Record::Key(Box::new(KeyRecord {
-        key: "k".into(),
+        key: b"k".to_vec(),
         value: None,
         key_type: "string".into(),
         event: Some("set".into()),

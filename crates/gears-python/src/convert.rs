@@ -43,7 +43,7 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record, depth: usize) -> PyResult<
         Record::Float(f) => PyFloat::new(py, *f).into_any(),
         Record::String(s) => PyString::new(py, s).into_any(),
         Record::Error(s) => PyString::new(py, s).into_any(),
-        Record::Bytes(b) => PyByteArray::new(py, b).into_any(),
+        Record::Bytes(b) => PyBytes::new(py, b).into_any(),
         Record::List(items) => {
             let list = PyList::empty(py);
             for item in items {
@@ -65,7 +65,10 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record, depth: usize) -> PyResult<
                 Some(event) => dict.set_item(intern!(py, "event"), event)?,
                 None => dict.set_item(intern!(py, "event"), py.None())?,
             }
-            dict.set_item(intern!(py, "key"), &key.key)?;
+            match key.key_str() {
+                Some(text) => dict.set_item(intern!(py, "key"), text)?,
+                None => dict.set_item(intern!(py, "key"), PyBytes::new(py, &key.key))?,
+            }
             if let Some(value) = &key.value {
                 dict.set_item(intern!(py, "type"), &key.key_type)?;
                 dict.set_item(intern!(py, "value"), to_py_inner(py, value, depth)?)?;

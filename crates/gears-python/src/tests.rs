@@ -81,7 +81,7 @@ fn flatmap_emits_lists_last_to_first() {
 #[test]
 fn key_records_are_dicts_in_redisgears_order() {
     let record = Record::Key(Box::new(KeyRecord {
-        key: "user:1".into(),
+        key: b"user:1".to_vec(),
         value: Some(Record::Map(vec![(Record::from("age"), Record::from("70"))])),
         key_type: "hash".into(),
         event: None,

@@ -57,10 +57,7 @@ pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
         }
         Record::Key(key) => {
             let mut map = Map::new();
-            map.insert(
-                "key".into(),
-                Dynamic::from(ImmutableString::from(key.key.as_str())),
-            );
+            map.insert("key".into(), text_or_blob(&key.key));
             if let Some(value) = &key.value {
                 map.insert("value".into(), to_dynamic(value)?);
                 map.insert(
@@ -86,6 +83,14 @@ pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
             }
         },
     })
+}
+
+/// Bytes as a Rhai string when they are valid UTF-8, as a blob otherwise.
+pub(crate) fn text_or_blob(bytes: &[u8]) -> Dynamic {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Dynamic::from(ImmutableString::from(text)),
+        Err(_) => Dynamic::from_blob(bytes.to_vec()),
+    }
 }
 
 /// The core record of a Rhai value (deeply).
@@ -238,7 +243,7 @@ mod tests {
     #[test]
     fn key_records_become_maps() {
         let key = Record::Key(Box::new(KeyRecord {
-            key: "k".into(),
+            key: b"k".to_vec(),
             value: None,
             key_type: "string".into(),
             event: None,

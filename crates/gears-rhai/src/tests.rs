@@ -52,7 +52,7 @@ fn users() -> Vec<Record> {
     (1..=5)
         .map(|i| {
             Record::Key(Box::new(KeyRecord {
-                key: format!("user:{i}"),
+                key: format!("user:{i}").into_bytes(),
                 value: Some(Record::Map(vec![
                     (Record::from("name"), Record::String(format!("name{i}"))),
                     (

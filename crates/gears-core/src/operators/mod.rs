@@ -48,9 +48,12 @@ pub struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
-    /// Records a per-record error; processing goes on with the next record.
+    /// Records a per-record error; processing goes on with the next record. A stopped
+    /// execution is not a record's error: the executor reports it once.
     pub fn error(&mut self, error: GearsError) {
-        self.errors.push(error.to_string());
+        if !matches!(error, GearsError::Stopped(_)) {
+            self.errors.push(error.to_string());
+        }
     }
 
     /// The key of `record` according to `source`.

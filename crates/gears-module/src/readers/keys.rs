@@ -97,7 +97,7 @@ impl KeysReader {
         match self.mode {
             Mode::KeysOnly => Record::from(name.to_vec()),
             Mode::Keys { read_value: false } => Record::Key(Box::new(KeyRecord {
-                key: String::from_utf8_lossy(name).into_owned(),
+                key: name.to_vec(),
                 value: None,
                 key_type: String::new(),
                 event: None,
@@ -105,7 +105,7 @@ impl KeysReader {
             Mode::Keys { read_value: true } => {
                 let (value, key_type) = read_value(ctx, name, key);
                 Record::Key(Box::new(KeyRecord {
-                    key: String::from_utf8_lossy(name).into_owned(),
+                    key: name.to_vec(),
                     value: Some(value),
                     key_type: key_type.to_string(),
                     event: None,

@@ -1,0 +1,241 @@
+//! Stopping an execution: the one flag every piece of running code checks.
+//!
+//! An [`ExecutionControl`] belongs to one execution. It stops when a limit is passed (time in an
+//! atomic block, the execution's or Gears' memory) or when something stops it explicitly (an
+//! abort). Code that runs for the execution observes it:
+//! - the executor before each batch and before each callback;
+//! - each language from inside running user code, with its own interruption mechanism (Lua's
+//!   instruction hook, Rhai's progress callback, an asynchronous exception in Python);
+//! - the readers between batches.
+//!
+//! A thread working for an execution carries its control (and memory meter) in a
+//! [`ControlScope`], so language crates find it without threading it through every call.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::error::{GearsError, Result};
+use crate::memory::{self, MemoryMeter, MeterScope};
+
+/// The limits an execution runs under.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest an atomic block may hold the Redis lock (zero: no limit).
+    pub atomic_max: Duration,
+    /// The most memory the execution may hold, in bytes (0: no limit).
+    pub memory: u64,
+}
+
+/// The stop state and limits of one execution.
+pub struct ExecutionControl {
+    stopped: AtomicBool,
+    message: Mutex<Option<String>>,
+    /// When the current atomic block began, in microseconds since `epoch`, plus one (0: none).
+    atomic_since: AtomicU64,
+    epoch: Instant,
+    limits: Limits,
+    memory: Arc<MemoryMeter>,
+}
+
+impl ExecutionControl {
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(ExecutionControl {
+            stopped: AtomicBool::new(false),
+            message: Mutex::new(None),
+            atomic_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            limits,
+            memory: Arc::new(MemoryMeter::new(limits.memory)),
+        })
+    }
+
+    /// A control with no limits, for work that is not a user execution.
+    pub fn unlimited() -> Arc<Self> {
+        Self::new(Limits::default())
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn memory(&self) -> &Arc<MemoryMeter> {
+        &self.memory
+    }
+
+    /// Stops the execution with `message` (the first stop wins). Returns true if this call
+    /// stopped it.
+    pub fn stop(&self, message: impl Into<String>) -> bool {
+        let mut current = self.message.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.is_some() {
+            return false;
+        }
+        *current = Some(message.into());
+        self.stopped.store(true, Ordering::Release);
+        true
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Why the execution stopped, if it did.
+    pub fn stop_message(&self) -> Option<String> {
+        self.message
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Checks the execution's limits, stopping it when one is passed. `Err(Stopped)` once the
+    /// execution is stopped, whatever stopped it.
+    pub fn check(&self) -> Result<()> {
+        if !self.is_stopped() {
+            if let Some(message) = self.limit_passed() {
+                self.stop(message);
+            }
+        }
+        if self.is_stopped() {
+            return Err(GearsError::Stopped(self.stop_message().unwrap_or_default()));
+        }
+        Ok(())
+    }
+
+    /// The message of a limit the execution has passed, if any.
+    fn limit_passed(&self) -> Option<String> {
+        let since = self.atomic_since.load(Ordering::Relaxed);
+        if since != 0 && !self.limits.atomic_max.is_zero() {
+            let elapsed = self.micros_since_epoch().saturating_sub(since - 1);
+            if elapsed > self.limits.atomic_max.as_micros() as u64 {
+                return Some(format!(
+                    "BUSY the atomic block ran longer than {} ms (AtomicBlockMaxTime); it was \
+                     interrupted and the Redis lock released",
+                    self.limits.atomic_max.as_millis()
+                ));
+            }
+        }
+        let limit = self.memory.limit();
+        if limit > 0 && self.memory.used() > limit as i64 {
+            return Some(memory::LimitPassed::Execution(limit).message());
+        }
+        let global = memory::global_limit();
+        if global > 0 && memory::total_used() > global as i64 {
+            return Some(memory::LimitPassed::Global(global).message());
+        }
+        None
+    }
+
+    fn micros_since_epoch(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Marks the start of an atomic block (the thread now holds the Redis lock).
+    pub fn begin_atomic(&self) {
+        self.atomic_since
+            .store(self.micros_since_epoch() + 1, Ordering::Relaxed);
+    }
+
+    pub fn end_atomic(&self) {
+        self.atomic_since.store(0, Ordering::Relaxed);
+    }
+
+    pub fn in_atomic(&self) -> bool {
+        self.atomic_since.load(Ordering::Relaxed) != 0
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<ExecutionControl>>> = const { RefCell::new(None) };
+}
+
+/// The control of the execution this thread works for, if any.
+pub fn current() -> Option<Arc<ExecutionControl>> {
+    CURRENT.with(|current| current.borrow().clone())
+}
+
+/// Checks the current execution's control (`Ok` when the thread works for none).
+pub fn check_current() -> Result<()> {
+    CURRENT.with(|current| match current.borrow().as_ref() {
+        Some(control) => control.check(),
+        None => Ok(()),
+    })
+}
+
+/// Makes `control` this thread's current execution (and its meter the one charged) until
+/// dropped. Scopes nest.
+pub struct ControlScope {
+    previous: Option<Arc<ExecutionControl>>,
+    _meter: MeterScope,
+}
+
+impl ControlScope {
+    pub fn enter(control: &Arc<ExecutionControl>) -> Self {
+        let meter = MeterScope::enter(control.memory());
+        let previous = CURRENT.with(|current| current.borrow_mut().replace(control.clone()));
+        ControlScope {
+            previous,
+            _meter: meter,
+        }
+    }
+}
+
+impl Drop for ControlScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        let _ = CURRENT.try_with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_stop_wins() {
+        let control = ExecutionControl::unlimited();
+        assert!(control.check().is_ok());
+        assert!(control.stop("first"));
+        assert!(!control.stop("second"));
+        assert_eq!(control.check(), Err(GearsError::Stopped("first".into())));
+    }
+
+    #[test]
+    fn an_atomic_block_past_its_limit_stops_the_execution() {
+        let control = ExecutionControl::new(Limits {
+            atomic_max: Duration::from_millis(20),
+            memory: 0,
+        });
+        control.begin_atomic();
+        assert!(control.check().is_ok());
+        std::thread::sleep(Duration::from_millis(30));
+        let err = control.check().unwrap_err();
+        assert!(err
+            .message()
+            .starts_with("BUSY the atomic block ran longer than 20 ms"));
+        control.end_atomic();
+        assert!(
+            control.check().is_err(),
+            "a stopped execution stays stopped"
+        );
+    }
+
+    #[test]
+    fn the_memory_limit_stops_the_execution() {
+        let control = ExecutionControl::new(Limits {
+            atomic_max: Duration::ZERO,
+            memory: 100,
+        });
+        {
+            let _scope = ControlScope::enter(&control);
+            memory::charge(memory::Pool::Python, 150);
+            assert_eq!(
+                check_current().unwrap_err().message(),
+                "OOM the execution used more than its memory limit of 100 bytes \
+                 (ExecutionMemoryLimit)"
+            );
+            memory::charge(memory::Pool::Python, -150);
+        }
+        assert!(check_current().is_ok(), "no control outside the scope");
+    }
+}

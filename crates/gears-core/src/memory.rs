@@ -1,0 +1,285 @@
+//! Memory accounting: how much Gears holds, in total and per execution.
+//!
+//! Two pools are counted: [`Pool::Native`] is everything allocated through the Rust global
+//! allocator of the module ([`CountingAllocator`]): records, plans, and the Lua and Rhai
+//! interpreters, whose allocators are Rust's; [`Pool::Python`] is what the embedded CPython
+//! allocates, reported by the Python frontend's allocator hooks.
+//!
+//! Totals are kept in per-thread shards (cache-line sized atomics) so that threads allocating at
+//! once do not contend on one counter. While a thread works for an execution it carries that
+//! execution's [`MemoryMeter`] (see [`MeterScope`]); its allocations and frees are also charged
+//! there. The attribution is approximate by design (a free on another execution's thread is
+//! charged to that execution), so meters are used for limits, never for bookkeeping.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Where an allocation was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// The Rust global allocator (records, Lua, Rhai, Gears itself).
+    Native,
+    /// The embedded CPython's allocators.
+    Python,
+}
+
+const SHARDS: usize = 16;
+
+#[repr(align(64))]
+struct Shard(AtomicI64);
+
+/// A byte counter split into per-thread shards.
+struct ShardedCounter {
+    shards: [Shard; SHARDS],
+}
+
+impl ShardedCounter {
+    const fn new() -> Self {
+        ShardedCounter {
+            shards: [const { Shard(AtomicI64::new(0)) }; SHARDS],
+        }
+    }
+
+    fn add(&self, delta: i64) {
+        self.shards[shard_index()]
+            .0
+            .fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> i64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+static NATIVE: ShardedCounter = ShardedCounter::new();
+static PYTHON: ShardedCounter = ShardedCounter::new();
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+/// The most memory all of Gears may hold (0: no limit).
+static GLOBAL_LIMIT: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// The meter of the execution this thread works for (null: none). Kept alive by the
+    /// [`MeterScope`] that set it.
+    static METER: Cell<*const MemoryMeter> = const { Cell::new(std::ptr::null()) };
+}
+
+fn shard_index() -> usize {
+    SHARD
+        .try_with(|shard| {
+            let mut index = shard.get();
+            if index == usize::MAX {
+                index = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+                shard.set(index);
+            }
+            index
+        })
+        .unwrap_or(0)
+}
+
+/// Records `delta` bytes allocated (positive) or freed (negative) in `pool`, and charges the
+/// meter of the execution this thread works for. Safe to call from an allocator: it never
+/// allocates.
+pub fn charge(pool: Pool, delta: i64) {
+    match pool {
+        Pool::Native => NATIVE.add(delta),
+        Pool::Python => PYTHON.add(delta),
+    }
+    let _ = METER.try_with(|meter| {
+        let meter = meter.get();
+        if !meter.is_null() {
+            // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
+            unsafe { (*meter).used.fetch_add(delta, Ordering::Relaxed) };
+        }
+    });
+}
+
+/// Bytes held in `pool` (it may read slightly negative when memory allocated before counting
+/// started is freed).
+pub fn used(pool: Pool) -> i64 {
+    match pool {
+        Pool::Native => NATIVE.total(),
+        Pool::Python => PYTHON.total(),
+    }
+}
+
+/// Bytes held by all of Gears.
+pub fn total_used() -> i64 {
+    used(Pool::Native) + used(Pool::Python)
+}
+
+/// Sets the most memory all of Gears may hold, in bytes (0: no limit).
+pub fn set_global_limit(bytes: u64) {
+    GLOBAL_LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+pub fn global_limit() -> u64 {
+    GLOBAL_LIMIT.load(Ordering::Relaxed)
+}
+
+/// Which limit an allocation of `extra` more bytes by this thread would pass, if any: the
+/// meter of the execution it works for, then Gears' global limit. A thread that works for no
+/// execution is never refused (Gears' own work, interpreter start-up).
+pub fn limit_passed(extra: u64) -> Option<LimitPassed> {
+    let extra = i64::try_from(extra).unwrap_or(i64::MAX);
+    let (used, limit) = METER
+        .try_with(|meter| {
+            let meter = meter.get();
+            // SAFETY: see `charge`.
+            (!meter.is_null()).then(|| unsafe { ((*meter).used(), (*meter).limit()) })
+        })
+        .ok()
+        .flatten()?;
+    if limit > 0 && used.saturating_add(extra) > limit as i64 {
+        return Some(LimitPassed::Execution(limit));
+    }
+    let global = global_limit();
+    if global > 0 && total_used().saturating_add(extra) > global as i64 {
+        return Some(LimitPassed::Global(global));
+    }
+    None
+}
+
+/// A memory limit that was (or would be) passed, with its value in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitPassed {
+    Execution(u64),
+    Global(u64),
+}
+
+impl LimitPassed {
+    /// The error text an execution stopped by this limit reports.
+    pub fn message(self) -> String {
+        match self {
+            LimitPassed::Execution(limit) => format!(
+                "OOM the execution used more than its memory limit of {limit} bytes \
+                 (ExecutionMemoryLimit)"
+            ),
+            LimitPassed::Global(limit) => {
+                format!("OOM Gears used more than its memory limit of {limit} bytes (MemoryLimit)")
+            }
+        }
+    }
+}
+
+/// The memory an execution holds, as charged by the threads working for it.
+#[derive(Debug, Default)]
+pub struct MemoryMeter {
+    used: AtomicI64,
+    limit: u64,
+}
+
+impl MemoryMeter {
+    /// A meter with a limit in bytes (0: no limit).
+    pub fn new(limit: u64) -> Self {
+        MemoryMeter {
+            used: AtomicI64::new(0),
+            limit,
+        }
+    }
+
+    pub fn used(&self) -> i64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// Charges this thread's allocations to a meter until dropped (scopes nest).
+pub struct MeterScope {
+    meter: Arc<MemoryMeter>,
+    previous: *const MemoryMeter,
+}
+
+impl MeterScope {
+    pub fn enter(meter: &Arc<MemoryMeter>) -> Self {
+        let meter = meter.clone();
+        let previous = METER.with(|current| current.replace(Arc::as_ptr(&meter)));
+        MeterScope { meter, previous }
+    }
+}
+
+impl Drop for MeterScope {
+    fn drop(&mut self) {
+        let _ = METER.try_with(|current| current.set(self.previous));
+        let _ = &self.meter;
+    }
+}
+
+/// A global allocator that counts what it hands out in [`Pool::Native`].
+pub struct CountingAllocator<A>(pub A);
+
+// SAFETY: every method forwards to the wrapped allocator unchanged; counting never allocates.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAllocator<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = self.0.alloc(layout);
+        if !ptr.is_null() {
+            charge(Pool::Native, layout.size() as i64);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = self.0.alloc_zeroed(layout);
+        if !ptr.is_null() {
+            charge(Pool::Native, layout.size() as i64);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.0.dealloc(ptr, layout);
+        charge(Pool::Native, -(layout.size() as i64));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = self.0.realloc(ptr, layout, new_size);
+        if !new.is_null() {
+            charge(Pool::Native, new_size as i64 - layout.size() as i64);
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_reach_the_pool_and_the_current_meter() {
+        let meter = Arc::new(MemoryMeter::new(1000));
+        let before = used(Pool::Python);
+        {
+            let _scope = MeterScope::enter(&meter);
+            charge(Pool::Python, 600);
+            assert_eq!(limit_passed(300), None);
+            assert_eq!(limit_passed(500), Some(LimitPassed::Execution(1000)));
+            charge(Pool::Python, -100);
+        }
+        charge(Pool::Python, 50);
+        assert_eq!(meter.used(), 500);
+        assert_eq!(used(Pool::Python) - before, 550);
+        charge(Pool::Python, -550);
+    }
+
+    #[test]
+    fn scopes_nest() {
+        let outer = Arc::new(MemoryMeter::new(0));
+        let inner = Arc::new(MemoryMeter::new(0));
+        let _a = MeterScope::enter(&outer);
+        {
+            let _b = MeterScope::enter(&inner);
+            charge(Pool::Python, 10);
+        }
+        charge(Pool::Python, 1);
+        charge(Pool::Python, -11);
+        assert_eq!((outer.used(), inner.used()), (-10, 10));
+    }
+}
