@@ -37,10 +37,12 @@ def test_log_errors(r):
         "<module>", "gears.error: Log message must be a string")
 
 
-def test_config_get_reads_extra_module_arguments(r):
+def test_config_get_reads_settings_and_extra_module_arguments(r):
+    # RedisGears 1.2's configGet saw only the extra config dictionary; Gears also reads its
+    # settings, with the values RG.CONFIGGET replies.
     script = ("GB('ShardsIDReader').map(lambda x: [configGet('MySetting'), configGet('Nope'), "
               "gearsConfigGet('Nope', 'fallback'), configGet('ExecutionThreads')]).run()")
-    assert gears(r, "python", script) == [["['hello', None, 'fallback', None]"], []]
+    assert gears(r, "python", script) == [["['hello', None, 'fallback', 2]"], []]
 
 
 def test_hashtag_on_a_single_node(r):

@@ -55,7 +55,10 @@ impl Executor {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(e) => {
-                    outcome.errors.push(e.to_string());
+                    // A stop is reported once, at the end.
+                    if !matches!(e, crate::GearsError::Stopped(_)) {
+                        outcome.errors.push(e.to_string());
+                    }
                     break;
                 }
             };

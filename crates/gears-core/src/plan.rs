@@ -324,6 +324,23 @@ pub struct ExecutionPlan {
 }
 
 impl ExecutionPlan {
+    /// False when no step looks at the records the reader yields: the steps up to the first
+    /// one that reads a record only count or skip records (`GB().count()`), so a reader may
+    /// leave values unread.
+    pub fn reads_records(&self) -> bool {
+        for step in &self.steps {
+            match step {
+                Step::Limit { .. } => continue,
+                Step::Aggregate {
+                    aggregation: Aggregation::Count,
+                    phase: Phase::Partial,
+                } => return false,
+                _ => return true,
+            }
+        }
+        true
+    }
+
     /// A readable listing of the plan: one line per step, saying whether the step runs in Rust or
     /// calls the script's language, and where records move between shards.
     pub fn explain(&self) -> Vec<String> {

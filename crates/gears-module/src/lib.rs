@@ -1,36 +1,66 @@
 //! `gears-module`: the Redis module (`rg`). It owns everything that touches Redis:
 //!
-//! - the commands (`RG.PYEXECUTE`, `RG.LUAEXECUTE`, `RG.RHAIEXECUTE`, `RG.EXPLAIN`), each
-//!   guarded so that no panic crosses into Redis;
+//! - `commands/`: the RG commands, each guarded so that no panic crosses into Redis, and what
+//!   they declare to Redis (flags, `COMMAND DOCS`, ACL categories);
+//! - `config/`: module arguments and `RG.CONFIGGET` / `RG.CONFIGSET`;
+//! - `host/`: how an execution reaches Redis: as the user who sent it, in their database, with
+//!   the protections of a Lua script;
+//! - `readers/`: the keys, keys-only, stream and shards readers, which read in batches under
+//!   the Redis lock, yielding only keys the user may read;
 //! - the worker pool: scripts compile and executions run on worker threads while the calling
 //!   client is blocked, never the server;
-//! - the readers (keys, keys-only, stream, shards), which read in batches under the Redis lock;
-//! - [`host::RedisHost`], the `RedisAccess` the core and the languages call Redis through.
+//! - `limits`: memory limits and what `INFO` reports about Gears.
 
 mod commands;
 mod config;
 mod glob;
 mod guard;
 mod host;
+mod limits;
 mod readers;
 mod reply;
 mod workers;
 
 use std::sync::OnceLock;
 
-use redis_module::{redis_module, Context, RedisString, Status};
+use redis_module::{redis_module, Context, RedisError, RedisString, Status};
 
-use crate::config::GearsConfig;
+use crate::config::{
+    Config, EXECUTION_THREADS, PYTHON_ATTEMPT_TRACEBACK, PYTHON_ENABLED, PYTHON_VENV,
+};
+use crate::limits::Limits;
 use crate::workers::WorkerPool;
 
 /// The module's global state, built once at load.
 pub(crate) struct Gears {
-    pub config: GearsConfig,
+    pub config: Config,
     pub workers: WorkerPool,
-    /// Why Python is unavailable, if it failed to start.
+    pub limits: Limits,
+    /// Why Python is unavailable (switched off, or it failed to start).
     pub python_error: Option<String>,
     /// A detached context of the module, so that log lines from worker threads are tagged `<rg>`.
     pub log_context: LogContext,
+}
+
+impl Gears {
+    /// `Err` with the reason when Python scripts can not run here.
+    pub fn python_available(&self) -> Result<(), String> {
+        match &self.python_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies settings that take effect when changed (after `RG.CONFIGSET`).
+    pub fn apply_config(&self) {
+        gears_python::set_attempt_traceback(self.config.flag(PYTHON_ATTEMPT_TRACEBACK));
+        self.limits.apply(&self.config);
+    }
+
+    /// The limits a new execution runs under.
+    pub fn execution_limits(&self) -> gears_core::control::Limits {
+        self.limits.for_execution(&self.config)
+    }
 }
 
 /// A detached thread-safe context owned by the module for its whole life, used only for
@@ -53,40 +83,62 @@ pub(crate) fn gears() -> Option<&'static Gears> {
     GEARS.get()
 }
 
+/// The module's state, or the error a command replies before the module is loaded.
+pub(crate) fn loaded() -> Result<&'static Gears, RedisError> {
+    GEARS
+        .get()
+        .ok_or(RedisError::Str("Gears is not initialised"))
+}
+
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
-    let config = match GearsConfig::parse(&args) {
+    let config = match Config::load(&args) {
         Ok(config) => config,
         Err(e) => {
             ctx.log_warning(&format!("Gears: {e}"));
             return Status::Err;
         }
     };
-    let python_error = gears_python::start_interpreter(&gears_python::PythonConfig {
-        venv: config.python_venv.clone(),
-        attempt_traceback: config.python_attempt_traceback,
-    })
-    .err()
-    .map(|e| e.to_string());
-    if let Some(e) = &python_error {
-        ctx.log_warning(&format!("Gears: Python is not available: {e}"));
+    if let Err(e) = commands::docs::declare(ctx) {
+        ctx.log_warning(&format!("Gears: {e}"));
+        return Status::Err;
     }
-    let workers = WorkerPool::new(config.execution_threads);
+    let python_error = if config.flag(PYTHON_ENABLED) {
+        let venv = config.text(PYTHON_VENV);
+        gears_python::start_interpreter(&gears_python::PythonConfig {
+            venv: (!venv.is_empty()).then(|| venv.into()),
+            attempt_traceback: config.flag(PYTHON_ATTEMPT_TRACEBACK),
+        })
+        .err()
+        .map(|e| format!("Python is not available: {e}"))
+    } else {
+        Some("Python is disabled on this server (PythonEnabled 0)".to_string())
+    };
+    if let Some(e) = &python_error {
+        ctx.log_warning(&format!("Gears: {e}"));
+    }
+    let threads = config.integer(EXECUTION_THREADS) as usize;
+    let workers = WorkerPool::new(threads);
+    let limits = Limits::new(ctx);
     // SAFETY: a detached context of this module; it lives as long as the module.
     let log_context = LogContext(unsafe {
         redis_module::raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx.ctx)
     });
-    let threads = config.execution_threads;
-    if GEARS
-        .set(Gears {
-            config,
-            workers,
-            python_error,
-            log_context,
-        })
-        .is_err()
-    {
+    let gears = Gears {
+        config,
+        workers,
+        limits,
+        python_error,
+        log_context,
+    };
+    gears.apply_config();
+    if GEARS.set(gears).is_err() {
         ctx.log_warning("Gears: the module is already loaded");
+        return Status::Err;
+    }
+    limits::register_info(ctx);
+    if let Err(e) = limits::follow_maxmemory(ctx) {
+        ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
     ctx.log_notice(&format!("Gears loaded with {threads} execution threads"));
@@ -101,10 +153,10 @@ fn deinit(ctx: &Context) -> Status {
 
 /// Gears allocates with the system allocator, not Redis's: Redis's allocator updates one shared
 /// `used_memory` counter on every allocation, and the reader thread and the worker contending on
-/// it cost a third of an execution's time. Gears' memory (like the embedded interpreters') is
-/// therefore not part of `used_memory`.
-type Allocator = std::alloc::System;
-const ALLOCATOR: Allocator = std::alloc::System;
+/// it cost a third of an execution's time. Gears counts its own memory instead, in per-thread
+/// shards (see `gears_core::memory`), reported by `INFO` and bounded by `MemoryLimit`.
+type Allocator = gears_core::memory::CountingAllocator<std::alloc::System>;
+const ALLOCATOR: Allocator = gears_core::memory::CountingAllocator(std::alloc::System);
 
 redis_module! {
     name: "rg",
@@ -114,9 +166,11 @@ redis_module! {
     init: init,
     deinit: deinit,
     commands: [
-        ["RG.PYEXECUTE", commands::py_execute, "readonly", 0, 0, 0, ""],
-        ["RG.LUAEXECUTE", commands::lua_execute, "readonly", 0, 0, 0, ""],
-        ["RG.RHAIEXECUTE", commands::rhai_execute, "readonly", 0, 0, 0, ""],
-        ["RG.EXPLAIN", commands::explain, "readonly", 0, 0, 0, ""],
+        ["RG.PYEXECUTE", commands::py_execute, "may-replicate blocking admin", 0, 0, 0, ""],
+        ["RG.LUAEXECUTE", commands::lua_execute, "may-replicate blocking", 0, 0, 0, ""],
+        ["RG.RHAIEXECUTE", commands::rhai_execute, "may-replicate blocking", 0, 0, 0, ""],
+        ["RG.EXPLAIN", commands::explain, "readonly blocking", 0, 0, 0, ""],
+        ["RG.CONFIGGET", config::config_get, "readonly", 0, 0, 0, ""],
+        ["RG.CONFIGSET", config::config_set, "admin", 0, 0, 0, ""],
     ],
 }

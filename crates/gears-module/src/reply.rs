@@ -4,7 +4,7 @@
 use std::ffi::CString;
 
 use gears_core::ReplyValue;
-use redis_module::raw;
+use redis_module::{raw, Context, RedisResult, RedisValue};
 
 /// Text safe for an error or status line: no CR/LF, no NUL.
 fn one_line(text: &str) -> CString {
@@ -43,4 +43,10 @@ pub(crate) fn write(ctx: *mut raw::RedisModuleCtx, value: &ReplyValue) {
             }
         }
     }
+}
+
+/// Replies `value` to the command of `ctx` (errors and statuses may be nested in arrays).
+pub(crate) fn send(ctx: &Context, value: &ReplyValue) -> RedisResult {
+    write(ctx.ctx, value);
+    Ok(RedisValue::NoReply)
 }

@@ -26,6 +26,11 @@ pub(crate) fn attempt_traceback() -> bool {
     ATTEMPT_TRACEBACK.load(Ordering::Relaxed)
 }
 
+/// Changes `PythonAttemptTraceback` at runtime.
+pub fn set_attempt_traceback(on: bool) {
+    ATTEMPT_TRACEBACK.store(on, Ordering::Relaxed);
+}
+
 /// True once the interpreter runs (it can never be stopped again in this process).
 pub fn is_started() -> bool {
     matches!(STARTED.get(), Some(Ok(())))

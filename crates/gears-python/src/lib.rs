@@ -15,7 +15,7 @@ mod convert;
 mod interpreter;
 mod session;
 
-pub use interpreter::{start_interpreter, PythonConfig};
+pub use interpreter::{set_attempt_traceback, start_interpreter, PythonConfig};
 pub use session::{PythonFrontend, PythonSession};
 
 #[cfg(test)]

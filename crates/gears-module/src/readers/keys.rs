@@ -8,10 +8,12 @@ use gears_core::{
 };
 use redis_module::{raw, Context};
 
-use super::raw_keys::{exists, is_expired, read_value, scan_step, ScanCursor};
+use super::raw_keys::{
+    exists, is_expired, is_large, read_large_value, read_value, scan_step, ScanCursor,
+};
 use super::BATCH_SIZE;
 use crate::glob::glob_match;
-use crate::host::{RedisHost, MAX_BATCH_LOCK};
+use crate::host::{RedisHost, UserRef, MAX_BATCH_LOCK};
 
 enum Mode {
     /// One record per key: `{'event', 'key', 'type', 'value'}`.
@@ -96,23 +98,48 @@ impl KeysReader {
     fn record(&self, ctx: &Context, name: &[u8], key: *mut raw::RedisModuleKey) -> Record {
         match self.mode {
             Mode::KeysOnly => Record::from(name.to_vec()),
-            Mode::Keys { read_value: false } => Record::Key(Box::new(KeyRecord {
-                key: name.to_vec(),
-                value: None,
-                key_type: String::new(),
-                event: None,
-            })),
+            Mode::Keys { read_value: false } => key_record(name, None),
             Mode::Keys { read_value: true } => {
                 let (value, key_type) = read_value(ctx, name, key);
-                Record::Key(Box::new(KeyRecord {
-                    key: name.to_vec(),
-                    value: Some(value),
-                    key_type: key_type.to_string(),
-                    event: None,
-                }))
+                key_record(name, Some((value, key_type)))
             }
         }
     }
+
+    /// True when the record of this key needs its value, and the value is too large to read
+    /// within one batch's hold of the Redis lock.
+    fn defer(&self, key: *mut raw::RedisModuleKey) -> bool {
+        matches!(self.mode, Mode::Keys { read_value: true }) && !key.is_null() && is_large(key)
+    }
+
+    /// The ACL user the execution acts as, for this hold of the lock.
+    fn user(&self, ctx: &Context) -> Result<UserRef> {
+        let user = self.host.user();
+        user.lookup(ctx)
+            .ok_or_else(|| GearsError::Redis(user.gone_error()))
+    }
+
+    /// Records of keys whose values were too large for the batch, each read in slices.
+    fn read_deferred(&self, names: Vec<Vec<u8>>, batch: &mut Vec<Record>) {
+        for name in names {
+            if let Some(value) = read_large_value(&self.host, &name) {
+                batch.push(key_record(&name, Some(value)));
+            }
+        }
+    }
+}
+
+fn key_record(name: &[u8], value: Option<(Record, &str)>) -> Record {
+    let (value, key_type) = match value {
+        Some((value, key_type)) => (Some(value), key_type.to_string()),
+        None => (None, String::new()),
+    };
+    Record::Key(Box::new(KeyRecord {
+        key: name.to_vec(),
+        value,
+        key_type,
+        event: None,
+    }))
 }
 
 /// True when `pattern` has no glob special characters, so it names exactly one key.
@@ -177,28 +204,51 @@ impl RecordReader for KeysReader {
         if self.done {
             return Ok(None);
         }
+        self.host.control().check()?;
         self.generate_pattern()?;
         if self.no_scan || is_literal(&self.pattern) {
             self.done = true;
             // KeysReader's noScan yields the key even when it is missing (type 'empty'); a
             // literal pattern, like SCAN MATCH, and KeysOnlyReader only yield existing keys.
             let must_exist = !self.no_scan || matches!(self.mode, Mode::KeysOnly);
-            let batch = self.host.with_lock(|ctx| {
-                if must_exist && !exists(ctx, &self.pattern) {
-                    return Vec::new();
+            let mut deferred = Vec::new();
+            let mut batch = self.host.with_lock(|ctx| -> Result<Vec<Record>> {
+                let user = self.user(ctx)?;
+                if !user.may_read_bytes(ctx, &self.pattern)
+                    || (must_exist && !exists(ctx, &self.pattern))
+                {
+                    return Ok(Vec::new());
                 }
-                vec![self.record(ctx, &self.pattern, std::ptr::null_mut())]
-            });
+                let key = super::raw_keys::open_key(ctx, &self.pattern);
+                let large = self.defer(key);
+                super::raw_keys::close_key(key);
+                if large {
+                    deferred.push(self.pattern.clone());
+                    return Ok(Vec::new());
+                }
+                Ok(vec![self.record(ctx, &self.pattern, std::ptr::null_mut())])
+            })?;
+            self.read_deferred(deferred, &mut batch);
             return Ok(Some(batch));
         }
         let cursor = self.cursor.take().unwrap_or_else(ScanCursor::new);
         let mut finished = false;
-        let batch = self.host.with_batch_lock(|ctx| {
+        let mut deferred = Vec::new();
+        let batch = self.host.with_batch_lock(|ctx| -> Result<Vec<Record>> {
+            let user = self.user(ctx)?;
             let started = std::time::Instant::now();
             let mut batch = Vec::new();
             while batch.len() < self.batch_size && started.elapsed() < MAX_BATCH_LOCK {
-                let more = scan_step(ctx, &cursor, &mut |name, key| {
-                    if glob_match(&self.pattern, name) && !is_expired(key) {
+                let more = scan_step(ctx, &cursor, &mut |name, name_string, key| {
+                    if !glob_match(&self.pattern, name)
+                        || is_expired(key)
+                        || !user.may_read(name_string)
+                    {
+                        return;
+                    }
+                    if self.defer(key) {
+                        deferred.push(name.to_vec());
+                    } else {
                         batch.push(self.record(ctx, name, key));
                     }
                 });
@@ -207,8 +257,10 @@ impl RecordReader for KeysReader {
                     break;
                 }
             }
-            batch
+            Ok(batch)
         });
+        let mut batch = batch?;
+        self.read_deferred(deferred, &mut batch);
         self.done = finished;
         self.cursor = Some(cursor);
         Ok(Some(batch))

@@ -8,7 +8,7 @@ mod stream;
 
 use std::sync::Arc;
 
-use gears_core::{GeneratorReader, ReaderSpec, RecordReader, Session};
+use gears_core::{ExecutionPlan, GeneratorReader, ReaderSpec, RecordReader, Session};
 
 use crate::host::RedisHost;
 
@@ -18,12 +18,24 @@ pub(crate) use keys::KeysReader;
 pub(crate) const BATCH_SIZE: usize = 4096;
 
 /// The running reader of a plan. Readers of Redis data read ahead on their own thread; a
-/// generator reader runs in the language, on the worker.
+/// generator reader runs in the language, on the worker. Values no step looks at are not read
+/// (`GB().count()` counts keys without reading them).
 pub(crate) fn build(
-    spec: &ReaderSpec,
+    plan: &ExecutionPlan,
     host: Arc<RedisHost>,
     session: Arc<dyn Session>,
 ) -> Box<dyn RecordReader> {
+    let spec = match &plan.reader {
+        ReaderSpec::Keys {
+            pattern, no_scan, ..
+        } if !plan.reads_records() => ReaderSpec::Keys {
+            pattern: pattern.clone(),
+            no_scan: *no_scan,
+            read_value: false,
+        },
+        other => other.clone(),
+    };
+    let spec = &spec;
     let reader = build_reader(spec, host, session);
     match spec {
         ReaderSpec::Keys { .. } | ReaderSpec::KeysOnly { .. } | ReaderSpec::Stream { .. } => {

@@ -5,8 +5,12 @@
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use std::time::{Duration, Instant};
+
 use gears_core::Record;
 use redis_module::{raw, Context};
+
+use crate::host::{call_internal, RedisHost};
 
 /// A `RedisModuleScanCursor` (for the keyspace or for one key's fields).
 pub(crate) struct ScanCursor(*mut raw::RedisModuleScanCursor);
@@ -52,7 +56,9 @@ unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
     }
 }
 
-type KeyVisitor<'a> = dyn FnMut(&[u8], *mut raw::RedisModuleKey) + 'a;
+/// Called for each key a scan step finds: its name (as bytes and as Redis's string) and its
+/// handle, opened for reading when Redis could.
+type KeyVisitor<'a> = dyn FnMut(&[u8], *mut raw::RedisModuleString, *mut raw::RedisModuleKey) + 'a;
 
 unsafe extern "C" fn scan_callback(
     _ctx: *mut raw::RedisModuleCtx,
@@ -63,11 +69,11 @@ unsafe extern "C" fn scan_callback(
     let visitor = &mut *(private_data as *mut &mut KeyVisitor);
     let name = string_bytes(key_name);
     // A panic must not unwind into Redis; the key is skipped.
-    let _ = catch_unwind(AssertUnwindSafe(|| visitor(name, key)));
+    let _ = catch_unwind(AssertUnwindSafe(|| visitor(name, key_name, key)));
 }
 
-/// One `RedisModule_Scan` step: calls `visit` for the keys of one dict bucket (with the key
-/// opened for reading when Redis could). Returns false when the scan is complete.
+/// One `RedisModule_Scan` step: calls `visit` for the keys of one dict bucket. Returns false
+/// when the scan is complete.
 pub(crate) fn scan_step(ctx: &Context, cursor: &ScanCursor, visit: &mut KeyVisitor) -> bool {
     let mut visit: &mut KeyVisitor = visit;
     // SAFETY: the cursor is live; `visit` outlives the call; we hold the Redis lock.
@@ -142,14 +148,48 @@ pub(crate) fn is_expired(key: *mut raw::RedisModuleKey) -> bool {
 /// True if the key exists.
 pub(crate) fn exists(ctx: &Context, name: &[u8]) -> bool {
     let key = open_key(ctx, name);
-    // SAFETY: a null key reports EMPTY.
-    let key_type = if key.is_null() {
+    let kind = key_type(key);
+    close_key(key);
+    kind as isize != raw::REDISMODULE_KEYTYPE_EMPTY
+}
+
+/// The type of an open key (`EMPTY` for a null handle).
+fn key_type(key: *mut raw::RedisModuleKey) -> c_int {
+    if key.is_null() {
         raw::REDISMODULE_KEYTYPE_EMPTY as c_int
     } else {
+        // SAFETY: an open key.
         unsafe { raw::RedisModule_KeyType.unwrap()(key) }
-    };
-    close_key(key);
-    key_type as isize != raw::REDISMODULE_KEYTYPE_EMPTY
+    }
+}
+
+/// Hashes and lists with at least this many elements are read in slices.
+const LARGE_ELEMENTS: usize = 1024;
+/// Strings of at least this many bytes are read in slices.
+const LARGE_STRING: usize = 1 << 20;
+/// Elements or bytes of a large value read per command (`LRANGE`, `GETRANGE`).
+const LIST_CHUNK: usize = 1000;
+const STRING_CHUNK: usize = 1 << 20;
+/// The longest one slice of a large value holds the Redis lock.
+const SLICE_LOCK: Duration = Duration::from_millis(2);
+
+/// True when reading the value of an open key at once would hold the Redis lock too long: it
+/// is then read by [`read_large_value`], in slices.
+pub(crate) fn is_large(key: *mut raw::RedisModuleKey) -> bool {
+    let kind = key_type(key) as isize;
+    if kind != raw::REDISMODULE_KEYTYPE_STRING
+        && kind != raw::REDISMODULE_KEYTYPE_HASH
+        && kind != raw::REDISMODULE_KEYTYPE_LIST
+    {
+        return false;
+    }
+    // SAFETY: an open key of a type with a length.
+    let length = unsafe { raw::RedisModule_ValueLength.unwrap()(key) };
+    if kind == raw::REDISMODULE_KEYTYPE_STRING {
+        length >= LARGE_STRING
+    } else {
+        length >= LARGE_ELEMENTS
+    }
 }
 
 /// A key's value and RedisGears type name, read through an open key handle (or opened here when
@@ -162,36 +202,22 @@ pub(crate) fn read_value(
 ) -> (Record, &'static str) {
     let owned = key.is_null();
     let key = if owned { open_key(ctx, name) } else { key };
-    let key_type = if key.is_null() {
-        raw::REDISMODULE_KEYTYPE_EMPTY as c_int
-    } else {
-        // SAFETY: an open key.
-        unsafe { raw::RedisModule_KeyType.unwrap()(key) }
-    };
-    let value = match key_type as isize {
+    let kind = key_type(key);
+    let value = match kind as isize {
         // Not StringDMA: for an `int` or `embstr` string it rewrites the stored value as a new
         // raw string even for reading, which changes the keyspace it only reads.
         raw::REDISMODULE_KEYTYPE_STRING => {
-            crate::host::call(ctx, &[b"GET".to_vec(), name.to_vec()]).unwrap_or(Record::Nil)
+            call_internal(ctx, &[b"GET".to_vec(), name.to_vec()]).unwrap_or(Record::Nil)
         }
         raw::REDISMODULE_KEYTYPE_HASH => {
             let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
             FIELD_CURSOR.with(|cursor| {
                 cursor.restart();
-                // SAFETY: ScanKey over an open hash; the callback only reads.
-                while unsafe {
-                    raw::RedisModule_ScanKey.unwrap()(
-                        key,
-                        cursor.0,
-                        Some(field_callback),
-                        (&mut fields as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
-                    )
-                } != 0
-                {}
+                while scan_fields(key, cursor, &mut fields) {}
             });
             super::keys::hash_fields_record(fields)
         }
-        raw::REDISMODULE_KEYTYPE_LIST => crate::host::call(
+        raw::REDISMODULE_KEYTYPE_LIST => call_internal(
             ctx,
             &[
                 b"LRANGE".to_vec(),
@@ -206,5 +232,150 @@ pub(crate) fn read_value(
     if owned {
         close_key(key);
     }
-    (value, type_name(key_type))
+    (value, type_name(kind))
+}
+
+/// One `RedisModule_ScanKey` step over a hash, appending its fields. False when done.
+fn scan_fields(
+    key: *mut raw::RedisModuleKey,
+    cursor: &ScanCursor,
+    fields: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> bool {
+    // SAFETY: ScanKey over an open hash; the callback only reads.
+    unsafe {
+        raw::RedisModule_ScanKey.unwrap()(
+            key,
+            cursor.0,
+            Some(field_callback),
+            (fields as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
+        ) != 0
+    }
+}
+
+/// What one slice of a large value found.
+enum Slice {
+    More,
+    Done,
+    /// The key was deleted, expired or replaced by another type meanwhile.
+    Gone,
+}
+
+/// Reads a large value in slices, each under its own short hold of the Redis lock (at most
+/// [`SLICE_LOCK`]), so that no client waits long whatever the value's size. As with `HSCAN` or
+/// `LRANGE` in pages, a value changed while it is read may show a mix of before and after.
+/// `None` when the key went away meanwhile or the execution stopped.
+pub(crate) fn read_large_value(host: &RedisHost, name: &[u8]) -> Option<(Record, &'static str)> {
+    let kind = host.with_lock(|ctx| {
+        let key = open_key(ctx, name);
+        let kind = key_type(key);
+        close_key(key);
+        kind
+    });
+    // Each slice opens the key again (it may have changed) and checks its type.
+    let slices = |read: &mut dyn FnMut(&Context, *mut raw::RedisModuleKey) -> Slice| loop {
+        if host.control().check().is_err() {
+            return false;
+        }
+        let slice = host.with_batch_lock(|ctx| {
+            let key = open_key(ctx, name);
+            let slice = if key_type(key) != kind || is_expired(key) {
+                Slice::Gone
+            } else {
+                read(ctx, key)
+            };
+            close_key(key);
+            slice
+        });
+        match slice {
+            Slice::More => continue,
+            Slice::Done => return true,
+            Slice::Gone => return false,
+        }
+    };
+    let value = match kind as isize {
+        raw::REDISMODULE_KEYTYPE_HASH => {
+            let cursor = ScanCursor::new();
+            let mut fields = Vec::new();
+            let complete = slices(&mut |_, key| {
+                let started = Instant::now();
+                while started.elapsed() < SLICE_LOCK {
+                    if !scan_fields(key, &cursor, &mut fields) {
+                        return Slice::Done;
+                    }
+                }
+                Slice::More
+            });
+            complete.then(|| super::keys::hash_fields_record(fields))?
+        }
+        raw::REDISMODULE_KEYTYPE_LIST => {
+            let mut items = Vec::new();
+            let complete = slices(&mut |ctx, _| read_list_slice(ctx, name, &mut items));
+            complete.then_some(Record::List(items))?
+        }
+        raw::REDISMODULE_KEYTYPE_STRING => {
+            let mut bytes = Vec::new();
+            let complete = slices(&mut |ctx, _| read_string_slice(ctx, name, &mut bytes));
+            complete.then(|| Record::from(bytes))?
+        }
+        _ => return Some(host.with_lock(|ctx| read_value(ctx, name, std::ptr::null_mut()))),
+    };
+    Some((value, type_name(kind)))
+}
+
+/// Appends pages of a list (`LRANGE`) for at most [`SLICE_LOCK`].
+fn read_list_slice(ctx: &Context, name: &[u8], items: &mut Vec<Record>) -> Slice {
+    let started = Instant::now();
+    loop {
+        let start = items.len();
+        let page = call_internal(
+            ctx,
+            &[
+                b"LRANGE".to_vec(),
+                name.to_vec(),
+                start.to_string().into_bytes(),
+                (start + LIST_CHUNK - 1).to_string().into_bytes(),
+            ],
+        );
+        let Ok(Record::List(page)) = page else {
+            return Slice::Gone;
+        };
+        let full = page.len() == LIST_CHUNK;
+        items.extend(page);
+        if !full {
+            return Slice::Done;
+        }
+        if started.elapsed() >= SLICE_LOCK {
+            return Slice::More;
+        }
+    }
+}
+
+/// Appends pages of a string (`GETRANGE`) for at most [`SLICE_LOCK`].
+fn read_string_slice(ctx: &Context, name: &[u8], bytes: &mut Vec<u8>) -> Slice {
+    let started = Instant::now();
+    loop {
+        let start = bytes.len();
+        let page = call_internal(
+            ctx,
+            &[
+                b"GETRANGE".to_vec(),
+                name.to_vec(),
+                start.to_string().into_bytes(),
+                (start + STRING_CHUNK - 1).to_string().into_bytes(),
+            ],
+        );
+        let page = match page {
+            Ok(Record::String(s)) => s.into_bytes(),
+            Ok(Record::Bytes(b)) => b,
+            _ => return Slice::Gone,
+        };
+        let full = page.len() == STRING_CHUNK;
+        bytes.extend_from_slice(&page);
+        if !full {
+            return Slice::Done;
+        }
+        if started.elapsed() >= SLICE_LOCK {
+            return Slice::More;
+        }
+    }
 }

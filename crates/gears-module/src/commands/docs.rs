@@ -1,0 +1,292 @@
+//! What each RG command declares to Redis: its documentation (`COMMAND DOCS`: summary, since,
+//! arguments) and, where the server supports module ACL categories (Redis 7.4+, Valkey), the
+//! `gears` category. Flags are given when the command is created (see `lib.rs`).
+
+use std::ffi::{c_char, c_int, CString};
+
+use redis_module::{raw, Context};
+
+/// One argument of a command, as `COMMAND DOCS` shows it.
+#[derive(Clone, Copy)]
+pub(crate) struct Arg {
+    pub name: &'static str,
+    pub kind: raw::RedisModuleCommandArgType,
+    /// The literal token before the value (`ID <id>`), or the token itself for pure tokens.
+    pub token: Option<&'static str>,
+    pub optional: bool,
+    pub multiple: bool,
+    pub summary: &'static str,
+    pub subargs: &'static [Arg],
+}
+
+const fn arg(name: &'static str, summary: &'static str) -> Arg {
+    Arg {
+        name,
+        kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+        token: None,
+        optional: false,
+        multiple: false,
+        summary,
+        subargs: &[],
+    }
+}
+
+const fn flag(token: &'static str, summary: &'static str) -> Arg {
+    Arg {
+        name: token,
+        kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+        token: Some(token),
+        optional: true,
+        multiple: false,
+        summary,
+        subargs: &[],
+    }
+}
+
+const fn option(name: &'static str, token: &'static str, summary: &'static str) -> Arg {
+    Arg {
+        name,
+        kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+        token: Some(token),
+        optional: true,
+        multiple: false,
+        summary,
+        subargs: &[],
+    }
+}
+
+/// The documentation of one RG command.
+pub(crate) struct CommandDoc {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub complexity: &'static str,
+    pub arity: i32,
+    pub args: &'static [Arg],
+}
+
+const SCRIPT: Arg = arg(
+    "script",
+    "the script: builds a pipeline with GearsBuilder and runs it",
+);
+const SESSION_OPTIONS: [Arg; 5] = [
+    flag(
+        "UNBLOCKING",
+        "reply the execution id at once instead of waiting",
+    ),
+    option("id", "ID", "the session id"),
+    option("description", "DESCRIPTION", "the session description"),
+    flag("UPGRADE", "replace the session of the same id"),
+    option(
+        "session",
+        "REPLACE_WITH",
+        "the session id this one replaces",
+    ),
+];
+
+static PY_ARGS: [Arg; 8] = [
+    SCRIPT,
+    SESSION_OPTIONS[0],
+    SESSION_OPTIONS[1],
+    SESSION_OPTIONS[2],
+    SESSION_OPTIONS[3],
+    SESSION_OPTIONS[4],
+    flag(
+        "FORCE_REINSTALL_REQUIREMENTS",
+        "reinstall the requirements even if present",
+    ),
+    Arg {
+        multiple: true,
+        ..option(
+            "requirement",
+            "REQUIREMENTS",
+            "pip requirements the script imports (must be last)",
+        )
+    },
+];
+
+static SCRIPT_ARGS: [Arg; 6] = [
+    SCRIPT,
+    SESSION_OPTIONS[0],
+    SESSION_OPTIONS[1],
+    SESSION_OPTIONS[2],
+    SESSION_OPTIONS[3],
+    SESSION_OPTIONS[4],
+];
+
+static EXPLAIN_ARGS: [Arg; 2] = [
+    arg("language", "python, lua or rhai"),
+    arg("script", "the script; its top level runs read-only"),
+];
+
+static CONFIG_GET_ARGS: [Arg; 1] = [Arg {
+    multiple: true,
+    optional: true,
+    ..arg("name", "a setting's name (case-sensitive)")
+}];
+
+static NAME_VALUE: [Arg; 2] = [
+    arg("name", "a setting's name"),
+    arg("value", "its new value"),
+];
+
+static CONFIG_SET_ARGS: [Arg; 1] = [Arg {
+    name: "setting",
+    kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK,
+    token: None,
+    optional: true,
+    multiple: true,
+    summary: "a name and its value",
+    subargs: &NAME_VALUE,
+}];
+
+pub(crate) static COMMANDS: &[CommandDoc] = &[
+    CommandDoc {
+        name: "RG.PYEXECUTE",
+        summary: "Runs a Python script (trusted code: it runs as the server's OS user)",
+        complexity: "Depends on the script",
+        arity: -2,
+        args: &PY_ARGS,
+    },
+    CommandDoc {
+        name: "RG.LUAEXECUTE",
+        summary: "Runs a sandboxed Lua script that builds and runs a Gears pipeline",
+        complexity: "Depends on the script",
+        arity: -2,
+        args: &SCRIPT_ARGS,
+    },
+    CommandDoc {
+        name: "RG.RHAIEXECUTE",
+        summary: "Runs a sandboxed Rhai script that builds and runs a Gears pipeline",
+        complexity: "Depends on the script",
+        arity: -2,
+        args: &SCRIPT_ARGS,
+    },
+    CommandDoc {
+        name: "RG.EXPLAIN",
+        summary: "Lists the plan a script builds, without running it",
+        complexity: "Depends on the script's top level",
+        arity: 3,
+        args: &EXPLAIN_ARGS,
+    },
+    CommandDoc {
+        name: "RG.CONFIGGET",
+        summary: "Returns the values of Gears settings",
+        complexity: "O(N) for N names",
+        arity: -1,
+        args: &CONFIG_GET_ARGS,
+    },
+    CommandDoc {
+        name: "RG.CONFIGSET",
+        summary: "Changes Gears settings at runtime",
+        complexity: "O(N) for N settings",
+        arity: -1,
+        args: &CONFIG_SET_ARGS,
+    },
+];
+
+/// The C strings of one argument tree, kept alive until Redis has copied them.
+struct ArgStrings {
+    strings: Vec<CString>,
+    arrays: Vec<Vec<raw::RedisModuleCommandArg>>,
+}
+
+impl ArgStrings {
+    fn text(&mut self, s: &str) -> *const c_char {
+        let s = CString::new(s).unwrap_or_default();
+        let ptr = s.as_ptr();
+        self.strings.push(s);
+        ptr
+    }
+
+    /// A zero-terminated C array of `args` (null when empty).
+    fn array(&mut self, args: &[Arg]) -> *mut raw::RedisModuleCommandArg {
+        if args.is_empty() {
+            return std::ptr::null_mut();
+        }
+        let mut array: Vec<raw::RedisModuleCommandArg> = Vec::with_capacity(args.len() + 1);
+        for a in args {
+            let mut flags = 0;
+            if a.optional {
+                flags |= raw::REDISMODULE_CMD_ARG_OPTIONAL;
+            }
+            if a.multiple {
+                flags |= raw::REDISMODULE_CMD_ARG_MULTIPLE;
+            }
+            let subargs = self.array(a.subargs);
+            // SAFETY: an all-zero RedisModuleCommandArg is its "none" value.
+            let mut c: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
+            c.name = self.text(a.name);
+            c.type_ = a.kind;
+            c.key_spec_index = -1;
+            c.token = a.token.map_or(std::ptr::null(), |t| self.text(t));
+            c.summary = self.text(a.summary);
+            c.flags = flags as c_int;
+            c.subargs = subargs;
+            array.push(c);
+        }
+        // SAFETY: the zeroed terminator Redis looks for.
+        array.push(unsafe { std::mem::zeroed() });
+        let ptr = array.as_mut_ptr();
+        self.arrays.push(array);
+        ptr
+    }
+}
+
+/// Sets each command's documentation and, where supported, its ACL category. Called at load.
+pub(crate) fn declare(ctx: &Context) -> Result<(), String> {
+    // SAFETY: module API calls during the module's load, with C strings that outlive them.
+    unsafe {
+        let categories = match (
+            raw::RedisModule_AddACLCategory,
+            raw::RedisModule_SetCommandACLCategories,
+        ) {
+            (Some(add), Some(set)) => {
+                if add(ctx.ctx, c"gears".as_ptr()) != raw::REDISMODULE_OK as c_int {
+                    return Err("could not add the ACL category 'gears'".into());
+                }
+                Some(set)
+            }
+            _ => None,
+        };
+        for doc in COMMANDS {
+            let name = CString::new(doc.name).unwrap_or_default();
+            let command = raw::RedisModule_GetCommand.unwrap()(ctx.ctx, name.as_ptr());
+            if command.is_null() {
+                return Err(format!("command {} is not registered", doc.name));
+            }
+            if let Some(set) = categories {
+                if set(command, c"gears".as_ptr()) != raw::REDISMODULE_OK as c_int {
+                    return Err(format!("could not set the ACL category of {}", doc.name));
+                }
+            }
+            let mut strings = ArgStrings {
+                strings: Vec::new(),
+                arrays: Vec::new(),
+            };
+            let version = raw::RedisModuleCommandInfoVersion {
+                version: 1,
+                sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+                sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+                sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+            };
+            let mut info = raw::RedisModuleCommandInfo {
+                version: &version,
+                summary: strings.text(doc.summary),
+                complexity: strings.text(doc.complexity),
+                since: strings.text("1.0.0"),
+                history: std::ptr::null_mut(),
+                tips: std::ptr::null(),
+                arity: doc.arity,
+                key_specs: std::ptr::null_mut(),
+                args: strings.array(doc.args),
+            };
+            if raw::RedisModule_SetCommandInfo.unwrap()(command, &mut info)
+                != raw::REDISMODULE_OK as c_int
+            {
+                return Err(format!("could not set the documentation of {}", doc.name));
+            }
+            drop(strings);
+        }
+    }
+    Ok(())
+}

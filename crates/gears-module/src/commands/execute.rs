@@ -1,0 +1,187 @@
+//! `RG.PYEXECUTE`, `RG.LUAEXECUTE`, `RG.RHAIEXECUTE` and `RG.EXPLAIN`: parse on Redis's main
+//! thread, block the calling client, and hand the script to a worker (see [`super::job`]).
+
+use gears_core::Language;
+use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+
+use super::job::{Job, JobKind};
+use crate::guard::guarded;
+use crate::host::{BlockedReply, Caller};
+
+pub(crate) fn py_execute(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| execute(ctx, args, Language::Python))
+}
+
+pub(crate) fn lua_execute(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| execute(ctx, args, Language::Lua))
+}
+
+pub(crate) fn rhai_execute(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| execute(ctx, args, Language::Rhai))
+}
+
+/// The command that runs scripts of `language`.
+pub(crate) fn execute_command(language: Language) -> &'static str {
+    match language {
+        Language::Python => "RG.PYEXECUTE",
+        Language::Lua => "RG.LUAEXECUTE",
+        Language::Rhai => "RG.RHAIEXECUTE",
+    }
+}
+
+/// `RG.EXPLAIN <language> <script>`: the plan the script's `run()` builds, step by step. The
+/// script's top level runs read-only (no writes, no side effects through `execute`), and only
+/// for a user who may run scripts of that language.
+pub(crate) fn explain(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| {
+        if args.len() != 3 {
+            return Err(RedisError::WrongArity);
+        }
+        let language_name = args[1].to_string_lossy();
+        let language = Language::parse(&language_name).ok_or_else(|| {
+            RedisError::String(format!(
+                "unknown language '{language_name}', expected python, lua or rhai"
+            ))
+        })?;
+        check_language_permission(ctx, language, &args[2])?;
+        let script = script_text(&args[2])?;
+        start(ctx, language, script, JobKind::Explain)
+    })
+}
+
+fn script_text(arg: &RedisString) -> Result<String, RedisError> {
+    arg.try_as_str()
+        .map(str::to_string)
+        .map_err(|_| RedisError::Str("the script must be valid UTF-8"))
+}
+
+fn execute(ctx: &Context, args: Vec<RedisString>, language: Language) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    check_options(&args[2..], language)?;
+    let script = script_text(&args[1])?;
+    start(ctx, language, script, JobKind::Execute)
+}
+
+/// RG.EXPLAIN runs a script's top level: the caller must be allowed to run that language's
+/// command (Python runs as the server's OS user).
+fn check_language_permission(
+    ctx: &Context,
+    language: Language,
+    script: &RedisString,
+) -> Result<(), RedisError> {
+    let caller = Caller::of(ctx);
+    let command = execute_command(language);
+    // SAFETY: the user is looked up, checked and freed on the main thread, in this command.
+    let allowed = unsafe {
+        let name = raw::RedisModule_CreateString.unwrap()(
+            ctx.ctx,
+            caller.user.as_ptr().cast(),
+            caller.user.len(),
+        );
+        let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(name);
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+        if user.is_null() {
+            false
+        } else {
+            let command_name = raw::RedisModule_CreateString.unwrap()(
+                ctx.ctx,
+                command.as_ptr().cast(),
+                command.len(),
+            );
+            let mut argv = [command_name, script.inner];
+            let status = raw::RedisModule_ACLCheckCommandPermissions.unwrap()(
+                user,
+                argv.as_mut_ptr(),
+                argv.len() as i32,
+            );
+            raw::RedisModule_FreeString.unwrap()(ctx.ctx, command_name);
+            raw::RedisModule_FreeModuleUser.unwrap()(user);
+            status == raw::REDISMODULE_OK as i32
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(RedisError::String(format!(
+            "NOPERM this user has no permissions to run the '{}' command",
+            command.to_ascii_lowercase()
+        )))
+    }
+}
+
+/// The options after the script, as RedisGears 1.2 spells them.
+fn check_options(options: &[RedisString], language: Language) -> Result<(), RedisError> {
+    let mut i = 0;
+    while i < options.len() {
+        let option = options[i].to_string_lossy();
+        let value = options.get(i + 1).map(|v| v.to_string_lossy());
+        match option.to_ascii_uppercase().as_str() {
+            "ID" => {
+                let id = value.ok_or(RedisError::Str("ID is missing"))?;
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(RedisError::Str(
+                        "ID must be compose of: ['A'-'Z' | 'a'-'z' | '0' - '9' | '-' | '_']",
+                    ));
+                }
+                i += 2;
+            }
+            "DESCRIPTION" => {
+                value.ok_or(RedisError::Str("DESCRIPTION is missing"))?;
+                i += 2;
+            }
+            "REPLACE_WITH" => {
+                value.ok_or(RedisError::Str("REPLACE_WITH is missing"))?;
+                return Err(RedisError::Str("REPLACE_WITH is not supported yet"));
+            }
+            "UNBLOCKING" | "UPGRADE" | "FORCE_REINSTALL_REQUIREMENTS" => {
+                return Err(RedisError::String(format!(
+                    "{} is not supported yet",
+                    option.to_ascii_uppercase()
+                )));
+            }
+            "REQUIREMENTS" if language == Language::Python => {
+                return Err(RedisError::Str("REQUIREMENTS is not supported yet"));
+            }
+            _ => {
+                return Err(RedisError::String(format!(
+                    "Unknown arguments were given: {option}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks where the command runs, blocks the client and queues the job.
+fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> RedisResult {
+    let flags = ctx.get_flags();
+    if flags.contains(ContextFlags::MULTI)
+        || flags.contains(ContextFlags::LUA)
+        || flags.contains(ContextFlags::DENY_BLOCKING)
+    {
+        return Err(RedisError::Str(
+            "Can not run gears inside a multi exec, lua, or when blocking is not allowed",
+        ));
+    }
+    let gears = crate::loaded()?;
+    if language == Language::Python {
+        gears.python_available().map_err(RedisError::String)?;
+    }
+    let job = Job {
+        language,
+        script,
+        kind,
+        caller: Caller::of(ctx),
+        limits: gears.execution_limits(),
+        blocked: BlockedReply::block(ctx),
+    };
+    // A job that can not be queued is dropped, and dropping it answers the client (BlockedReply).
+    gears.workers.submit(move || job.run());
+    Ok(RedisValue::NoReply)
+}

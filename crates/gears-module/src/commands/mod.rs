@@ -1,0 +1,8 @@
+//! The RG commands: running scripts (`RG.PYEXECUTE`, `RG.LUAEXECUTE`, `RG.RHAIEXECUTE`),
+//! explaining them (`RG.EXPLAIN`), and what each command declares to Redis.
+
+pub(crate) mod docs;
+mod execute;
+mod job;
+
+pub(crate) use execute::{explain, lua_execute, py_execute, rhai_execute};

@@ -1,0 +1,53 @@
+//! The client an execution answers.
+
+use redis_module::{raw, Context};
+
+/// A client blocked by a command, answered from a worker thread. Rust owns it (never a script
+/// object), and dropping it always unblocks the client, with an error reply if none was sent.
+pub(crate) struct BlockedReply {
+    client: *mut raw::RedisModuleBlockedClient,
+    replied: bool,
+}
+
+// SAFETY: blocked clients are made to be answered from other threads.
+unsafe impl Send for BlockedReply {}
+
+impl BlockedReply {
+    /// Blocks the client of `ctx` (called on Redis's main thread).
+    pub fn block(ctx: &Context) -> Self {
+        // SAFETY: plain RedisModule_BlockClient with no callbacks and no timeout.
+        let client = unsafe { raw::RedisModule_BlockClient.unwrap()(ctx.ctx, None, None, None, 0) };
+        BlockedReply {
+            client,
+            replied: false,
+        }
+    }
+
+    /// Sends the reply and unblocks the client.
+    pub fn reply(mut self, value: &gears_core::ReplyValue) {
+        self.send(value);
+    }
+
+    fn send(&mut self, value: &gears_core::ReplyValue) {
+        if self.replied {
+            return;
+        }
+        self.replied = true;
+        // SAFETY: a thread-safe context bound to the blocked client collects the reply, which
+        // Redis hands to the client when it is unblocked; replying needs no lock.
+        unsafe {
+            let ctx = raw::RedisModule_GetThreadSafeContext.unwrap()(self.client);
+            crate::reply::write(ctx, value);
+            raw::RedisModule_FreeThreadSafeContext.unwrap()(ctx);
+            raw::RedisModule_UnblockClient.unwrap()(self.client, std::ptr::null_mut());
+        }
+    }
+}
+
+impl Drop for BlockedReply {
+    fn drop(&mut self) {
+        self.send(&gears_core::ReplyValue::Error(
+            "Gears internal error: the execution ended without a reply".into(),
+        ));
+    }
+}

@@ -1,0 +1,226 @@
+//! Running a command for a script (`execute()`), with the protections a Lua script gets.
+//!
+//! Every command goes through `RedisModule_Call` with:
+//! - `S` (script mode): commands not allowed in scripts (`WAIT`, `SYNC`, `DEBUG`, `SHUTDOWN`,
+//!   `MULTI`, ...) are refused, and so are writes on a read-only replica, with too few good
+//!   replicas (`min-replicas-to-write`) or after a disk error;
+//! - `M`: `deny-oom` commands are refused over `maxmemory`;
+//! - `C` with the execution's ACL user attached to the context: the command, its keys and its
+//!   channels are checked against that user's ACL rules;
+//! - `W` while clients are paused (`CLIENT PAUSE WRITE`, failover, shutdown) and in read-only
+//!   mode (`RG.EXPLAIN`): a write is refused instead of reaching the replication stream;
+//! - `E`: errors come back as replies, `!`: writes are replicated.
+//!
+//! Redis 7.0 words an ACL refusal under `C` differently from a direct call (`acl verification
+//! failed, ...`); Gears rewrites it into the `NOPERM` text the same user gets calling the command
+//! directly on that version (Redis 7.2+ and Valkey already use it).
+
+use gears_core::{GearsError, Record, Result};
+use redis_module::{raw, CallOptionsBuilder, CallReply, CallResult, Context};
+
+use super::user::AclUser;
+
+/// How a command may act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Whatever the user's ACL rules allow.
+    ReadWrite,
+    /// No writes and no side effects (RG.EXPLAIN).
+    ReadOnly,
+}
+
+/// What running a command gave.
+pub(crate) enum Called {
+    Reply(Result<Record>),
+    /// A write refused because clients are paused: try again once the pause ends.
+    Paused,
+}
+
+/// True while clients are paused for writes (CLIENT PAUSE, a failover, a shutdown in progress).
+pub(crate) fn writes_paused() -> bool {
+    // SAFETY: no arguments; reads (and may end) the pause state under the Redis lock.
+    unsafe { raw::RedisModule_AvoidReplicaTraffic.unwrap()() != 0 }
+}
+
+/// Runs `args` on a locked context as `user`.
+pub(crate) fn call_as(
+    ctx: &Context,
+    user: Option<&AclUser>,
+    access: Access,
+    args: &[Vec<u8>],
+) -> Called {
+    let Some((command, rest)) = args.split_first() else {
+        return Called::Reply(Err(GearsError::Redis("no command given".into())));
+    };
+    let name = String::from_utf8_lossy(command).into_owned();
+    if name.contains('\0') {
+        return Called::Reply(Err(GearsError::Redis(format!(
+            "ERR unknown command '{}'",
+            name.replace('\0', "\\x00")
+        ))));
+    }
+    if access == Access::ReadOnly {
+        if let Some(refused) = refuse_side_effects(ctx, &name) {
+            return Called::Reply(Err(refused));
+        }
+    }
+    let paused = writes_paused();
+    let user_ref = match user {
+        Some(user) => match user.lookup(ctx) {
+            Some(found) => Some(found),
+            None => return Called::Reply(Err(GearsError::Redis(user.gone_error()))),
+        },
+        None => None,
+    };
+    let mut options = CallOptionsBuilder::new()
+        .replicate()
+        .script_mode()
+        .verify_oom()
+        .errors_as_replies();
+    if let Some(found) = &user_ref {
+        // SAFETY: the user stays valid while we hold the lock; it is detached below.
+        unsafe { raw::RedisModule_SetContextUser.unwrap()(ctx.ctx, found.as_ptr()) };
+        options = options.verify_acl();
+    }
+    if paused || access == Access::ReadOnly {
+        options = options.no_writes();
+    }
+    let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
+    let reply: CallResult = ctx.call_ext(&name, &options.build(), rest.as_slice());
+    let result = match &reply {
+        Ok(reply) => Ok(call_reply_to_record(reply)),
+        Err(e) => Err(e
+            .to_utf8_string()
+            .unwrap_or_else(|| "Failed executing command".to_string())),
+    };
+    drop(reply);
+    if user_ref.is_some() {
+        // SAFETY: detaches the user before it is freed.
+        unsafe { raw::RedisModule_SetContextUser.unwrap()(ctx.ctx, std::ptr::null()) };
+    }
+    match result {
+        Ok(record) => Called::Reply(Ok(record)),
+        Err(text) if is_write_refused(&text) && access == Access::ReadOnly => {
+            Called::Reply(Err(read_only_error(&name)))
+        }
+        Err(text) if is_write_refused(&text) && paused => Called::Paused,
+        Err(text) => Called::Reply(Err(GearsError::Redis(acl_text(ctx, &text, args)))),
+    }
+}
+
+/// `W`'s refusal: `Write command 'set' was called while write is not allowed.`
+fn is_write_refused(text: &str) -> bool {
+    text.starts_with("Write command '") && text.ends_with("while write is not allowed.")
+}
+
+fn read_only_error(command: &str) -> GearsError {
+    GearsError::Redis(format!(
+        "ERR RG.EXPLAIN runs the script read-only: '{}' is not allowed",
+        command.to_ascii_lowercase()
+    ))
+}
+
+/// In read-only mode, commands that are not writes but have effects outside the keyspace
+/// (`PUBLISH`, ...) are refused too.
+fn refuse_side_effects(ctx: &Context, command: &str) -> Option<GearsError> {
+    let flags = command_flags(ctx, command);
+    flags
+        .iter()
+        .any(|f| matches!(f.as_str(), "pubsub" | "may_replicate" | "admin" | "write"))
+        .then(|| read_only_error(command))
+}
+
+/// The flags `COMMAND INFO` gives a command (empty for an unknown one).
+fn command_flags(ctx: &Context, command: &str) -> Vec<String> {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let reply: CallResult = ctx.call_ext("COMMAND", &options, &["INFO", command][..]);
+    let Ok(Record::List(infos)) = reply.as_ref().map(call_reply_to_record) else {
+        return Vec::new();
+    };
+    match infos.first() {
+        Some(Record::List(info)) => match info.get(2) {
+            Some(Record::List(flags)) => flags
+                .iter()
+                .filter_map(|f| match f {
+                    Record::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// The `NOPERM` text a direct call gets, for Redis 7.0's `acl verification failed, ...`.
+fn acl_text(ctx: &Context, text: &str, args: &[Vec<u8>]) -> String {
+    let Some(reason) = text.strip_prefix("acl verification failed, ") else {
+        return text.to_string();
+    };
+    if reason.starts_with("can't run this command") {
+        return format!(
+            "NOPERM this user has no permissions to run the '{}' command",
+            full_command_name(ctx, args)
+        );
+    }
+    if reason.starts_with("can't access at least one of the keys") {
+        return "NOPERM this user has no permissions to access one of the keys used as arguments"
+            .into();
+    }
+    if reason.starts_with("can't publish to the channel") {
+        return "NOPERM this user has no permissions to access one of the channels used as \
+                arguments"
+            .into();
+    }
+    format!("NOPERM {}", reason.trim_end_matches('.'))
+}
+
+/// `acl|setuser` for a subcommand, `get` for a plain command, as Redis names them.
+fn full_command_name(ctx: &Context, args: &[Vec<u8>]) -> String {
+    let command = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    if let Some(sub) = args.get(1) {
+        let full = format!(
+            "{command}|{}",
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        );
+        if !command_flags(ctx, &full).is_empty() {
+            return full;
+        }
+    }
+    command
+}
+
+/// A call reply as a record.
+pub(crate) fn call_reply_to_record(reply: &CallReply) -> Record {
+    match reply {
+        CallReply::I64(i) => Record::Integer(i.to_i64()),
+        CallReply::String(s) => Record::from(s.as_bytes().to_vec()),
+        CallReply::Array(items) => Record::List(items.iter().map(element).collect()),
+        CallReply::Null(_) | CallReply::Unknown => Record::Nil,
+        CallReply::Map(map) => {
+            Record::Map(map.iter().map(|(k, v)| (element(k), element(v))).collect())
+        }
+        CallReply::Set(set) => Record::List(set.iter().map(element).collect()),
+        CallReply::Bool(b) => Record::Bool(b.to_bool()),
+        CallReply::Double(d) => Record::Float(d.to_double()),
+        CallReply::BigNumber(n) => Record::String(n.to_string().unwrap_or_default()),
+        CallReply::VerbatimString(v) => {
+            Record::from(v.to_parts().map(|(_, bytes)| bytes).unwrap_or_default())
+        }
+    }
+}
+
+fn element(item: CallResult) -> Record {
+    match item {
+        Ok(reply) => call_reply_to_record(&reply),
+        Err(e) => Record::String(e.to_utf8_string().unwrap_or_default()),
+    }
+}
+
+/// Runs a command for Gears itself (the readers), with no ACL user and no script protections.
+pub(crate) fn call_internal(ctx: &Context, args: &[Vec<u8>]) -> Result<Record> {
+    match call_as(ctx, None, Access::ReadWrite, args) {
+        Called::Reply(result) => result,
+        Called::Paused => Err(GearsError::Redis("writes are paused".into())),
+    }
+}

@@ -1,0 +1,229 @@
+//! [`RedisHost`]: how the core, the readers and the scripts of one execution reach Redis from a
+//! worker thread: as the ACL user who sent the script, in the database they had selected, with
+//! the protections of a Lua script (see [`call`]), and under the execution's
+//! [`ExecutionControl`] (atomic blocks are timed, a stopped execution runs no more commands).
+
+mod blocked;
+pub(crate) mod call;
+mod user;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gears_core::control::ExecutionControl;
+use gears_core::{GearsError, LogLevel, Record, RedisAccess, Result};
+use redis_module::logging::{self, RedisLogLevel};
+use redis_module::{raw, Context};
+
+pub(crate) use blocked::BlockedReply;
+pub(crate) use call::{call_internal, Access};
+pub(crate) use user::{AclUser, UserRef};
+
+use call::{call_as, writes_paused, Called};
+
+/// Who sent a script and where: the ACL user and the selected database of the calling client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Caller {
+    pub user: Vec<u8>,
+    pub db: i32,
+}
+
+impl Caller {
+    /// The caller of the command running on `ctx` (on Redis's main thread).
+    pub fn of(ctx: &Context) -> Self {
+        // SAFETY: plain queries of the command's client; the name string is freed here.
+        unsafe {
+            let name = raw::RedisModule_GetCurrentUserName.unwrap()(ctx.ctx);
+            let mut len = 0usize;
+            let ptr = raw::RedisModule_StringPtrLen.unwrap()(name, &mut len);
+            let user = std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec();
+            raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+            let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx);
+            Caller { user, db }
+        }
+    }
+}
+
+/// Redis as one execution sees it. Every access takes the Redis lock for as short a time as it
+/// can, through one detached thread-safe context (redis-module's `lock()` would create and free
+/// a context, with its fake client, on every lock).
+pub(crate) struct RedisHost {
+    context: *mut raw::RedisModuleCtx,
+    user: AclUser,
+    access: Access,
+    control: Arc<ExecutionControl>,
+}
+
+// SAFETY: a thread-safe context may be used from any thread; Gears only uses it while holding
+// the Redis lock, which serialises all use.
+unsafe impl Send for RedisHost {}
+unsafe impl Sync for RedisHost {}
+
+thread_local! {
+    /// True while this thread holds the Redis lock (inside `with_lock` or an atomic block).
+    static HOLDS_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// True while this thread is inside an atomic block.
+    static IN_ATOMIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Releases the Redis lock when dropped, also on unwinding.
+struct LockGuard(*mut raw::RedisModuleCtx);
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        HOLDS_LOCK.with(|held| held.set(false));
+        // SAFETY: the context was locked by this thread.
+        unsafe { raw::RedisModule_ThreadSafeContextUnlock.unwrap()(self.0) };
+    }
+}
+
+/// How often a command refused because writes are paused is tried again.
+const PAUSE_POLL: Duration = Duration::from_millis(10);
+
+impl RedisHost {
+    pub fn new(caller: &Caller, access: Access, control: Arc<ExecutionControl>) -> Self {
+        // SAFETY: a detached thread-safe context, freed in Drop; selecting its database only
+        // touches its own fake client.
+        let context = unsafe {
+            let context = raw::RedisModule_GetThreadSafeContext.unwrap()(std::ptr::null_mut());
+            raw::RedisModule_SelectDb.unwrap()(context, caller.db);
+            context
+        };
+        RedisHost {
+            context,
+            user: AclUser::new(&caller.user),
+            access,
+            control,
+        }
+    }
+
+    pub fn control(&self) -> &Arc<ExecutionControl> {
+        &self.control
+    }
+
+    pub fn user(&self) -> &AclUser {
+        &self.user
+    }
+
+    /// Runs `f` under the Redis lock (taken here unless this thread already holds it, inside an
+    /// atomic block).
+    pub fn with_lock<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
+        if HOLDS_LOCK.with(|held| held.get()) {
+            return f(&Context::new(self.context));
+        }
+        // SAFETY: locks Redis for this thread; LockGuard unlocks.
+        unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(self.context) };
+        HOLDS_LOCK.with(|held| held.set(true));
+        let _guard = LockGuard(self.context);
+        f(&Context::new(self.context))
+    }
+
+    /// Runs a reader's batch under the Redis lock, then steps aside for a moment: a mutex is not
+    /// fair, and a reader that re-locks at once would starve Redis's main thread (every other
+    /// client) for as long as it reads.
+    pub fn with_batch_lock<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
+        let result = self.with_lock(f);
+        std::thread::sleep(READER_PAUSE);
+        result
+    }
+
+    /// Waits while writes are paused, so that the caller's next lock finds them allowed.
+    fn wait_for_pause_end(&self) -> Result<()> {
+        loop {
+            self.control.check()?;
+            std::thread::sleep(PAUSE_POLL);
+            if !self.with_lock(|_| writes_paused()) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// How long a reader leaves the Redis lock free between two batches.
+const READER_PAUSE: Duration = Duration::from_micros(100);
+
+/// The longest a reader holds the Redis lock for one batch.
+pub(crate) const MAX_BATCH_LOCK: Duration = Duration::from_millis(4);
+
+impl Drop for RedisHost {
+    fn drop(&mut self) {
+        // Whatever happened, this thread must not keep the Redis lock.
+        self.end_atomic();
+        // SAFETY: created in `new`, used by nobody after this.
+        unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(self.context) };
+    }
+}
+
+impl RedisAccess for RedisHost {
+    fn execute(&self, args: &[Vec<u8>]) -> Result<Record> {
+        loop {
+            self.control.check()?;
+            match self.with_lock(|ctx| call_as(ctx, Some(&self.user), self.access, args)) {
+                Called::Reply(result) => return result,
+                // Inside an atomic block the lock is ours, so no pause can have begun.
+                Called::Paused => self.wait_for_pause_end()?,
+            }
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Debug => RedisLogLevel::Debug,
+            LogLevel::Verbose => RedisLogLevel::Verbose,
+            LogLevel::Notice => RedisLogLevel::Notice,
+            LogLevel::Warning => RedisLogLevel::Warning,
+        };
+        let message = format!("GEARS: {message}");
+        match crate::gears() {
+            Some(gears) => gears.log_context.log(level, &message),
+            None => logging::log(level, &message),
+        }
+    }
+
+    fn gears_config_get(&self, key: &str) -> Option<Record> {
+        use crate::config::Value;
+        crate::gears()
+            .and_then(|g| g.config.lookup(key))
+            .map(|value| match value {
+                Value::Integer(i) => Record::Integer(i),
+                Value::Text(s) => Record::String(s),
+                Value::List(items) => Record::List(items.into_iter().map(Record::String).collect()),
+            })
+    }
+
+    /// Takes the Redis lock until [`RedisAccess::end_atomic`], once writes are not paused (a
+    /// pause can not begin while the block holds the lock). The block's time is limited by the
+    /// execution's control.
+    fn begin_atomic(&self) -> Result<()> {
+        if IN_ATOMIC.with(|atomic| atomic.get()) || HOLDS_LOCK.with(|held| held.get()) {
+            return Err(GearsError::Plan("Already inside an atomic block".into()));
+        }
+        loop {
+            self.control.check()?;
+            // SAFETY: locks Redis for this thread until end_atomic (or the unlock below).
+            unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(self.context) };
+            if !writes_paused() {
+                break;
+            }
+            // SAFETY: locked just above by this thread.
+            unsafe { raw::RedisModule_ThreadSafeContextUnlock.unwrap()(self.context) };
+            std::thread::sleep(PAUSE_POLL);
+        }
+        HOLDS_LOCK.with(|held| held.set(true));
+        IN_ATOMIC.with(|atomic| atomic.set(true));
+        self.control.begin_atomic();
+        Ok(())
+    }
+
+    fn end_atomic(&self) {
+        if IN_ATOMIC.with(|atomic| atomic.replace(false)) {
+            self.control.end_atomic();
+            drop(LockGuard(self.context));
+        }
+    }
+
+    fn hashtag(&self) -> String {
+        // Standalone: the first entry of RedisGears' slot table, a tag of slot 0.
+        "06S".to_string()
+    }
+}

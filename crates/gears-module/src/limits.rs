@@ -1,0 +1,181 @@
+//! Gears' memory limits and what `INFO` reports about Gears.
+//!
+//! `MemoryLimit` bounds all of Gears (the Python heap, Lua and Rhai states, records held by
+//! executions); `ExecutionMemoryLimit` bounds one execution. Both default to automatic (0): the
+//! server's `maxmemory` when it has one (Gears may then use as much memory as the data set, so
+//! a server sized for twice its `maxmemory` stays safe), otherwise half of the machine's
+//! memory. Gears follows `CONFIG SET maxmemory` as it happens.
+
+use std::ffi::CStr;
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gears_core::memory::{self, Pool};
+use redis_module::{raw, Context};
+
+use crate::config::{Config, ATOMIC_BLOCK_MAX_TIME, EXECUTION_MEMORY_LIMIT, MEMORY_LIMIT};
+
+/// The memory limits in force.
+pub(crate) struct Limits {
+    /// The server's `maxmemory` (0: none).
+    maxmemory: AtomicU64,
+    /// The effective `MemoryLimit`, in bytes.
+    global: AtomicU64,
+}
+
+impl Limits {
+    pub fn new(ctx: &Context) -> Self {
+        Limits {
+            maxmemory: AtomicU64::new(read_maxmemory(ctx)),
+            global: AtomicU64::new(0),
+        }
+    }
+
+    /// Recomputes the effective limits from the settings and `maxmemory`.
+    pub fn apply(&self, config: &Config) {
+        let configured = config.integer(MEMORY_LIMIT).max(0) as u64;
+        let global = if configured > 0 {
+            configured
+        } else {
+            match self.maxmemory.load(Ordering::Relaxed) {
+                0 => physical_memory() / 2,
+                maxmemory => maxmemory,
+            }
+        };
+        self.global.store(global, Ordering::Relaxed);
+        memory::set_global_limit(global);
+    }
+
+    /// The effective `MemoryLimit`.
+    pub fn global(&self) -> u64 {
+        self.global.load(Ordering::Relaxed)
+    }
+
+    /// The effective `ExecutionMemoryLimit`.
+    pub fn execution(&self, config: &Config) -> u64 {
+        match config.integer(EXECUTION_MEMORY_LIMIT).max(0) as u64 {
+            0 => self.global(),
+            limit => limit,
+        }
+    }
+
+    pub fn for_execution(&self, config: &Config) -> gears_core::control::Limits {
+        gears_core::control::Limits {
+            atomic_max: config.duration(ATOMIC_BLOCK_MAX_TIME),
+            memory: self.execution(config),
+        }
+    }
+}
+
+/// The machine's physical memory in bytes.
+fn physical_memory() -> u64 {
+    // SAFETY: plain sysconf queries.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages.max(0) as u64).saturating_mul(page_size.max(0) as u64)
+}
+
+/// `CONFIG GET maxmemory`, in bytes.
+fn read_maxmemory(ctx: &Context) -> u64 {
+    match crate::host::call_internal(
+        ctx,
+        &[b"CONFIG".to_vec(), b"GET".to_vec(), b"maxmemory".to_vec()],
+    ) {
+        Ok(gears_core::Record::List(pair)) => match pair.get(1) {
+            Some(gears_core::Record::String(value)) => value.parse().unwrap_or(0),
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+unsafe extern "C" fn config_changed(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(gears) = crate::gears() {
+            let ctx = Context::new(ctx);
+            gears
+                .limits
+                .maxmemory
+                .store(read_maxmemory(&ctx), Ordering::Relaxed);
+            gears.limits.apply(&gears.config);
+        }
+    });
+}
+
+/// Follows `CONFIG SET` of `maxmemory` (the config-change server event).
+pub(crate) fn follow_maxmemory(ctx: &Context) -> Result<(), String> {
+    // SAFETY: subscribing during load, with a callback that never unwinds.
+    let status = unsafe {
+        raw::RedisModule_SubscribeToServerEvent.unwrap()(
+            ctx.ctx,
+            raw::RedisModuleEvent {
+                id: raw::REDISMODULE_EVENT_CONFIG,
+                dataver: 1,
+            },
+            Some(config_changed),
+        )
+    };
+    if status == raw::REDISMODULE_OK as i32 {
+        Ok(())
+    } else {
+        Err("could not follow configuration changes".into())
+    }
+}
+
+/// The `gears` section of `INFO` (`INFO rg_gears`, or `INFO rg` for all of Gears; Redis prefixes
+/// module sections and fields with the module's name, `rg`).
+unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(gears) = crate::gears() else {
+            return;
+        };
+        let native = memory::used(Pool::Native).max(0);
+        let python = memory::used(Pool::Python).max(0);
+        let fields: [(&CStr, i64); 5] = [
+            (c"used_memory", native + python),
+            (c"used_memory_python", python),
+            (c"used_memory_native", native),
+            (c"memory_limit", gears.limits.global() as i64),
+            (
+                c"execution_memory_limit",
+                gears.limits.execution(&gears.config) as i64,
+            ),
+        ];
+        let python_state: &CStr = if gears.python_error.is_none() {
+            c"enabled"
+        } else {
+            c"disabled"
+        };
+        // SAFETY: the info context Redis passed, used during the callback only.
+        unsafe {
+            if raw::RedisModule_InfoAddSection.unwrap()(ctx, c"gears".as_ptr())
+                != raw::REDISMODULE_OK as c_int
+            {
+                return;
+            }
+            for (name, value) in fields {
+                raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, name.as_ptr(), value);
+            }
+            raw::RedisModule_InfoAddFieldCString.unwrap()(
+                ctx,
+                c"python".as_ptr(),
+                python_state.as_ptr(),
+            );
+        }
+    });
+}
+
+/// Makes [`info`] the module's `INFO` callback.
+pub(crate) fn register_info(ctx: &Context) {
+    // SAFETY: replaces the module's info callback during load.
+    unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info)) };
+}
