@@ -91,8 +91,18 @@ impl ExecutionControl {
     /// Checks the execution's limits, stopping it when one is passed. `Err(Stopped)` once the
     /// execution is stopped, whatever stopped it.
     pub fn check(&self) -> Result<()> {
+        self.check_with(|| self.local_limit_passed().or_else(global_limit_passed))
+    }
+
+    /// [`ExecutionControl::check`] without Gears' global memory limit (which sums counters
+    /// across threads): cheap enough for every operation of an interpreter.
+    pub fn check_local(&self) -> Result<()> {
+        self.check_with(|| self.local_limit_passed())
+    }
+
+    fn check_with(&self, limit_passed: impl FnOnce() -> Option<String>) -> Result<()> {
         if !self.is_stopped() {
-            if let Some(message) = self.limit_passed() {
+            if let Some(message) = limit_passed() {
                 self.stop(message);
             }
         }
@@ -102,8 +112,8 @@ impl ExecutionControl {
         Ok(())
     }
 
-    /// The message of a limit the execution has passed, if any.
-    fn limit_passed(&self) -> Option<String> {
+    /// The message of a limit of this execution it has passed, if any.
+    fn local_limit_passed(&self) -> Option<String> {
         let since = self.atomic_since.load(Ordering::Relaxed);
         if since != 0 && !self.limits.atomic_max.is_zero() {
             let elapsed = self.micros_since_epoch().saturating_sub(since - 1);
@@ -118,10 +128,6 @@ impl ExecutionControl {
         let limit = self.memory.limit();
         if limit > 0 && self.memory.used() > limit as i64 {
             return Some(memory::LimitPassed::Execution(limit).message());
-        }
-        let global = memory::global_limit();
-        if global > 0 && memory::total_used() > global as i64 {
-            return Some(memory::LimitPassed::Global(global).message());
         }
         None
     }
@@ -145,6 +151,13 @@ impl ExecutionControl {
     }
 }
 
+/// The message of Gears' global memory limit when all of Gears holds more.
+fn global_limit_passed() -> Option<String> {
+    let global = memory::global_limit();
+    (global > 0 && memory::total_used() > global as i64)
+        .then(|| memory::LimitPassed::Global(global).message())
+}
+
 thread_local! {
     static CURRENT: RefCell<Option<Arc<ExecutionControl>>> = const { RefCell::new(None) };
 }
@@ -158,6 +171,14 @@ pub fn current() -> Option<Arc<ExecutionControl>> {
 pub fn check_current() -> Result<()> {
     CURRENT.with(|current| match current.borrow().as_ref() {
         Some(control) => control.check(),
+        None => Ok(()),
+    })
+}
+
+/// [`ExecutionControl::check_local`] of the current execution.
+pub fn check_current_local() -> Result<()> {
+    CURRENT.with(|current| match current.borrow().as_ref() {
+        Some(control) => control.check_local(),
         None => Ok(()),
     })
 }

@@ -33,6 +33,33 @@ pub fn message(error: &mlua::Error) -> String {
     }
 }
 
+/// The Gears error of a failed Lua call: the execution's stop when it was stopped (the Lua
+/// error is then only its consequence); a memory error stops the execution (the state's memory
+/// limit is the execution's); otherwise `wrap(text)`.
+pub fn classify(error: &mlua::Error, wrap: fn(String) -> GearsError) -> GearsError {
+    if let Some(control) = gears_core::control::current() {
+        if is_memory_error(error) {
+            control.stop(
+                gears_core::memory::LimitPassed::Execution(control.limits().memory).message(),
+            );
+        }
+        if let Some(stopped) = control.stop_message() {
+            return GearsError::Stopped(stopped);
+        }
+    }
+    wrap(message(error))
+}
+
+fn is_memory_error(error: &mlua::Error) -> bool {
+    match error {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            is_memory_error(cause)
+        }
+        _ => false,
+    }
+}
+
 /// A Lua error raised with `text` as its message, as Gears' own functions raise them.
 pub fn raise(text: impl Into<String>) -> mlua::Error {
     mlua::Error::RuntimeError(text.into())

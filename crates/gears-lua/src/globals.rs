@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use gears_core::{LogLevel, RedisAccess};
-use mlua::{Lua, LuaOptions, MultiValue, StdLib, Value};
+use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
 
 use crate::builder::create_builder_function;
 use crate::convert::to_lua;
@@ -25,10 +25,47 @@ load = function(chunk, chunkname, _, env)
 end
 "#;
 
+/// How many VM instructions run between two checks of the execution's control.
+const CHECK_EVERY: u32 = 1000;
+
+/// The instruction hook. Once the execution is stopped it raises on every line and every
+/// instruction, so code that catches the error with `pcall` and loops on is stopped again at its
+/// next line, until the error reaches the top.
+fn check_control(lua: &Lua, _: &mlua::debug::Debug) -> mlua::Result<VmState> {
+    match gears_core::control::check_current() {
+        Ok(()) => Ok(VmState::Continue),
+        Err(stopped) => {
+            lua.set_global_hook(
+                HookTriggers::new().every_line().every_nth_instruction(1),
+                |_, _| match gears_core::control::check_current() {
+                    Ok(()) => Ok(VmState::Continue),
+                    Err(stopped) => Err(raise_gears(stopped)),
+                },
+            )?;
+            Err(raise_gears(stopped))
+        }
+    }
+}
+
 /// A fresh sandboxed Lua state with the Gears globals installed.
+///
+/// The state observes the execution it is compiled for: its memory is limited to the
+/// execution's memory limit, and every [`CHECK_EVERY`] instructions a hook checks the
+/// execution's control, so a stopped execution (aborted, an atomic block past its time, Gears
+/// out of memory) raises an error inside running Lua code, loops included.
 pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Result<Lua> {
     let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::new())?;
+    if let Some(control) = gears_core::control::current() {
+        let limit = control.limits().memory;
+        if limit > 0 {
+            lua.set_memory_limit(usize::try_from(limit).unwrap_or(usize::MAX))?;
+        }
+    }
+    lua.set_global_hook(
+        HookTriggers::new().every_nth_instruction(CHECK_EVERY),
+        check_control,
+    )?;
     lua.load(TEXT_ONLY_LOAD).set_name("=gears").exec()?;
     let globals = lua.globals();
     for name in ["dofile", "loadfile", "require", "collectgarbage"] {

@@ -83,7 +83,7 @@ impl Frontend for LuaFrontend {
             state.compiling = false;
             std::mem::take(&mut state.plans)
         };
-        outcome.map_err(|e| GearsError::Script(error::message(&e)))?;
+        outcome.map_err(|e| error::classify(&e, GearsError::Script))?;
         Ok(Compiled {
             session: Arc::new(LuaSession::new(lua, state)),
             plans,

@@ -10,7 +10,6 @@ use gears_core::{
 use mlua::{Function, Lua, MultiValue, Thread, Value};
 
 use crate::convert::{deep_copy, internal, native_to_lua, sequence, to_core, to_lua, to_record};
-use crate::error::message;
 use crate::state::{lock, SharedState};
 
 /// One script: its Lua state (one globals table) and the callbacks its plans reference.
@@ -75,7 +74,7 @@ fn lua_value(lua: &Lua, record: &Record) -> Result<Value> {
 }
 
 fn callback_error(e: &mlua::Error) -> GearsError {
-    GearsError::Callback(message(e))
+    crate::error::classify(e, GearsError::Callback)
 }
 
 impl LuaRuntime<'_> {

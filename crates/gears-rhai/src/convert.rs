@@ -2,8 +2,10 @@
 //!
 //! Core → Rhai: `Nil` → `()`, `Bool` → `bool`, `Integer` → `i64`, `Float` → `f64`, `String` →
 //! string, `Bytes` → blob, `List` → array, `Map` → object map (a non-string key becomes its
-//! Python `str()`), a key record → `#{key, value, type, event}` (no `value`/`type` when the value
-//! was not read), an error value → its text, a Rhai native → the `Dynamic` it holds.
+//! Python `str()`; a map with a key that is not valid UTF-8 becomes an array of `[key, value]`
+//! pairs), a key record → `#{key, value, type, event}` (`key` a blob when the name is not valid
+//! UTF-8; no `value`/`type` when the value was not read), an error value → its text, a Rhai
+//! native → the `Dynamic` it holds.
 //!
 //! Rhai → core: `()` → `Nil`, `bool`, `i64` → `Integer`, `f64` → `Float`, string and char →
 //! `String`, blob → `Bytes`, array → `List`, object map → `Map` (Rhai maps are sorted by key and
@@ -43,6 +45,19 @@ pub(crate) fn to_dynamic(record: &Record) -> Result<Dynamic> {
                 array.push(to_dynamic(item)?);
             }
             Dynamic::from_array(array)
+        }
+        // Rhai map keys are strings: a map with a key that is not valid UTF-8 (a hash field
+        // named b"f\xff") becomes an array of `[key, value]` pairs, keys as blobs, so no two
+        // keys are confused and every byte survives.
+        Record::Map(entries) if entries.iter().any(|(k, _)| matches!(k, Record::Bytes(_))) => {
+            let mut pairs = Array::with_capacity(entries.len());
+            for (key, value) in entries {
+                pairs.push(Dynamic::from_array(vec![
+                    to_dynamic(key)?,
+                    to_dynamic(value)?,
+                ]));
+            }
+            Dynamic::from_array(pairs)
         }
         Record::Map(entries) => {
             let mut map = Map::new();

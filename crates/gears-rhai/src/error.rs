@@ -1,5 +1,6 @@
 //! Turning Rhai errors into the messages users see.
 
+use gears_core::GearsError;
 use rhai::{EvalAltResult, ParseError, Position};
 
 fn with_position(message: String, position: Position) -> String {
@@ -31,6 +32,15 @@ pub(crate) fn describe(error: &EvalAltResult) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// The Gears error of a failed Rhai call: the execution's stop when it was stopped (Rhai then
+/// reports it as a termination or as an error it caused), otherwise `wrap(describe(error))`.
+pub(crate) fn classify(error: &EvalAltResult, wrap: fn(String) -> GearsError) -> GearsError {
+    if let Some(stopped) = gears_core::control::current().and_then(|c| c.stop_message()) {
+        return GearsError::Stopped(stopped);
+    }
+    wrap(describe(error))
 }
 
 /// The message of a compile error: `Syntax error: <what> (line N, position M)`.

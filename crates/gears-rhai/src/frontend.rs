@@ -7,7 +7,7 @@ use gears_core::{Compiled, Frontend, GearsError, Language, RedisAccess, Result};
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::Engine;
 
-use crate::error::{describe, describe_parse};
+use crate::error::{classify, describe_parse};
 use crate::session::RhaiSession;
 use crate::state::SharedState;
 
@@ -27,6 +27,7 @@ fn new_engine(state: &SharedState, redis: &Arc<dyn RedisAccess>) -> Engine {
     let mut engine = Engine::new();
     engine.set_module_resolver(DummyModuleResolver::new());
     engine.disable_symbol("eval");
+    crate::limits::apply(&mut engine);
     crate::builder::register(&mut engine, state);
     crate::globals::register(&mut engine, redis);
     engine
@@ -45,7 +46,7 @@ impl Frontend for RhaiFrontend {
             .map_err(|e| GearsError::Script(describe_parse(&e)))?;
         let outcome = engine.run_ast(&ast);
         let plans = state.finish_compiling();
-        outcome.map_err(|e| GearsError::Script(describe(&e)))?;
+        outcome.map_err(|e| classify(&e, GearsError::Script))?;
         Ok(Compiled {
             session: Arc::new(RhaiSession::new(engine, ast, state)),
             plans,

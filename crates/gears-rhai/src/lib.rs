@@ -23,6 +23,7 @@ mod convert;
 mod error;
 mod frontend;
 mod globals;
+mod limits;
 mod session;
 mod state;
 

@@ -9,7 +9,7 @@ use gears_core::{
 use rhai::{Array, Dynamic, Engine, FnPtr, AST, INT};
 
 use crate::convert::{native, to_core, to_dynamic, truthy};
-use crate::error::describe;
+use crate::error::classify;
 use crate::state::SharedState;
 
 /// The engine (configured for this script) and the compiled script.
@@ -91,7 +91,7 @@ impl Runtime for RhaiRuntime<'_> {
         };
         result
             .map(native)
-            .map_err(|e| GearsError::Callback(describe(&e)))
+            .map_err(|e| classify(&e, GearsError::Callback))
     }
 
     fn to_core(&mut self, value: Record) -> Result<Record> {
@@ -140,7 +140,7 @@ impl Runtime for RhaiRuntime<'_> {
         let function = self.callback(callback)?;
         let result = function
             .call::<Dynamic>(engine, ast, Array::new())
-            .map_err(|e| GearsError::Callback(describe(&e)))?
+            .map_err(|e| classify(&e, GearsError::Callback))?
             .flatten();
         let items: Box<dyn Iterator<Item = Dynamic> + Send> = if result.is_array() {
             match result.into_array() {

@@ -108,8 +108,9 @@ pub(crate) fn call_as(
     }
 }
 
-/// `W`'s refusal: `Write command 'set' was called while write is not allowed.`
+/// `W`'s refusal: `ERR Write command 'set' was called while write is not allowed.`
 fn is_write_refused(text: &str) -> bool {
+    let text = text.strip_prefix("ERR ").unwrap_or(text);
     text.starts_with("Write command '") && text.ends_with("while write is not allowed.")
 }
 
@@ -154,7 +155,11 @@ fn command_flags(ctx: &Context, command: &str) -> Vec<String> {
 
 /// The `NOPERM` text a direct call gets, for Redis 7.0's `acl verification failed, ...`.
 fn acl_text(ctx: &Context, text: &str, args: &[Vec<u8>]) -> String {
-    let Some(reason) = text.strip_prefix("acl verification failed, ") else {
+    let Some(reason) = text
+        .strip_prefix("ERR ")
+        .unwrap_or(text)
+        .strip_prefix("acl verification failed, ")
+    else {
         return text.to_string();
     };
     if reason.starts_with("can't run this command") {
