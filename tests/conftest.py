@@ -17,7 +17,9 @@ import redis
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = os.environ.get("GEARS_MODULE", os.path.join(ROOT, "target", "release", "libgears.so"))
 VENV = os.environ.get("GEARS_VENV", os.path.join(ROOT, ".venv"))
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+# The server binary: Debian's redis-server by default; GEARS_SERVER picks another (the test
+# command also runs the suite on Valkey's valkey-server).
+REDIS_SERVER = os.environ.get("GEARS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
 
 _ports = itertools.count(21000 + (os.getpid() % 500) * 20)
 
@@ -56,6 +58,14 @@ class RedisServer:
                 if self.process.poll() is not None or time.time() > deadline:
                     raise RuntimeError("redis-server did not start:\n" + self.read_log())
                 time.sleep(0.05)
+
+    @property
+    def kind(self):
+        """'valkey' or 'redis', and the version: ('redis', (7, 0, 15))."""
+        info = self.client.info("server")
+        name = info.get("server_name", "redis")
+        version = info.get("valkey_version" if name == "valkey" else "redis_version", "0.0.0")
+        return name, tuple(int(x) for x in str(version).split("."))
 
     def read_log(self):
         try:

@@ -58,6 +58,8 @@ const fn option(name: &'static str, token: &'static str, summary: &'static str) 
 /// The documentation of one RG command.
 pub(crate) struct CommandDoc {
     pub name: &'static str,
+    /// ACL categories, where the server lets modules set them (Redis 7.4+, Valkey).
+    pub categories: &'static str,
     pub summary: &'static str,
     pub complexity: &'static str,
     pub arity: i32,
@@ -142,6 +144,7 @@ static CONFIG_SET_ARGS: [Arg; 1] = [Arg {
 pub(crate) static COMMANDS: &[CommandDoc] = &[
     CommandDoc {
         name: "RG.PYEXECUTE",
+        categories: "gears admin dangerous slow blocking",
         summary: "Runs a Python script (trusted code: it runs as the server's OS user)",
         complexity: "Depends on the script",
         arity: -2,
@@ -149,6 +152,7 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "RG.LUAEXECUTE",
+        categories: "gears slow blocking",
         summary: "Runs a sandboxed Lua script that builds and runs a Gears pipeline",
         complexity: "Depends on the script",
         arity: -2,
@@ -156,6 +160,7 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "RG.RHAIEXECUTE",
+        categories: "gears slow blocking",
         summary: "Runs a sandboxed Rhai script that builds and runs a Gears pipeline",
         complexity: "Depends on the script",
         arity: -2,
@@ -163,6 +168,7 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "RG.EXPLAIN",
+        categories: "gears slow blocking",
         summary: "Lists the plan a script builds, without running it",
         complexity: "Depends on the script's top level",
         arity: 3,
@@ -170,6 +176,7 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "RG.CONFIGGET",
+        categories: "gears slow",
         summary: "Returns the values of Gears settings",
         complexity: "O(N) for N names",
         arity: -1,
@@ -177,6 +184,7 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "RG.CONFIGSET",
+        categories: "gears admin dangerous slow",
         summary: "Changes Gears settings at runtime",
         complexity: "O(N) for N settings",
         arity: -1,
@@ -255,7 +263,8 @@ pub(crate) fn declare(ctx: &Context) -> Result<(), String> {
                 return Err(format!("command {} is not registered", doc.name));
             }
             if let Some(set) = categories {
-                if set(command, c"gears".as_ptr()) != raw::REDISMODULE_OK as c_int {
+                let names = CString::new(doc.categories).unwrap_or_default();
+                if set(command, names.as_ptr()) != raw::REDISMODULE_OK as c_int {
                     return Err(format!("could not set the ACL category of {}", doc.name));
                 }
             }

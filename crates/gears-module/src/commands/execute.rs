@@ -102,13 +102,19 @@ fn check_language_permission(
         }
     };
     if allowed {
-        Ok(())
-    } else {
-        Err(RedisError::String(format!(
-            "NOPERM this user has no permissions to run the '{}' command",
-            command.to_ascii_lowercase()
-        )))
+        return Ok(());
     }
+    // The words the server uses for the same refusal of a direct call.
+    // SAFETY: a plain query of the server's version.
+    let version = unsafe { raw::RedisModule_GetServerVersion.unwrap()() };
+    Err(RedisError::String(if version >= 0x00_07_02_00 {
+        format!(
+            "NOPERM User {} has no permissions to run the '{command}' command",
+            String::from_utf8_lossy(&caller.user)
+        )
+    } else {
+        format!("NOPERM this user has no permissions to run the '{command}' command")
+    }))
 }
 
 /// The options after the script, as RedisGears 1.2 spells them.

@@ -59,6 +59,12 @@ pub(crate) fn call_as(
             name.replace('\0', "\\x00")
         ))));
     }
+    if is_never_allowed(&name) {
+        return Called::Reply(Err(GearsError::Redis(format!(
+            "ERR command '{}' is not allowed on script mode",
+            name.to_ascii_lowercase()
+        ))));
+    }
     if access == Access::ReadOnly {
         if let Some(refused) = refuse_side_effects(ctx, &name) {
             return Called::Reply(Err(refused));
@@ -106,6 +112,35 @@ pub(crate) fn call_as(
         Err(text) if is_write_refused(&text) && paused => Called::Paused,
         Err(text) => Called::Reply(Err(GearsError::Redis(acl_text(ctx, &text, args)))),
     }
+}
+
+/// Commands an execution never runs, whatever the server's own script rules say (Redis 7.0
+/// refuses them in script mode; newer servers allow some, such as `WAIT`): they wait for
+/// replicas, take over the connection, or stop or reconfigure the server.
+fn is_never_allowed(command: &str) -> bool {
+    const NEVER: &[&str] = &[
+        "wait",
+        "waitaof",
+        "sync",
+        "psync",
+        "monitor",
+        "shutdown",
+        "debug",
+        "failover",
+        "replicaof",
+        "slaveof",
+        "multi",
+        "exec",
+        "discard",
+        "watch",
+        "subscribe",
+        "psubscribe",
+        "ssubscribe",
+        "module",
+    ];
+    NEVER
+        .iter()
+        .any(|never| command.eq_ignore_ascii_case(never))
 }
 
 /// `W`'s refusal: `ERR Write command 'set' was called while write is not allowed.`

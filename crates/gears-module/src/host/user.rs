@@ -39,7 +39,7 @@ impl AclUser {
     pub fn lookup(&self, _locked: &Context) -> Option<UserRef> {
         // SAFETY: called under the Redis lock (the `Context` proves the caller holds it).
         let user = unsafe { raw::RedisModule_GetModuleUserFromUserName.unwrap()(self.name) };
-        (!user.is_null()).then_some(UserRef(user))
+        (!user.is_null()).then(|| UserRef(user))
     }
 
     /// The error of an execution whose user was deleted while it ran.
