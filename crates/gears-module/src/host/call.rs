@@ -257,10 +257,18 @@ fn element(item: CallResult) -> Record {
     }
 }
 
-/// Runs a command for Gears itself (the readers), with no ACL user and no script protections.
+/// Runs a command for Gears itself (reading values, `CONFIG GET`): no ACL user, no script
+/// protections, nothing replicated.
 pub(crate) fn call_internal(ctx: &Context, args: &[Vec<u8>]) -> Result<Record> {
-    match call_as(ctx, None, Access::ReadWrite, args) {
-        Called::Reply(result) => result,
-        Called::Paused => Err(GearsError::Redis("writes are paused".into())),
+    let Some((command, rest)) = args.split_first() else {
+        return Err(GearsError::Internal("no command given".into()));
+    };
+    let name = String::from_utf8_lossy(command);
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
+    let reply: CallResult = ctx.call_ext(&name, &options, rest.as_slice());
+    match &reply {
+        Ok(reply) => Ok(call_reply_to_record(reply)),
+        Err(e) => Err(GearsError::Redis(e.to_utf8_string().unwrap_or_default())),
     }
 }

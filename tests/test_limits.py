@@ -1,0 +1,165 @@
+"""Bounded resources: an atomic block can not hold the server past its time limit, scripts can
+not grow past Gears' memory limits, and the server keeps answering."""
+import threading
+import time
+
+import pytest
+
+from conftest import RedisServer
+from helpers import gears, gears_error
+
+BUSY = ("BUSY the atomic block ran longer than 300 ms (AtomicBlockMaxTime); it was interrupted "
+        "and the Redis lock released")
+EXECUTION_OOM = ("OOM the execution used more than its memory limit of 33554432 bytes "
+                 "(ExecutionMemoryLimit)")
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = RedisServer(extra_args=("AtomicBlockMaxTime", "300", "ExecutionMemoryLimit", "32mb"))
+    yield s
+    alive = s.alive()
+    log = s.read_log()
+    s.stop()
+    assert alive, "redis-server died during the tests:\n" + log
+
+
+RUNAWAY_ATOMIC = {
+    "lua": [
+        "atomic(function() while true do end end)",
+        # Catching the error does not keep the lock: the next line raises again.
+        "atomic(function() while true do pcall(function() while true do end end) end end)",
+    ],
+    "rhai": [
+        "atomic(|| { loop {} });",
+        # A stop can not be caught.
+        "atomic(|| { loop { try { loop {} } catch {} } });",
+    ],
+}
+
+
+def ping_latencies(server, stop):
+    client = server.new_client()
+    worst = 0.0
+    while not stop.is_set():
+        started = time.time()
+        client.ping()
+        worst = max(worst, time.time() - started)
+        time.sleep(0.01)
+    return worst
+
+
+@pytest.mark.parametrize("language, script", [
+    (language, script) for language, scripts in RUNAWAY_ATOMIC.items() for script in scripts])
+def test_a_runaway_atomic_block_is_interrupted(server, r, language, script):
+    stop = threading.Event()
+    worst = []
+    watcher = threading.Thread(target=lambda: worst.append(ping_latencies(server, stop)))
+    watcher.start()
+    started = time.time()
+    assert gears_error(r, language, script) == BUSY
+    elapsed = time.time() - started
+    stop.set()
+    watcher.join()
+    assert 0.3 <= elapsed < 2.0
+    # Other clients waited at most for the block's time limit.
+    assert worst[0] < 1.0
+    assert r.ping()
+
+
+@pytest.mark.parametrize("language, script", [
+    ("lua", "GB('PythonReader'):map(function(x) atomic(function() while true do end end) return x end)"
+            ":run(function() coroutine.yield(1) coroutine.yield(2) end)"),
+    ("rhai", 'GB("PythonReader").map(|x| { atomic(|| { loop {} }); x }).run(|| [1, 2])'),
+])
+def test_an_interrupted_atomic_block_stops_its_execution(r, language, script):
+    # The execution ends with the stop as its last error; the second record is not processed.
+    assert gears(r, language, script) == [[], [BUSY]]
+
+
+def test_sleep_inside_an_atomic_block_is_refused(r):
+    assert gears_error(r, "rhai", "atomic(|| sleep(5));") == \
+        "sleep is not allowed inside an atomic block (it would hold the Redis lock) (line 1, position 11)"
+    started = time.time()
+    assert gears(r, "rhai", "sleep(0.2);") == "OK"
+    assert time.time() - started >= 0.2
+
+
+MEMORY_HOGS = {
+    "lua": "local t = {} for i = 1, 120000000 do t[i] = i end",
+    "rhai": 'let a = []; for i in 0..3000000 { a.push("some text " + i) }',
+}
+
+
+@pytest.mark.parametrize("language", MEMORY_HOGS)
+def test_an_execution_can_not_pass_its_memory_limit(server, r, language):
+    before = r.info("rg")["rg_used_memory"]
+    assert gears_error(r, language, MEMORY_HOGS[language]) == EXECUTION_OOM
+    # The memory is given back.
+    assert r.info("rg")["rg_used_memory"] < before + 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("script, error", [
+    ("let a = []; a.pad(1 << 50, 0);", "Size of array too large (line 1, position 15)"),
+    ("let a = []; a.pad(120000000, 0);", "Size of array too large (line 1, position 15)"),
+    ("let a = []; a.pad(1000, 0); let b = []; b.pad(100000, a);", "Size of array too large (line 1, position 43)"),
+    ("let b = blob(); b.pad(1 << 40, 0);", "Size of BLOB too large (line 1, position 19)"),
+    ("let b = blob(1 << 40);", "Size of BLOB too large (line 1, position 9)"),
+    ('let s = ""; s.pad(1 << 40, "x");', "Length of string too large (line 1, position 15)"),
+    ("let s = \"\"; s.pad(1 << 40, 'x');", "Length of string too large (line 1, position 15)"),
+])
+def test_rhai_allocations_past_the_limit_are_errors(r, script, error):
+    assert gears_error(r, "rhai", script) == error
+
+
+def test_rhai_allocations_within_the_limit_work(r):
+    assert gears(r, "rhai", 'let a = []; a.pad(100000, 7); let s = ""; s.pad(5, "ab"); '
+                            'GB("ShardsIDReader").map(|x| [a.len(), a[99999], s]).run()') == \
+        [["[100000, 7, 'ababa']"], []]
+
+
+def test_lua_allocations_past_the_limit_are_errors(r):
+    assert gears_error(r, "lua", "local s = string.rep('x', 64 * 1024 * 1024)") == EXECUTION_OOM
+    assert gears_error(r, "lua", "local s = string.rep('x', 1 << 40)") == \
+        "script:1: resulting string too large"
+
+
+def test_gears_memory_limit_bounds_all_executions():
+    s = RedisServer(extra_args=("MemoryLimit", "48mb", "ExecutionMemoryLimit", "1gb"))
+    try:
+        client = s.new_client()
+        assert gears_error(client, "lua", MEMORY_HOGS["lua"]) == \
+            "OOM Gears used more than its memory limit of 50331648 bytes (MemoryLimit)"
+        assert client.ping()
+        info = client.info("rg")
+        assert info["rg_memory_limit"] == 48 << 20
+        assert info["rg_execution_memory_limit"] == 1 << 30
+    finally:
+        s.stop()
+
+
+def test_limits_follow_maxmemory_and_the_settings(r, server):
+    default = server.new_client()
+    info = default.info("rg")
+    assert info["rg_execution_memory_limit"] == 32 << 20
+    r.config_set("maxmemory", "100mb")
+    try:
+        assert r.info("rg")["rg_memory_limit"] == 100 << 20
+        assert r.execute_command("RG.CONFIGSET", "MemoryLimit", "64mb") == ["OK"]
+        assert r.info("rg")["rg_memory_limit"] == 64 << 20
+        assert r.execute_command("RG.CONFIGGET", "MemoryLimit") == [64 << 20]
+        assert r.execute_command("RG.CONFIGSET", "MemoryLimit", "0") == ["OK"]
+        assert r.info("rg")["rg_memory_limit"] == 100 << 20
+    finally:
+        r.config_set("maxmemory", "0")
+    # Without maxmemory, half of the machine's memory.
+    assert r.info("rg")["rg_memory_limit"] > 100 << 20
+
+
+def test_info_reports_gears_memory(r):
+    info = r.info("rg")
+    assert set(info) == {"rg_used_memory", "rg_used_memory_python", "rg_used_memory_native",
+                         "rg_memory_limit", "rg_execution_memory_limit", "rg_python"}
+    assert info["rg_used_memory"] == info["rg_used_memory_python"] + info["rg_used_memory_native"]
+    assert info["rg_python"] == "enabled"
+    assert "rg_used_memory" in r.info("everything")
