@@ -48,16 +48,24 @@ class RedisServer:
             "--loadmodule", MODULE, "PythonVenv", VENV, *extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        # Wait for the port with plain sockets: redis-py retries refused connections with
+        # back-off, which would make every start (and every failed start) slow.
         deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("redis-server did not start:\n" + self.read_log())
+                time.sleep(0.02)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
         while True:
             try:
                 if self.client.ping():
                     break
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("redis-server did not start:\n" + self.read_log())
-                time.sleep(0.05)
+            except redis.BusyLoadingError:
+                time.sleep(0.02)
 
     @property
     def kind(self):

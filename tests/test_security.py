@@ -5,6 +5,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from conftest import RedisServer
 from helpers import direct_error, gears, gears_error, raw_reply, wrapped
@@ -134,11 +136,14 @@ def test_a_deleted_user_can_do_nothing_more(r, server, alice):
               "        log('after delete: ' + str(e))\n"
               "    yield 1\n"
               "GB('PythonReader').run(gen)")
+    # ACL DELUSER disconnects the user's clients: no retry.
+    client = server.new_client(username="alice", password="x", retry=Retry(NoBackoff(), 0))
+
     def run():
         try:
-            gears(alice, "python", script)
+            gears(client, "python", script)
         except redis.ConnectionError:
-            pass  # ACL DELUSER disconnects the user's clients
+            pass
     runner = threading.Thread(target=run)
     runner.start()
     time.sleep(0.2)

@@ -120,7 +120,7 @@ def test_an_atomic_block_waits_for_a_pause_to_end(persistent, language, script):
 
 @pytest.fixture(scope="module")
 def replica():
-    master = RedisServer()
+    master = RedisServer(extra_args=("--repl-diskless-sync-delay", "0"))
     copy = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(master.port)))
     deadline = time.time() + 10
     while copy.client.info("replication").get("master_link_status") != "up":

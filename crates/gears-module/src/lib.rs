@@ -151,12 +151,14 @@ fn deinit(ctx: &Context) -> Status {
     Status::Err
 }
 
-/// Gears allocates with the system allocator, not Redis's: Redis's allocator updates one shared
-/// `used_memory` counter on every allocation, and the reader thread and the worker contending on
-/// it cost a third of an execution's time. Gears counts its own memory instead, in per-thread
-/// shards (see `gears_core::memory`), reported by `INFO` and bounded by `MemoryLimit`.
-type Allocator = gears_core::memory::CountingAllocator<std::alloc::System>;
-const ALLOCATOR: Allocator = gears_core::memory::CountingAllocator(std::alloc::System);
+/// Gears allocates with mimalloc, counted (see `gears_core::memory`), not with Redis's
+/// allocator: Redis's updates one shared `used_memory` counter on every allocation, and the
+/// reader thread and the worker contending on it cost a third of an execution's time. Not with
+/// glibc's either: after an execution frees millions of small records, glibc consolidates them
+/// at the next large allocation, which took 130 ms inside a reader's hold of the Redis lock.
+/// Gears' memory is reported by `INFO` and bounded by `MemoryLimit`.
+type Allocator = gears_core::memory::CountingAllocator<mimalloc::MiMalloc>;
+const ALLOCATOR: Allocator = gears_core::memory::CountingAllocator(mimalloc::MiMalloc);
 
 redis_module! {
     name: "rg",

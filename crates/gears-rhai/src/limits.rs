@@ -2,7 +2,7 @@
 //!
 //! Rhai has no allocator hook, so memory is bounded two ways:
 //! - the execution's memory meter (the module counts what the worker thread allocates) is
-//!   checked after every operation, and the whole control (stop, atomic time, Gears' global
+//!   checked every [`CHECK_LOCAL_EVERY`] operations, and the whole control (stop, atomic time, Gears' global
 //!   memory) every [`CHECK_EVERY`] operations: a stopped execution terminates the script, which
 //!   Rhai's `try` can not catch;
 //! - the functions that allocate as much as they are asked for (`pad`, `blob(n)`) are replaced
@@ -19,6 +19,8 @@ use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Positio
 
 /// Operations between two full checks of the execution's control.
 const CHECK_EVERY: u64 = 256;
+/// Operations between two checks of the execution's own limits (memory, atomic time, stop).
+const CHECK_LOCAL_EVERY: u64 = 16;
 /// The most a single request may allocate when the execution has no memory limit.
 const MAX_REQUEST: u64 = 1 << 40;
 
@@ -29,8 +31,10 @@ pub(crate) fn apply(engine: &mut Engine) {
     engine.on_progress(|operations| {
         let checked = if operations % CHECK_EVERY == 0 {
             control::check_current()
-        } else {
+        } else if operations % CHECK_LOCAL_EVERY == 0 {
             control::check_current_local()
+        } else {
+            return None;
         };
         checked
             .err()

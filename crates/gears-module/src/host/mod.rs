@@ -118,12 +118,14 @@ impl RedisHost {
         f(&Context::new(self.context))
     }
 
-    /// Runs a reader's batch under the Redis lock, then steps aside for a moment: a mutex is not
-    /// fair, and a reader that re-locks at once would starve Redis's main thread (every other
-    /// client) for as long as it reads.
+    /// Runs a reader's batch under the Redis lock, then gives Redis's main thread its turn
+    /// (see [`yield_to_main_thread`]): a mutex is not fair, and a reader that re-locks at once
+    /// would starve every other client for as long as it reads.
     pub fn with_batch_lock<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
         let result = self.with_lock(f);
-        std::thread::sleep(READER_PAUSE);
+        if !HOLDS_LOCK.with(|held| held.get()) {
+            yield_to_main_thread();
+        }
         result
     }
 
@@ -139,8 +141,34 @@ impl RedisHost {
     }
 }
 
-/// How long a reader leaves the Redis lock free between two batches.
-const READER_PAUSE: Duration = Duration::from_micros(100);
+/// The longest a reader waits for the main thread's turn.
+const TURN_WAIT: Duration = Duration::from_millis(10);
+
+unsafe extern "C" fn main_thread_turn(data: *mut std::os::raw::c_void) {
+    // SAFETY: the sender boxed by `yield_to_main_thread`, passed once.
+    let sender = unsafe { Box::from_raw(data.cast::<crossbeam_channel::Sender<()>>()) };
+    let _ = sender.try_send(());
+}
+
+/// Waits (at most [`TURN_WAIT`]) until Redis's main thread has run one turn of its event loop,
+/// so that the clients waiting while a reader held the lock are served before it locks again.
+/// The turn is requested with a one-shot event, which wakes the main thread if it sleeps, and
+/// runs after the events (client commands) of that turn.
+pub(crate) fn yield_to_main_thread() {
+    let (sender, turn) = crossbeam_channel::bounded::<()>(1);
+    let data = Box::into_raw(Box::new(sender));
+    // SAFETY: the callback takes back the box; if the event can not be added, we do.
+    let added = unsafe {
+        raw::RedisModule_EventLoopAddOneShot.unwrap()(Some(main_thread_turn), data.cast())
+    };
+    if added != raw::REDISMODULE_OK as i32 {
+        // SAFETY: the event was not added, so the box is still ours.
+        drop(unsafe { Box::from_raw(data) });
+        std::thread::sleep(Duration::from_micros(100));
+        return;
+    }
+    let _ = turn.recv_timeout(TURN_WAIT);
+}
 
 /// The longest a reader holds the Redis lock for one batch.
 pub(crate) const MAX_BATCH_LOCK: Duration = Duration::from_millis(4);

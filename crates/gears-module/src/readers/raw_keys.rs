@@ -271,62 +271,73 @@ pub(crate) fn read_large_value(host: &RedisHost, name: &[u8]) -> Option<(Record,
         close_key(key);
         kind
     });
-    // Each slice opens the key again (it may have changed) and checks its type.
-    let slices = |read: &mut dyn FnMut(&Context, *mut raw::RedisModuleKey) -> Slice| loop {
-        if host.control().check().is_err() {
-            return false;
-        }
-        let slice = host.with_batch_lock(|ctx| {
-            let key = open_key(ctx, name);
-            let slice = if key_type(key) != kind || is_expired(key) {
-                Slice::Gone
-            } else {
-                read(ctx, key)
-            };
-            close_key(key);
-            slice
-        });
-        match slice {
-            Slice::More => continue,
-            Slice::Done => return true,
-            Slice::Gone => return false,
-        }
-    };
     let value = match kind as isize {
         raw::REDISMODULE_KEYTYPE_HASH => {
             let cursor = ScanCursor::new();
-            let mut fields = Vec::new();
-            let complete = slices(&mut |_, key| {
+            let fields = in_slices(host, name, kind, |_, key, _, part| {
                 let started = Instant::now();
                 while started.elapsed() < SLICE_LOCK {
-                    if !scan_fields(key, &cursor, &mut fields) {
+                    if !scan_fields(key, &cursor, part) {
                         return Slice::Done;
                     }
                 }
                 Slice::More
-            });
-            complete.then(|| super::keys::hash_fields_record(fields))?
+            })?;
+            super::keys::hash_fields_record(fields)
         }
         raw::REDISMODULE_KEYTYPE_LIST => {
-            let mut items = Vec::new();
-            let complete = slices(&mut |ctx, _| read_list_slice(ctx, name, &mut items));
-            complete.then_some(Record::List(items))?
+            Record::List(in_slices(host, name, kind, |ctx, _, done, part| {
+                read_list_slice(ctx, name, done, part)
+            })?)
         }
         raw::REDISMODULE_KEYTYPE_STRING => {
-            let mut bytes = Vec::new();
-            let complete = slices(&mut |ctx, _| read_string_slice(ctx, name, &mut bytes));
-            complete.then(|| Record::from(bytes))?
+            Record::from(in_slices(host, name, kind, |ctx, _, done, part| {
+                read_string_slice(ctx, name, done, part)
+            })?)
         }
         _ => return Some(host.with_lock(|ctx| read_value(ctx, name, std::ptr::null_mut()))),
     };
     Some((value, type_name(kind)))
 }
 
-/// Appends pages of a list (`LRANGE`) for at most [`SLICE_LOCK`].
-fn read_list_slice(ctx: &Context, name: &[u8], items: &mut Vec<Record>) -> Slice {
+/// Runs `read` slice after slice until it is done, each time under the lock with the key opened
+/// again (it may have changed meanwhile) and the number of items read before. Each slice fills a small buffer that is moved into the
+/// whole value after the lock is released: growing a large buffer (copying it) must not happen
+/// while other clients wait.
+fn in_slices<T>(
+    host: &RedisHost,
+    name: &[u8],
+    kind: c_int,
+    mut read: impl FnMut(&Context, *mut raw::RedisModuleKey, usize, &mut Vec<T>) -> Slice,
+) -> Option<Vec<T>> {
+    let mut whole = Vec::new();
+    let mut part = Vec::new();
+    loop {
+        host.control().check().ok()?;
+        let slice = host.with_batch_lock(|ctx| {
+            let key = open_key(ctx, name);
+            let slice = if key_type(key) != kind || is_expired(key) {
+                Slice::Gone
+            } else {
+                read(ctx, key, whole.len(), &mut part)
+            };
+            close_key(key);
+            slice
+        });
+        whole.append(&mut part);
+        match slice {
+            Slice::More => continue,
+            Slice::Done => return Some(whole),
+            Slice::Gone => return None,
+        }
+    }
+}
+
+/// Appends pages of a list (`LRANGE`), from item `done` on, for at most [`SLICE_LOCK`].
+fn read_list_slice(ctx: &Context, name: &[u8], done: usize, items: &mut Vec<Record>) -> Slice {
     let started = Instant::now();
     loop {
-        let start = items.len();
+        let start = done + items.len();
         let page = call_internal(
             ctx,
             &[
@@ -350,11 +361,11 @@ fn read_list_slice(ctx: &Context, name: &[u8], items: &mut Vec<Record>) -> Slice
     }
 }
 
-/// Appends pages of a string (`GETRANGE`) for at most [`SLICE_LOCK`].
-fn read_string_slice(ctx: &Context, name: &[u8], bytes: &mut Vec<u8>) -> Slice {
+/// Appends pages of a string (`GETRANGE`), from byte `done` on, for at most [`SLICE_LOCK`].
+fn read_string_slice(ctx: &Context, name: &[u8], done: usize, bytes: &mut Vec<u8>) -> Slice {
     let started = Instant::now();
     loop {
-        let start = bytes.len();
+        let start = done + bytes.len();
         let page = call_internal(
             ctx,
             &[

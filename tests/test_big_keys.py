@@ -1,0 +1,92 @@
+"""A key of any size is read without holding the Redis lock for long: large values are read in
+slices, and values no step looks at are not read at all."""
+import threading
+import time
+
+import pytest
+
+from helpers import gears
+
+FILL_HASH = """
+for i = 0, 999 do
+  local args = {}
+  for j = 1, 1000 do
+    args[#args + 1] = 'f' .. (i * 1000 + j)
+    args[#args + 1] = 'v'
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+end
+"""
+FILL_LIST = """
+for i = 0, 999 do
+  local args = {}
+  for j = 1, 1000 do args[#args + 1] = i * 1000 + j end
+  redis.call('RPUSH', KEYS[1], unpack(args))
+end
+"""
+
+
+@pytest.fixture(scope="module")
+def big(server):
+    client = server.new_client()
+    client.flushall()
+    client.eval(FILL_HASH, 1, "big:hash")
+    client.eval(FILL_LIST, 1, "big:list")
+    client.set("big:string", "x" * (24 << 20))
+    yield client
+    client.flushall()
+
+
+def worst_ping_during(server, action):
+    """Runs `action` while another client PINGs; returns (action's result, worst PING time)."""
+    stop = threading.Event()
+    worst = [0.0]
+
+    def ping():
+        client = server.new_client()
+        while not stop.is_set():
+            started = time.perf_counter()
+            client.ping()
+            worst[0] = max(worst[0], time.perf_counter() - started)
+            time.sleep(0.001)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    try:
+        result = action()
+    finally:
+        stop.set()
+        pinger.join()
+    return result, worst[0]
+
+
+@pytest.mark.parametrize("language, script, expected", [
+    ("python", "GB().map(lambda x: len(x['value'])).run('big:hash')", [["1000000"], []]),
+    ("python", "GB().map(lambda x: [len(x['value']), x['value'][-1]]).run('big:list')", [["[1000000, '1000000']"], []]),
+    ("lua", "GB():map(function(x) return #x.value end):run('big:string')", [[str(24 << 20)], []]),
+    ("python", "GB().map(lambda x: x['value']['f777777']).run('big:hash')", [["v"], []]),
+])
+def test_large_values_are_read_in_slices(server, big, language, script, expected):
+    reply, worst = worst_ping_during(server, lambda: gears(big, language, script))
+    assert reply == expected
+    # HGETALL of the hash alone stalls every client for about 0.6 s.
+    assert worst < 0.1, "a client waited %.3f s" % worst
+
+
+def test_values_no_step_reads_are_not_read(server, big):
+    started = time.perf_counter()
+    reply, worst = worst_ping_during(server, lambda: gears(big, "python", "GB().count().run('big:*')"))
+    assert reply == [["3"], []]
+    assert time.perf_counter() - started < 0.5
+    assert worst < 0.1
+
+
+def test_a_value_deleted_while_it_is_read_is_skipped(server, big):
+    big.eval(FILL_HASH, 1, "big:gone")
+    deleter = threading.Timer(0.02, lambda: server.new_client().delete("big:gone"))
+    deleter.start()
+    results, errors = gears(big, "python", "GB().map(lambda x: len(x['value'])).run('big:gone')")
+    deleter.join()
+    assert errors == []
+    assert results in ([], ["1000000"])
+    assert big.exists("big:gone") == 0
