@@ -13,12 +13,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFunction, PyList, PyModule, Py
 
 use crate::convert::{to_core, to_py};
 
-mod exception {
-    #![allow(non_camel_case_types)]
-    // Named `gears.error`, as in RedisGears: tracebacks read `gears.error: <message>`.
-    pyo3::create_exception!(gears, error, pyo3::exceptions::PyException);
-}
-use exception::error;
+use crate::exceptions::{error, forcestopped};
 
 /// What a script's top level builds while it runs: its callbacks, values and plans.
 #[derive(Default)]
@@ -430,6 +425,7 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(end_atomic, &module)?)?;
     module.add_function(wrap_pyfunction!(run, &module)?)?;
     module.add("GearsError", py.get_type::<error>())?;
+    module.add("forcestopped", py.get_type::<forcestopped>())?;
     let sys_modules = py.import("sys")?.getattr("modules")?;
     sys_modules.set_item("redisgears", &module)?;
     let prelude = PyModule::from_code(

@@ -12,8 +12,12 @@
 
 mod api;
 mod convert;
+mod exceptions;
 mod interpreter;
+mod memory;
 mod session;
+mod sleep;
+mod watchdog;
 
 pub use interpreter::{start_interpreter, PythonConfig};
 pub use session::{PythonFrontend, PythonSession};

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use gears_core::control;
 use gears_core::{
     CallbackId, Compiled, Frontend, GearsError, Language, Record, RedisAccess, Result, Runtime,
     Session, ValueId,
@@ -11,6 +12,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::api::{self, format_error};
 use crate::convert::{native, to_core, to_py};
+use crate::watchdog::Running;
 
 /// Compiles Python scripts. The interpreter must have been started with
 /// [`crate::start_interpreter`].
@@ -35,11 +37,15 @@ impl Frontend for PythonFrontend {
         let script = std::ffi::CString::new(script)
             .map_err(|_| GearsError::Script("script contains a NUL byte".into()))?;
         Python::attach(|py| {
-            let globals = api::new_globals(py).map_err(|e| GearsError::Internal(e.to_string()))?;
+            // The script's top level can be stopped (and its allocations refused) like a
+            // callback.
+            let _running = Running::enter(py);
+            let globals = api::new_globals(py)
+                .map_err(|e| stopped_or(|| GearsError::Internal(e.to_string())))?;
             let (outcome, state) = api::with_host(&redis, || {
                 api::compiling(|| py.run(&script, Some(&globals), None))
             });
-            outcome.map_err(|e| GearsError::Script(format_error(py, &e)))?;
+            outcome.map_err(|e| stopped_or(|| GearsError::Script(format_error(py, &e))))?;
             let session = PythonSession {
                 _globals: globals.unbind(),
                 callbacks: state.callbacks,
@@ -51,6 +57,16 @@ impl Frontend for PythonFrontend {
                 plans: state.plans,
             })
         })
+    }
+}
+
+/// The error of a failed Python call: the execution's stop if it was stopped meanwhile, whatever
+/// the Python exception says (`gears.forcestopped`, a `MemoryError` after a refused allocation,
+/// ...), so the user sees the stop's message exactly once; else `otherwise`.
+pub(crate) fn stopped_or(otherwise: impl FnOnce() -> GearsError) -> GearsError {
+    match control::current().map(|control| control.check()) {
+        Some(Err(stopped)) => stopped,
+        _ => otherwise(),
     }
 }
 
@@ -72,6 +88,7 @@ impl Session for PythonSession {
     fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime)) {
         api::with_host(&self.redis, || {
             Python::attach(|py| {
+                let _running = Running::enter(py);
                 let mut runtime = PyRuntime { py, session: self };
                 f(&mut runtime)
             })
@@ -85,8 +102,9 @@ struct PyRuntime<'py, 's> {
 }
 
 impl PyRuntime<'_, '_> {
+    /// A failed Python call as a callback error, or as the stop of a stopped execution.
     fn callback_error(&self, err: PyErr) -> GearsError {
-        GearsError::Callback(format_error(self.py, &err))
+        stopped_or(|| GearsError::Callback(format_error(self.py, &err)))
     }
 
     fn bound(&self, value: &Record) -> Result<Bound<'_, PyAny>> {
