@@ -87,7 +87,7 @@ fn start(config: &PythonConfig) -> std::result::Result<(), String> {
         py.import("threading")?;
         crate::exceptions::install(py);
         crate::sleep::install(py)?;
-        crate::api::install(py)?;
+        crate::isolation::install(py)?;
         crate::watchdog::start(py)
     });
     // SAFETY: releases the GIL this thread got from Py_InitializeFromConfig; worker threads take

@@ -14,6 +14,7 @@ mod api;
 mod convert;
 mod exceptions;
 mod interpreter;
+mod isolation;
 mod memory;
 mod session;
 mod sleep;

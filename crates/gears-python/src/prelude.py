@@ -1,21 +1,22 @@
 # The Python side of Gears' GearsBuilder. It only records the steps; `run()` hands them to Rust,
-# which lowers them into the shared execution plan. Names here are copied into every script's
-# globals, as RedisGears 1.2 does.
-import redisgears
-from redisgears import executeCommand as execute
-from redisgears import log, configGet, gearsConfigGet, hashtag
-from redisgears import GearsError
+# which lowers them into the shared execution plan.
+#
+# Compiled once and run once per session, into a fresh namespace that already holds the Rust
+# functions (`execute`, `log`, `configGet`, `gearsConfigGet`, `hashtag`, `_begin_atomic`,
+# `_end_atomic`, `_run`) and `GearsError`: every script gets its own classes and functions, so
+# none can patch another's. The public names are copied into the script's globals, as
+# RedisGears 1.2 does.
 
 
 class atomic(object):
     """`with atomic():` runs the block's commands with no other client in between."""
 
     def __enter__(self):
-        redisgears._begin_atomic()
+        _begin_atomic()
         return self
 
     def __exit__(self, *exc):
-        redisgears._end_atomic()
+        _end_atomic()
         return False
 
 
@@ -138,8 +139,8 @@ class GearsBuilder(object):
         return self
 
     def run(self, arg=None, convertToStr=True, collect=True, **kwargs):
-        return redisgears._run(self.reader, self.defaultArg, self.desc, self.steps, arg,
-                               convertToStr, collect, kwargs)
+        return _run(self.reader, self.defaultArg, self.desc, self.steps, arg, convertToStr,
+                    collect, kwargs)
 
     def register(self, *args, **kwargs):
         raise GearsError('register is not supported yet by this version of Gears')

@@ -8,10 +8,11 @@ use gears_core::{
     Session, ValueId,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyList, PyString};
 
 use crate::api::{self, format_error};
 use crate::convert::{native, to_core, to_py};
+use crate::isolation::Namespaces;
 use crate::watchdog::Running;
 
 /// Compiles Python scripts. The interpreter must have been started with
@@ -40,18 +41,20 @@ impl Frontend for PythonFrontend {
             // The script's top level can be stopped (and its allocations refused) like a
             // callback.
             let _running = Running::enter(py);
-            let globals = api::new_globals(py)
+            let namespaces = Namespaces::new(py)
                 .map_err(|e| stopped_or(|| GearsError::Internal(e.to_string())))?;
             let (outcome, state) = api::with_host(&redis, || {
-                api::compiling(|| py.run(&script, Some(&globals), None))
+                api::compiling(|| py.run(&script, Some(namespaces.globals.bind(py)), None))
             });
-            outcome.map_err(|e| stopped_or(|| GearsError::Script(format_error(py, &e))))?;
             let session = PythonSession {
-                _globals: globals.unbind(),
-                callbacks: state.callbacks,
-                values: state.values,
+                state: SessionState {
+                    namespaces,
+                    callbacks: state.callbacks,
+                    values: state.values,
+                },
                 redis,
             };
+            outcome.map_err(|e| stopped_or(|| GearsError::Script(format_error(py, &e))))?;
             Ok(Compiled {
                 session: Arc::new(session),
                 plans: state.plans,
@@ -70,14 +73,23 @@ pub(crate) fn stopped_or(otherwise: impl FnOnce() -> GearsError) -> GearsError {
     }
 }
 
-/// One script's globals, callbacks and values.
-pub struct PythonSession {
-    /// The script's globals, owned for the session's life (callbacks also reach them through
-    /// their `__globals__`; nothing reads this field).
-    _globals: Py<PyDict>,
+/// One script's Python objects.
+struct SessionState {
+    namespaces: Namespaces,
     callbacks: Vec<Py<PyAny>>,
     values: Vec<Py<PyAny>>,
+}
+
+/// One script's globals, API namespace, callbacks and values.
+pub struct PythonSession {
+    state: SessionState,
     redis: Arc<dyn RedisAccess>,
+}
+
+impl PythonSession {
+    fn state(&self) -> &SessionState {
+        &self.state
+    }
 }
 
 impl Session for PythonSession {
@@ -117,6 +129,7 @@ impl Runtime for PyRuntime<'_, '_> {
         let py = self.py;
         let function = self
             .session
+            .state()
             .callbacks
             .get(callback.0 as usize)
             .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))?;
@@ -149,12 +162,12 @@ impl Runtime for PyRuntime<'_, '_> {
         let py = self.py;
         let value = self
             .session
+            .state()
             .values
             .get(id.0 as usize)
             .ok_or_else(|| GearsError::Internal(format!("unknown value {}", id.0)))?;
-        let copy = py
-            .import("copy")
-            .and_then(|copy| copy.call_method1("deepcopy", (value.bind(py),)))
+        let copy = crate::isolation::deepcopy(py)
+            .and_then(|deepcopy| deepcopy.call1((value.bind(py),)))
             .map_err(|e| self.callback_error(e))?;
         Ok(native(copy))
     }
@@ -203,10 +216,12 @@ impl Runtime for PyRuntime<'_, '_> {
         let result = self.call(callback, &[])?;
         let obj = self.bound(&result)?;
         let reader = self
-            .py
-            .import("gears_builder")
-            .and_then(|prelude| prelude.getattr("_ReaderIterator"))
-            .and_then(|class| class.call1((obj,)))
+            .session
+            .state()
+            .namespaces
+            .reader_iterator
+            .bind(self.py)
+            .call1((obj,))
             .map_err(|e| self.callback_error(e))?;
         Ok(native(reader))
     }
