@@ -67,28 +67,47 @@ fn sleep(py: Python<'_>, secs: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// The argument checks of the original: a float (not NaN) or an integer (anything with
-/// `__index__`), not negative.
+/// The argument checks of the original, in its order and with its messages: a float (not NaN)
+/// or an integer (anything with `__index__`) that fits in CPython's nanosecond clock type, then
+/// not negative.
 fn sleep_length(secs: &Bound<'_, PyAny>) -> PyResult<Duration> {
-    let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
-    let seconds = match secs.cast::<PyFloat>() {
+    const NANOS: i64 = 1_000_000_000;
+    let nanos: i64 = match secs.cast::<PyFloat>() {
         Ok(f) => {
             let value = f.value();
             if value.is_nan() {
                 return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
             }
-            value
+            // Rounded away from zero, as CPython rounds timeouts.
+            let nanos = value * NANOS as f64;
+            let nanos = if nanos >= 0.0 {
+                nanos.ceil()
+            } else {
+                nanos.floor()
+            };
+            if !(nanos >= i64::MIN as f64 && nanos < i64::MAX as f64) {
+                return Err(PyOverflowError::new_err(
+                    "timestamp out of range for platform time_t",
+                ));
+            }
+            nanos as i64
         }
         Err(_) => {
             // SAFETY: PyNumber_Index returns a new reference or NULL with an exception set.
             let index = unsafe {
                 Bound::from_owned_ptr_or_err(secs.py(), ffi::PyNumber_Index(secs.as_ptr()))?
             };
-            index.extract::<i64>().map_err(|_| too_large())? as f64
+            index
+                .extract::<i64>()
+                .ok()
+                .and_then(|seconds| seconds.checked_mul(NANOS))
+                .ok_or_else(|| {
+                    PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t")
+                })?
         }
     };
-    if seconds < 0.0 {
+    if nanos < 0 {
         return Err(PyValueError::new_err("sleep length must be non-negative"));
     }
-    Duration::try_from_secs_f64(seconds).map_err(|_| too_large())
+    Ok(Duration::from_nanos(nanos as u64))
 }
