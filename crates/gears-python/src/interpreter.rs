@@ -4,6 +4,7 @@ use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::thread::ThreadId;
 
 use gears_core::{GearsError, Result};
 use pyo3::ffi;
@@ -20,8 +21,15 @@ pub struct PythonConfig {
 }
 
 static STARTED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-
+/// The thread that started Python: Redis's main thread, which holds the Redis lock whenever it
+/// runs module code, so it must never wait for the GIL.
+static MAIN_THREAD: OnceLock<ThreadId> = OnceLock::new();
 static ATTEMPT_TRACEBACK: AtomicBool = AtomicBool::new(true);
+
+/// True on the thread that started Python (Redis's main thread).
+pub(crate) fn on_main_thread() -> bool {
+    MAIN_THREAD.get() == Some(&std::thread::current().id())
+}
 
 pub(crate) fn attempt_traceback() -> bool {
     ATTEMPT_TRACEBACK.load(Ordering::Relaxed)
@@ -44,6 +52,7 @@ pub fn start_interpreter(config: &PythonConfig) -> Result<()> {
 
 fn start(config: &PythonConfig) -> std::result::Result<(), String> {
     reopen_libpython_global();
+    let _ = MAIN_THREAD.set(std::thread::current().id());
     // SAFETY: plain CPython initialisation through PyConfig, done once (guarded by STARTED)
     // before any other Python API call in this process.
     unsafe {

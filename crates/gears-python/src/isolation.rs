@@ -121,10 +121,12 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// One session's own Python objects: its globals (holding its `__builtins__`; the namespace its
-/// prelude ran in is reached through the prelude's functions).
+/// One session's own Python objects: its globals, the namespace its prelude ran in and its
+/// `__builtins__`.
 pub(crate) struct Namespaces {
     pub globals: Py<PyDict>,
+    pub api: Py<PyDict>,
+    pub builtins: Py<PyDict>,
     /// The session's `_ReaderIterator` class (generator readers).
     pub reader_iterator: Py<PyAny>,
 }
@@ -164,8 +166,19 @@ impl Namespaces {
             .ok_or_else(|| crate::exceptions::error::new_err("the prelude has no reader"))?;
         Ok(Namespaces {
             globals: globals.unbind(),
+            api: api.unbind(),
+            builtins: builtins.unbind(),
             reader_iterator: reader_iterator.unbind(),
         })
+    }
+
+    /// Empties the session's dicts, so that what they hold is freed by reference counting now
+    /// (a script's functions reach its globals through `__globals__`: a cycle the cyclic GC
+    /// would otherwise free only when it happens to run).
+    pub(crate) fn clear(&self, py: Python<'_>) {
+        self.globals.bind(py).clear();
+        self.api.bind(py).clear();
+        self.builtins.bind(py).clear();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The Python frontend and its sessions.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use gears_core::control;
@@ -13,7 +14,7 @@ use pyo3::types::{PyList, PyString};
 use crate::api::{self, format_error};
 use crate::convert::{native, to_core, to_py};
 use crate::isolation::Namespaces;
-use crate::watchdog::Running;
+use crate::watchdog::{self, Running};
 
 /// Compiles Python scripts. The interpreter must have been started with
 /// [`crate::start_interpreter`].
@@ -47,13 +48,14 @@ impl Frontend for PythonFrontend {
                 api::compiling(|| py.run(&script, Some(namespaces.globals.bind(py)), None))
             });
             let session = PythonSession {
-                state: SessionState {
+                state: ManuallyDrop::new(SessionState {
                     namespaces,
                     callbacks: state.callbacks,
                     values: state.values,
-                },
+                }),
                 redis,
             };
+            // On failure the session is dropped here, so what the script built is freed now.
             outcome.map_err(|e| stopped_or(|| GearsError::Script(format_error(py, &e))))?;
             Ok(Compiled {
                 session: Arc::new(session),
@@ -80,15 +82,42 @@ struct SessionState {
     values: Vec<Py<PyAny>>,
 }
 
+impl SessionState {
+    /// Frees everything the script holds, now (with the GIL).
+    fn free(self, py: Python<'_>) {
+        self.namespaces.clear(py);
+        drop(self);
+    }
+}
+
 /// One script's globals, API namespace, callbacks and values.
 pub struct PythonSession {
-    state: SessionState,
+    /// Taken (and freed under the GIL) only in `Drop`.
+    state: ManuallyDrop<SessionState>,
     redis: Arc<dyn RedisAccess>,
 }
 
 impl PythonSession {
     fn state(&self) -> &SessionState {
         &self.state
+    }
+}
+
+impl Drop for PythonSession {
+    /// Clears the session's dicts and drops its objects under the GIL, so a finished session's
+    /// objects are freed at once by reference counting, not whenever the cyclic GC runs.
+    fn drop(&mut self) {
+        // SAFETY: `state` is never used again after this.
+        let state = unsafe { ManuallyDrop::take(&mut self.state) };
+        // SAFETY: plain query of whether this thread holds the GIL.
+        let holds_gil = unsafe { pyo3::ffi::PyGILState_Check() } == 1;
+        if !holds_gil && crate::interpreter::on_main_thread() {
+            // Redis's main thread holds the Redis lock: it must not wait for the GIL (a worker
+            // may hold the GIL while it waits for the Redis lock). The watchdog frees it.
+            watchdog::defer(Box::new(move |py| state.free(py)));
+            return;
+        }
+        Python::attach(|py| state.free(py));
     }
 }
 

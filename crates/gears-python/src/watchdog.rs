@@ -11,6 +11,9 @@
 //! never holds the registry's mutex while it waits for the GIL. Threads register and unregister
 //! while holding the GIL, so under the GIL the registry says exactly which thread runs Python
 //! for which execution: a stop is never sent to a thread that already works for another one.
+//!
+//! The watchdog also frees sessions dropped on Redis's main thread (see
+//! [`crate::session::PythonSession`]): that thread must not wait for the GIL.
 
 use std::ffi::c_ulong;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +42,11 @@ struct Entry {
     last_sent: Option<Instant>,
 }
 
+/// Work the watchdog does under the GIL for other threads.
+type Deferred = Box<dyn FnOnce(Python<'_>) + Send>;
+
 static RUNNING: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+static DEFERRED: Mutex<Vec<Deferred>> = Mutex::new(Vec::new());
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 /// A Python function that does nothing: calling it makes the eval loop deliver a pending
 /// asynchronous exception (see `Running::drop`).
@@ -96,6 +103,11 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Runs `f` under the GIL on the watchdog thread, soon.
+pub(crate) fn defer(f: Deferred) {
+    lock(&DEFERRED).push(f);
+}
+
 /// Prepares the watchdog (under the GIL, at interpreter start) and starts its thread.
 pub(crate) fn start(py: Python<'_>) -> PyResult<()> {
     let nothing = py.eval(c"lambda: None", None, None)?;
@@ -111,11 +123,19 @@ fn watch() {
     loop {
         std::thread::sleep(TICK);
         let due = due_stops();
-        if due.is_empty() {
+        let deferred = std::mem::take(&mut *lock(&DEFERRED));
+        if due.is_empty() && deferred.is_empty() {
             continue;
         }
         // The watchdog never holds the Redis lock: waiting for the GIL here is allowed.
-        Python::attach(|py| send_stops(py, &due));
+        Python::attach(|py| {
+            if !due.is_empty() {
+                send_stops(py, &due);
+            }
+            for f in deferred {
+                f(py);
+            }
+        });
     }
 }
 
@@ -146,9 +166,4 @@ fn send_stops(py: Python<'_>, due: &[u64]) {
         }
         entry.last_sent = Some(Instant::now());
     }
-}
-
-#[cfg(test)]
-pub(crate) fn registered() -> usize {
-    lock(&RUNNING).len()
 }
