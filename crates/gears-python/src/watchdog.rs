@@ -167,3 +167,30 @@ fn send_stops(py: Python<'_>, due: &[u64]) {
         entry.last_sent = Some(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gears_core::control::ControlScope;
+
+    #[test]
+    fn a_stop_still_pending_when_the_thread_unregisters_is_dropped() {
+        crate::tests::frontend();
+        let control = ExecutionControl::unlimited();
+        let _scope = ControlScope::enter(&control);
+        Python::attach(|py| {
+            control.stop("stopped");
+            {
+                let running = Running::enter(py).expect("registered");
+                // What the watchdog does; the GIL is held, so it is delivered later.
+                send_stops(py, &[running.token]);
+                let raised = py.eval(c"sum(range(10))", None, None).expect_err("stopped");
+                assert!(raised.is_instance_of::<forcestopped>(py));
+                // Sent again, and still pending when the code it was meant for returns.
+                send_stops(py, &[running.token]);
+            }
+            let after = py.eval(c"sum(range(10))", None, None);
+            assert_eq!(after.and_then(|v| v.extract::<i64>()).ok(), Some(45));
+        });
+    }
+}
