@@ -177,18 +177,16 @@ fn gears_config_get(
     Ok(value)
 }
 
-/// `atomic().__enter__`: keeps the Redis lock until the block ends. The GIL is released while
-/// waiting for the lock (lock order: Redis lock, then GIL).
-#[pyfunction(name = "_begin_atomic")]
-fn begin_atomic(py: Python<'_>) -> PyResult<()> {
+/// Starts an atomic block (`atomic().__enter__`): the Redis lock is kept until the block ends.
+/// The GIL is released while waiting for the lock (lock order: Redis lock, then GIL).
+pub(crate) fn begin_atomic_block(py: Python<'_>) -> PyResult<()> {
     let host = host()?;
     py.detach(move || host.begin_atomic())
         .map_err(|e| error::new_err(e.to_string()))
 }
 
-/// `atomic().__exit__`.
-#[pyfunction(name = "_end_atomic")]
-fn end_atomic() -> PyResult<()> {
+/// Ends the atomic block (`atomic().__exit__`).
+pub(crate) fn end_atomic_block() -> PyResult<()> {
     host()?.end_atomic();
     Ok(())
 }
@@ -420,13 +418,12 @@ pub(crate) fn functions(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         wrap_pyfunction!(config_get, py)?,
         wrap_pyfunction!(gears_config_get, py)?,
         wrap_pyfunction!(hashtag, py)?,
-        wrap_pyfunction!(begin_atomic, py)?,
-        wrap_pyfunction!(end_atomic, py)?,
         wrap_pyfunction!(run, py)?,
     ] {
         function.setattr("__module__", "redisgears")?;
         functions.set_item(function.getattr("__name__")?, function)?;
     }
+    functions.set_item("atomic", py.get_type::<crate::classes::Atomic>())?;
     functions.set_item("GearsError", py.get_type::<error>())?;
     functions.set_item("forcestopped", py.get_type::<forcestopped>())?;
     Ok(functions)

@@ -3,10 +3,11 @@
 //! Scripts share one interpreter, so anything they share can be patched by one of them to spy
 //! on the others (a script that replaced a shared `execute` saw a later script's
 //! `SET user:1 password123`). So nothing of the Gears API a script can reach is shared mutably:
-//! - every session runs the prelude (`GearsBuilder`, `GB`, `atomic`, ...) into a fresh
-//!   namespace; the prelude is compiled once, at start-up, and only executed per session;
-//! - the Rust functions (`execute`, `log`, ...) are bound directly into that namespace;
-//!   builtin functions have no writable code, globals or defaults;
+//! - every session runs the prelude (`GearsBuilder`, `GB`) into a fresh namespace; the prelude
+//!   is compiled once, at start-up, and only executed per session;
+//! - the Rust functions (`execute`, `log`, ...) and classes (`atomic`) are bound directly into
+//!   that namespace; builtin functions have no writable code, globals or defaults, and the
+//!   classes are immutable;
 //! - every session gets its own `__builtins__`, a copy of a pristine snapshot taken at start-up,
 //!   so `import builtins; builtins.len = spy` reaches no other session; its `__import__` always
 //!   returns the real `redisgears` module, whatever a script put in `sys.modules`;
@@ -127,8 +128,6 @@ pub(crate) struct Namespaces {
     pub globals: Py<PyDict>,
     pub api: Py<PyDict>,
     pub builtins: Py<PyDict>,
-    /// The session's `_ReaderIterator` class (generator readers).
-    pub reader_iterator: Py<PyAny>,
 }
 
 impl Namespaces {
@@ -161,14 +160,10 @@ impl Namespaces {
                 globals.set_item(name, value)?;
             }
         }
-        let reader_iterator = api
-            .get_item("_ReaderIterator")?
-            .ok_or_else(|| crate::exceptions::error::new_err("the prelude has no reader"))?;
         Ok(Namespaces {
             globals: globals.unbind(),
             api: api.unbind(),
             builtins: builtins.unbind(),
-            reader_iterator: reader_iterator.unbind(),
         })
     }
 

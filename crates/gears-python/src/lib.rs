@@ -11,6 +11,7 @@
 //!   lock, so the lock order is always Redis lock → GIL, never the reverse.
 
 mod api;
+mod classes;
 mod convert;
 mod exceptions;
 mod interpreter;

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::api::{self, format_error};
+use crate::classes::ReaderIterator;
 use crate::convert::{native, to_core, to_py};
 use crate::isolation::Namespaces;
 use crate::watchdog::{self, Running};
@@ -244,25 +245,19 @@ impl Runtime for PyRuntime<'_, '_> {
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
         let result = self.call(callback, &[])?;
         let obj = self.bound(&result)?;
-        let reader = self
-            .session
-            .state()
-            .namespaces
-            .reader_iterator
-            .bind(self.py)
-            .call1((obj,))
-            .map_err(|e| self.callback_error(e))?;
-        Ok(native(reader))
+        let reader = ReaderIterator::start(&obj).map_err(|e| self.callback_error(e))?;
+        Ok(native(reader.into_any()))
     }
 
     fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
         let reader = self.bound(generator)?;
-        let items = reader
-            .call_method1("take", (max,))
-            .map_err(|e| self.callback_error(e))?;
-        let items = items
-            .cast::<PyList>()
+        let reader = reader
+            .cast::<ReaderIterator>()
             .map_err(|e| GearsError::Internal(e.to_string()))?;
-        Ok(items.iter().map(native).collect())
+        let items = reader
+            .get()
+            .take(self.py, max)
+            .map_err(|e| self.callback_error(e))?;
+        Ok(items.into_iter().map(native).collect())
     }
 }

@@ -548,3 +548,35 @@ fn bytes_are_dict_keys_both_ways() {
         vec![vec![b"DEL".to_vec(), b"k\xff".to_vec()]]
     );
 }
+
+#[test]
+#[ignore = "a measurement, run with --ignored --nocapture"]
+fn measure_per_session_overhead() {
+    use pyo3::prelude::*;
+    frontend();
+    let n = 20_000;
+    Python::attach(|py| {
+        let started = Instant::now();
+        for _ in 0..n {
+            let namespaces = crate::isolation::Namespaces::new(py).expect("namespaces");
+            namespaces.clear(py);
+        }
+        eprintln!("Namespaces::new + clear: {:?} each", started.elapsed() / n);
+        let started = Instant::now();
+        for _ in 0..n {
+            let builtins = py.import("builtins").unwrap().dict().copy().unwrap();
+            builtins.clear();
+        }
+        eprintln!("builtins copy: {:?} each", started.elapsed() / n);
+    });
+    let redis = Arc::new(Recorder::default());
+    let started = Instant::now();
+    for _ in 0..n {
+        drop(
+            frontend()
+                .compile("x = 1", redis.clone())
+                .expect("compiles"),
+        );
+    }
+    eprintln!("compile('x = 1') + drop: {:?} each", started.elapsed() / n);
+}
