@@ -152,6 +152,12 @@ impl PyRuntime<'_, '_> {
     fn bound(&self, value: &Record) -> Result<Bound<'_, PyAny>> {
         to_py(self.py, value)
     }
+
+    /// A value as a core record. Converting runs `str()` of unknown objects, which can fail
+    /// because the execution was stopped.
+    fn convert(&self, value: &Record) -> Result<Record> {
+        to_core(&self.bound(value)?).map_err(|e| stopped_or(|| e))
+    }
 }
 
 impl Runtime for PyRuntime<'_, '_> {
@@ -180,9 +186,9 @@ impl Runtime for PyRuntime<'_, '_> {
 
     fn to_core(&mut self, value: Record) -> Result<Record> {
         match &value {
-            Record::Native(_) => to_core(&self.bound(&value)?),
+            Record::Native(_) => self.convert(&value),
             Record::List(_) | Record::Map(_) | Record::Key(_) if value.contains_native() => {
-                to_core(&self.bound(&value)?)
+                self.convert(&value)
             }
             _ => Ok(value),
         }

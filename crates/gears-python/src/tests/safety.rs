@@ -164,6 +164,23 @@ fn an_endless_loop_at_top_level_stops_within_100_ms() {
 }
 
 #[test]
+fn an_endless_str_in_the_final_conversion_is_stopped() {
+    let _serial = serial();
+    let (outcome, latency) = stop_while_running(
+        "class Endless:\n    def __str__(self):\n        log('running')\n        while True:\n            \
+         pass\nGB().map(lambda x: Endless()).run(convertToStr=False)",
+    );
+    // The runtime reports the stop (not a traceback of the interrupted __str__). The executor's
+    // final conversion still lists it once more before its own report: every entry is the stop.
+    let errors = outcome.expect("compiles");
+    assert!(
+        !errors.is_empty() && errors.iter().all(|e| e == STOPPED),
+        "{errors:?}"
+    );
+    assert!(latency < Duration::from_millis(100), "took {latency:?}");
+}
+
+#[test]
 fn a_script_that_catches_the_stop_once_gets_it_again() {
     let _serial = serial();
     let (outcome, latency) = stop_while_running(
