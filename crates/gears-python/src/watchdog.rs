@@ -61,7 +61,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Running<'py> {
     py: Python<'py>,
     token: u64,
-    _refusals: RefusalScope,
+    refusals: Option<RefusalScope>,
 }
 
 impl<'py> Running<'py> {
@@ -80,13 +80,16 @@ impl<'py> Running<'py> {
         Some(Running {
             py,
             token,
-            _refusals: RefusalScope::enter(),
+            refusals: Some(RefusalScope::enter()),
         })
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
+        // From here on this thread works for no execution: nothing it allocates is refused
+        // (a refused frame would keep a pending stop from being delivered below).
+        self.refusals.take();
         let sent = {
             let mut running = lock(&RUNNING);
             let position = running.iter().position(|e| e.token == self.token);
