@@ -25,7 +25,10 @@ impl RedisAccess for NoRedis {
     }
 }
 
-mod safety;
+mod isolation;
+mod memory;
+mod stopping;
+mod support;
 
 /// Starts Python once, on a thread of its own that then ends, as Redis's main thread would be:
 /// the test threads are never the thread that started Python.
