@@ -9,16 +9,11 @@ use gears_core::{
     ReaderSpec, Record, RedisAccess, RunArg, RunOptions, ValueId,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFunction, PyList, PyModule, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFunction, PyList, PyString, PyTuple};
 
 use crate::convert::{to_core, to_py};
 
-mod exception {
-    #![allow(non_camel_case_types)]
-    // Named `gears.error`, as in RedisGears: tracebacks read `gears.error: <message>`.
-    pyo3::create_exception!(gears, error, pyo3::exceptions::PyException);
-}
-use exception::error;
+use crate::exceptions::{error, forcestopped};
 
 /// What a script's top level builds while it runs: its callbacks, values and plans.
 #[derive(Default)]
@@ -182,18 +177,16 @@ fn gears_config_get(
     Ok(value)
 }
 
-/// `atomic().__enter__`: keeps the Redis lock until the block ends. The GIL is released while
-/// waiting for the lock (lock order: Redis lock, then GIL).
-#[pyfunction(name = "_begin_atomic")]
-fn begin_atomic(py: Python<'_>) -> PyResult<()> {
+/// Starts an atomic block (`atomic().__enter__`): the Redis lock is kept until the block ends.
+/// The GIL is released while waiting for the lock (lock order: Redis lock, then GIL).
+pub(crate) fn begin_atomic_block(py: Python<'_>) -> PyResult<()> {
     let host = host()?;
     py.detach(move || host.begin_atomic())
         .map_err(|e| error::new_err(e.to_string()))
 }
 
-/// `atomic().__exit__`.
-#[pyfunction(name = "_end_atomic")]
-fn end_atomic() -> PyResult<()> {
+/// Ends the atomic block (`atomic().__exit__`).
+pub(crate) fn end_atomic_block() -> PyResult<()> {
     host()?.end_atomic();
     Ok(())
 }
@@ -416,52 +409,24 @@ fn run(
     Ok(())
 }
 
-const PRELUDE: &str = include_str!("prelude.py");
-
-/// Installs the `redisgears` module and the GearsBuilder prelude (`gears_builder`).
-pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
-    let module = PyModule::new(py, "redisgears")?;
-    module.add_function(wrap_pyfunction!(execute_command, &module)?)?;
-    module.add_function(wrap_pyfunction!(log, &module)?)?;
-    module.add_function(wrap_pyfunction!(config_get, &module)?)?;
-    module.add_function(wrap_pyfunction!(gears_config_get, &module)?)?;
-    module.add_function(wrap_pyfunction!(hashtag, &module)?)?;
-    module.add_function(wrap_pyfunction!(begin_atomic, &module)?)?;
-    module.add_function(wrap_pyfunction!(end_atomic, &module)?)?;
-    module.add_function(wrap_pyfunction!(run, &module)?)?;
-    module.add("GearsError", py.get_type::<error>())?;
-    let sys_modules = py.import("sys")?.getattr("modules")?;
-    sys_modules.set_item("redisgears", &module)?;
-    let prelude = PyModule::from_code(
-        py,
-        &std::ffi::CString::new(PRELUDE)?,
-        c"<gears>",
-        c"gears_builder",
-    )?;
-    sys_modules.set_item("gears_builder", prelude)?;
-    Ok(())
-}
-
-/// The names every script's globals start with.
-pub(crate) fn new_globals(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let globals = PyDict::new(py);
-    globals.set_item("__builtins__", py.import("builtins")?)?;
-    globals.set_item("__name__", "__main__")?;
-    let prelude = py.import("gears_builder")?;
-    for name in [
-        "GearsBuilder",
-        "GB",
-        "execute",
-        "log",
-        "configGet",
-        "gearsConfigGet",
-        "hashtag",
-        "atomic",
-        "GearsError",
+/// The Rust API functions and exception types, by the names scripts and the prelude use.
+pub(crate) fn functions(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let functions = PyDict::new(py);
+    for function in [
+        wrap_pyfunction!(execute_command, py)?,
+        wrap_pyfunction!(log, py)?,
+        wrap_pyfunction!(config_get, py)?,
+        wrap_pyfunction!(gears_config_get, py)?,
+        wrap_pyfunction!(hashtag, py)?,
+        wrap_pyfunction!(run, py)?,
     ] {
-        globals.set_item(name, prelude.getattr(name)?)?;
+        function.setattr("__module__", "redisgears")?;
+        functions.set_item(function.getattr("__name__")?, function)?;
     }
-    Ok(globals)
+    functions.set_item("atomic", py.get_type::<crate::classes::Atomic>())?;
+    functions.set_item("GearsError", py.get_type::<error>())?;
+    functions.set_item("forcestopped", py.get_type::<forcestopped>())?;
+    Ok(functions)
 }
 
 /// The error text of a Python exception, as RedisGears 1.2 reports it: the repr of the list of
@@ -472,9 +437,11 @@ pub(crate) fn format_error(py: Python<'_>, err: &PyErr) -> String {
     let formatted = (|| -> PyResult<String> {
         let traceback = err.traceback(py);
         if crate::interpreter::attempt_traceback() && traceback.is_some() {
-            let lines = py
-                .import("traceback")?
-                .call_method1("format_exception", (err.get_type(py), value, traceback))?;
+            let lines = crate::isolation::format_exception(py)?.call1((
+                err.get_type(py),
+                value,
+                traceback,
+            ))?;
             let kept = PyList::empty(py);
             for line in lines.try_iter()? {
                 let line = line?;

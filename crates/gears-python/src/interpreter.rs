@@ -4,6 +4,7 @@ use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::thread::ThreadId;
 
 use gears_core::{GearsError, Result};
 use pyo3::ffi;
@@ -20,7 +21,15 @@ pub struct PythonConfig {
 }
 
 static STARTED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+/// The thread that started Python: Redis's main thread, which holds the Redis lock whenever it
+/// runs module code, so it must never wait for the GIL.
+static MAIN_THREAD: OnceLock<ThreadId> = OnceLock::new();
 static ATTEMPT_TRACEBACK: AtomicBool = AtomicBool::new(true);
+
+/// True on the thread that started Python (Redis's main thread).
+pub(crate) fn on_main_thread() -> bool {
+    MAIN_THREAD.get() == Some(&std::thread::current().id())
+}
 
 pub(crate) fn attempt_traceback() -> bool {
     ATTEMPT_TRACEBACK.load(Ordering::Relaxed)
@@ -48,12 +57,17 @@ pub fn start_interpreter(config: &PythonConfig) -> Result<()> {
 
 fn start(config: &PythonConfig) -> std::result::Result<(), String> {
     reopen_libpython_global();
+    let _ = MAIN_THREAD.set(std::thread::current().id());
     // SAFETY: plain CPython initialisation through PyConfig, done once (guarded by STARTED)
     // before any other Python API call in this process.
     unsafe {
         if ffi::Py_IsInitialized() != 0 {
             return Err("Python was already initialised by another module".into());
         }
+        // Choose the allocators, then wrap them before the interpreter allocates anything
+        // it will free later.
+        let allocators = pre_initialize()?;
+        crate::memory::install(allocators);
         let mut pyconfig = std::mem::MaybeUninit::<ffi::PyConfig>::zeroed();
         ffi::PyConfig_InitPythonConfig(pyconfig.as_mut_ptr());
         let mut pyconfig = pyconfig.assume_init();
@@ -76,20 +90,19 @@ fn start(config: &PythonConfig) -> std::result::Result<(), String> {
         let status = ffi::Py_InitializeFromConfig(&pyconfig);
         ffi::PyConfig_Clear(&mut pyconfig);
         if ffi::PyStatus_Exception(status) != 0 {
-            let message = if status.err_msg.is_null() {
-                "unknown error".to_string()
-            } else {
-                CStr::from_ptr(status.err_msg)
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            return Err(format!("Python failed to start: {message}"));
+            return Err(format!(
+                "Python failed to start: {}",
+                status_message(&status)
+            ));
         }
     }
     let setup = Python::attach(|py| -> PyResult<()> {
         // Record this (Redis's main) thread as Python's main thread.
         py.import("threading")?;
-        crate::api::install(py)
+        crate::exceptions::install(py);
+        crate::sleep::install(py)?;
+        crate::isolation::install(py)?;
+        crate::watchdog::start(py)
     });
     // SAFETY: releases the GIL this thread got from Py_InitializeFromConfig; worker threads take
     // it with PyGILState_Ensure (Python::attach). The thread state is never restored.
@@ -97,6 +110,50 @@ fn start(config: &PythonConfig) -> std::result::Result<(), String> {
         ffi::PyEval_SaveThread();
     }
     setup.map_err(|e| format!("Python set-up failed: {e}"))
+}
+
+/// `Py_PreInitialize` with pymalloc chosen explicitly (whatever `PYTHONMALLOC` says), so that
+/// the raw domain is malloc, whose blocks the memory hooks can measure; malloc everywhere on a
+/// CPython built without pymalloc.
+///
+/// # Safety
+/// Call once, before any other initialisation of the interpreter.
+unsafe fn pre_initialize() -> std::result::Result<crate::memory::Allocators, String> {
+    use crate::memory::Allocators;
+    // CPython's PyMemAllocatorName values.
+    const PYMEM_ALLOCATOR_MALLOC: i32 = 3;
+    const PYMEM_ALLOCATOR_PYMALLOC: i32 = 5;
+    let mut message = String::new();
+    for (allocator, allocators) in [
+        (PYMEM_ALLOCATOR_PYMALLOC, Allocators::Pymalloc),
+        (PYMEM_ALLOCATOR_MALLOC, Allocators::Malloc),
+    ] {
+        let mut preconfig = std::mem::MaybeUninit::<ffi::PyPreConfig>::zeroed();
+        ffi::PyPreConfig_InitPythonConfig(preconfig.as_mut_ptr());
+        let mut preconfig = preconfig.assume_init();
+        preconfig.parse_argv = 0;
+        preconfig.allocator = allocator;
+        let status = ffi::Py_PreInitialize(&preconfig);
+        if ffi::PyStatus_Exception(status) == 0 {
+            return Ok(allocators);
+        }
+        message = status_message(&status);
+    }
+    Err(format!("Python failed to pre-initialise: {message}"))
+}
+
+/// The text of a failed PyStatus.
+///
+/// # Safety
+/// `status.err_msg` must be NULL or a C string (CPython's statuses hold static strings).
+unsafe fn status_message(status: &ffi::PyStatus) -> String {
+    if status.err_msg.is_null() {
+        "unknown error".to_string()
+    } else {
+        CStr::from_ptr(status.err_msg)
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 /// libpython arrived with redis-server's `dlopen` of the module, without `RTLD_GLOBAL`, so C

@@ -4,16 +4,28 @@
 //!   virtual environment (PyConfig, not environment variables) and libpython re-opened with
 //!   `RTLD_GLOBAL` so C extensions such as numpy import inside redis-server.
 //! - [`PythonFrontend`] compiles a script: every script gets its own globals dict holding
-//!   RedisGears 1.2's API (`GearsBuilder`/`GB`, `execute`, `log`, ...); `run()` lowers the
-//!   recorded steps into a [`gears_core::ExecutionPlan`].
-//! - [`PythonSession`] owns the script's globals, callbacks and values; the executor enters it
-//!   (taking the GIL) once per batch. `execute` releases the GIL before it waits for the Redis
-//!   lock, so the lock order is always Redis lock → GIL, never the reverse.
+//!   RedisGears 1.2's API (`GearsBuilder`/`GB`, `execute`, `log`, ...), its own copy of that API
+//!   and of the builtins, so no script can change what another's calls do (`isolation`);
+//!   `run()` lowers the recorded steps into a [`gears_core::ExecutionPlan`].
+//! - [`PythonSession`] owns the script's globals, callbacks and values, and frees them when
+//!   dropped; the executor enters it (taking the GIL) once per batch. `execute` releases the
+//!   GIL before it waits for the Redis lock, so the lock order is always Redis lock → GIL, never
+//!   the reverse.
+//! - Executions are kept in bounds: Python's allocations are counted and refused past the
+//!   execution's memory limit (`memory`), a watchdog thread interrupts Python code whose
+//!   execution was stopped (`watchdog`), and `time.sleep` never sleeps holding the Redis lock
+//!   and wakes up when its execution is stopped (`sleep`).
 
 mod api;
+mod classes;
 mod convert;
+mod exceptions;
 mod interpreter;
+mod isolation;
+mod memory;
 mod session;
+mod sleep;
+mod watchdog;
 
 pub use interpreter::{set_attempt_traceback, start_interpreter, PythonConfig};
 pub use session::{PythonFrontend, PythonSession};

@@ -1,47 +1,10 @@
 # The Python side of Gears' GearsBuilder. It only records the steps; `run()` hands them to Rust,
-# which lowers them into the shared execution plan. Names here are copied into every script's
-# globals, as RedisGears 1.2 does.
-import redisgears
-from redisgears import executeCommand as execute
-from redisgears import log, configGet, gearsConfigGet, hashtag
-from redisgears import GearsError
-
-
-class atomic(object):
-    """`with atomic():` runs the block's commands with no other client in between."""
-
-    def __enter__(self):
-        redisgears._begin_atomic()
-        return self
-
-    def __exit__(self, *exc):
-        redisgears._end_atomic()
-        return False
-
-
-class _ReaderIterator(object):
-    """Feeds a generator reader in batches. An exception ends the input, but the records
-    yielded before it are delivered first; the exception is raised on the next batch."""
-
-    def __init__(self, iterable):
-        self.iterator = iter(iterable)
-        self.error = None
-
-    def take(self, count):
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        items = []
-        try:
-            for _ in range(count):
-                items.append(next(self.iterator))
-        except StopIteration:
-            pass
-        except BaseException as error:
-            if not items:
-                raise
-            self.error = error
-        return items
+# which lowers them into the shared execution plan.
+#
+# Compiled once and run once per session, into a fresh namespace that already holds the Rust
+# functions and classes (`execute`, `log`, `configGet`, `gearsConfigGet`, `hashtag`, `atomic`,
+# `_run`) and `GearsError`: every script gets its own GearsBuilder, so none can patch another's.
+# The public names are copied into the script's globals, as RedisGears 1.2 does.
 
 
 def _check_functions(op, args, count):
@@ -138,8 +101,8 @@ class GearsBuilder(object):
         return self
 
     def run(self, arg=None, convertToStr=True, collect=True, **kwargs):
-        return redisgears._run(self.reader, self.defaultArg, self.desc, self.steps, arg,
-                               convertToStr, collect, kwargs)
+        return _run(self.reader, self.defaultArg, self.desc, self.steps, arg, convertToStr,
+                    collect, kwargs)
 
     def register(self, *args, **kwargs):
         raise GearsError('register is not supported yet by this version of Gears')

@@ -1,16 +1,21 @@
 //! The Python frontend and its sessions.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
+use gears_core::control;
 use gears_core::{
     CallbackId, Compiled, Frontend, GearsError, Language, Record, RedisAccess, Result, Runtime,
     Session, ValueId,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyList, PyString};
 
 use crate::api::{self, format_error};
+use crate::classes::ReaderIterator;
 use crate::convert::{native, to_core, to_py};
+use crate::isolation::Namespaces;
+use crate::watchdog::{self, Running};
 
 /// Compiles Python scripts. The interpreter must have been started with
 /// [`crate::start_interpreter`].
@@ -35,17 +40,24 @@ impl Frontend for PythonFrontend {
         let script = std::ffi::CString::new(script)
             .map_err(|_| GearsError::Script("script contains a NUL byte".into()))?;
         Python::attach(|py| {
-            let globals = api::new_globals(py).map_err(|e| GearsError::Internal(e.to_string()))?;
+            // The script's top level can be stopped (and its allocations refused) like a
+            // callback.
+            let _running = Running::enter(py);
+            let namespaces = Namespaces::new(py)
+                .map_err(|e| stopped_or(|| GearsError::Internal(e.to_string())))?;
             let (outcome, state) = api::with_host(&redis, || {
-                api::compiling(|| py.run(&script, Some(&globals), None))
+                api::compiling(|| py.run(&script, Some(namespaces.globals.bind(py)), None))
             });
-            outcome.map_err(|e| GearsError::Script(format_error(py, &e)))?;
             let session = PythonSession {
-                _globals: globals.unbind(),
-                callbacks: state.callbacks,
-                values: state.values,
+                state: ManuallyDrop::new(SessionState {
+                    namespaces,
+                    callbacks: state.callbacks,
+                    values: state.values,
+                }),
                 redis,
             };
+            // On failure the session is dropped here, so what the script built is freed now.
+            outcome.map_err(|e| stopped_or(|| GearsError::Script(format_error(py, &e))))?;
             Ok(Compiled {
                 session: Arc::new(session),
                 plans: state.plans,
@@ -54,14 +66,60 @@ impl Frontend for PythonFrontend {
     }
 }
 
-/// One script's globals, callbacks and values.
-pub struct PythonSession {
-    /// The script's globals, owned for the session's life (callbacks also reach them through
-    /// their `__globals__`; nothing reads this field).
-    _globals: Py<PyDict>,
+/// The error of a failed Python call: the execution's stop if it was stopped meanwhile, whatever
+/// the Python exception says (`gears.forcestopped`, a `MemoryError` after a refused allocation,
+/// ...), so the user sees the stop's message exactly once; else `otherwise`.
+pub(crate) fn stopped_or(otherwise: impl FnOnce() -> GearsError) -> GearsError {
+    match control::current().map(|control| control.check()) {
+        Some(Err(stopped)) => stopped,
+        _ => otherwise(),
+    }
+}
+
+/// One script's Python objects.
+struct SessionState {
+    namespaces: Namespaces,
     callbacks: Vec<Py<PyAny>>,
     values: Vec<Py<PyAny>>,
+}
+
+impl SessionState {
+    /// Frees everything the script holds, now (with the GIL).
+    fn free(self, py: Python<'_>) {
+        self.namespaces.clear(py);
+        drop(self);
+    }
+}
+
+/// One script's globals, API namespace, callbacks and values.
+pub struct PythonSession {
+    /// Taken (and freed under the GIL) only in `Drop`.
+    state: ManuallyDrop<SessionState>,
     redis: Arc<dyn RedisAccess>,
+}
+
+impl PythonSession {
+    fn state(&self) -> &SessionState {
+        &self.state
+    }
+}
+
+impl Drop for PythonSession {
+    /// Clears the session's dicts and drops its objects under the GIL, so a finished session's
+    /// objects are freed at once by reference counting, not whenever the cyclic GC runs.
+    fn drop(&mut self) {
+        // SAFETY: `state` is never used again after this.
+        let state = unsafe { ManuallyDrop::take(&mut self.state) };
+        // SAFETY: plain query of whether this thread holds the GIL.
+        let holds_gil = unsafe { pyo3::ffi::PyGILState_Check() } == 1;
+        if !holds_gil && crate::interpreter::on_main_thread() {
+            // Redis's main thread holds the Redis lock: it must not wait for the GIL (a worker
+            // may hold the GIL while it waits for the Redis lock). The watchdog frees it.
+            watchdog::defer(Box::new(move |py| state.free(py)));
+            return;
+        }
+        Python::attach(|py| state.free(py));
+    }
 }
 
 impl Session for PythonSession {
@@ -72,6 +130,7 @@ impl Session for PythonSession {
     fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime)) {
         api::with_host(&self.redis, || {
             Python::attach(|py| {
+                let _running = Running::enter(py);
                 let mut runtime = PyRuntime { py, session: self };
                 f(&mut runtime)
             })
@@ -85,12 +144,19 @@ struct PyRuntime<'py, 's> {
 }
 
 impl PyRuntime<'_, '_> {
+    /// A failed Python call as a callback error, or as the stop of a stopped execution.
     fn callback_error(&self, err: PyErr) -> GearsError {
-        GearsError::Callback(format_error(self.py, &err))
+        stopped_or(|| GearsError::Callback(format_error(self.py, &err)))
     }
 
     fn bound(&self, value: &Record) -> Result<Bound<'_, PyAny>> {
         to_py(self.py, value)
+    }
+
+    /// A value as a core record. Converting runs `str()` of unknown objects, which can fail
+    /// because the execution was stopped.
+    fn convert(&self, value: &Record) -> Result<Record> {
+        to_core(&self.bound(value)?).map_err(|e| stopped_or(|| e))
     }
 }
 
@@ -99,6 +165,7 @@ impl Runtime for PyRuntime<'_, '_> {
         let py = self.py;
         let function = self
             .session
+            .state()
             .callbacks
             .get(callback.0 as usize)
             .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))?;
@@ -119,9 +186,9 @@ impl Runtime for PyRuntime<'_, '_> {
 
     fn to_core(&mut self, value: Record) -> Result<Record> {
         match &value {
-            Record::Native(_) => to_core(&self.bound(&value)?),
+            Record::Native(_) => self.convert(&value),
             Record::List(_) | Record::Map(_) | Record::Key(_) if value.contains_native() => {
-                to_core(&self.bound(&value)?)
+                self.convert(&value)
             }
             _ => Ok(value),
         }
@@ -131,12 +198,12 @@ impl Runtime for PyRuntime<'_, '_> {
         let py = self.py;
         let value = self
             .session
+            .state()
             .values
             .get(id.0 as usize)
             .ok_or_else(|| GearsError::Internal(format!("unknown value {}", id.0)))?;
-        let copy = py
-            .import("copy")
-            .and_then(|copy| copy.call_method1("deepcopy", (value.bind(py),)))
+        let copy = crate::isolation::deepcopy(py)
+            .and_then(|deepcopy| deepcopy.call1((value.bind(py),)))
             .map_err(|e| self.callback_error(e))?;
         Ok(native(copy))
     }
@@ -184,23 +251,19 @@ impl Runtime for PyRuntime<'_, '_> {
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
         let result = self.call(callback, &[])?;
         let obj = self.bound(&result)?;
-        let reader = self
-            .py
-            .import("gears_builder")
-            .and_then(|prelude| prelude.getattr("_ReaderIterator"))
-            .and_then(|class| class.call1((obj,)))
-            .map_err(|e| self.callback_error(e))?;
-        Ok(native(reader))
+        let reader = ReaderIterator::start(&obj).map_err(|e| self.callback_error(e))?;
+        Ok(native(reader.into_any()))
     }
 
     fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
         let reader = self.bound(generator)?;
-        let items = reader
-            .call_method1("take", (max,))
-            .map_err(|e| self.callback_error(e))?;
-        let items = items
-            .cast::<PyList>()
+        let reader = reader
+            .cast::<ReaderIterator>()
             .map_err(|e| GearsError::Internal(e.to_string()))?;
-        Ok(items.iter().map(native).collect())
+        let items = reader
+            .get()
+            .take(self.py, max)
+            .map_err(|e| self.callback_error(e))?;
+        Ok(items.into_iter().map(native).collect())
     }
 }

@@ -25,12 +25,26 @@ impl RedisAccess for NoRedis {
     }
 }
 
-fn frontend() -> PythonFrontend {
-    start_interpreter(&PythonConfig {
-        venv: None,
-        attempt_traceback: true,
-    })
-    .expect("python starts");
+mod isolation;
+mod memory;
+mod stopping;
+mod support;
+
+/// Starts Python once, on a thread of its own that then ends, as Redis's main thread would be:
+/// the test threads are never the thread that started Python.
+pub(crate) fn frontend() -> PythonFrontend {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            start_interpreter(&PythonConfig {
+                venv: None,
+                attempt_traceback: true,
+            })
+            .expect("python starts")
+        })
+        .join()
+        .expect("the start thread ends");
+    });
     PythonFrontend::new()
 }
 
