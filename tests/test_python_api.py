@@ -117,11 +117,14 @@ def test_one_globals_dict_per_script(r):
 
 def test_atomic_blocks_other_clients_between_commands(r, server):
     import threading
+    # A busy wait: sleeping inside an atomic block is refused (it would hold the Redis lock).
     script = ("import time\n"
               "def f(x):\n"
               "    with atomic():\n"
               "        execute('SET', 'a', '1')\n"
-              "        time.sleep(0.5)\n"
+              "        end = time.monotonic() + 0.5\n"
+              "        while time.monotonic() < end:\n"
+              "            pass\n"
               "        execute('SET', 'b', '2')\n"
               "GB('ShardsIDReader').foreach(f).run()")
     job_client = server.new_client()

@@ -4,7 +4,6 @@ arguments) memory limits, atomic-block time limits and switching Python off."""
 import time
 
 import pytest
-import redis
 
 from conftest import RedisServer
 from helpers import gears, gears_error
@@ -148,92 +147,73 @@ def test_repeated_scripts_with_big_globals_do_not_grow_the_server(r, server):
 
 
 def test_repeated_scripts_with_big_globals_do_not_grow_python_memory(r):
-    info = r.info("gears")
-    if "gears_used_memory_python" not in info:
-        pytest.skip("INFO gears has no gears_used_memory_python in this build (gears-module "
-                    "change pending); covered by the gears-python unit test "
-                    "many_sessions_with_big_globals_leave_python_memory_near_its_baseline")
     for _ in range(20):
         python(r, BIG_GLOBALS)
-    before = r.info("gears")["gears_used_memory_python"]
+    before = r.info("rg")["rg_used_memory_python"]
     for _ in range(300):
         python(r, BIG_GLOBALS)
-    growth = r.info("gears")["gears_used_memory_python"] - before
+    growth = r.info("rg")["rg_used_memory_python"] - before
     assert growth < 16 * 1024 * 1024, "Python memory grew by %d bytes" % growth
 
 
-# --- Module arguments added in gears-module --------------------------------------------------
+# --- Limits ----------------------------------------------------------------------------------
 
-def server_understanding(name, value):
-    """A server started with `name value`; skips the test when this build keeps the pair as an
-    extra setting (readable with configGet) instead of understanding it."""
-    s = RedisServer(extra_args=[name, value])
-    try:
-        client = s.new_client()
-        if name == "PythonEnabled":
-            try:
-                client.execute_command("RG.PYEXECUTE", "x = 1")
-            except redis.ResponseError:
-                return s
-        else:
-            seen = python(client, "GB('ShardsIDReader').map(lambda x: str(configGet('%s'))).run()"
-                          % name)
-            if seen != [[value], []]:
-                return s
-    except BaseException:
-        s.stop()
-        raise
+@pytest.fixture(scope="module")
+def limited():
+    s = RedisServer(extra_args=("ExecutionMemoryLimit", "20000000", "AtomicBlockMaxTime", "100"))
+    yield s
+    alive = s.alive()
+    log = s.read_log()
     s.stop()
-    pytest.skip("this build does not understand the module argument %s yet (gears-module "
-                "change pending)" % name)
+    assert alive, "redis-server died:\n" + log
 
 
-@pytest.fixture
-def stop_server():
-    servers = []
-    yield servers.append
-    for s in servers:
-        alive = s.alive()
-        log = s.read_log()
-        s.stop()
-        assert alive, "redis-server died:\n" + log
+OOM = "OOM the execution used more than its memory limit of 20000000 bytes (ExecutionMemoryLimit)"
 
 
-def test_an_execution_past_its_memory_limit_is_stopped(stop_server):
-    s = server_understanding("ExecutionMemoryLimit", "20000000")
-    stop_server(s)
-    client = s.new_client()
-    oom = ("OOM the execution used more than its memory limit of 20000000 bytes "
-           "(ExecutionMemoryLimit)")
-    big = "GB('ShardsIDReader').map(lambda x: len(bytearray(100000000))).run()"
-    assert python(client, big) == [[], [oom]]
-    small = ("def f(x):\n    l = []\n    while True:\n        l.append(str(len(l)))\n"
-             "GB('ShardsIDReader').map(f).run()")
-    assert python(client, small) == [[], [oom]]
+@pytest.mark.parametrize("script", [
+    "GB('ShardsIDReader').map(lambda x: len(bytearray(100000000))).run()",
+    "GB('ShardsIDReader').map(lambda x: len([0] * 250000000)).run()",
+    "GB('ShardsIDReader').map(lambda x: len(bytearray(1 << 44))).run()",
+    "def f(x):\n    l = []\n    while True:\n        l.append(str(len(l)))\nGB('ShardsIDReader').map(f).run()",
+])
+def test_an_execution_past_its_memory_limit_is_stopped(limited, script):
+    client = limited.new_client()
+    assert python(client, script) == [[], [OOM]]
     assert python(client, "GB('ShardsIDReader').map(lambda x: len(bytearray(1000000))).run()") \
         == [["1000000"], []]
     assert client.ping()
 
 
-def test_an_endless_atomic_block_is_interrupted_and_releases_redis(stop_server):
-    s = server_understanding("AtomicBlockMaxTime", "100")
-    stop_server(s)
-    client = s.new_client()
-    script = ("def f(x):\n    with atomic():\n        while True:\n            pass\n"
-              "GB('ShardsIDReader').map(f).run()")
+def test_top_level_code_past_the_memory_limit_is_stopped(limited):
+    assert gears_error(limited.new_client(), "python", "a = bytearray(100000000)") == OOM
+
+
+BUSY = ("BUSY the atomic block ran longer than 100 ms (AtomicBlockMaxTime); it was interrupted "
+        "and the Redis lock released")
+
+
+@pytest.mark.parametrize("loop", [
+    "while True:\n            pass",
+    "while True:\n            try:\n                pass\n            except Exception:\n                pass",
+])
+def test_an_endless_atomic_block_is_interrupted_and_releases_redis(limited, loop):
+    client = limited.new_client()
+    script = ("def f(x):\n    with atomic():\n        %s\n"
+              "GB('ShardsIDReader').map(f).run()" % loop)
     started = time.monotonic()
-    results, errors = python(client, script)
+    assert python(client, script) == [[], [BUSY]]
     assert time.monotonic() - started < 2
-    assert results == [] and len(errors) == 1
-    assert errors[0].startswith("BUSY the atomic block ran longer than 100 ms")
     assert client.ping()
 
 
-def test_sleep_inside_an_atomic_block_is_refused(stop_server):
-    # Executions run under an ExecutionControl once the module understands AtomicBlockMaxTime.
-    s = server_understanding("AtomicBlockMaxTime", "1000")
-    stop_server(s)
-    client = s.new_client()
+def test_an_endless_atomic_block_at_top_level_is_interrupted(limited):
+    client = limited.new_client()
+    assert gears_error(client, "python", "with atomic():\n    while True:\n        pass") == BUSY
+
+
+def test_sleep_inside_an_atomic_block_is_refused(limited):
+    client = limited.new_client()
     script = ("import time\ndef f(x):\n    with atomic():\n        time.sleep(0.01)\n"
               "GB('ShardsIDReader').map(f).run()")
     results, errors = python(client, script)
@@ -242,21 +222,3 @@ def test_sleep_inside_an_atomic_block_is_refused(stop_server):
                               "would hold the Redis lock)\\n']")
     assert python(client, "import time\nGB('ShardsIDReader').map(lambda x: time.sleep(0.01)).run()") \
         == [["None"], []]
-
-
-def test_python_can_be_switched_off(stop_server):
-    s = server_understanding("PythonEnabled", "0")
-    stop_server(s)
-    client = s.new_client()
-    with pytest.raises(redis.ResponseError):
-        client.execute_command("RG.PYEXECUTE", "GB().run()")
-    assert gears(client, "lua", "GB('ShardsIDReader'):run()") == [["1"], []]
-
-
-def test_pyexecute_is_an_admin_and_dangerous_command(r):
-    info = r.execute_command("COMMAND", "INFO", "RG.PYEXECUTE")
-    categories = str(info)
-    if "@admin" not in categories:
-        pytest.skip("RG.PYEXECUTE is not flagged @admin/@dangerous in this build (gears-module "
-                    "change pending)")
-    assert "@dangerous" in categories

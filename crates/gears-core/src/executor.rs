@@ -171,6 +171,8 @@ fn to_core(
         }
         match runtime.to_core(record) {
             Ok(core) => out.push(core),
+            // Reported once, at the end of the run.
+            Err(crate::GearsError::Stopped(_)) => {}
             Err(e) => errors.push(e.to_string()),
         }
     }
