@@ -52,12 +52,12 @@ class RedisServer:
         # back-off, which would make every start (and every failed start) slow.
         deadline = time.time() + 10
         while True:
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("redis-server did not start:\n" + self.read_log())
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
             except OSError:
-                if self.process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("redis-server did not start:\n" + self.read_log())
                 time.sleep(0.02)
         self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
         while True:

@@ -90,3 +90,21 @@ def test_a_value_deleted_while_it_is_read_is_skipped(server, big):
     assert errors == []
     assert results in ([], ["1000000"])
     assert big.exists("big:gone") == 0
+
+
+@pytest.mark.parametrize("fill, script, expected", [
+    # Few elements, each large: sliced by bytes, not by element count.
+    (lambda c: c.rpush("few:list", *[b"x" * (1 << 20)] * 300),
+     "GB().map(lambda x: [len(x['value']), len(x['value'][0])]).run('few:list')", [["[300, 1048576]"], []]),
+    (lambda c: c.hset("few:hash", mapping={"f%d" % i: b"y" * 100000 for i in range(1000)}),
+     "GB().map(lambda x: len(x['value'])).run('few:hash')", [["1000"], []]),
+    (lambda c: [c.xadd("few:stream", {"f": b"z" * 25000}) for _ in range(4096)],
+     "GB('StreamReader').count().run('few:stream')", [["4096"], []]),
+])
+def test_values_of_few_large_elements_are_read_in_slices(server, fill, script, expected):
+    client = server.new_client()
+    fill(client)
+    reply, worst = worst_ping_during(server, lambda: gears(client, "python", script))
+    assert reply == expected
+    assert worst < 0.1, "a client waited %.3f s" % worst
+    client.delete("few:list", "few:hash", "few:stream")

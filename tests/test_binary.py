@@ -110,3 +110,42 @@ def test_binary_values_from_execute_replies(rb):
     script = "GB('ShardsIDReader').map(lambda x: execute('SET', 'copy', execute('GET', 'bin'))).run()"
     assert gears(rb, "python", script) == [[b"OK"], []]
     assert rb.get("copy") == b"\x00\xff\xfe"
+
+
+READ_BINARY_NAMED = {
+    # Readers take key names and patterns that are not UTF-8: bytes in Python, strings in Lua,
+    # blobs in Rhai.
+    "python": ("GB().map(lambda x: x['value']).run(b'k\\xff', convertToStr=False)",
+               "GB('StreamReader').map(lambda x: x['key']).run(b's\\xff', convertToStr=False)"),
+    "lua": ("GB():map(function(x) return x.value end):run('k\\255', {convertToStr=false})",
+            "GB('StreamReader'):map(function(x) return x.key end):run('s\\255', {convertToStr=false})"),
+    "rhai": ('let k = blob(); k.push(107); k.push(255); GB().map(|x| x.value).run(k, #{convertToStr: false});',
+             'let s = blob(); s.push(115); s.push(255); GB("StreamReader").map(|x| x.key).run(s, #{convertToStr: false});'),
+}
+
+
+@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
+def test_readers_take_binary_key_names(rb, language):
+    rb.set(b"k\xff", b"target")
+    rb.set(b"k\xef\xbf\xbd", b"other key")
+    rb.xadd(b"s\xff", {b"f": b"v"})
+    rb.xadd(b"s\xef\xbf\xbd", {b"f": b"other"})
+    keys_script, stream_script = READ_BINARY_NAMED[language]
+    assert gears(rb, language, keys_script) == [[b"target"], []]
+    assert gears(rb, language, stream_script) == [[b"s\xff"], []]
+
+
+GROUP_BY_KEY = {
+    "python": "GB().countby(lambda x: x['key']).map(lambda r: [r['key'], r['value']]).run('*', convertToStr=False)",
+    "lua": "GB():countby(function(x) return x.key end):map(function(r) return {r.key, r.value} end):run('*', {convertToStr=false})",
+    "rhai": 'GB().countby(|x| x.key).map(|r| [r.key, r.value]).run("*", #{convertToStr: false})',
+}
+
+
+@pytest.mark.parametrize("language", ["python", "lua", "rhai"])
+def test_a_binary_key_and_its_repr_are_different_groups(rb, language):
+    rb.set(b"k\xff", "1")
+    rb.set(b"b'k\\xff'", "2")
+    results, errors = gears(rb, language, GROUP_BY_KEY[language])
+    assert errors == []
+    assert sorted(results) == sorted([[b"k\xff", 1], [b"b'k\\xff'", 1]])

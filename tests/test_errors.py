@@ -206,3 +206,17 @@ def test_module_refuses_to_unload(r):
         r.execute_command("MODULE", "UNLOAD", "rg")
     assert "unload" in str(e.value).lower()
     assert gears(r, "python", "GB('ShardsIDReader').run()") == [["1"], []]
+
+
+def test_lua_pcall_gets_the_error_text(r):
+    script = ("GB('ShardsIDReader'):map(function(x) local ok, e = pcall(execute, 'nosuch') "
+              "local ok2, e2 = pcall(function() return execute('nosuch') end) "
+              "local ok3, e3 = pcall(error, {code = 7}) "
+              "return {tostring(ok), e, e2, e3.code} end):run()")
+    # The error of a Gears function is its text at the calling line, with no stack traceback;
+    # other error values (a table) pass unchanged.
+    assert gears(r, "lua", script) == [[str([
+        "false",
+        "script:1: ERR unknown command 'nosuch', with args beginning with: ",
+        "script:1: ERR unknown command 'nosuch', with args beginning with: ",
+        7])], []]

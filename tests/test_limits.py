@@ -163,3 +163,55 @@ def test_info_reports_gears_memory(r):
     assert info["rg_used_memory"] == info["rg_used_memory_python"] + info["rg_used_memory_native"]
     assert info["rg_python"] == "enabled"
     assert "rg_used_memory" in r.info("everything")
+
+
+@pytest.mark.parametrize("language, script", [
+    ("lua", "GB('KeysOnlyReader'):run({patternGenerator=function() "
+            "atomic(function() while true do end end) return {'*', false} end})"),
+    ("rhai", 'GB("KeysOnlyReader").run(#{ patternGenerator: || { atomic(|| { loop {} }); ["*", false] } });'),
+    ("python", "def gen():\n    with atomic():\n        while True:\n            pass\n"
+               "GB('KeysOnlyReader').run(patternGenerator=gen)"),
+])
+def test_a_pattern_generator_is_stopped_like_any_callback(r, language, script):
+    r.set("k", "1")
+    started = time.time()
+    assert gears(r, language, script) == [[], [BUSY]]
+    assert time.time() - started < 2
+    assert r.ping()
+
+
+def test_lua_finalizers_are_refused(r):
+    # Lua runs finalizers with hooks off: no limit could reach a loop in one.
+    assert gears_error(r, "lua", "setmetatable({}, {__gc = function() "
+                                 "atomic(function() while true do end end) end})") == \
+        "script:1: __gc metamethods are not allowed"
+    assert gears(r, "lua", "setmetatable({}, {__index = function() return 1 end})") == "OK"
+
+
+@pytest.mark.parametrize("script, error", [
+    # One operation can at most double a value: the doubling stops at the limit.
+    ('let s = "abcdefgh"; loop { s += s; }', EXECUTION_OOM),
+    # Operations that make many values out of one are checked before they allocate.
+    ('let s = ""; s.pad(7000000, "x,"); let a = s.split(",");',
+     "Size of array too large (line 1, position 45)"),
+    ('let s = ""; s.pad(7000000, "x"); let a = s.to_chars();',
+     "Size of array too large (line 1, position 44)"),
+    ("let b = blob(7000000); let a = b.to_array();",
+     "Size of array too large (line 1, position 34)"),
+])
+def test_rhai_expanding_operations_stop_at_the_limit(r, script, error):
+    assert gears_error(r, "rhai", script) == error
+    assert r.ping()
+
+
+def test_records_the_readers_hold_count_toward_the_limit(r):
+    big = "x" * 100000
+    with r.pipeline(transaction=False) as p:
+        for i in range(700):
+            p.set("v:%d" % i, big)
+        p.execute()
+    for language, script in [("lua", "GB():map(function(x) return x.value end):run('v:*')"),
+                             ("python", "GB().map(lambda x: x['value']).run('v:*')")]:
+        results, errors = gears(r, language, script)
+        assert errors[-1:] == [EXECUTION_OOM]
+    assert r.ping()

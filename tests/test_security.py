@@ -260,3 +260,54 @@ def test_python_can_be_switched_off():
         assert client.execute_command("RG.CONFIGGET", "PythonEnabled") == [0]
     finally:
         s.stop()
+
+
+def test_readers_check_the_read_command_not_only_the_key(r, server):
+    """A user whose rules name the keys but not a command that reads them (selectors, `+exists`)
+    gets nothing from a reader, as a direct read gets NOPERM."""
+    r.set("secret:1", "TOPSECRET")
+    r.hset("secret:h", "pw", "hunter2")
+    r.set("user:1", "u")
+    r.execute_command("ACL", "SETUSER", "carol", "reset", "on", "nopass", "~secret:*", "+exists",
+                      "+rg.luaexecute")
+    r.execute_command("ACL", "SETUSER", "dave", "reset", "on", "nopass", "~user:*", "+@read",
+                      "+rg.luaexecute", "(~secret:* +exists)")
+    try:
+        for name in ("carol", "dave"):
+            client = server.new_client(username=name, password="x")
+            assert direct_error(client, "GET", "secret:1").startswith("NOPERM")
+            results, errors = gears(client, "lua", "GB():map(function(x) return x.key end):run()")
+            assert errors == []
+            assert results == ([] if name == "carol" else ["user:1"])
+            assert gears(client, "lua", "GB():map(function(x) return x.key end):run('secret:1')") == [[], []]
+    finally:
+        r.execute_command("ACL", "DELUSER", "carol", "dave")
+
+
+@pytest.mark.parametrize("command, name", [
+    (("SLOWLOG", "RESET"), "slowlog|reset"),
+    (("MEMORY", "PURGE"), "memory|purge"),
+    (("CONFIG", "SET", "maxmemory", "1"), "config|set"),
+    (("CLIENT", "KILL", "ID", "1"), "client|kill"),
+])
+def test_explain_judges_subcommands_by_their_own_flags(r, command, name):
+    args = ", ".join("'%s'" % a for a in command)
+    assert direct_error(r, "RG.EXPLAIN", "lua", "execute(%s)\nGB():run()" % args) == \
+        "script:1: ERR RG.EXPLAIN runs the script read-only: '%s' is not allowed" % name
+
+
+def test_explain_allows_plain_reads(r):
+    r.set("x", "1")
+    script = "execute('GET', 'x') execute('EXISTS', 'x') execute('PING') execute('TIME') GB():run()"
+    assert len(r.execute_command("RG.EXPLAIN", "lua", script)) == 3
+
+
+def test_noperm_names_the_subcommand(r, server):
+    r.execute_command("ACL", "SETUSER", "eve", "reset", "on", "nopass", "~*", "+@read",
+                      "+rg.luaexecute")
+    try:
+        client = server.new_client(username="eve", password="x")
+        expected = direct_error(client, "MEMORY", "PURGE")
+        assert gears_error(client, "lua", "execute('MEMORY', 'PURGE')") == wrapped("lua", expected)
+    finally:
+        r.execute_command("ACL", "DELUSER", "eve")

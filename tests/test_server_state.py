@@ -190,3 +190,30 @@ def test_writes_respect_maxmemory(small, language):
     assert client.dbsize() > 0
     assert gears(client, language, TOP_LEVEL[language].format(args=quoted(["FLUSHALL"]))) == "OK"
     assert client.dbsize() == 0
+
+
+def test_publish_waits_while_clients_are_paused(persistent):
+    """PUBLISH is not a write but may replicate: like a direct PUBLISH, it waits for a pause."""
+    client = persistent.new_client()
+    pubsub = persistent.new_client().pubsub()
+    pubsub.subscribe("news")
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    script = ("import time\n"
+              "def gen():\n"
+              "    time.sleep(0.3)\n"
+              "    yield execute('PUBLISH', 'news', 'hello')\n"
+              "GB('PythonReader').run(gen)")
+    results = {}
+    runner = threading.Thread(target=lambda: results.update(reply=gears(persistent.new_client(), "python", script)))
+    runner.start()
+    time.sleep(0.1)
+    paused_at = time.time()
+    client.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
+    message = pubsub.get_message(timeout=5)
+    while message is not None and message["type"] != "message":
+        message = pubsub.get_message(timeout=5)
+    runner.join(timeout=10)
+    assert message["data"] == "hello"
+    assert time.time() - paused_at >= 0.9
+    assert results["reply"] == [["1"], []]
+    pubsub.close()

@@ -164,9 +164,9 @@ pub fn gears_dict_order<K: AsRef<[u8]>>(keys: &[K]) -> Vec<usize> {
 }
 
 /// Reorders `(key, value)` groups into the order RedisGears' dict yields their keys.
-pub fn in_gears_dict_order<T>(groups: Vec<(String, T)>) -> Vec<(String, T)> {
-    let order = gears_dict_order(&groups.iter().map(|(k, _)| k.as_bytes()).collect::<Vec<_>>());
-    let mut groups: Vec<Option<(String, T)>> = groups.into_iter().map(Some).collect();
+pub fn in_gears_dict_order<K: AsRef<[u8]>, T>(groups: Vec<(K, T)>) -> Vec<(K, T)> {
+    let order = gears_dict_order(&groups.iter().map(|(k, _)| k.as_ref()).collect::<Vec<_>>());
+    let mut groups: Vec<Option<(K, T)>> = groups.into_iter().map(Some).collect();
     order
         .into_iter()
         .filter_map(|i| groups.get_mut(i).and_then(Option::take))

@@ -9,6 +9,7 @@ use crate::operators::{self, Operator, StepContext};
 use crate::plan::ExecutionPlan;
 use crate::plan::{CallbackId, ValueId};
 use crate::reader::RecordReader;
+use crate::record::GroupKey;
 use crate::record::Record;
 
 /// The results and per-record errors of an execution. Results are core records.
@@ -131,8 +132,8 @@ impl Runtime for Checked<'_, '_> {
     fn to_str(&mut self, value: &Record) -> Result<String> {
         self.0.to_str(value)
     }
-    fn key_string(&mut self, value: Record) -> Result<String> {
-        self.0.key_string(value)
+    fn group_key(&mut self, value: Record) -> Result<GroupKey> {
+        self.0.group_key(value)
     }
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
         control::check_current()?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::error::{GearsError, Result};
 use crate::plan::{CallbackId, ExecutionPlan, Language, ValueId};
-use crate::record::Record;
+use crate::record::{GroupKey, Record};
 use crate::repr::{python_repr, python_str};
 
 /// Log levels, as RedisGears' `log(msg, level)` names them.
@@ -118,11 +118,13 @@ pub trait Runtime {
         Ok(python_str(&self.to_core(value.clone())?))
     }
 
-    /// The group key of an extractor's result: a string as is, anything else `repr()`'d.
-    fn key_string(&mut self, value: Record) -> Result<String> {
+    /// The group key of an extractor's result: a string as is, bytes as bytes, anything else
+    /// `repr()`'d.
+    fn group_key(&mut self, value: Record) -> Result<GroupKey> {
         Ok(match self.to_core(value)? {
-            Record::String(s) => s,
-            other => python_repr(&other),
+            Record::String(s) => GroupKey::Text(s),
+            Record::Bytes(b) => GroupKey::Bytes(b),
+            other => GroupKey::Text(python_repr(&other)),
         })
     }
 

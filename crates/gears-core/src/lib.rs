@@ -35,6 +35,6 @@ pub use plan::{
     Language, Phase, ReaderSpec, RunArg, RunOptions, Step, ValueId,
 };
 pub use reader::{GeneratorReader, RecordReader, VecReader};
-pub use record::{KeyRecord, NativeValue, Record};
+pub use record::{GroupKey, KeyRecord, NativeValue, Record};
 pub use reply::{encode_outcome, encode_record, ReplyValue};
 pub use repr::{python_float_repr, python_repr, python_str};

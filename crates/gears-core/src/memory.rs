@@ -94,7 +94,7 @@ pub fn charge(pool: Pool, delta: i64) {
         let meter = meter.get();
         if !meter.is_null() {
             // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
-            unsafe { (*meter).used.fetch_add(delta, Ordering::Relaxed) };
+            unsafe { (*meter).used.add(delta) };
         }
     });
 }
@@ -167,10 +167,10 @@ impl LimitPassed {
     }
 }
 
-/// The memory an execution holds, as charged by the threads working for it.
-#[derive(Debug, Default)]
+/// The memory an execution holds, as charged by the threads working for it (its worker and its
+/// reader thread charge different shards, so they do not contend).
 pub struct MemoryMeter {
-    used: AtomicI64,
+    used: ShardedCounter,
     limit: u64,
 }
 
@@ -178,13 +178,13 @@ impl MemoryMeter {
     /// A meter with a limit in bytes (0: no limit).
     pub fn new(limit: u64) -> Self {
         MemoryMeter {
-            used: AtomicI64::new(0),
+            used: ShardedCounter::new(),
             limit,
         }
     }
 
     pub fn used(&self) -> i64 {
-        self.used.load(Ordering::Relaxed)
+        self.used.total()
     }
 
     pub fn limit(&self) -> u64 {

@@ -220,21 +220,22 @@ impl Step {
 /// What an execution reads.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum ReaderSpec {
-    /// Keys matching a glob (SCAN MATCH), or one exact key with `no_scan`.
+    /// Keys matching a glob (SCAN MATCH), or one exact key with `no_scan`. Patterns and key
+    /// names are bytes: they need not be UTF-8.
     Keys {
-        pattern: String,
+        pattern: Vec<u8>,
         no_scan: bool,
         read_value: bool,
     },
     /// Key names only.
     KeysOnly {
-        pattern: String,
+        pattern: Vec<u8>,
         count: u64,
         no_scan: bool,
         pattern_generator: Option<CallbackId>,
     },
     /// Entries of one stream after `from_id` (exclusive).
-    Stream { key: String, from_id: String },
+    Stream { key: Vec<u8>, from_id: String },
     /// One record per shard: its id.
     ShardsId,
     /// Whatever a user generator function yields.
@@ -249,14 +250,18 @@ impl ReaderSpec {
                 pattern,
                 no_scan,
                 read_value,
-            } => format!("KeysReader pattern={pattern:?} noScan={no_scan} readValue={read_value}"),
+            } => format!(
+                "KeysReader pattern={:?} noScan={no_scan} readValue={read_value}",
+                String::from_utf8_lossy(pattern)
+            ),
             ReaderSpec::KeysOnly {
                 pattern,
                 count,
                 no_scan,
                 pattern_generator,
             } => format!(
-                "KeysOnlyReader pattern={pattern:?} count={count} noScan={no_scan}{}",
+                "KeysOnlyReader pattern={:?} count={count} noScan={no_scan}{}",
+                String::from_utf8_lossy(pattern),
                 if pattern_generator.is_some() {
                     " patternGenerator=<callback>"
                 } else {
@@ -264,7 +269,10 @@ impl ReaderSpec {
                 }
             ),
             ReaderSpec::Stream { key, from_id } => {
-                format!("StreamReader stream={key:?} fromId={from_id:?}")
+                format!(
+                    "StreamReader stream={:?} fromId={from_id:?}",
+                    String::from_utf8_lossy(key)
+                )
             }
             ReaderSpec::ShardsId => "ShardsIDReader".into(),
             ReaderSpec::Generator { .. } => "PythonReader generator=<callback>".into(),
@@ -375,7 +383,8 @@ pub type Kwarg = (String, Record);
 #[derive(Clone, Debug, PartialEq)]
 pub enum RunArg {
     None,
-    Text(String),
+    /// A pattern or key name, as bytes (it need not be UTF-8).
+    Text(Vec<u8>),
     Callback(CallbackId),
 }
 
@@ -390,7 +399,7 @@ impl ReaderSpec {
     ) -> Result<ReaderSpec> {
         let text_arg = |arg: &RunArg| match arg {
             RunArg::Text(s) if !s.is_empty() => s.clone(),
-            _ => default_arg.to_string(),
+            _ => default_arg.as_bytes().to_vec(),
         };
         let flag = |name: &str, default: bool| {
             kwargs
@@ -456,7 +465,7 @@ mod tests {
         let plan = ExecutionPlan {
             language: Language::Python,
             reader: ReaderSpec::Keys {
-                pattern: "user:*".into(),
+                pattern: b"user:*".to_vec(),
                 no_scan: false,
                 read_value: true,
             },
@@ -508,7 +517,7 @@ mod tests {
         assert_eq!(
             spec,
             ReaderSpec::Keys {
-                pattern: "*".into(),
+                pattern: b"*".to_vec(),
                 no_scan: false,
                 read_value: false
             }

@@ -76,6 +76,33 @@ impl KeyRecord {
     }
 }
 
+/// The key of a group (`groupby`, `countby`, `batchgroupby`, `repartition`): an extractor's
+/// string result, or bytes (a key name that is not UTF-8), kept apart so that two different keys
+/// never fall into one group. Other results are `repr()`'d into text, as in RedisGears.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GroupKey {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl AsRef<[u8]> for GroupKey {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            GroupKey::Text(s) => s.as_bytes(),
+            GroupKey::Bytes(b) => b,
+        }
+    }
+}
+
+impl GroupKey {
+    pub fn into_record(self) -> Record {
+        match self {
+            GroupKey::Text(s) => Record::String(s),
+            GroupKey::Bytes(b) => Record::Bytes(b),
+        }
+    }
+}
+
 /// A language-native value, tagged with the language that owns it.
 #[derive(Clone)]
 pub struct NativeValue {

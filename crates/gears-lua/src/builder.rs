@@ -285,9 +285,9 @@ fn run(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) -> Resu
         Value::Nil => RunArg::None,
         Value::Function(f) if generator => RunArg::Callback(s.add_callback(f.clone())?),
         _ if generator => RunArg::None,
-        Value::String(text) => RunArg::Text(text.to_string_lossy()),
-        Value::Integer(i) => RunArg::Text(i.to_string()),
-        Value::Number(n) => RunArg::Text(n.to_string()),
+        Value::String(text) => RunArg::Text(text.as_bytes().to_vec()),
+        Value::Integer(i) => RunArg::Text(i.to_string().into_bytes()),
+        Value::Number(n) => RunArg::Text(n.to_string().into_bytes()),
         _ => return Err(GearsError::Plan("run argument must be a string".into())),
     };
     let mut run_options = RunOptions::default();

@@ -1,7 +1,8 @@
 //! The sandboxed Lua state of a script and the Gears globals it sees.
 //!
 //! Libraries: base (without `dofile`, `loadfile`, `require`, `collectgarbage`; `load` accepts
-//! text chunks only), `string`, `table`, `math`, `utf8`, `coroutine`. No `io`, `os`, `package`,
+//! text chunks only; `setmetatable` refuses `__gc`), `string`, `table`, `math`, `utf8`,
+//! `coroutine`. No `io`, `os`, `package`,
 //! `debug` or `ffi`. `print` writes to the Redis log at notice level.
 
 use std::sync::Arc;
@@ -14,14 +15,46 @@ use crate::convert::to_lua;
 use crate::error::{message, raise, raise_gears};
 use crate::state::SharedState;
 
-/// Replaces `load` with a version that refuses binary chunks.
-const TEXT_ONLY_LOAD: &str = r#"
+/// The sandbox's replacements, run once per state with the Rust function that turns an error
+/// object into its text:
+/// - `load` refuses binary chunks;
+/// - `setmetatable` refuses `__gc` metamethods: Lua runs finalizers with hooks switched off, so a
+///   finalizer could loop (or hold an atomic block) where no limit reaches it, and one runs at
+///   the latest when the script's state is closed, on a worker, after its execution ended;
+/// - `pcall`, `xpcall` and `coroutine.resume` hand an error raised by Gears (a Redis error from
+///   `execute`, ...) to the script as its text (`script:3: ERR ...`), not as an error object
+///   whose text carries a Rust stack traceback. Other error values pass unchanged.
+const SANDBOX: &str = r#"
+local text = ...
 local raw_load = load
 load = function(chunk, chunkname, _, env)
   if env == nil then
     return raw_load(chunk, chunkname, "t")
   end
   return raw_load(chunk, chunkname, "t", env)
+end
+local raw_setmetatable, raw_rawget, raw_type, raw_error = setmetatable, rawget, type, error
+setmetatable = function(t, mt)
+  if raw_type(mt) == "table" and raw_rawget(mt, "__gc") ~= nil then
+    raw_error("__gc metamethods are not allowed", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
+local function plain(ok, ...)
+  if ok then
+    return ok, ...
+  end
+  return ok, text((...))
+end
+local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
+pcall = function(f, ...)
+  return plain(raw_pcall(f, ...))
+end
+xpcall = function(f, handler, ...)
+  return raw_xpcall(f, function(e) return handler(text(e)) end, ...)
+end
+coroutine.resume = function(co, ...)
+  return plain(raw_resume(co, ...))
 end
 "#;
 
@@ -66,7 +99,11 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
         HookTriggers::new().every_nth_instruction(CHECK_EVERY),
         check_control,
     )?;
-    lua.load(TEXT_ONLY_LOAD).set_name("=gears").exec()?;
+    let text = lua.create_function(|lua, value: Value| match value {
+        Value::Error(error) => Ok(Value::String(lua.create_string(message(&error))?)),
+        other => Ok(other),
+    })?;
+    lua.load(SANDBOX).set_name("=gears").call::<()>(text)?;
     let globals = lua.globals();
     for name in ["dofile", "loadfile", "require", "collectgarbage"] {
         globals.raw_set(name, Value::Nil)?;

@@ -442,7 +442,7 @@ fn run_options_shape_the_plan() {
     assert_eq!(
         plan.reader,
         ReaderSpec::Keys {
-            pattern: "user:*".into(),
+            pattern: b"user:*".to_vec(),
             no_scan: true,
             read_value: false
         }

@@ -389,9 +389,14 @@ fn run(
         } else if arg.is_none() || !arg.is_truthy()? {
             RunArg::None
         } else {
-            match arg.extract::<String>() {
-                Ok(s) => RunArg::Text(s),
-                Err(_) => return Err(error::new_err("regex argument must be a string")),
+            // A key name that is not UTF-8 is given as bytes.
+            if let Ok(bytes) = arg.cast::<PyBytes>() {
+                RunArg::Text(bytes.as_bytes().to_vec())
+            } else {
+                match arg.extract::<String>() {
+                    Ok(s) => RunArg::Text(s.into_bytes()),
+                    Err(_) => return Err(error::new_err("regex argument must be a string")),
+                }
             }
         };
         let spec =

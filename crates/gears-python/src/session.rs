@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use gears_core::control;
 use gears_core::{
-    CallbackId, Compiled, Frontend, GearsError, Language, Record, RedisAccess, Result, Runtime,
-    Session, ValueId,
+    CallbackId, Compiled, Frontend, GearsError, GroupKey, Language, Record, RedisAccess, Result,
+    Runtime, Session, ValueId,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::api::{self, format_error};
 use crate::classes::ReaderIterator;
@@ -239,13 +239,16 @@ impl Runtime for PyRuntime<'_, '_> {
         Ok(s.to_string())
     }
 
-    fn key_string(&mut self, value: Record) -> Result<String> {
+    fn group_key(&mut self, value: Record) -> Result<GroupKey> {
         let obj = self.bound(&value)?;
-        let s = match obj.cast::<PyString>() {
-            Ok(s) => s.to_string(),
-            Err(_) => obj.repr().map_err(|e| self.callback_error(e))?.to_string(),
-        };
-        Ok(s)
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(GroupKey::Text(s.to_string()));
+        }
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(GroupKey::Bytes(b.as_bytes().to_vec()));
+        }
+        let repr = obj.repr().map_err(|e| self.callback_error(e))?;
+        Ok(GroupKey::Text(repr.to_string()))
     }
 
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {

@@ -444,7 +444,11 @@ fn run(
     } else if arg.is_fnptr() {
         RunArg::Callback(callback(state, "run", arg)?)
     } else {
-        RunArg::Text(text(&arg))
+        // A blob names a key that is not UTF-8.
+        match arg.as_blob_ref() {
+            Ok(blob) => RunArg::Text(blob.to_vec()),
+            Err(_) => RunArg::Text(text(&arg).into_bytes()),
+        }
     };
     let parsed = parse_options(state, options)?;
     let reader = ReaderSpec::from_run_args(

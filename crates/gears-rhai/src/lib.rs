@@ -25,6 +25,7 @@ mod frontend;
 mod globals;
 mod limits;
 mod session;
+mod sizes;
 mod state;
 
 pub use builder::GearsBuilder;

@@ -483,7 +483,7 @@ fn run_options_shape_the_plan() {
     assert_eq!(
         plan.reader,
         ReaderSpec::Keys {
-            pattern: "user:*".into(),
+            pattern: b"user:*".to_vec(),
             no_scan: true,
             read_value: false
         }
@@ -493,7 +493,7 @@ fn run_options_shape_the_plan() {
     assert_eq!(
         compiled.plans[0].reader,
         ReaderSpec::Stream {
-            key: "s".into(),
+            key: b"s".to_vec(),
             from_id: "5-0".into()
         }
     );

@@ -3,14 +3,14 @@
 
 use super::{Operator, StepContext};
 use crate::plan::{CallbackId, KeySource};
-use crate::record::Record;
+use crate::record::{GroupKey, Record};
 use std::collections::HashMap;
 
 pub struct BatchReduceByKey {
     key: KeySource,
     reducer: CallbackId,
-    index: HashMap<String, usize>,
-    groups: Vec<(String, Vec<Record>)>,
+    index: HashMap<GroupKey, usize>,
+    groups: Vec<(GroupKey, Vec<Record>)>,
 }
 
 impl BatchReduceByKey {
@@ -46,7 +46,7 @@ impl Operator for BatchReduceByKey {
         let mut out = Vec::new();
         // RedisGears pops its groups off an array: last-seen key first.
         for (key, records) in std::mem::take(&mut self.groups).into_iter().rev() {
-            let key = Record::String(key);
+            let key = key.into_record();
             let list = Record::List(records);
             match ctx.runtime.call(self.reducer, &[&key, &list]) {
                 Ok(value) => out.push(Record::key_value(key, value)),

@@ -4,14 +4,14 @@
 use super::{Operator, StepContext};
 use crate::error::{GearsError, Result};
 use crate::plan::KeySource;
-use crate::record::Record;
+use crate::record::{GroupKey, Record};
 use std::collections::HashMap;
 
 pub struct CountBy {
     key: KeySource,
     partial: bool,
-    index: HashMap<String, usize>,
-    counts: Vec<(String, i64)>,
+    index: HashMap<GroupKey, usize>,
+    counts: Vec<(GroupKey, i64)>,
 }
 
 impl CountBy {
@@ -70,7 +70,7 @@ impl Operator for CountBy {
         };
         counts
             .into_iter()
-            .map(|(k, n)| Record::key_value(Record::String(k), Record::Integer(n)))
+            .map(|(k, n)| Record::key_value(k.into_record(), Record::Integer(n)))
             .collect()
     }
 }

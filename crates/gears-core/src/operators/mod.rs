@@ -39,7 +39,7 @@ pub use to_string::ToStringOp;
 use crate::error::{GearsError, Result};
 use crate::frontend::Runtime;
 use crate::plan::{Aggregation, KeySource, Step};
-use crate::record::Record;
+use crate::record::{GroupKey, Record};
 
 /// What an operator sees while it runs: the language runtime and the execution's error list.
 pub struct StepContext<'a> {
@@ -57,11 +57,11 @@ impl StepContext<'_> {
     }
 
     /// The key of `record` according to `source`.
-    pub fn key_of(&mut self, source: KeySource, record: &Record) -> Result<String> {
+    pub fn key_of(&mut self, source: KeySource, record: &Record) -> Result<GroupKey> {
         match source {
             KeySource::Callback(cb) => {
                 let key = self.runtime.call(cb, &[record])?;
-                self.runtime.key_string(key)
+                self.runtime.group_key(key)
             }
             KeySource::RecordKey => {
                 let core = match record {
@@ -69,13 +69,13 @@ impl StepContext<'_> {
                     other => other.clone(),
                 };
                 match core.get_field("key") {
-                    Some(key) => self.runtime.key_string(key),
+                    Some(key) => self.runtime.group_key(key),
                     None => Err(GearsError::Callback(
                         "record has no 'key' field to group by".into(),
                     )),
                 }
             }
-            KeySource::Identity => self.runtime.key_string(record.clone()),
+            KeySource::Identity => self.runtime.group_key(record.clone()),
         }
     }
 

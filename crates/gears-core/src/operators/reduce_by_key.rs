@@ -5,7 +5,7 @@
 use super::{Operator, StepContext};
 use crate::error::Result;
 use crate::plan::{CallbackId, KeySource, ValueId};
-use crate::record::Record;
+use crate::record::{GroupKey, Record};
 use std::collections::HashMap;
 
 pub struct ReduceByKey {
@@ -13,8 +13,8 @@ pub struct ReduceByKey {
     reducer: CallbackId,
     zero: Option<ValueId>,
     reduce_value: bool,
-    index: HashMap<String, usize>,
-    groups: Vec<(String, Record)>,
+    index: HashMap<GroupKey, usize>,
+    groups: Vec<(GroupKey, Record)>,
 }
 
 impl ReduceByKey {
@@ -58,7 +58,7 @@ impl ReduceByKey {
                 return Err(e);
             }
         };
-        let key_record = Record::String(key);
+        let key_record = key.into_record();
         match ctx.runtime.call(self.reducer, &[&key_record, &acc, &input]) {
             Ok(next) => {
                 self.groups[slot].1 = next;
@@ -87,7 +87,7 @@ impl Operator for ReduceByKey {
         // RedisGears emits the groups in its dict's order.
         crate::in_gears_dict_order(std::mem::take(&mut self.groups))
             .into_iter()
-            .map(|(key, value)| Record::key_value(Record::String(key), value))
+            .map(|(key, value)| Record::key_value(key.into_record(), value))
             .collect()
     }
 }

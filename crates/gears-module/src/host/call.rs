@@ -66,11 +66,17 @@ pub(crate) fn call_as(
         ))));
     }
     if access == Access::ReadOnly {
-        if let Some(refused) = refuse_side_effects(ctx, &name) {
+        if let Some(refused) = refuse_side_effects(ctx, args) {
             return Called::Reply(Err(refused));
         }
     }
     let paused = writes_paused();
+    // A command that may replicate without being a write (PUBLISH, PFCOUNT, ...) waits for the
+    // end of a pause like a write does: Redis postpones the same command sent directly, and its
+    // propagation during a pause would stop the server (an assertion).
+    if paused && access == Access::ReadWrite && may_replicate(ctx, args) {
+        return Called::Paused;
+    }
     let user_ref = match user {
         Some(user) => match user.lookup(ctx) {
             Some(found) => Some(found),
@@ -143,6 +149,27 @@ fn is_never_allowed(command: &str) -> bool {
         .any(|never| command.eq_ignore_ascii_case(never))
 }
 
+/// True for a command that may be propagated to replicas and the AOF: a write, or one of the
+/// commands Redis flags `may_replicate` (which `COMMAND INFO` does not show on Redis 7.0).
+fn may_replicate(ctx: &Context, args: &[Vec<u8>]) -> bool {
+    const MAY_REPLICATE: &[&str] = &[
+        "eval",
+        "evalsha",
+        "fcall",
+        "pfcount",
+        "publish",
+        "spublish",
+        "cluster|setslot",
+    ];
+    match command_of(ctx, args) {
+        Some((name, flags)) => {
+            MAY_REPLICATE.contains(&name.as_str())
+                || flags.iter().any(|f| f == "write" || f == "may_replicate")
+        }
+        None => false,
+    }
+}
+
 /// `W`'s refusal: `ERR Write command 'set' was called while write is not allowed.`
 fn is_write_refused(text: &str) -> bool {
     let text = text.strip_prefix("ERR ").unwrap_or(text);
@@ -156,25 +183,45 @@ fn read_only_error(command: &str) -> GearsError {
     ))
 }
 
-/// In read-only mode, commands that are not writes but have effects outside the keyspace
-/// (`PUBLISH`, ...) are refused too.
-fn refuse_side_effects(ctx: &Context, command: &str) -> Option<GearsError> {
-    let flags = command_flags(ctx, command);
-    flags
-        .iter()
-        .any(|f| matches!(f.as_str(), "pubsub" | "may_replicate" | "admin" | "write"))
-        .then(|| read_only_error(command))
+/// In read-only mode only commands flagged `readonly` run (and `PING`, `ECHO`, `TIME`), and
+/// none that is also `admin`, `pubsub` or `may_replicate`: a subcommand is judged by its own
+/// flags (`SLOWLOG RESET`, `MEMORY PURGE` are refused).
+fn refuse_side_effects(ctx: &Context, args: &[Vec<u8>]) -> Option<GearsError> {
+    let (name, flags) = command_of(ctx, args)?;
+    let has = |flag: &str| flags.iter().any(|f| f == flag);
+    let harmless = matches!(name.as_str(), "ping" | "echo" | "time");
+    let allowed = (harmless || has("readonly"))
+        && !["admin", "pubsub", "may_replicate", "write"]
+            .iter()
+            .any(|f| has(f));
+    (!allowed).then(|| read_only_error(&name))
 }
 
-/// The flags `COMMAND INFO` gives a command (empty for an unknown one).
-fn command_flags(ctx: &Context, command: &str) -> Vec<String> {
+/// The full name (`config|get`, `get`) and flags of the command `args` runs, as `COMMAND INFO`
+/// gives them; `None` for an unknown command.
+fn command_of(ctx: &Context, args: &[Vec<u8>]) -> Option<(String, Vec<String>)> {
+    let name = String::from_utf8_lossy(args.first()?).to_ascii_lowercase();
+    if let Some(sub) = args.get(1) {
+        let full = format!(
+            "{name}|{}",
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        );
+        if let Some(flags) = command_flags(ctx, &full) {
+            return Some((full, flags));
+        }
+    }
+    command_flags(ctx, &name).map(|flags| (name, flags))
+}
+
+/// The flags `COMMAND INFO` gives a command; `None` for an unknown one.
+fn command_flags(ctx: &Context, command: &str) -> Option<Vec<String>> {
     let options = CallOptionsBuilder::new().errors_as_replies().build();
     let reply: CallResult = ctx.call_ext("COMMAND", &options, &["INFO", command][..]);
     let Ok(Record::List(infos)) = reply.as_ref().map(call_reply_to_record) else {
-        return Vec::new();
+        return None;
     };
     match infos.first() {
-        Some(Record::List(info)) => match info.get(2) {
+        Some(Record::List(info)) => Some(match info.get(2) {
             Some(Record::List(flags)) => flags
                 .iter()
                 .filter_map(|f| match f {
@@ -183,8 +230,8 @@ fn command_flags(ctx: &Context, command: &str) -> Vec<String> {
                 })
                 .collect(),
             _ => Vec::new(),
-        },
-        _ => Vec::new(),
+        }),
+        _ => None,
     }
 }
 
@@ -217,17 +264,9 @@ fn acl_text(ctx: &Context, text: &str, args: &[Vec<u8>]) -> String {
 
 /// `acl|setuser` for a subcommand, `get` for a plain command, as Redis names them.
 fn full_command_name(ctx: &Context, args: &[Vec<u8>]) -> String {
-    let command = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    if let Some(sub) = args.get(1) {
-        let full = format!(
-            "{command}|{}",
-            String::from_utf8_lossy(sub).to_ascii_lowercase()
-        );
-        if !command_flags(ctx, &full).is_empty() {
-            return full;
-        }
-    }
-    command
+    command_of(ctx, args)
+        .map(|(name, _)| name)
+        .unwrap_or_else(|| String::from_utf8_lossy(&args[0]).to_ascii_lowercase())
 }
 
 /// A call reply as a record.

@@ -17,7 +17,7 @@ use redis_module::{raw, Context};
 
 pub(crate) use blocked::BlockedReply;
 pub(crate) use call::{call_internal, Access};
-pub(crate) use user::{AclUser, UserRef};
+pub(crate) use user::{AclUser, ReadCheck};
 
 use call::{call_as, writes_paused, Called};
 

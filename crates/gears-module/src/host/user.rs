@@ -66,35 +66,123 @@ impl UserRef {
     pub fn as_ptr(&self) -> *mut raw::RedisModuleUser {
         self.0
     }
-
-    /// True if the user may read the key `name` (ACL key permissions, `%R~` or `~`).
-    pub fn may_read(&self, name: *mut raw::RedisModuleString) -> bool {
-        // SAFETY: a live user (under the lock) and a valid module string.
-        unsafe {
-            raw::RedisModule_ACLCheckKeyPermissions.unwrap()(
-                self.0,
-                name,
-                raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
-            ) == raw::REDISMODULE_OK as c_int
-        }
-    }
-
-    /// True if the user may read the key `name` given as bytes.
-    pub fn may_read_bytes(&self, ctx: &Context, name: &[u8]) -> bool {
-        // SAFETY: a temporary module string freed right after the check.
-        unsafe {
-            let string =
-                raw::RedisModule_CreateString.unwrap()(ctx.ctx, name.as_ptr().cast(), name.len());
-            let allowed = self.may_read(string);
-            raw::RedisModule_FreeString.unwrap()(ctx.ctx, string);
-            allowed
-        }
-    }
 }
 
 impl Drop for UserRef {
     fn drop(&mut self) {
         // SAFETY: a handle from GetModuleUserFromUserName; freeing it does not free the user.
         unsafe { raw::RedisModule_FreeModuleUser.unwrap()(self.0) };
+    }
+}
+
+/// Whether a user may read keys, as a reader asks it: a key is readable when the user may run
+/// the command that reads a value of its type on it (`GET`, `HGETALL`, `LRANGE k 0 -1`,
+/// `SMEMBERS`, `ZRANGE k 0 -1`, `XRANGE k - +`; `TYPE` for other types, `EXISTS` for a missing
+/// key). Checking the command, not only the key pattern, respects selectors and command rules
+/// (a user allowed `EXISTS` on `secret:*` and nothing else may not read those keys).
+///
+/// Valid while the Redis lock is held; the argument strings are made once per lock hold.
+pub(crate) struct ReadCheck {
+    user: UserRef,
+    ctx: *mut raw::RedisModuleCtx,
+    /// Per type: the command and its arguments after the key.
+    commands: Vec<Vec<*mut raw::RedisModuleString>>,
+}
+
+const STRING: usize = 0;
+const HASH: usize = 1;
+const LIST: usize = 2;
+const SET: usize = 3;
+const ZSET: usize = 4;
+const STREAM: usize = 5;
+const OTHER: usize = 6;
+const MISSING: usize = 7;
+
+impl ReadCheck {
+    pub fn new(ctx: &Context, user: UserRef) -> Self {
+        let commands: &[&[&str]] = &[
+            &["GET"],
+            &["HGETALL"],
+            &["LRANGE", "0", "-1"],
+            &["SMEMBERS"],
+            &["ZRANGE", "0", "-1"],
+            &["XRANGE", "-", "+"],
+            &["TYPE"],
+            &["EXISTS"],
+        ];
+        let commands = commands
+            .iter()
+            .map(|words| {
+                words
+                    .iter()
+                    // SAFETY: strings of this context, freed in Drop.
+                    .map(|w| unsafe {
+                        raw::RedisModule_CreateString.unwrap()(ctx.ctx, w.as_ptr().cast(), w.len())
+                    })
+                    .collect()
+            })
+            .collect();
+        ReadCheck {
+            user,
+            ctx: ctx.ctx,
+            commands,
+        }
+    }
+
+    /// True if the user may read the key `name` of the open key `key` (null: not open or
+    /// missing).
+    pub fn allows(&self, name: *mut raw::RedisModuleString, key: *mut raw::RedisModuleKey) -> bool {
+        let kind = if key.is_null() {
+            raw::REDISMODULE_KEYTYPE_EMPTY
+        } else {
+            // SAFETY: an open key.
+            unsafe { raw::RedisModule_KeyType.unwrap()(key) as isize }
+        };
+        let command = match kind {
+            raw::REDISMODULE_KEYTYPE_STRING => STRING,
+            raw::REDISMODULE_KEYTYPE_HASH => HASH,
+            raw::REDISMODULE_KEYTYPE_LIST => LIST,
+            raw::REDISMODULE_KEYTYPE_SET => SET,
+            raw::REDISMODULE_KEYTYPE_ZSET => ZSET,
+            raw::REDISMODULE_KEYTYPE_STREAM => STREAM,
+            raw::REDISMODULE_KEYTYPE_EMPTY => MISSING,
+            _ => OTHER,
+        };
+        let words = &self.commands[command];
+        let mut argv = Vec::with_capacity(words.len() + 1);
+        argv.push(words[0]);
+        argv.push(name);
+        argv.extend_from_slice(&words[1..]);
+        // SAFETY: a live user (under the lock) and valid module strings.
+        unsafe {
+            raw::RedisModule_ACLCheckCommandPermissions.unwrap()(
+                self.user.as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len() as c_int,
+            ) == raw::REDISMODULE_OK as c_int
+        }
+    }
+
+    /// [`ReadCheck::allows`] for a key given by its name.
+    pub fn allows_bytes(&self, name: &[u8], key: *mut raw::RedisModuleKey) -> bool {
+        // SAFETY: a temporary module string freed right after the check.
+        unsafe {
+            let string =
+                raw::RedisModule_CreateString.unwrap()(self.ctx, name.as_ptr().cast(), name.len());
+            let allowed = self.allows(string, key);
+            raw::RedisModule_FreeString.unwrap()(self.ctx, string);
+            allowed
+        }
+    }
+}
+
+impl Drop for ReadCheck {
+    fn drop(&mut self) {
+        for words in &self.commands {
+            for w in words {
+                // SAFETY: created in `new` with this context.
+                unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, *w) };
+            }
+        }
     }
 }

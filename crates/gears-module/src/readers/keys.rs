@@ -8,12 +8,11 @@ use gears_core::{
 };
 use redis_module::{raw, Context};
 
-use super::raw_keys::{
-    exists, is_expired, is_large, read_large_value, read_value, scan_step, ScanCursor,
-};
+use super::raw_keys::{close_key, exists, is_expired, open_key, scan_step, ScanCursor};
+use super::values::{read_in_batch, read_large_value, InBatch};
 use super::BATCH_SIZE;
 use crate::glob::glob_match;
-use crate::host::{RedisHost, UserRef, MAX_BATCH_LOCK};
+use crate::host::{ReadCheck, RedisHost, MAX_BATCH_LOCK};
 
 enum Mode {
     /// One record per key: `{'event', 'key', 'type', 'value'}`.
@@ -35,10 +34,10 @@ pub(crate) struct KeysReader {
 }
 
 impl KeysReader {
-    pub fn keys(host: Arc<RedisHost>, pattern: &str, no_scan: bool, read_value: bool) -> Self {
+    pub fn keys(host: Arc<RedisHost>, pattern: &[u8], no_scan: bool, read_value: bool) -> Self {
         KeysReader {
             host,
-            pattern: pattern.as_bytes().to_vec(),
+            pattern: pattern.to_vec(),
             no_scan,
             mode: Mode::Keys { read_value },
             batch_size: BATCH_SIZE,
@@ -50,14 +49,14 @@ impl KeysReader {
 
     pub fn keys_only(
         host: Arc<RedisHost>,
-        pattern: &str,
+        pattern: &[u8],
         count: usize,
         no_scan: bool,
         pattern_generator: Option<(Arc<dyn Session>, CallbackId)>,
     ) -> Self {
         KeysReader {
             host,
-            pattern: pattern.as_bytes().to_vec(),
+            pattern: pattern.to_vec(),
             no_scan,
             mode: Mode::KeysOnly,
             batch_size: count.max(1),
@@ -94,29 +93,26 @@ impl KeysReader {
         }
     }
 
-    /// The record of one key; `key` is its open handle when the scan had one.
-    fn record(&self, ctx: &Context, name: &[u8], key: *mut raw::RedisModuleKey) -> Record {
+    /// The record of one key (`key` is its open handle when the scan had one), or `None` when
+    /// its value is too large to read within a batch (it is then read after, in slices).
+    fn record(&self, ctx: &Context, name: &[u8], key: *mut raw::RedisModuleKey) -> Option<Record> {
         match self.mode {
-            Mode::KeysOnly => Record::from(name.to_vec()),
-            Mode::Keys { read_value: false } => key_record(name, None),
-            Mode::Keys { read_value: true } => {
-                let (value, key_type) = read_value(ctx, name, key);
-                key_record(name, Some((value, key_type)))
-            }
+            Mode::KeysOnly => Some(Record::from(name.to_vec())),
+            Mode::Keys { read_value: false } => Some(key_record(name, None)),
+            Mode::Keys { read_value: true } => match read_in_batch(ctx, name, key) {
+                InBatch::Read(value, key_type) => Some(key_record(name, Some((value, key_type)))),
+                InBatch::TooLarge => None,
+            },
         }
     }
 
-    /// True when the record of this key needs its value, and the value is too large to read
-    /// within one batch's hold of the Redis lock.
-    fn defer(&self, key: *mut raw::RedisModuleKey) -> bool {
-        matches!(self.mode, Mode::Keys { read_value: true }) && !key.is_null() && is_large(key)
-    }
-
-    /// The ACL user the execution acts as, for this hold of the lock.
-    fn user(&self, ctx: &Context) -> Result<UserRef> {
+    /// What the execution's ACL user may read, for this hold of the lock.
+    fn read_check(&self, ctx: &Context) -> Result<ReadCheck> {
         let user = self.host.user();
-        user.lookup(ctx)
-            .ok_or_else(|| GearsError::Redis(user.gone_error()))
+        let found = user
+            .lookup(ctx)
+            .ok_or_else(|| GearsError::Redis(user.gone_error()))?;
+        Ok(ReadCheck::new(ctx, found))
     }
 
     /// Records of keys whose values were too large for the batch, each read in slices.
@@ -213,20 +209,20 @@ impl RecordReader for KeysReader {
             let must_exist = !self.no_scan || matches!(self.mode, Mode::KeysOnly);
             let mut deferred = Vec::new();
             let mut batch = self.host.with_lock(|ctx| -> Result<Vec<Record>> {
-                let user = self.user(ctx)?;
-                if !user.may_read_bytes(ctx, &self.pattern)
-                    || (must_exist && !exists(ctx, &self.pattern))
-                {
+                let check = self.read_check(ctx)?;
+                let key = open_key(ctx, &self.pattern);
+                let allowed = check.allows_bytes(&self.pattern, key);
+                close_key(key);
+                if !allowed || (must_exist && !exists(ctx, &self.pattern)) {
                     return Ok(Vec::new());
                 }
-                let key = super::raw_keys::open_key(ctx, &self.pattern);
-                let large = self.defer(key);
-                super::raw_keys::close_key(key);
-                if large {
-                    deferred.push(self.pattern.clone());
-                    return Ok(Vec::new());
+                match self.record(ctx, &self.pattern, std::ptr::null_mut()) {
+                    Some(record) => Ok(vec![record]),
+                    None => {
+                        deferred.push(self.pattern.clone());
+                        Ok(Vec::new())
+                    }
                 }
-                Ok(vec![self.record(ctx, &self.pattern, std::ptr::null_mut())])
             })?;
             self.read_deferred(deferred, &mut batch);
             return Ok(Some(batch));
@@ -235,21 +231,20 @@ impl RecordReader for KeysReader {
         let mut finished = false;
         let mut deferred = Vec::new();
         let batch = self.host.with_batch_lock(|ctx| -> Result<Vec<Record>> {
-            let user = self.user(ctx)?;
+            let check = self.read_check(ctx)?;
             let started = std::time::Instant::now();
             let mut batch = Vec::new();
             while batch.len() < self.batch_size && started.elapsed() < MAX_BATCH_LOCK {
                 let more = scan_step(ctx, &cursor, &mut |name, name_string, key| {
                     if !glob_match(&self.pattern, name)
                         || is_expired(key)
-                        || !user.may_read(name_string)
+                        || !check.allows(name_string, key)
                     {
                         return;
                     }
-                    if self.defer(key) {
-                        deferred.push(name.to_vec());
-                    } else {
-                        batch.push(self.record(ctx, name, key));
+                    match self.record(ctx, name, key) {
+                        Some(record) => batch.push(record),
+                        None => deferred.push(name.to_vec()),
                     }
                 });
                 if !more {

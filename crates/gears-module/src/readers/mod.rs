@@ -5,6 +5,7 @@ mod prefetch;
 mod raw_keys;
 mod shards;
 mod stream;
+mod values;
 
 use std::sync::Arc;
 
@@ -36,10 +37,11 @@ pub(crate) fn build(
         other => other.clone(),
     };
     let spec = &spec;
+    let control = host.control().clone();
     let reader = build_reader(spec, host, session);
     match spec {
         ReaderSpec::Keys { .. } | ReaderSpec::KeysOnly { .. } | ReaderSpec::Stream { .. } => {
-            match prefetch::Prefetch::start(reader) {
+            match prefetch::Prefetch::start(reader, control) {
                 Ok(prefetch) => Box::new(prefetch),
                 Err(e) => Box::new(Failed(Some(e))),
             }

@@ -3,7 +3,10 @@
 
 use std::thread;
 
+use std::sync::Arc;
+
 use crossbeam_channel::{bounded, Receiver};
+use gears_core::control::{ControlScope, ExecutionControl};
 use gears_core::{GearsError, Record, RecordReader, Result};
 
 /// Batches read ahead at most.
@@ -14,26 +17,33 @@ pub(crate) struct Prefetch {
 }
 
 impl Prefetch {
-    /// Starts reading `reader` on its own thread. The thread ends when the reader is exhausted,
-    /// fails, or this `Prefetch` is dropped.
-    pub fn start(mut reader: Box<dyn RecordReader>) -> Result<Self> {
+    /// Starts reading `reader` on its own thread, which works for the execution of `control`
+    /// (its allocations are charged to the execution, and user code it runs, a pattern
+    /// generator, is stopped with it). The thread ends when the reader is exhausted, fails, or
+    /// this `Prefetch` is dropped.
+    pub fn start(
+        mut reader: Box<dyn RecordReader>,
+        control: Arc<ExecutionControl>,
+    ) -> Result<Self> {
         let (sender, batches) = bounded(AHEAD);
         thread::Builder::new()
             .name("gears-reader".into())
-            .spawn(move || loop {
-                let batch =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.next_batch()))
-                        .unwrap_or_else(|_| {
-                            Err(GearsError::Internal("the reader panicked".into()))
-                        });
-                let last = !matches!(batch, Ok(Some(_)));
-                let message = match batch {
-                    Ok(Some(records)) => Ok(records),
-                    Ok(None) => break,
-                    Err(e) => Err(e),
-                };
-                if sender.send(message).is_err() || last {
-                    break;
+            .spawn(move || {
+                let _scope = ControlScope::enter(&control);
+                loop {
+                    let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        reader.next_batch()
+                    }))
+                    .unwrap_or_else(|_| Err(GearsError::Internal("the reader panicked".into())));
+                    let last = !matches!(batch, Ok(Some(_)));
+                    let message = match batch {
+                        Ok(Some(records)) => Ok(records),
+                        Ok(None) => break,
+                        Err(e) => Err(e),
+                    };
+                    if sender.send(message).is_err() || last {
+                        break;
+                    }
                 }
             })
             .map_err(|e| GearsError::Internal(format!("could not start a reader thread: {e}")))?;

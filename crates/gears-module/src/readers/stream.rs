@@ -11,20 +11,40 @@ use crate::host::RedisHost;
 
 pub(crate) struct StreamReader {
     host: Arc<RedisHost>,
-    key: String,
+    key: Vec<u8>,
     last_id: String,
+    /// Entries asked for per `XREAD`: halved after a page of more than [`PAGE_BYTES`], doubled
+    /// (up to [`BATCH_SIZE`]) after a small one, so that one read holds the lock briefly
+    /// whatever the size of the entries.
+    count: usize,
     done: bool,
 }
 
+/// The most one `XREAD` should return.
+const PAGE_BYTES: usize = 1 << 20;
+
 impl StreamReader {
-    pub fn new(host: Arc<RedisHost>, key: &str, from_id: &str) -> Self {
+    pub fn new(host: Arc<RedisHost>, key: &[u8], from_id: &str) -> Self {
         StreamReader {
             host,
-            key: key.to_string(),
+            key: key.to_vec(),
             last_id: from_id.to_string(),
+            count: 64,
             done: false,
         }
     }
+}
+
+/// The bytes of the field names and values of a stream entry's `[field, value, ...]` list.
+fn entry_bytes(fields: &[Record]) -> usize {
+    fields
+        .iter()
+        .map(|item| match item {
+            Record::String(s) => s.len(),
+            Record::Bytes(b) => b.len(),
+            _ => 8,
+        })
+        .sum()
 }
 
 impl RecordReader for StreamReader {
@@ -35,15 +55,15 @@ impl RecordReader for StreamReader {
         let args = vec![
             b"XREAD".to_vec(),
             b"COUNT".to_vec(),
-            BATCH_SIZE.to_string().into_bytes(),
+            self.count.to_string().into_bytes(),
             b"STREAMS".to_vec(),
-            self.key.as_bytes().to_vec(),
+            self.key.clone(),
             self.last_id.as_bytes().to_vec(),
         ];
         self.host.control().check()?;
         // As the user who sent the script: XREAD checks their ACL rules on the stream.
         let reply = gears_core::RedisAccess::execute(&*self.host, &args);
-        std::thread::sleep(std::time::Duration::from_micros(100));
+        crate::host::yield_to_main_thread();
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
@@ -62,10 +82,11 @@ impl RecordReader for StreamReader {
             },
             _ => Vec::new(),
         };
-        if entries.len() < BATCH_SIZE {
+        if entries.len() < self.count {
             self.done = true;
         }
         let mut batch = Vec::with_capacity(entries.len());
+        let mut bytes = 0;
         for entry in entries {
             let Record::List(mut parts) = entry else {
                 return Err(GearsError::Internal("unexpected XREAD reply".into()));
@@ -74,7 +95,10 @@ impl RecordReader for StreamReader {
                 return Err(GearsError::Internal("unexpected XREAD entry".into()));
             }
             let fields = match parts.pop() {
-                Some(Record::List(flat)) => hash_record(flat),
+                Some(Record::List(flat)) => {
+                    bytes += entry_bytes(&flat);
+                    hash_record(flat)
+                }
                 _ => Record::Map(Vec::new()),
             };
             let id = parts.pop().unwrap_or(Record::Nil);
@@ -83,11 +107,18 @@ impl RecordReader for StreamReader {
             }
             // RedisGears' dict order for {id, value, key}.
             batch.push(Record::Map(vec![
-                (Record::from("key"), Record::String(self.key.clone())),
+                (Record::from("key"), Record::from(self.key.clone())),
                 (Record::from("id"), id),
                 (Record::from("value"), fields),
             ]));
         }
+        self.count = if bytes > PAGE_BYTES {
+            (self.count / 2).max(1)
+        } else if bytes < PAGE_BYTES / 4 {
+            (self.count * 2).min(BATCH_SIZE)
+        } else {
+            self.count
+        };
         if batch.is_empty() {
             return Ok(None);
         }

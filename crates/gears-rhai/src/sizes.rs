@@ -1,0 +1,263 @@
+//! The Rhai functions that allocate far more than their input, replaced by versions that first
+//! check the size they will allocate against what the execution may still use. A request past it
+//! is Rhai's own error for data too large (`Size of array too large`), never an allocation
+//! failure (which would abort the server).
+//!
+//! The replacements keep Rhai's semantics (the bodies follow Rhai 1.27's packages); they are
+//! registered on the engine, which Rhai searches before its packages.
+
+use gears_core::control;
+use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Position, INT};
+
+/// The most a single request may allocate when the execution has no memory limit.
+const MAX_REQUEST: u64 = 1 << 40;
+/// What an array element costs at least: its `Dynamic` and, for a string, the string's header.
+const ELEMENT: u64 = 48;
+
+type Fallible<T> = Result<T, Box<EvalAltResult>>;
+
+/// A rough size in bytes of a value and everything in it.
+fn estimated_size(value: &Dynamic, depth: usize) -> u64 {
+    const SLOT: u64 = 16;
+    if depth > 64 {
+        return SLOT;
+    }
+    if let Ok(s) = value.as_immutable_string_ref() {
+        return SLOT + s.len() as u64;
+    }
+    if let Ok(blob) = value.as_blob_ref() {
+        return SLOT + blob.len() as u64;
+    }
+    if let Ok(array) = value.as_array_ref() {
+        return array.iter().fold(SLOT, |total, item| {
+            total.saturating_add(estimated_size(item, depth + 1))
+        });
+    }
+    if let Ok(map) = value.as_map_ref() {
+        return map.iter().fold(SLOT, |total, (key, item)| {
+            total
+                .saturating_add(SLOT + key.len() as u64)
+                .saturating_add(estimated_size(item, depth + 1))
+        });
+    }
+    SLOT
+}
+
+/// Refuses a request for `count` more items of `each` bytes when the execution could not hold
+/// them, with Rhai's own error for data too large.
+fn ensure_room(what: &str, count: u64, each: u64) -> Fallible<()> {
+    let bytes = count.saturating_mul(each.max(1));
+    let room = match control::current() {
+        Some(control) if control.limits().memory > 0 => {
+            (control.limits().memory as i64 - control.memory().used()).max(0) as u64
+        }
+        _ => MAX_REQUEST,
+    };
+    if bytes > room.min(MAX_REQUEST) {
+        return Err(EvalAltResult::ErrorDataTooLarge(what.to_string(), Position::NONE).into());
+    }
+    Ok(())
+}
+
+/// A length argument: negative means none.
+fn length(len: INT) -> u64 {
+    u64::try_from(len).unwrap_or(0)
+}
+
+pub(crate) fn register(engine: &mut Engine) {
+    register_splits(engine);
+    engine.register_fn(
+        "pad",
+        |array: &mut Array, len: INT, item: Dynamic| -> Fallible<()> {
+            let len = length(len);
+            let current = array.len() as u64;
+            if len > current {
+                ensure_room("Size of array", len - current, estimated_size(&item, 0))?;
+                array.resize(len as usize, item);
+            }
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "pad",
+        |blob: &mut Blob, len: INT, value: INT| -> Fallible<()> {
+            let len = length(len);
+            if len > blob.len() as u64 {
+                ensure_room("Size of BLOB", len - blob.len() as u64, 1)?;
+                blob.resize(len as usize, (value & 0xff) as u8);
+            }
+            Ok(())
+        },
+    );
+    let new_blob = |len: INT, value: INT| -> Fallible<Blob> {
+        let len = length(len);
+        ensure_room("Size of BLOB", len, 1)?;
+        Ok(vec![(value & 0xff) as u8; len as usize])
+    };
+    engine.register_fn("blob", move |len: INT| new_blob(len, 0));
+    engine.register_fn("blob", new_blob);
+    engine.register_fn(
+        "pad",
+        |string: &mut ImmutableString, len: INT, character: char| -> Fallible<()> {
+            let len = length(len);
+            let current = string.chars().count() as u64;
+            if len > current {
+                ensure_room(
+                    "Length of string",
+                    len - current,
+                    character.len_utf8() as u64,
+                )?;
+                let s = string.make_mut();
+                for _ in current..len {
+                    s.push(character);
+                }
+            }
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "pad",
+        |string: &mut ImmutableString, len: INT, padding: &str| -> Fallible<()> {
+            let len = length(len);
+            let mut current = string.chars().count() as u64;
+            let step = padding.chars().count() as u64;
+            if len <= current || step == 0 {
+                return Ok(());
+            }
+            ensure_room("Length of string", len - current, 4)?;
+            let s = string.make_mut();
+            while current < len {
+                if current + step <= len {
+                    s.push_str(padding);
+                    current += step;
+                } else {
+                    s.extend(padding.chars().take((len - current) as usize));
+                    current = len;
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// The array of `parts` strings split out of `string`, after checking the execution can hold it.
+fn checked_parts(string: &str, parts: usize) -> Fallible<()> {
+    ensure_room("Size of array", parts as u64, ELEMENT)?;
+    ensure_room("Length of string", 1, string.len() as u64)
+}
+
+fn strings<'a>(parts: impl Iterator<Item = &'a str>) -> Array {
+    parts.map(Into::into).collect()
+}
+
+/// `split`, `split_rev` and `to_chars`, with the number of parts counted before they are made.
+fn register_splits(engine: &mut Engine) {
+    engine.register_fn("to_chars", |string: &str| -> Fallible<Array> {
+        checked_parts(string, string.chars().count())?;
+        Ok(string.chars().map(Into::into).collect())
+    });
+    engine.register_fn("split", |string: &mut ImmutableString| -> Fallible<Array> {
+        if string.is_empty() {
+            return Ok(vec![string.clone().into()]);
+        }
+        checked_parts(string, string.split_whitespace().count())?;
+        Ok(strings(string.split_whitespace()))
+    });
+    engine.register_fn(
+        "split",
+        |string: &mut ImmutableString, delimiter: &str| -> Fallible<Array> {
+            if string.is_empty() || (!delimiter.is_empty() && !string.contains(delimiter)) {
+                return Ok(vec![string.clone().into()]);
+            }
+            checked_parts(string, string.split(delimiter).count())?;
+            Ok(strings(string.split(delimiter)))
+        },
+    );
+    engine.register_fn(
+        "split",
+        |string: &mut ImmutableString, delimiter: &str, segments: INT| -> Fallible<Array> {
+            if segments <= 1
+                || string.is_empty()
+                || (!delimiter.is_empty() && !string.contains(delimiter))
+            {
+                return Ok(vec![string.clone().into()]);
+            }
+            let segments = usize::try_from(segments).unwrap_or(usize::MAX);
+            checked_parts(string, string.splitn(segments, delimiter).count())?;
+            Ok(strings(string.splitn(segments, delimiter)))
+        },
+    );
+    engine.register_fn(
+        "split",
+        |string: &mut ImmutableString, delimiter: char| -> Fallible<Array> {
+            if string.is_empty() || !string.contains(delimiter) {
+                return Ok(vec![string.clone().into()]);
+            }
+            checked_parts(string, string.split(delimiter).count())?;
+            Ok(strings(string.split(delimiter)))
+        },
+    );
+    engine.register_fn(
+        "split",
+        |string: &mut ImmutableString, delimiter: char, segments: INT| -> Fallible<Array> {
+            if segments <= 1 || string.is_empty() || !string.contains(delimiter) {
+                return Ok(vec![string.clone().into()]);
+            }
+            let segments = usize::try_from(segments).unwrap_or(usize::MAX);
+            checked_parts(string, string.splitn(segments, delimiter).count())?;
+            Ok(strings(string.splitn(segments, delimiter)))
+        },
+    );
+    engine.register_fn(
+        "split_rev",
+        |string: &mut ImmutableString, delimiter: &str| -> Fallible<Array> {
+            if string.is_empty() || (!delimiter.is_empty() && !string.contains(delimiter)) {
+                return Ok(vec![string.clone().into()]);
+            }
+            checked_parts(string, string.rsplit(delimiter).count())?;
+            Ok(strings(string.rsplit(delimiter)))
+        },
+    );
+    engine.register_fn(
+        "split_rev",
+        |string: &mut ImmutableString, delimiter: &str, segments: INT| -> Fallible<Array> {
+            if segments <= 1
+                || string.is_empty()
+                || (!delimiter.is_empty() && !string.contains(delimiter))
+            {
+                return Ok(vec![string.clone().into()]);
+            }
+            let segments = usize::try_from(segments).unwrap_or(usize::MAX);
+            checked_parts(string, string.rsplitn(segments, delimiter).count())?;
+            Ok(strings(string.rsplitn(segments, delimiter)))
+        },
+    );
+    engine.register_fn(
+        "split_rev",
+        |string: &mut ImmutableString, delimiter: char| -> Fallible<Array> {
+            if string.is_empty() || !string.contains(delimiter) {
+                return Ok(vec![string.clone().into()]);
+            }
+            checked_parts(string, string.rsplit(delimiter).count())?;
+            Ok(strings(string.rsplit(delimiter)))
+        },
+    );
+    engine.register_fn(
+        "split_rev",
+        |string: &mut ImmutableString, delimiter: char, segments: INT| -> Fallible<Array> {
+            if segments <= 1 || string.is_empty() || !string.contains(delimiter) {
+                return Ok(vec![string.clone().into()]);
+            }
+            let segments = usize::try_from(segments).unwrap_or(usize::MAX);
+            checked_parts(string, string.rsplitn(segments, delimiter).count())?;
+            Ok(strings(string.rsplitn(segments, delimiter)))
+        },
+    );
+    engine.register_fn("to_array", |blob: &mut Blob| -> Fallible<Array> {
+        ensure_room("Size of array", blob.len() as u64, ELEMENT)?;
+        Ok(blob
+            .iter()
+            .map(|&byte| Dynamic::from_int(INT::from(byte)))
+            .collect())
+    });
+}
