@@ -311,3 +311,9 @@ def test_noperm_names_the_subcommand(r, server):
         assert gears_error(client, "lua", "execute('MEMORY', 'PURGE')") == wrapped("lua", expected)
     finally:
         r.execute_command("ACL", "DELUSER", "eve")
+
+
+def test_servers_without_module_categories_warn_at_load(server):
+    kind, version = server.kind
+    warned = "gives module commands no ACL categories" in server.read_log()
+    assert warned == (kind == "redis" and version < (7, 4, 0))

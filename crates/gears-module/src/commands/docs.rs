@@ -254,7 +254,14 @@ pub(crate) fn declare(ctx: &Context) -> Result<(), String> {
                 }
                 Some(set)
             }
-            _ => None,
+            _ => {
+                Context::new(ctx.ctx).log_warning(
+                    "Gears: this server gives module commands no ACL categories: '-@dangerous' or \
+                     '-@admin' do not exclude RG.PYEXECUTE or RG.CONFIGSET; exclude them by name \
+                     (see docs/security.md)",
+                );
+                None
+            }
         };
         for doc in COMMANDS {
             let name = CString::new(doc.name).unwrap_or_default();
