@@ -67,10 +67,15 @@ impl ApiModule {
                     .into_any()
                     .unbind(),
             ),
-            _ => Err(PyAttributeError::new_err(format!(
-                "module 'redisgears' has no attribute '{name}'"
-            ))),
+            // pyo3 then calls `__getattr__`.
+            _ => Err(PyAttributeError::new_err(())),
         }
+    }
+
+    fn __getattr__(&self, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        Err(PyAttributeError::new_err(format!(
+            "module 'redisgears' has no attribute '{name}'"
+        )))
     }
 
     fn __setattr__(&self, _name: &Bound<'_, PyAny>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
