@@ -337,3 +337,25 @@ fn writing_into_every_dict_gc_finds_changes_nothing_a_later_session_uses() {
     assert!(mallory.commands().is_empty());
     eprintln!("{:?}", restore.logs());
 }
+
+#[test]
+fn a_cycle_through_a_session_s_redisgears_is_collected() {
+    let redis = Arc::new(Recorder::default());
+    // Built-in functions' __module__ is writable: the function and the module refer to each
+    // other, and the module also holds the session's atomic class.
+    let compiled = frontend()
+        .compile(
+            "import redisgears, sys, weakref\nexecute.__module__ = redisgears\n\
+             sys._gears_binding_9 = weakref.ref(atomic)",
+            redis.clone(),
+        )
+        .expect("compiles");
+    drop(compiled);
+    runs(
+        "import gc, sys\nfor _ in range(100):\n    gc.collect()\n    \
+         if sys._gears_binding_9() is None:\n        break\n\
+         log(str(sys._gears_binding_9() is None))\ndel sys._gears_binding_9",
+        &redis,
+    );
+    assert_eq!(redis.logs(), vec!["True"]);
+}
