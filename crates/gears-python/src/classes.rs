@@ -1,39 +1,10 @@
-//! The API classes written in Rust: `atomic` and the iterator behind generator readers.
-//!
-//! Being Rust, they have no Python code, globals or frames a script could reach, and their
-//! types are immutable, so one class serves every session (the per-session prelude keeps only
-//! `GearsBuilder`, whose methods are Python).
+//! The iterator behind generator readers, written in Rust. Never handed to scripts; Gears calls
+//! its Rust methods directly, so nothing in its type's dict is ever looked up.
 
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyIterator, PyTuple};
-
-use crate::api;
-
-/// `with atomic():` runs the block's commands with no other client in between: the worker keeps
-/// the Redis lock until the block ends.
-#[pyclass(name = "atomic", module = "redisgears", frozen, immutable_type)]
-pub(crate) struct Atomic;
-
-#[pymethods]
-impl Atomic {
-    #[new]
-    fn new() -> Self {
-        Atomic
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        api::begin_atomic_block(slf.py())?;
-        Ok(slf)
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        api::end_atomic_block()?;
-        Ok(false)
-    }
-}
+use pyo3::types::PyIterator;
 
 /// Feeds a generator reader in batches. An exception ends the input, but the records yielded
 /// before it are delivered first; the exception is raised on the next batch. Never handed to

@@ -4,9 +4,11 @@
 //!   virtual environment (PyConfig, not environment variables) and libpython re-opened with
 //!   `RTLD_GLOBAL` so C extensions such as numpy import inside redis-server.
 //! - [`PythonFrontend`] compiles a script: every script gets its own globals dict holding
-//!   RedisGears 1.2's API (`GearsBuilder`/`GB`, `execute`, `log`, ...), its own copy of that API
-//!   and of the builtins, so no script can change what another's calls do (`isolation`);
-//!   `run()` lowers the recorded steps into a [`gears_core::ExecutionPlan`].
+//!   RedisGears 1.2's API (`GearsBuilder`/`GB`, `execute`, `log`, ...), made for it from
+//!   templates held in Rust (`isolation`), and bound to the script's own Redis host (`link`):
+//!   whoever calls a script's `execute`, it acts as that script's user, and only while the
+//!   script's execution lasts. `run()` lowers the recorded steps into a
+//!   [`gears_core::ExecutionPlan`] (`plan`).
 //! - [`PythonSession`] owns the script's globals, callbacks and values, and frees them when
 //!   dropped; the executor enters it (taking the GIL) once per batch. `execute` releases the
 //!   GIL before it waits for the Redis lock, so the lock order is always Redis lock → GIL, never
@@ -22,7 +24,10 @@ mod convert;
 mod exceptions;
 mod interpreter;
 mod isolation;
+mod link;
 mod memory;
+mod module;
+mod plan;
 mod session;
 mod sleep;
 mod watchdog;

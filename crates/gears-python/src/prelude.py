@@ -1,10 +1,11 @@
 # The Python side of Gears' GearsBuilder. It only records the steps; `run()` hands them to Rust,
 # which lowers them into the shared execution plan.
 #
-# Compiled once and run once per session, into a fresh namespace that already holds the Rust
-# functions and classes (`execute`, `log`, `configGet`, `gearsConfigGet`, `hashtag`, `atomic`,
-# `_run`) and `GearsError`: every script gets its own GearsBuilder, so none can patch another's.
-# The public names are copied into the script's globals, as RedisGears 1.2 does.
+# Compiled once and run once per session, into a fresh namespace that already holds the session's
+# own Rust functions (`execute`, `log`, `configGet`, `gearsConfigGet`, `hashtag`, `_run`,
+# `_atomic_begin`, `_atomic_end`, all bound to the session) and `GearsError`: every script gets
+# its own GearsBuilder and atomic classes, so none can patch another's. The public names are
+# copied into the script's globals, as RedisGears 1.2 does.
 
 
 def _check_functions(op, args, count):
@@ -19,6 +20,18 @@ def _check_functions(op, args, count):
     for a in args:
         if not callable(a):
             raise GearsError('%s argument must be a function' % op)
+
+
+class atomic(object):
+    """`with atomic():` runs the block's commands with no other client's command in between."""
+
+    def __enter__(self):
+        _atomic_begin()
+        return self
+
+    def __exit__(self, *exc):
+        _atomic_end()
+        return False
 
 
 class GearsBuilder(object):

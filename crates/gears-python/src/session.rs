@@ -11,10 +11,11 @@ use gears_core::{
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use crate::api::{self, format_error};
+use crate::api::format_error;
 use crate::classes::ReaderIterator;
 use crate::convert::{native, to_core, to_py};
 use crate::isolation::Namespaces;
+use crate::link::Link;
 use crate::watchdog::{self, Running};
 
 /// Compiles Python scripts. The interpreter must have been started with
@@ -39,22 +40,29 @@ impl Frontend for PythonFrontend {
         }
         let script = std::ffi::CString::new(script)
             .map_err(|_| GearsError::Script("script contains a NUL byte".into()))?;
+        let link = Link::new(redis);
         Python::attach(|py| {
             // The script's top level can be stopped (and its allocations refused) like a
             // callback.
             let _running = Running::enter(py);
-            let namespaces = Namespaces::new(py)
-                .map_err(|e| stopped_or(|| GearsError::Internal(e.to_string())))?;
-            let (outcome, state) = api::with_host(&redis, || {
-                api::compiling(|| py.run(&script, Some(namespaces.globals.bind(py)), None))
-            });
+            let namespaces = match Namespaces::new(py, &link) {
+                Ok(namespaces) => namespaces,
+                Err(e) => {
+                    link.end();
+                    return Err(stopped_or(|| GearsError::Internal(e.to_string())));
+                }
+            };
+            let (outcome, state) =
+                link.compiling(|| py.run(&script, Some(namespaces.globals.bind(py)), None));
+            // An atomic block the top level left open ends with it.
+            link.end_atomic();
             let session = PythonSession {
                 state: ManuallyDrop::new(SessionState {
                     namespaces,
                     callbacks: state.callbacks,
                     values: state.values,
                 }),
-                redis,
+                link,
             };
             // On failure the session is dropped here, so what the script built is freed now.
             outcome.map_err(|e| stopped_or(|| GearsError::Script(format_error(py, &e))))?;
@@ -95,7 +103,8 @@ impl SessionState {
 pub struct PythonSession {
     /// Taken (and freed under the GIL) only in `Drop`.
     state: ManuallyDrop<SessionState>,
-    redis: Arc<dyn RedisAccess>,
+    /// What the script's API functions are bound to; ended with the session.
+    link: Arc<Link>,
 }
 
 impl PythonSession {
@@ -108,6 +117,9 @@ impl Drop for PythonSession {
     /// Clears the session's dicts and drops its objects under the GIL, so a finished session's
     /// objects are freed at once by reference counting, not whenever the cyclic GC runs.
     fn drop(&mut self) {
+        // From now on the script's functions fail, whoever holds them (a finaliser, a thread).
+        // The host is dropped here, on this thread, never by a Python object.
+        let _host = self.link.end();
         // SAFETY: `state` is never used again after this.
         let state = unsafe { ManuallyDrop::take(&mut self.state) };
         // SAFETY: plain query of whether this thread holds the GIL.
@@ -128,12 +140,19 @@ impl Session for PythonSession {
     }
 
     fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime)) {
-        api::with_host(&self.redis, || {
-            Python::attach(|py| {
-                let _running = Running::enter(py);
-                let mut runtime = PyRuntime { py, session: self };
-                f(&mut runtime)
-            })
+        /// Ends an atomic block the batch left open, also when it unwinds (a Redis lock left
+        /// held would freeze the server).
+        struct EndAtomic<'a>(&'a Link);
+        impl Drop for EndAtomic<'_> {
+            fn drop(&mut self) {
+                self.0.end_atomic();
+            }
+        }
+        let _end_atomic = EndAtomic(&self.link);
+        Python::attach(|py| {
+            let _running = Running::enter(py);
+            let mut runtime = PyRuntime { py, session: self };
+            f(&mut runtime)
         })
     }
 }
@@ -177,7 +196,7 @@ impl Runtime for PyRuntime<'_, '_> {
             .map_err(|e| GearsError::Internal(e.to_string()))?;
         let result = function.bind(py).call1(args);
         // An atomic block the callback left open ends with the callback.
-        self.session.redis.end_atomic();
+        self.session.link.end_atomic();
         match result {
             Ok(result) => Ok(native(result)),
             Err(e) => Err(self.callback_error(e)),

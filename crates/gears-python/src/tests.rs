@@ -25,6 +25,7 @@ impl RedisAccess for NoRedis {
     }
 }
 
+mod binding;
 mod isolation;
 mod memory;
 mod stopping;

@@ -48,9 +48,26 @@ type Deferred = Box<dyn FnOnce(Python<'_>) + Send>;
 static RUNNING: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 static DEFERRED: Mutex<Vec<Deferred>> = Mutex::new(Vec::new());
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
-/// A Python function that does nothing: calling it makes the eval loop deliver a pending
-/// asynchronous exception (see `Running::drop`).
+/// Python code that does nothing: running it makes the eval loop deliver a pending asynchronous
+/// exception (see `Running::drop`). A code object (immutable, held only here), run in a fresh
+/// dict: a shared function could have its `__code__` replaced by a script that found it
+/// through `gc`, and Gears would run that script's code on another execution's thread.
 static NOTHING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Runs [`NOTHING`].
+fn run_nothing(py: Python<'_>) {
+    let Some(code) = NOTHING.get(py) else { return };
+    let globals = pyo3::types::PyDict::new(py);
+    // SAFETY: a code object compiled at start-up, run with a fresh dict as its globals and
+    // locals; PyEval_EvalCode returns a new reference or NULL with an exception set.
+    let result = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyEval_EvalCode(code.as_ptr(), globals.as_ptr(), globals.as_ptr()),
+        )
+    };
+    drop(result);
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -99,9 +116,7 @@ impl Drop for Running<'_> {
             // A stop sent to this thread may still be pending (the code it was meant for
             // returned first). Deliver it now, into a function that does nothing, rather than
             // into the next Python code this thread runs, for another execution.
-            if let Some(nothing) = NOTHING.get(self.py) {
-                let _ = nothing.bind(self.py).call0();
-            }
+            run_nothing(self.py);
         }
     }
 }
@@ -113,7 +128,10 @@ pub(crate) fn defer(f: Deferred) {
 
 /// Prepares the watchdog (under the GIL, at interpreter start) and starts its thread.
 pub(crate) fn start(py: Python<'_>) -> PyResult<()> {
-    let nothing = py.eval(c"lambda: None", None, None)?;
+    let nothing = py
+        .import("builtins")?
+        .getattr("compile")?
+        .call1(("None", "<gears>", "exec"))?;
     let _ = NOTHING.set(py, nothing.unbind());
     std::thread::Builder::new()
         .name("gears-py-watchdog".into())

@@ -46,7 +46,7 @@ impl Job {
         });
         // Whatever happened, this thread must not keep the Redis lock: an atomic block cut
         // short by a panic would freeze the server.
-        gears_core::RedisAccess::end_atomic(&*host);
+        host.finish();
         self.blocked.reply(&reply);
     }
 }

@@ -7,6 +7,7 @@ mod blocked;
 pub(crate) mod call;
 mod user;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub(crate) struct RedisHost {
     user: AclUser,
     access: Access,
     control: Arc<ExecutionControl>,
+    /// Set when the execution is over: code of its script that still runs (a finalizer, a
+    /// thread, a function another script got hold of) can reach Redis no more.
+    finished: AtomicBool,
 }
 
 // SAFETY: a thread-safe context may be used from any thread; Gears only uses it while holding
@@ -62,8 +66,9 @@ unsafe impl Sync for RedisHost {}
 thread_local! {
     /// True while this thread holds the Redis lock (inside `with_lock` or an atomic block).
     static HOLDS_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// True while this thread is inside an atomic block.
-    static IN_ATOMIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The host whose atomic block this thread is in (null: none). Only that host ends it.
+    static ATOMIC_OWNER: std::cell::Cell<*const RedisHost> =
+        const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 /// Releases the Redis lock when dropped, also on unwinding.
@@ -94,7 +99,26 @@ impl RedisHost {
             user: AclUser::new(&caller.user),
             access,
             control,
+            finished: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the execution over: its atomic block (if any) ends, and later commands and atomic
+    /// blocks are refused.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.end_atomic();
+    }
+
+    /// `Ok` while the execution runs and may go on.
+    fn check_running(&self) -> Result<()> {
+        if self.finished.load(Ordering::Acquire) {
+            return Err(GearsError::Redis(
+                "ERR this Gears execution has finished: its scripts can no longer reach Redis"
+                    .into(),
+            ));
+        }
+        self.control.check()
     }
 
     pub fn control(&self) -> &Arc<ExecutionControl> {
@@ -185,7 +209,7 @@ impl Drop for RedisHost {
 impl RedisAccess for RedisHost {
     fn execute(&self, args: &[Vec<u8>]) -> Result<Record> {
         loop {
-            self.control.check()?;
+            self.check_running()?;
             match self.with_lock(|ctx| call_as(ctx, Some(&self.user), self.access, args)) {
                 Called::Reply(result) => return result,
                 // Inside an atomic block the lock is ours, so no pause can have begun.
@@ -223,11 +247,11 @@ impl RedisAccess for RedisHost {
     /// pause can not begin while the block holds the lock). The block's time is limited by the
     /// execution's control.
     fn begin_atomic(&self) -> Result<()> {
-        if IN_ATOMIC.with(|atomic| atomic.get()) || HOLDS_LOCK.with(|held| held.get()) {
+        if !ATOMIC_OWNER.with(|owner| owner.get()).is_null() || HOLDS_LOCK.with(|held| held.get()) {
             return Err(GearsError::Plan("Already inside an atomic block".into()));
         }
         loop {
-            self.control.check()?;
+            self.check_running()?;
             // SAFETY: locks Redis for this thread until end_atomic (or the unlock below).
             unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(self.context) };
             if !writes_paused() {
@@ -238,13 +262,23 @@ impl RedisAccess for RedisHost {
             std::thread::sleep(PAUSE_POLL);
         }
         HOLDS_LOCK.with(|held| held.set(true));
-        IN_ATOMIC.with(|atomic| atomic.set(true));
+        ATOMIC_OWNER.with(|owner| owner.set(self as *const RedisHost));
         self.control.begin_atomic();
         Ok(())
     }
 
+    /// Ends this host's atomic block on this thread, if it has one (another host's block is
+    /// left alone).
     fn end_atomic(&self) {
-        if IN_ATOMIC.with(|atomic| atomic.replace(false)) {
+        let mine = ATOMIC_OWNER.with(|owner| {
+            if std::ptr::eq(owner.get(), self) {
+                owner.set(std::ptr::null());
+                true
+            } else {
+                false
+            }
+        });
+        if mine {
             self.control.end_atomic();
             drop(LockGuard(self.context));
         }

@@ -108,10 +108,11 @@ fn measure_per_session_overhead() {
     use pyo3::prelude::*;
     frontend();
     let n = 20_000;
+    let link = crate::link::Link::new(Arc::new(Recorder::default()));
     Python::attach(|py| {
         let started = Instant::now();
         for _ in 0..n {
-            let namespaces = crate::isolation::Namespaces::new(py).expect("namespaces");
+            let namespaces = crate::isolation::Namespaces::new(py, &link).expect("namespaces");
             namespaces.clear(py);
         }
         eprintln!("Namespaces::new + clear: {:?} each", started.elapsed() / n);

@@ -24,6 +24,10 @@ pub(crate) fn serial() -> MutexGuard<'static, ()> {
 pub(crate) struct Recorder {
     commands: Mutex<Vec<Vec<Vec<u8>>>>,
     logs: Mutex<Vec<String>>,
+    /// `begin`/`end` for every atomic block begun or ended through this host.
+    atomic: Mutex<Vec<&'static str>>,
+    /// Once set, every command is refused, as a finished execution's host refuses them.
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl Recorder {
@@ -41,6 +45,16 @@ impl Recorder {
                     .collect()
             })
             .collect()
+    }
+
+    pub(crate) fn atomic_events(&self) -> Vec<&'static str> {
+        self.atomic.lock().unwrap().clone()
+    }
+
+    /// From now on, refuses every command (what a finished execution's host does).
+    pub(crate) fn finish(&self) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn raw_commands(&self) -> Vec<Vec<Vec<u8>>> {
@@ -61,6 +75,9 @@ impl Recorder {
 
 impl RedisAccess for Recorder {
     fn execute(&self, args: &[Vec<u8>]) -> Result<Record> {
+        if self.finished.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GearsError::Redis(FINISHED.into()));
+        }
         self.commands.lock().unwrap().push(args.to_vec());
         Ok(Record::from("OK"))
     }
@@ -74,12 +91,14 @@ impl RedisAccess for Recorder {
         "06S".into()
     }
     fn begin_atomic(&self) -> Result<()> {
+        self.atomic.lock().unwrap().push("begin");
         if let Some(control) = control::current() {
             control.begin_atomic();
         }
         Ok(())
     }
     fn end_atomic(&self) {
+        self.atomic.lock().unwrap().push("end");
         if let Some(control) = control::current() {
             control.end_atomic();
         }
@@ -131,3 +150,6 @@ pub(crate) fn stop_while_running(
 }
 
 pub(crate) const STOPPED: &str = "aborted by the test";
+
+/// What a finished host answers.
+pub(crate) const FINISHED: &str = "ERR this execution has finished";

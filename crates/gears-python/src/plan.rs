@@ -1,0 +1,254 @@
+//! `GearsBuilder.run(...)`: lowers the steps a builder recorded into the session's plan.
+
+use gears_core::{
+    CallbackId, ExecutionMode, Kwarg, Language, PlanBuilder, ReaderSpec, RunArg, RunOptions,
+    ValueId,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFunction, PyList, PyString, PyTuple};
+
+use crate::api::{gears_err, CompileState};
+use crate::convert::to_core;
+use crate::exceptions::error;
+use crate::link::Link;
+
+fn register_callback(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> CallbackId {
+    state.callbacks.push(obj.clone().unbind());
+    CallbackId((state.callbacks.len() - 1) as u32)
+}
+
+fn register_value(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> ValueId {
+    state.values.push(obj.clone().unbind());
+    ValueId((state.values.len() - 1) as u32)
+}
+
+fn optional_callback(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> Option<CallbackId> {
+    if obj.is_none() {
+        None
+    } else {
+        Some(register_callback(state, obj))
+    }
+}
+
+/// Lowers the recorded steps of a GearsBuilder into the plan builder.
+fn lower_steps(
+    builder: &mut PlanBuilder,
+    state: &mut CompileState,
+    steps: &Bound<'_, PyList>,
+) -> PyResult<()> {
+    for step in steps.iter() {
+        let step = step.cast::<PyTuple>()?;
+        let op: String = step.get_item(0)?.extract()?;
+        let args = step.get_item(1)?;
+        let args = args.cast::<PyTuple>()?;
+        let arg = |i: usize| args.get_item(i);
+        match op.as_str() {
+            "map" | "flatmap" | "filter" | "foreach" | "accumulate" | "repartition" => {
+                let cb = register_callback(state, &arg(0)?);
+                match op.as_str() {
+                    "map" => builder.map(cb),
+                    "flatmap" => builder.flatmap(cb),
+                    "filter" => builder.filter(cb),
+                    "foreach" => builder.foreach(cb),
+                    "accumulate" => builder.accumulate(cb),
+                    _ => builder.repartition(cb),
+                };
+            }
+            "localgroupby" | "groupby" | "batchgroupby" => {
+                let extractor = register_callback(state, &arg(0)?);
+                let reducer = register_callback(state, &arg(1)?);
+                match op.as_str() {
+                    "localgroupby" => builder.localgroupby(extractor, reducer),
+                    "groupby" => builder.groupby(extractor, reducer),
+                    _ => builder.batchgroupby(extractor, reducer),
+                };
+            }
+            "collect" => {
+                builder.collect();
+            }
+            "limit" => {
+                let length: i64 = arg(0)?.extract()?;
+                let start: i64 = if args.len() > 1 {
+                    arg(1)?.extract()?
+                } else {
+                    0
+                };
+                builder.limit(length.max(0) as u64, start.max(0) as u64);
+            }
+            "aggregate" => {
+                let zero = register_value(state, &arg(0)?);
+                let seq = register_callback(state, &arg(1)?);
+                let comb = register_callback(state, &arg(2)?);
+                builder.aggregate(zero, seq, comb);
+            }
+            "aggregateby" => {
+                let extractor = register_callback(state, &arg(0)?);
+                let zero = register_value(state, &arg(1)?);
+                let seq = register_callback(state, &arg(2)?);
+                let comb = register_callback(state, &arg(3)?);
+                builder.aggregateby(extractor, zero, seq, comb);
+            }
+            "count" => {
+                builder.count();
+            }
+            "countby" => {
+                let extractor = optional_callback(state, &arg(0)?);
+                builder.countby(extractor);
+            }
+            "avg" => {
+                let extractor = optional_callback(state, &arg(0)?);
+                builder.avg(extractor);
+            }
+            "sort" => {
+                let reverse: bool = arg(0)?.extract()?;
+                builder.sort(reverse);
+            }
+            "distinct" => {
+                builder.distinct();
+            }
+            other => return Err(error::new_err(format!("unknown operation {other}"))),
+        }
+    }
+    Ok(())
+}
+
+/// `_run(reader, defaultArg, desc, steps, arg, convertToStr, collect, kwargs)`, called by
+/// `GearsBuilder.run()`: builds the plan; the execution starts once the script's top level has
+/// finished. Only the session's own top level can build its plans.
+pub(crate) fn run(
+    link: &Link,
+    args: &Bound<'_, PyTuple>,
+    _kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let py = args.py();
+    let args: [Bound<'_, PyAny>; 8] = args
+        .extract()
+        .map_err(|_| error::new_err("run() was called with the wrong arguments"))?;
+    let [reader, default_arg, desc, steps, arg, convert_to_str, collect, kwargs] = args;
+    let Ok(reader) = reader.extract::<String>() else {
+        return Err(error::new_err("reader argument must be a string"));
+    };
+    let description = if desc.is_none() {
+        None
+    } else {
+        match desc.extract::<String>() {
+            Ok(d) => Some(d),
+            Err(_) => return Err(error::new_err("desc argument must be a string")),
+        }
+    };
+    let steps = steps.cast_into::<PyList>()?;
+    let kwargs = kwargs.cast_into::<PyDict>()?;
+    let options = (
+        convert_to_str.extract::<bool>()?,
+        collect.extract::<bool>()?,
+    );
+    let Some(mut state) = link.take_compile_state() else {
+        return Err(error::new_err(
+            "run() can only be called from the top level of a script",
+        ));
+    };
+    // Converting the arguments runs Python code (`str()` of unknown objects): no lock is held.
+    let built = build(
+        &mut state,
+        &reader,
+        &default_arg,
+        description,
+        &steps,
+        &arg,
+        options,
+        &kwargs,
+    );
+    link.put_compile_state(state);
+    built.map(|_| py.None())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    state: &mut CompileState,
+    reader: &str,
+    default_arg: &Bound<'_, PyAny>,
+    description: Option<String>,
+    steps: &Bound<'_, PyList>,
+    arg: &Bound<'_, PyAny>,
+    (convert_to_str, collect): (bool, bool),
+    kwargs: &Bound<'_, PyDict>,
+) -> PyResult<()> {
+    if !state.plans.is_empty() {
+        return Err(error::new_err(
+            "Can not run more then 1 executions in a single script",
+        ));
+    }
+    let mut builder = PlanBuilder::new(Language::Python);
+    lower_steps(&mut builder, state, steps)?;
+
+    let mode = match kwargs.get_item("mode")? {
+        None => ExecutionMode::Async,
+        Some(mode) => {
+            let Ok(mode) = mode.extract::<String>() else {
+                return Err(error::new_err("execution mode must be a string"));
+            };
+            match mode.as_str() {
+                "async" => ExecutionMode::Async,
+                "async_local" => ExecutionMode::AsyncLocal,
+                _ => return Err(error::new_err("unknown execution mode")),
+            }
+        }
+    };
+    let mut kw: Vec<Kwarg> = Vec::new();
+    for (k, v) in kwargs.iter() {
+        let key: String = k.extract()?;
+        match key.as_str() {
+            "noScan" if !v.is_instance_of::<PyBool>() => {
+                return Err(error::new_err("exactMatch value is not boolean"));
+            }
+            "readValue" if !v.is_instance_of::<PyBool>() => {
+                return Err(error::new_err("readValue value is not boolean"));
+            }
+            "fromId" if !v.is_instance_of::<PyString>() => {
+                return Err(error::new_err("fromId argument must be a string"));
+            }
+            _ => {}
+        }
+        if key == "patternGenerator" {
+            continue;
+        }
+        kw.push((key, to_core(&v).map_err(gears_err)?));
+    }
+    let pattern_generator = match kwargs.get_item("patternGenerator")? {
+        Some(f) if !f.is_none() => Some(register_callback(state, &f)),
+        _ => None,
+    };
+    let default_arg = default_arg
+        .extract::<String>()
+        .unwrap_or_else(|_| "*".to_string());
+    let run_arg = if reader == "PythonReader" {
+        if arg.is_none() {
+            return Err(error::new_err("pyreader argument must be a function"));
+        }
+        if !arg.is_instance_of::<PyFunction>() && !arg.is_callable() {
+            return Err(error::new_err("pyreader argument must be a function"));
+        }
+        RunArg::Callback(register_callback(state, arg))
+    } else if arg.is_none() || !arg.is_truthy()? {
+        RunArg::None
+    } else {
+        // A key name that is not UTF-8 is given as bytes.
+        if let Ok(bytes) = arg.cast::<PyBytes>() {
+            RunArg::Text(bytes.as_bytes().to_vec())
+        } else {
+            match arg.extract::<String>() {
+                Ok(s) => RunArg::Text(s.into_bytes()),
+                Err(_) => return Err(error::new_err("regex argument must be a string")),
+            }
+        }
+    };
+    let spec = ReaderSpec::from_run_args(reader, &default_arg, run_arg, &kw, pattern_generator)
+        .map_err(gears_err)?;
+    let options = RunOptions {
+        convert_to_str,
+        collect,
+        mode,
+    };
+    state.plans.push(builder.build(spec, options, description));
+    Ok(())
+}
