@@ -53,7 +53,9 @@ class RedisServer:
         deadline = time.time() + 10
         while True:
             if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("redis-server did not start:\n" + self.read_log())
+                log = self.read_log()
+                self.stop()
+                raise RuntimeError("redis-server did not start:\n" + log)
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
