@@ -13,6 +13,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = os.environ.get("GEARS_MODULE", os.path.join(ROOT, "target", "release", "libgears.so"))
@@ -61,13 +63,21 @@ class RedisServer:
                 break
             except OSError:
                 time.sleep(0.02)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True,
+                                  retry=Retry(NoBackoff(), 0))
         while True:
             try:
                 if self.client.ping():
                     break
-            except redis.BusyLoadingError:
+            except (redis.BusyLoadingError, redis.ConnectionError):
+                # The server listens before it loads its modules: a module that refuses to
+                # load ends it after a connection was accepted.
+                if self.process.poll() is not None or time.time() > deadline:
+                    log = self.read_log()
+                    self.stop()
+                    raise RuntimeError("redis-server did not start:\n" + log)
                 time.sleep(0.02)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
 
     @property
     def kind(self):

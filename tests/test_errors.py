@@ -144,7 +144,6 @@ def test_missing_script_is_a_wrong_arity_error(r, command):
 
 def test_unknown_and_unsupported_options(r):
     assert gears_error(r, "python", "x = 1", "FOO") == "Unknown arguments were given: FOO"
-    assert gears_error(r, "python", "x = 1", "UNBLOCKING") == "UNBLOCKING is not supported yet"
     assert gears_error(r, "python", "x = 1", "ID") == "ID is missing"
     assert gears_error(r, "python", "x = 1", "ID", "a b") == \
         "ID must be compose of: ['A'-'Z' | 'a'-'z' | '0' - '9' | '-' | '_']"

@@ -19,14 +19,44 @@ use std::time::{Duration, Instant};
 use crate::error::{GearsError, Result};
 use crate::memory::{self, MemoryMeter, MeterScope};
 
-/// The limits an execution runs under.
+/// The limits an execution runs under (zero: no limit).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// The longest an atomic block may hold the Redis lock (zero: no limit).
+    /// The longest an atomic block may hold the Redis lock.
     pub atomic_max: Duration,
-    /// The most memory the execution may hold, in bytes (0: no limit).
+    /// The most memory the execution may hold, in bytes.
     pub memory: u64,
+    /// The longest the execution may run.
+    pub timeout: Duration,
+    /// The most records it may hold at once (results and the state of its steps).
+    pub max_records: u64,
+    /// The largest reply it may give, in bytes.
+    pub max_reply_bytes: u64,
+    /// The most errors its reply lists.
+    pub max_errors: u64,
 }
+
+impl Limits {
+    /// These limits with a run's own over them.
+    pub fn with_run(mut self, run: &crate::plan::RunLimits) -> Limits {
+        if let Some(ms) = run.timeout_ms {
+            self.timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = run.max_records {
+            self.max_records = n;
+        }
+        if let Some(n) = run.max_reply_bytes {
+            self.max_reply_bytes = n;
+        }
+        if let Some(n) = run.max_errors {
+            self.max_errors = n;
+        }
+        self
+    }
+}
+
+/// The error an aborted execution ends with.
+pub const ABORTED: &str = "Execution was aborted";
 
 /// The stop state and limits of one execution.
 pub struct ExecutionControl {
@@ -34,8 +64,12 @@ pub struct ExecutionControl {
     message: Mutex<Option<String>>,
     /// When the current atomic block began, in microseconds since `epoch`, plus one (0: none).
     atomic_since: AtomicU64,
+    /// When the execution started.
     epoch: Instant,
-    limits: Limits,
+    /// The limits; the run's own replace the settings once its plan is known.
+    limits: Mutex<Limits>,
+    /// The run-time limit in microseconds (0: none), read at every check.
+    timeout_micros: AtomicU64,
     memory: Arc<MemoryMeter>,
 }
 
@@ -46,7 +80,8 @@ impl ExecutionControl {
             message: Mutex::new(None),
             atomic_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            limits,
+            limits: Mutex::new(limits),
+            timeout_micros: AtomicU64::new(limits.timeout.as_micros() as u64),
             memory: Arc::new(MemoryMeter::new(limits.memory)),
         })
     }
@@ -57,7 +92,21 @@ impl ExecutionControl {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a run's own limits (`run(..., timeout=...)`) once its plan is known. The memory
+    /// limit stays the setting's.
+    pub fn apply_run_limits(&self, run: &crate::plan::RunLimits) {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        *limits = limits.with_run(run);
+        self.timeout_micros
+            .store(limits.timeout.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the execution has run.
+    pub fn elapsed(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     pub fn memory(&self) -> &Arc<MemoryMeter> {
@@ -114,16 +163,26 @@ impl ExecutionControl {
 
     /// The message of a limit of this execution it has passed, if any.
     fn local_limit_passed(&self) -> Option<String> {
+        let now = self.micros_since_epoch();
         let since = self.atomic_since.load(Ordering::Relaxed);
-        if since != 0 && !self.limits.atomic_max.is_zero() {
-            let elapsed = self.micros_since_epoch().saturating_sub(since - 1);
-            if elapsed > self.limits.atomic_max.as_micros() as u64 {
+        if since != 0 {
+            let atomic_max = self.limits().atomic_max;
+            if !atomic_max.is_zero()
+                && now.saturating_sub(since - 1) > atomic_max.as_micros() as u64
+            {
                 return Some(format!(
                     "BUSY the atomic block ran longer than {} ms (AtomicBlockMaxTime); it was \
                      interrupted and the Redis lock released",
-                    self.limits.atomic_max.as_millis()
+                    atomic_max.as_millis()
                 ));
             }
+        }
+        let timeout = self.timeout_micros.load(Ordering::Relaxed);
+        if timeout > 0 && now > timeout {
+            return Some(format!(
+                "TIMEOUT the execution ran longer than {} ms (ExecutionMaxRunTime)",
+                timeout / 1000
+            ));
         }
         let limit = self.memory.limit();
         if limit > 0 && self.memory.used() > limit as i64 {
@@ -225,7 +284,7 @@ mod tests {
     fn an_atomic_block_past_its_limit_stops_the_execution() {
         let control = ExecutionControl::new(Limits {
             atomic_max: Duration::from_millis(20),
-            memory: 0,
+            ..Limits::default()
         });
         control.begin_atomic();
         assert!(control.check().is_ok());
@@ -244,8 +303,8 @@ mod tests {
     #[test]
     fn the_memory_limit_stops_the_execution() {
         let control = ExecutionControl::new(Limits {
-            atomic_max: Duration::ZERO,
             memory: 100,
+            ..Limits::default()
         });
         {
             let _scope = ControlScope::enter(&control);
@@ -258,5 +317,24 @@ mod tests {
             memory::charge(memory::Pool::Python, -150);
         }
         assert!(check_current().is_ok(), "no control outside the scope");
+    }
+
+    #[test]
+    fn a_run_past_its_time_limit_stops() {
+        let control = ExecutionControl::new(Limits {
+            timeout: Duration::from_secs(60),
+            ..Limits::default()
+        });
+        assert!(control.check().is_ok());
+        control.apply_run_limits(&crate::plan::RunLimits {
+            timeout_ms: Some(10),
+            ..Default::default()
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            control.check().unwrap_err().message(),
+            "TIMEOUT the execution ran longer than 10 ms (ExecutionMaxRunTime)"
+        );
+        assert_eq!(control.limits().timeout, Duration::from_millis(10));
     }
 }

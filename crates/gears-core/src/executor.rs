@@ -1,6 +1,7 @@
 //! Runs a plan over the batches a reader yields.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::control;
 use crate::error::Result;
@@ -8,6 +9,7 @@ use crate::frontend::{Runtime, Session};
 use crate::operators::{self, Operator, StepContext};
 use crate::plan::ExecutionPlan;
 use crate::plan::{CallbackId, ValueId};
+use crate::progress::{ErrorList, Progress, READING};
 use crate::reader::RecordReader;
 use crate::record::GroupKey;
 use crate::record::Record;
@@ -24,18 +26,45 @@ pub struct ExecutionOutcome {
 pub struct Executor {
     plan: ExecutionPlan,
     session: Arc<dyn Session>,
+    progress: Arc<Progress>,
+}
+
+/// Where the records of a run are and what the run may hold.
+struct Run<'p> {
+    operators: Vec<Box<dyn Operator>>,
+    results: Vec<Record>,
+    errors: ErrorList,
+    progress: &'p Progress,
+    max_records: u64,
 }
 
 impl Executor {
     pub fn new(plan: ExecutionPlan, session: Arc<dyn Session>) -> Self {
-        Executor { plan, session }
+        Executor {
+            plan,
+            session,
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// Reports the run's progress (records read, the step it is in, durations) to `progress`.
+    pub fn observed(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// Reads every batch, pushes it through the steps, flushes the stateful steps at the end
-    /// of input, and converts the results to core records.
+    /// of input, and converts the results to core records. The execution's control (if the
+    /// thread works for one) bounds the errors listed and the records held, and stops the run.
     pub fn run(&self, reader: &mut dyn RecordReader) -> ExecutionOutcome {
-        let mut operators: Vec<Box<dyn Operator>> =
-            self.plan.steps.iter().map(operators::build).collect();
+        let limits = control::current().map(|c| c.limits()).unwrap_or_default();
+        let mut run = Run {
+            operators: self.plan.steps.iter().map(operators::build).collect(),
+            results: Vec::new(),
+            errors: ErrorList::new(usize::try_from(limits.max_errors).unwrap_or(usize::MAX)),
+            progress: &self.progress,
+            max_records: limits.max_records,
+        };
         // A satisfied limit before the first step that holds records ends the reading early.
         let streaming_prefix = self
             .plan
@@ -43,65 +72,123 @@ impl Executor {
             .iter()
             .position(|step| !step.is_streaming())
             .unwrap_or(self.plan.steps.len());
-        let mut outcome = ExecutionOutcome::default();
         loop {
-            if operators[..streaming_prefix]
+            if run.operators[..streaming_prefix]
                 .iter()
                 .any(|op| op.exhausted())
                 || control::check_current().is_err()
             {
                 break;
             }
+            self.progress.enter_step(READING);
+            let started = Instant::now();
             let batch = match reader.next_batch() {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(e) => {
                     // A stop is reported once, at the end.
                     if !matches!(e, crate::GearsError::Stopped(_)) {
-                        outcome.errors.push(e.to_string());
+                        run.errors.push(e.to_string());
                     }
                     break;
                 }
             };
+            self.progress.read(batch.len(), started.elapsed());
             if batch.is_empty() {
                 continue;
             }
             let mut batch = Some(batch);
-            self.session.enter(&mut |runtime| {
-                let mut runtime = Checked(runtime);
-                let mut ctx = StepContext {
-                    runtime: &mut runtime,
-                    errors: &mut outcome.errors,
-                };
-                let out = push_through(&mut operators, batch.take().unwrap_or_default(), &mut ctx);
-                outcome.results.extend(out);
+            self.enter(&mut |runtime| {
+                let records = batch.take().unwrap_or_default();
+                run.push(0, records, runtime);
             });
+            run.check_held();
         }
-        self.session.enter(&mut |runtime| {
-            let mut runtime = Checked(runtime);
-            let mut ctx = StepContext {
-                runtime: &mut runtime,
-                errors: &mut outcome.errors,
-            };
+        self.enter(&mut |runtime| {
             // A stopped execution keeps the results it emitted but flushes nothing more.
-            for i in 0..operators.len() {
+            for i in 0..run.operators.len() {
                 if control::check_current().is_err() {
                     break;
                 }
-                let (head, tail) = operators.split_at_mut(i + 1);
-                let flushed = head[i].finish(&mut ctx);
-                if !flushed.is_empty() {
-                    let out = push_through(tail, flushed, &mut ctx);
-                    outcome.results.extend(out);
-                }
+                run.finish(i, runtime);
+                run.check_held();
             }
-            let results = std::mem::take(&mut outcome.results);
-            outcome.results = to_core(results, ctx.runtime, ctx.errors);
+            let results = std::mem::take(&mut run.results);
+            run.results = to_core(results, &mut Checked(runtime), &mut run.errors);
         });
+        let mut errors = run.errors.into_vec();
         if let Err(stopped) = control::check_current() {
-            outcome.errors.push(stopped.to_string());
+            errors.push(stopped.to_string());
         }
-        outcome
+        ExecutionOutcome {
+            results: run.results,
+            errors,
+        }
+    }
+
+    /// Enters the session, counting the time spent in the language.
+    fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime)) {
+        let started = Instant::now();
+        self.session.enter(f);
+        self.progress.in_language(started.elapsed());
+    }
+}
+
+impl Run<'_> {
+    /// Pushes records through the steps from `first` on; what comes out is a result.
+    fn push(&mut self, first: usize, mut records: Vec<Record>, runtime: &mut dyn Runtime) {
+        let mut runtime = Checked(runtime);
+        let mut ctx = StepContext {
+            runtime: &mut runtime,
+            errors: &mut self.errors,
+        };
+        for (i, op) in self.operators.iter_mut().enumerate().skip(first) {
+            if records.is_empty() {
+                return;
+            }
+            self.progress.enter_step(i as i64);
+            let started = self.progress.profile().then(Instant::now);
+            records = op.process(records, &mut ctx);
+            if let Some(started) = started {
+                self.progress.step_took(i, started.elapsed());
+            }
+        }
+        self.progress.emitted(records.len());
+        self.results.extend(records);
+    }
+
+    /// Flushes step `i` at the end of input into the steps after it.
+    fn finish(&mut self, i: usize, runtime: &mut dyn Runtime) {
+        self.progress.enter_step(i as i64);
+        let started = self.progress.profile().then(Instant::now);
+        let flushed = {
+            let mut runtime = Checked(&mut *runtime);
+            let mut ctx = StepContext {
+                runtime: &mut runtime,
+                errors: &mut self.errors,
+            };
+            self.operators[i].finish(&mut ctx)
+        };
+        if let Some(started) = started {
+            self.progress.step_took(i, started.elapsed());
+        }
+        self.push(i + 1, flushed, runtime);
+    }
+
+    /// Stops the execution when it holds more records than it may.
+    fn check_held(&self) {
+        if self.max_records == 0 {
+            return;
+        }
+        let held = self.results.len() + self.operators.iter().map(|op| op.held()).sum::<usize>();
+        if held as u64 > self.max_records {
+            if let Some(control) = control::current() {
+                control.stop(format!(
+                    "the execution holds more than {} records (ExecutionMaxRecords)",
+                    self.max_records
+                ));
+            }
+        }
     }
 }
 
@@ -145,25 +232,7 @@ impl Runtime for Checked<'_, '_> {
     }
 }
 
-fn push_through(
-    operators: &mut [Box<dyn Operator>],
-    mut records: Vec<Record>,
-    ctx: &mut StepContext<'_>,
-) -> Vec<Record> {
-    for op in operators.iter_mut() {
-        if records.is_empty() {
-            break;
-        }
-        records = op.process(records, ctx);
-    }
-    records
-}
-
-fn to_core(
-    records: Vec<Record>,
-    runtime: &mut dyn Runtime,
-    errors: &mut Vec<String>,
-) -> Vec<Record> {
+fn to_core(records: Vec<Record>, runtime: &mut dyn Runtime, errors: &mut ErrorList) -> Vec<Record> {
     let mut out = Vec::with_capacity(records.len());
     for record in records {
         if !record.contains_native() {

@@ -76,6 +76,13 @@ pub trait Session: Send + Sync {
     /// Enters the language (taking its interpreter lock, such as Python's GIL) and runs `f`.
     /// The executor enters once per batch, not once per record.
     fn enter(&self, f: &mut dyn FnMut(&mut dyn Runtime));
+
+    /// A short description of a callback, as `RG.GETEXECUTION` shows a step's argument (a
+    /// Python function's `repr()`); empty when the language has none.
+    fn describe(&self, callback: CallbackId) -> String {
+        let _ = callback;
+        String::new()
+    }
 }
 
 /// The operations the executor needs from a language while inside [`Session::enter`].

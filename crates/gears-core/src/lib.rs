@@ -20,6 +20,7 @@ mod frontend;
 pub mod memory;
 pub mod operators;
 mod plan;
+pub mod progress;
 mod reader;
 mod record;
 mod reply;
@@ -32,7 +33,7 @@ pub use executor::{ExecutionOutcome, Executor};
 pub use frontend::{CallbackCache, Compiled, Frontend, LogLevel, RedisAccess, Runtime, Session};
 pub use plan::{
     Aggregation, CallbackId, Distribution, ExecutionMode, ExecutionPlan, KeySource, Kwarg,
-    Language, Phase, ReaderSpec, RunArg, RunOptions, Step, ValueId,
+    Language, Phase, ReaderSpec, RunArg, RunLimits, RunOptions, Step, ValueId,
 };
 pub use reader::{GeneratorReader, RecordReader, VecReader};
 pub use record::{GroupKey, KeyRecord, NativeValue, Record};

@@ -58,6 +58,12 @@ impl ShardedCounter {
 
 static NATIVE: ShardedCounter = ShardedCounter::new();
 static PYTHON: ShardedCounter = ShardedCounter::new();
+/// Bytes ever allocated, per pool.
+static NATIVE_ALLOCATED: ShardedCounter = ShardedCounter::new();
+static PYTHON_ALLOCATED: ShardedCounter = ShardedCounter::new();
+/// The most seen held at once, per pool (sampled, see [`sample`]).
+static NATIVE_PEAK: AtomicI64 = AtomicI64::new(0);
+static PYTHON_PEAK: AtomicI64 = AtomicI64::new(0);
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 /// The most memory all of Gears may hold (0: no limit).
 static GLOBAL_LIMIT: AtomicU64 = AtomicU64::new(0);
@@ -86,9 +92,13 @@ fn shard_index() -> usize {
 /// meter of the execution this thread works for. Safe to call from an allocator: it never
 /// allocates.
 pub fn charge(pool: Pool, delta: i64) {
-    match pool {
-        Pool::Native => NATIVE.add(delta),
-        Pool::Python => PYTHON.add(delta),
+    let (held, allocated) = match pool {
+        Pool::Native => (&NATIVE, &NATIVE_ALLOCATED),
+        Pool::Python => (&PYTHON, &PYTHON_ALLOCATED),
+    };
+    held.add(delta);
+    if delta > 0 {
+        allocated.add(delta);
     }
     let _ = METER.try_with(|meter| {
         let meter = meter.get();
@@ -105,6 +115,33 @@ pub fn used(pool: Pool) -> i64 {
     match pool {
         Pool::Native => NATIVE.total(),
         Pool::Python => PYTHON.total(),
+    }
+}
+
+/// A pool's figures, as `RG.PYSTATS` reports Python's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes ever allocated.
+    pub total_allocated: i64,
+    /// The most bytes held at once among the samples taken (every few milliseconds while
+    /// executions run, and at each read).
+    pub peak: i64,
+    /// Bytes held now.
+    pub current: i64,
+}
+
+/// Samples a pool (updating its peak) and returns its figures.
+pub fn sample(pool: Pool) -> PoolStats {
+    let (allocated, peak) = match pool {
+        Pool::Native => (&NATIVE_ALLOCATED, &NATIVE_PEAK),
+        Pool::Python => (&PYTHON_ALLOCATED, &PYTHON_PEAK),
+    };
+    let current = used(pool).max(0);
+    let peak = peak.fetch_max(current, Ordering::Relaxed).max(current);
+    PoolStats {
+        total_allocated: allocated.total(),
+        peak,
+        current,
     }
 }
 

@@ -309,6 +309,8 @@ pub struct RunOptions {
     pub convert_to_str: bool,
     pub collect: bool,
     pub mode: ExecutionMode,
+    /// This run's own limits, over the server's settings.
+    pub limits: RunLimits,
 }
 
 impl Default for RunOptions {
@@ -317,7 +319,44 @@ impl Default for RunOptions {
             convert_to_str: true,
             collect: true,
             mode: ExecutionMode::Async,
+            limits: RunLimits::default(),
         }
+    }
+}
+
+/// Limits one `run()` sets for its execution, over the server's settings (`None`: the
+/// setting's value; `Some(0)`: no limit).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RunLimits {
+    /// `timeout`: the longest the execution may run, in milliseconds (ExecutionMaxRunTime).
+    pub timeout_ms: Option<u64>,
+    /// `maxRecords`: the most records it may hold at once (ExecutionMaxRecords).
+    pub max_records: Option<u64>,
+    /// `maxReplySize`: the largest reply it may give, in bytes (ExecutionMaxReplySize).
+    pub max_reply_bytes: Option<u64>,
+    /// `maxErrors`: the most errors its reply lists (ExecutionMaxErrors).
+    pub max_errors: Option<u64>,
+}
+
+impl RunLimits {
+    /// The limits among `run()`'s keyword arguments: `timeout`, `maxRecords`, `maxReplySize`,
+    /// `maxErrors`, each a non-negative integer.
+    pub fn from_kwargs(kwargs: &[Kwarg]) -> Result<RunLimits> {
+        let get = |name: &str| -> Result<Option<u64>> {
+            match kwargs.iter().find(|(k, _)| k == name) {
+                None => Ok(None),
+                Some((_, Record::Integer(n))) if *n >= 0 => Ok(Some(*n as u64)),
+                Some(_) => Err(GearsError::Plan(format!(
+                    "{name} argument must be a non-negative integer"
+                ))),
+            }
+        };
+        Ok(RunLimits {
+            timeout_ms: get("timeout")?,
+            max_records: get("maxRecords")?,
+            max_reply_bytes: get("maxReplySize")?,
+            max_errors: get("maxErrors")?,
+        })
     }
 }
 

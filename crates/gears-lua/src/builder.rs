@@ -3,7 +3,7 @@
 
 use gears_core::{
     CallbackId, ExecutionMode, GearsError, Kwarg, Language, PlanBuilder, ReaderSpec, Record,
-    Result, RunArg, RunOptions,
+    Result, RunArg, RunLimits, RunOptions,
 };
 use mlua::{AnyUserData, Function, Lua, MultiValue, Table, UserData, UserDataMethods, Value};
 
@@ -309,6 +309,7 @@ fn run(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) -> Resu
         &kwargs,
         pattern_generator,
     )?;
+    run_options.limits = RunLimits::from_kwargs(&kwargs)?;
     let plan = b.plan.build(spec, run_options, b.description.clone());
     s.plans.push(plan);
     Ok(())

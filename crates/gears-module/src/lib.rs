@@ -13,6 +13,7 @@
 
 mod commands;
 mod config;
+mod executions;
 mod glob;
 mod guard;
 mod host;
@@ -26,8 +27,10 @@ use std::sync::OnceLock;
 use redis_module::{redis_module, Context, RedisError, RedisString, Status};
 
 use crate::config::{
-    Config, EXECUTION_THREADS, PYTHON_ATTEMPT_TRACEBACK, PYTHON_ENABLED, PYTHON_VENV,
+    Config, EXECUTION_THREADS, MAX_EXECUTIONS, MAX_QUEUED_EXECUTIONS, PROFILE_EXECUTIONS,
+    PYTHON_ATTEMPT_TRACEBACK, PYTHON_ENABLED, PYTHON_VENV,
 };
+use crate::executions::{Execution, Executions, TableLimits};
 use crate::limits::Limits;
 use crate::workers::WorkerPool;
 
@@ -35,6 +38,7 @@ use crate::workers::WorkerPool;
 pub(crate) struct Gears {
     pub config: Config,
     pub workers: WorkerPool,
+    pub executions: Executions,
     pub limits: Limits,
     /// Why Python is unavailable (switched off, or it failed to start).
     pub python_error: Option<String>,
@@ -55,11 +59,37 @@ impl Gears {
     pub fn apply_config(&self) {
         gears_python::set_attempt_traceback(self.config.flag(PYTHON_ATTEMPT_TRACEBACK));
         self.limits.apply(&self.config);
+        self.executions.trim(self.max_executions());
+    }
+
+    fn max_executions(&self) -> usize {
+        usize::try_from(self.config.integer(MAX_EXECUTIONS).max(0)).unwrap_or(usize::MAX)
     }
 
     /// The limits a new execution runs under.
     pub fn execution_limits(&self) -> gears_core::control::Limits {
         self.limits.for_execution(&self.config)
+    }
+
+    /// Creates and queues an execution (see [`Executions::create`]).
+    pub fn create_execution(
+        &self,
+        language: gears_core::Language,
+        caller: host::Caller,
+        block: Option<&Context>,
+    ) -> Result<std::sync::Arc<Execution>, String> {
+        let control = gears_core::control::ExecutionControl::new(self.execution_limits());
+        self.executions.create(
+            language,
+            caller,
+            control,
+            block,
+            TableLimits {
+                max_executions: self.max_executions(),
+                max_queued: self.config.integer(MAX_QUEUED_EXECUTIONS).max(0) as u64,
+                profile: self.config.flag(PROFILE_EXECUTIONS),
+            },
+        )
     }
 }
 
@@ -103,6 +133,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
+    gears_python::set_log_sink(Box::new(host::log_line));
     let python_error = if config.flag(PYTHON_ENABLED) {
         let venv = config.text(PYTHON_VENV);
         gears_python::start_interpreter(&gears_python::PythonConfig {
@@ -127,6 +158,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let gears = Gears {
         config,
         workers,
+        executions: Executions::new(),
         limits,
         python_error,
         log_context,
@@ -174,5 +206,12 @@ redis_module! {
         ["RG.EXPLAIN", commands::explain, "readonly blocking", 0, 0, 0, ""],
         ["RG.CONFIGGET", config::config_get, "readonly", 0, 0, 0, ""],
         ["RG.CONFIGSET", config::config_set, "admin", 0, 0, 0, ""],
+        ["RG.GETRESULTS", executions::commands::get_results, "readonly", 0, 0, 0, ""],
+        ["RG.GETRESULTSBLOCKING", executions::commands::get_results_blocking, "readonly blocking", 0, 0, 0, ""],
+        ["RG.DUMPEXECUTIONS", executions::commands::dump_executions, "readonly", 0, 0, 0, ""],
+        ["RG.GETEXECUTION", executions::commands::get_execution, "readonly", 0, 0, 0, ""],
+        ["RG.DROPEXECUTION", executions::commands::drop_execution, "write", 0, 0, 0, ""],
+        ["RG.ABORTEXECUTION", executions::commands::abort_execution, "write", 0, 0, 0, ""],
+        ["RG.PYSTATS", commands::py_stats, "readonly", 0, 0, 0, ""],
     ],
 }

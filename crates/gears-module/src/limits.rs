@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gears_core::memory::{self, Pool};
 use redis_module::{raw, Context};
 
-use crate::config::{Config, ATOMIC_BLOCK_MAX_TIME, EXECUTION_MEMORY_LIMIT, MEMORY_LIMIT};
+use crate::config::{
+    Config, ATOMIC_BLOCK_MAX_TIME, EXECUTION_MAX_ERRORS, EXECUTION_MAX_RECORDS,
+    EXECUTION_MAX_REPLY_SIZE, EXECUTION_MAX_RUN_TIME, EXECUTION_MEMORY_LIMIT, MEMORY_LIMIT,
+};
 
 /// The memory limits in force.
 pub(crate) struct Limits {
@@ -60,9 +63,14 @@ impl Limits {
     }
 
     pub fn for_execution(&self, config: &Config) -> gears_core::control::Limits {
+        let count = |name| config.integer(name).max(0) as u64;
         gears_core::control::Limits {
             atomic_max: config.duration(ATOMIC_BLOCK_MAX_TIME),
             memory: self.execution(config),
+            timeout: config.duration(EXECUTION_MAX_RUN_TIME),
+            max_records: count(EXECUTION_MAX_RECORDS),
+            max_reply_bytes: count(EXECUTION_MAX_REPLY_SIZE),
+            max_errors: count(EXECUTION_MAX_ERRORS),
         }
     }
 }
@@ -150,6 +158,14 @@ unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
                 gears.limits.execution(&gears.config) as i64,
             ),
         ];
+        let memory_held: i64 = gears
+            .executions
+            .all()
+            .iter()
+            .filter(|e| e.status() == crate::executions::Status::Running)
+            .map(|e| e.control.memory().used().max(0))
+            .sum();
+        let executions = crate::executions::stats::fields(memory_held);
         let python_state: &CStr = if gears.python_error.is_none() {
             c"enabled"
         } else {
@@ -163,6 +179,10 @@ unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
                 return;
             }
             for (name, value) in fields {
+                raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, name.as_ptr(), value);
+            }
+            for (name, value) in executions {
+                let name = std::ffi::CString::new(name).unwrap_or_default();
                 raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, name.as_ptr(), value);
             }
             raw::RedisModule_InfoAddFieldCString.unwrap()(

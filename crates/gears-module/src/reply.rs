@@ -50,3 +50,14 @@ pub(crate) fn send(ctx: &Context, value: &ReplyValue) -> RedisResult {
     write(ctx.ctx, value);
     Ok(RedisValue::NoReply)
 }
+
+/// About how many bytes `value` takes on the wire (RESP2).
+pub(crate) fn size(value: &ReplyValue) -> u64 {
+    match value {
+        ReplyValue::Bulk(bytes) => bytes.len() as u64 + 16,
+        ReplyValue::Status(s) | ReplyValue::Error(s) => s.len() as u64 + 3,
+        ReplyValue::Integer(_) => 24,
+        ReplyValue::Null => 5,
+        ReplyValue::Array(items) => 16 + items.iter().map(size).sum::<u64>(),
+    }
+}

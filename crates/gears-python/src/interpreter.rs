@@ -102,6 +102,7 @@ fn start(config: &PythonConfig) -> std::result::Result<(), String> {
         crate::exceptions::install(py);
         crate::sleep::install(py)?;
         crate::isolation::install(py)?;
+        crate::output::install(py)?;
         crate::watchdog::start(py)
     });
     // SAFETY: releases the GIL this thread got from Py_InitializeFromConfig; worker threads take

@@ -27,12 +27,14 @@ mod isolation;
 mod link;
 mod memory;
 mod module;
+mod output;
 mod plan;
 mod session;
 mod sleep;
 mod watchdog;
 
 pub use interpreter::{set_attempt_traceback, start_interpreter, PythonConfig};
+pub use output::{set_log_sink, LogSink};
 pub use session::{PythonFrontend, PythonSession};
 
 #[cfg(test)]

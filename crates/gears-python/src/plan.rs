@@ -1,8 +1,8 @@
 //! `GearsBuilder.run(...)`: lowers the steps a builder recorded into the session's plan.
 
 use gears_core::{
-    CallbackId, ExecutionMode, Kwarg, Language, PlanBuilder, ReaderSpec, RunArg, RunOptions,
-    ValueId,
+    CallbackId, ExecutionMode, Kwarg, Language, PlanBuilder, ReaderSpec, RunArg, RunLimits,
+    RunOptions, ValueId,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFunction, PyList, PyString, PyTuple};
@@ -248,6 +248,7 @@ fn build(
         convert_to_str,
         collect,
         mode,
+        limits: RunLimits::from_kwargs(&kw).map_err(gears_err)?,
     };
     state.plans.push(builder.build(spec, options, description));
     Ok(())

@@ -155,6 +155,18 @@ impl Session for PythonSession {
             f(&mut runtime)
         })
     }
+
+    /// The callback's `repr()` (`<function <lambda> at 0x...>`), as RedisGears 1.2 showed it.
+    fn describe(&self, callback: CallbackId) -> String {
+        Python::attach(|py| {
+            self.state()
+                .callbacks
+                .get(callback.0 as usize)
+                .and_then(|f| f.bind(py).repr().ok())
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        })
+    }
 }
 
 struct PyRuntime<'py, 's> {

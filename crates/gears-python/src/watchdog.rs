@@ -143,6 +143,8 @@ pub(crate) fn start(py: Python<'_>) -> PyResult<()> {
 fn watch() {
     loop {
         std::thread::sleep(TICK);
+        // Python's peak memory (RG.PYSTATS) is sampled at each tick.
+        gears_core::memory::sample(gears_core::memory::Pool::Python);
         let due = due_stops();
         let deferred = std::mem::take(&mut *lock(&DEFERRED));
         if due.is_empty() && deferred.is_empty() {

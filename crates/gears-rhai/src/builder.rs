@@ -7,7 +7,7 @@
 
 use gears_core::{
     python_str, CallbackId, ExecutionMode, GearsError, Kwarg, Language, PlanBuilder, ReaderSpec,
-    RunArg, RunOptions,
+    RunArg, RunLimits, RunOptions,
 };
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map};
 
@@ -459,8 +459,8 @@ fn run(
         parsed.pattern_generator,
     )
     .map_err(raise)?;
-    let plan = builder
-        .plan
-        .build(reader, parsed.options, parsed.description);
+    let mut options = parsed.options;
+    options.limits = RunLimits::from_kwargs(&parsed.kwargs).map_err(raise)?;
+    let plan = builder.plan.build(reader, options, parsed.description);
     state.add_plan(plan).map_err(raise)
 }

@@ -61,6 +61,10 @@ pub(super) fn seeded(
 }
 
 impl Operator for Accumulate {
+    fn held(&self) -> usize {
+        usize::from(self.accumulator.is_some())
+    }
+
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         for record in input {
             match self.step(&record, ctx) {

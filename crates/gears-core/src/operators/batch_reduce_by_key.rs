@@ -25,6 +25,10 @@ impl BatchReduceByKey {
 }
 
 impl Operator for BatchReduceByKey {
+    fn held(&self) -> usize {
+        self.groups.iter().map(|(_, records)| records.len()).sum()
+    }
+
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         for record in input {
             match ctx.key_of(self.key, &record) {

@@ -50,6 +50,10 @@ impl CountBy {
 }
 
 impl Operator for CountBy {
+    fn held(&self) -> usize {
+        self.counts.len()
+    }
+
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         for record in input {
             if let Err(e) = self.step(record, ctx) {

@@ -46,6 +46,10 @@ impl Distinct {
 }
 
 impl Operator for Distinct {
+    fn held(&self) -> usize {
+        self.records.len()
+    }
+
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         for record in input {
             let result = ctx.core(record).and_then(|core| match core {

@@ -39,12 +39,13 @@ pub use to_string::ToStringOp;
 use crate::error::{GearsError, Result};
 use crate::frontend::Runtime;
 use crate::plan::{Aggregation, KeySource, Step};
+use crate::progress::ErrorList;
 use crate::record::{GroupKey, Record};
 
 /// What an operator sees while it runs: the language runtime and the execution's error list.
 pub struct StepContext<'a> {
     pub runtime: &'a mut dyn Runtime,
-    pub errors: &'a mut Vec<String>,
+    pub errors: &'a mut ErrorList,
 }
 
 impl StepContext<'_> {
@@ -102,6 +103,11 @@ pub trait Operator: Send {
     /// True when no further input can produce output (a satisfied `limit`).
     fn exhausted(&self) -> bool {
         false
+    }
+
+    /// Records (or groups) the step holds until the end of input.
+    fn held(&self) -> usize {
+        0
     }
 }
 
@@ -169,7 +175,7 @@ pub(crate) mod testing {
         runtime: &mut TestRuntime,
         batches: Vec<Vec<Record>>,
     ) -> (Vec<Record>, Vec<String>) {
-        let mut errors = Vec::new();
+        let mut errors = ErrorList::new(0);
         let mut out = Vec::new();
         let mut ctx = StepContext {
             runtime,
@@ -179,7 +185,7 @@ pub(crate) mod testing {
             out.extend(op.process(batch, &mut ctx));
         }
         out.extend(op.finish(&mut ctx));
-        (out, errors)
+        (out, errors.into_vec())
     }
 
     pub fn ints(values: &[i64]) -> Vec<Record> {

@@ -73,6 +73,10 @@ impl ReduceByKey {
 }
 
 impl Operator for ReduceByKey {
+    fn held(&self) -> usize {
+        self.groups.len()
+    }
+
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         for record in input {
             if let Err(e) = self.step(record, ctx) {

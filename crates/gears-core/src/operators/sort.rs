@@ -72,6 +72,10 @@ pub fn python_sort(records: &mut [Record]) -> Result<()> {
 }
 
 impl Operator for Sort {
+    fn held(&self) -> usize {
+        self.records.len()
+    }
+
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         for record in input {
             match ctx.core(record) {

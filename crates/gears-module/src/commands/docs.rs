@@ -141,6 +141,41 @@ static CONFIG_SET_ARGS: [Arg; 1] = [Arg {
     subargs: &NAME_VALUE,
 }];
 
+static ID_ARG: [Arg; 1] = [arg(
+    "id",
+    "an execution id, as RG.PYEXECUTE ... UNBLOCKING or RG.DUMPEXECUTIONS gives it",
+)];
+
+static GET_EXECUTION_ARGS: [Arg; 2] = [
+    arg("id", "an execution id"),
+    Arg {
+        name: "scope",
+        kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF,
+        token: None,
+        optional: true,
+        multiple: false,
+        summary: "SHARD (this shard) or CLUSTER (every shard)",
+        subargs: &SCOPES,
+    },
+];
+
+static SCOPES: [Arg; 2] = [
+    flag("SHARD", "this shard's part of the execution"),
+    flag("CLUSTER", "every shard's part (in a cluster)"),
+];
+
+/// The documentation of an execution command taking one id.
+const fn on_id(name: &'static str, summary: &'static str, categories: &'static str) -> CommandDoc {
+    CommandDoc {
+        name,
+        categories,
+        summary,
+        complexity: "O(1)",
+        arity: 2,
+        args: &ID_ARG,
+    }
+}
+
 pub(crate) static COMMANDS: &[CommandDoc] = &[
     CommandDoc {
         name: "RG.PYEXECUTE",
@@ -181,6 +216,51 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         complexity: "O(N) for N names",
         arity: -1,
         args: &CONFIG_GET_ARGS,
+    },
+    on_id(
+        "RG.GETRESULTS",
+        "Returns the results and errors of a finished execution",
+        "gears slow",
+    ),
+    on_id(
+        "RG.GETRESULTSBLOCKING",
+        "Waits for an execution to finish and returns its results and errors",
+        "gears slow blocking",
+    ),
+    CommandDoc {
+        name: "RG.DUMPEXECUTIONS",
+        categories: "gears slow",
+        summary: "Lists the executions: id, status, whether a registration started it",
+        complexity: "O(N) for N executions",
+        arity: 1,
+        args: &[],
+    },
+    CommandDoc {
+        name: "RG.GETEXECUTION",
+        categories: "gears slow",
+        summary:
+            "Shows an execution: status, results and errors counts, durations, steps, progress",
+        complexity: "O(N) for N steps",
+        arity: -2,
+        args: &GET_EXECUTION_ARGS,
+    },
+    on_id(
+        "RG.DROPEXECUTION",
+        "Removes a finished execution and its results",
+        "gears slow",
+    ),
+    on_id(
+        "RG.ABORTEXECUTION",
+        "Stops a queued or running execution",
+        "gears slow",
+    ),
+    CommandDoc {
+        name: "RG.PYSTATS",
+        categories: "gears slow",
+        summary: "Returns the embedded Python's memory: allocated in total, at its peak, and now",
+        complexity: "O(1)",
+        arity: 1,
+        args: &[],
     },
     CommandDoc {
         name: "RG.CONFIGSET",

@@ -6,7 +6,7 @@ use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisStr
 
 use super::job::{Job, JobKind};
 use crate::guard::guarded;
-use crate::host::{BlockedReply, Caller};
+use crate::host::{may_run, BlockedReply, Caller};
 
 pub(crate) fn py_execute(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guarded(|| execute(ctx, args, Language::Python))
@@ -59,9 +59,22 @@ fn execute(ctx: &Context, args: Vec<RedisString>, language: Language) -> RedisRe
     if args.len() < 2 {
         return Err(RedisError::WrongArity);
     }
-    check_options(&args[2..], language)?;
+    // Where the command runs is checked first, whatever options follow (RedisGears 1.2 too).
+    check_context(ctx)?;
+    let options = parse_options(&args[2..], language)?;
     let script = script_text(&args[1])?;
-    start(ctx, language, script, JobKind::Execute)
+    let kind = if options.unblocking {
+        JobKind::Unblocking
+    } else {
+        JobKind::Execute
+    };
+    start(ctx, language, script, kind)
+}
+
+/// The options of `RG.*EXECUTE` Gears acts on.
+#[derive(Default)]
+struct Options {
+    unblocking: bool,
 }
 
 /// RG.EXPLAIN runs a script's top level: the caller must be allowed to run that language's
@@ -73,34 +86,7 @@ fn check_language_permission(
 ) -> Result<(), RedisError> {
     let caller = Caller::of(ctx);
     let command = execute_command(language);
-    // SAFETY: the user is looked up, checked and freed on the main thread, in this command.
-    let allowed = unsafe {
-        let name = raw::RedisModule_CreateString.unwrap()(
-            ctx.ctx,
-            caller.user.as_ptr().cast(),
-            caller.user.len(),
-        );
-        let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(name);
-        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
-        if user.is_null() {
-            false
-        } else {
-            let command_name = raw::RedisModule_CreateString.unwrap()(
-                ctx.ctx,
-                command.as_ptr().cast(),
-                command.len(),
-            );
-            let mut argv = [command_name, script.inner];
-            let status = raw::RedisModule_ACLCheckCommandPermissions.unwrap()(
-                user,
-                argv.as_mut_ptr(),
-                argv.len() as i32,
-            );
-            raw::RedisModule_FreeString.unwrap()(ctx.ctx, command_name);
-            raw::RedisModule_FreeModuleUser.unwrap()(user);
-            status == raw::REDISMODULE_OK as i32
-        }
-    };
+    let allowed = may_run(ctx, &caller.user, &[command.as_bytes(), script.as_slice()]);
     if allowed {
         return Ok(());
     }
@@ -118,7 +104,8 @@ fn check_language_permission(
 }
 
 /// The options after the script, as RedisGears 1.2 spells them.
-fn check_options(options: &[RedisString], language: Language) -> Result<(), RedisError> {
+fn parse_options(options: &[RedisString], language: Language) -> Result<Options, RedisError> {
+    let mut parsed = Options::default();
     let mut i = 0;
     while i < options.len() {
         let option = options[i].to_string_lossy();
@@ -145,7 +132,11 @@ fn check_options(options: &[RedisString], language: Language) -> Result<(), Redi
                 value.ok_or(RedisError::Str("REPLACE_WITH is missing"))?;
                 return Err(RedisError::Str("REPLACE_WITH is not supported yet"));
             }
-            "UNBLOCKING" | "UPGRADE" | "FORCE_REINSTALL_REQUIREMENTS" => {
+            "UNBLOCKING" => {
+                parsed.unblocking = true;
+                i += 1;
+            }
+            "UPGRADE" | "FORCE_REINSTALL_REQUIREMENTS" => {
                 return Err(RedisError::String(format!(
                     "{} is not supported yet",
                     option.to_ascii_uppercase()
@@ -161,11 +152,11 @@ fn check_options(options: &[RedisString], language: Language) -> Result<(), Redi
             }
         }
     }
-    Ok(())
+    Ok(parsed)
 }
 
-/// Checks where the command runs, blocks the client and queues the job.
-fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> RedisResult {
+/// Gears blocks its client: not inside MULTI, Lua, or where blocking is not allowed.
+fn check_context(ctx: &Context) -> Result<(), RedisError> {
     let flags = ctx.get_flags();
     if flags.contains(ContextFlags::MULTI)
         || flags.contains(ContextFlags::LUA)
@@ -175,19 +166,39 @@ fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> Re
             "Can not run gears inside a multi exec, lua, or when blocking is not allowed",
         ));
     }
+    Ok(())
+}
+
+/// Creates the execution (or, for RG.EXPLAIN, a job) and queues it: the client is blocked until
+/// it ends, or (`UNBLOCKING`) gets the execution's id at once.
+fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> RedisResult {
+    check_context(ctx)?;
     let gears = crate::loaded()?;
     if language == Language::Python {
         gears.python_available().map_err(RedisError::String)?;
     }
-    let job = Job {
-        language,
-        script,
-        kind,
-        caller: Caller::of(ctx),
-        limits: gears.execution_limits(),
-        blocked: BlockedReply::block(ctx),
+    let caller = Caller::of(ctx);
+    let job = match kind {
+        JobKind::Explain => Job::explain(
+            language,
+            script,
+            caller,
+            gears.execution_limits(),
+            BlockedReply::block(ctx),
+        ),
+        JobKind::Execute | JobKind::Unblocking => {
+            let block = (kind == JobKind::Execute).then_some(ctx);
+            let execution = gears
+                .create_execution(language, caller, block)
+                .map_err(RedisError::String)?;
+            if kind == JobKind::Unblocking {
+                let id = gears_core::ReplyValue::Bulk(execution.id.clone().into_bytes());
+                crate::reply::write(ctx.ctx, &id);
+            }
+            Job::execute(language, script, execution)
+        }
     };
-    // A job that can not be queued is dropped, and dropping it answers the client (BlockedReply).
+    // A job that can not be queued is dropped, and dropping it answers its client.
     gears.workers.submit(move || job.run());
     Ok(RedisValue::NoReply)
 }

@@ -1,5 +1,6 @@
-//! A queued script: compiled and run on a worker thread, under its own execution control,
-//! acting as the user who sent it, and always answering its blocked client.
+//! Work queued for a worker: an execution (compile the script, run its plan, finish the
+//! execution, which answers whoever waits), or an explanation (`RG.EXPLAIN`). Both run under an
+//! execution control, act as the user who sent the script, and always answer their client.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -7,47 +8,126 @@ use std::sync::Arc;
 use gears_core::control::{ControlScope, ExecutionControl, Limits};
 use gears_core::{encode_outcome, Executor, Frontend, GearsError, Language, ReplyValue};
 
+use crate::executions::{stats, Execution, Finished};
 use crate::guard::panic_message;
 use crate::host::{Access, BlockedReply, Caller, RedisHost};
 
-/// What a job does with the compiled script.
+/// What a command asks of a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum JobKind {
-    /// Runs the script and its execution (`RG.*EXECUTE`).
+    /// Runs the script and its execution; the client waits (`RG.*EXECUTE`).
     Execute,
+    /// The same, the client got the execution's id (`RG.*EXECUTE ... UNBLOCKING`).
+    Unblocking,
     /// Runs the top level read-only and lists the plan (`RG.EXPLAIN`).
     Explain,
 }
 
-pub(crate) struct Job {
-    pub language: Language,
-    pub script: String,
-    pub kind: JobKind,
-    pub caller: Caller,
-    pub limits: Limits,
-    pub blocked: BlockedReply,
+pub(crate) enum Job {
+    Execute {
+        language: Language,
+        script: String,
+        execution: Arc<Execution>,
+    },
+    Explain {
+        language: Language,
+        script: String,
+        caller: Caller,
+        limits: Limits,
+        client: BlockedReply,
+    },
 }
 
 impl Job {
-    /// Runs on a worker. The blocked client is answered whatever happens, a panic included.
+    pub fn execute(language: Language, script: String, execution: Arc<Execution>) -> Self {
+        Job::Execute {
+            language,
+            script,
+            execution,
+        }
+    }
+
+    pub fn explain(
+        language: Language,
+        script: String,
+        caller: Caller,
+        limits: Limits,
+        client: BlockedReply,
+    ) -> Self {
+        Job::Explain {
+            language,
+            script,
+            caller,
+            limits,
+            client,
+        }
+    }
+
+    /// Runs on a worker.
     pub fn run(self) {
-        let control = ExecutionControl::new(self.limits);
-        let _scope = ControlScope::enter(&control);
-        let access = match self.kind {
-            JobKind::Execute => Access::ReadWrite,
-            JobKind::Explain => Access::ReadOnly,
-        };
-        let host = Arc::new(RedisHost::new(&self.caller, access, control));
-        let reply = catch_unwind(AssertUnwindSafe(|| {
-            compute(self.language, &self.script, self.kind, &host)
-        }))
-        .unwrap_or_else(|panic| {
-            ReplyValue::Error(format!("Gears internal error: {}", panic_message(&panic)))
-        });
-        // Whatever happened, this thread must not keep the Redis lock: an atomic block cut
-        // short by a panic would freeze the server.
-        host.finish();
-        self.blocked.reply(&reply);
+        match self {
+            Job::Execute {
+                language,
+                script,
+                execution,
+            } => run_execution(language, &script, execution),
+            Job::Explain {
+                language,
+                script,
+                caller,
+                limits,
+                client,
+            } => {
+                let control = ExecutionControl::new(limits);
+                let _scope = ControlScope::enter(&control);
+                let host = Arc::new(RedisHost::new(&caller, Access::ReadOnly, control));
+                let reply = catch_unwind(AssertUnwindSafe(|| explain(language, &script, &host)))
+                    .unwrap_or_else(|panic| {
+                        ReplyValue::Error(format!(
+                            "Gears internal error: {}",
+                            panic_message(&panic)
+                        ))
+                    });
+                host.finish();
+                client.reply(&reply);
+            }
+        }
+    }
+}
+
+/// Runs an execution unless it was aborted while queued; finishing it answers its clients.
+fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
+    if !execution.start() {
+        return;
+    }
+    stats::worker_busy();
+    let control = execution.control.clone();
+    let _scope = ControlScope::enter(&control);
+    let host = Arc::new(RedisHost::new(
+        &execution.caller,
+        Access::ReadWrite,
+        control.clone(),
+    ));
+    let finished = catch_unwind(AssertUnwindSafe(|| {
+        compute(language, script, &execution, &host)
+    }))
+    .unwrap_or_else(|panic| failed(format!("Gears internal error: {}", panic_message(&panic))));
+    // Whatever happened, this thread must not keep the Redis lock, and code of the script that
+    // outlives the execution (a finalizer, a thread) can not reach Redis any more.
+    host.finish();
+    stats::worker_free();
+    stats::errors(finished.errors.len() as u64);
+    let aborted = matches!(
+        control.stop_message().as_deref(),
+        Some(gears_core::control::ABORTED | crate::executions::CLIENT_GONE)
+    );
+    if matches!(finished.direct, ReplyValue::Error(_)) || (control.is_stopped() && !aborted) {
+        stats::failed();
+    }
+    if execution.finish(finished) {
+        if let Some(gears) = crate::gears() {
+            gears.executions.drop_execution(&execution.id);
+        }
     }
 }
 
@@ -64,33 +144,95 @@ fn frontend(language: Language) -> Result<Box<dyn Frontend>, String> {
     }
 }
 
-fn compute(language: Language, script: &str, kind: JobKind, host: &Arc<RedisHost>) -> ReplyValue {
+/// A finished execution whose script failed before it could run (or Gears failed).
+fn failed(error: String) -> Finished {
+    Finished {
+        results: ReplyValue::Array(vec![
+            ReplyValue::Array(Vec::new()),
+            ReplyValue::Array(vec![ReplyValue::Bulk(error.clone().into_bytes())]),
+        ]),
+        result_count: 0,
+        errors: vec![error.clone()],
+        direct: ReplyValue::Error(error),
+    }
+}
+
+fn compute(
+    language: Language,
+    script: &str,
+    execution: &Execution,
+    host: &Arc<RedisHost>,
+) -> Finished {
+    let frontend = match frontend(language) {
+        Ok(frontend) => frontend,
+        Err(e) => return failed(e),
+    };
+    let compiled = match frontend.compile(script, host.clone()) {
+        Ok(compiled) => compiled,
+        Err(e) => return failed(stopped_or(host, e)),
+    };
+    let Some(plan) = compiled.plans.into_iter().next() else {
+        // A script without run(): `OK`, and no results.
+        return Finished {
+            results: ReplyValue::Array(vec![
+                ReplyValue::Array(Vec::new()),
+                ReplyValue::Array(Vec::new()),
+            ]),
+            result_count: 0,
+            errors: Vec::new(),
+            direct: ReplyValue::Status("OK".into()),
+        };
+    };
+    execution.control.apply_run_limits(&plan.options.limits);
+    let step_args = plan
+        .steps
+        .iter()
+        .map(|step| {
+            step.callbacks()
+                .first()
+                .map(|cb| compiled.session.describe(*cb))
+                .unwrap_or_default()
+        })
+        .collect();
+    execution.set_plan(plan.clone(), step_args);
+    let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
+    let outcome = Executor::new(plan, compiled.session)
+        .observed(execution.progress.clone())
+        .run(reader.as_mut());
+    drop(reader);
+    let reply = encode_outcome(&outcome);
+    let max = execution.control.limits().max_reply_bytes;
+    let size = crate::reply::size(&reply);
+    if max > 0 && size > max {
+        return failed(format!(
+            "the reply of {size} bytes is larger than {max} bytes (ExecutionMaxReplySize)"
+        ));
+    }
+    Finished {
+        direct: reply.clone(),
+        results: reply,
+        result_count: outcome.results.len(),
+        errors: outcome.errors,
+    }
+}
+
+/// `RG.EXPLAIN`: the plan the script's top level builds, run read-only.
+fn explain(language: Language, script: &str, host: &Arc<RedisHost>) -> ReplyValue {
     let frontend = match frontend(language) {
         Ok(frontend) => frontend,
         Err(e) => return ReplyValue::Error(e),
     };
-    let compiled = match frontend.compile(script, host.clone()) {
-        Ok(compiled) => compiled,
-        Err(e) => return ReplyValue::Error(stopped_or(host, e)),
-    };
-    let Some(plan) = compiled.plans.into_iter().next() else {
-        return match kind {
-            JobKind::Execute => ReplyValue::Status("OK".into()),
-            JobKind::Explain => ReplyValue::Error("the script does not call run()".into()),
-        };
-    };
-    match kind {
-        JobKind::Explain => ReplyValue::Array(
-            plan.explain()
-                .into_iter()
-                .map(|line| ReplyValue::Bulk(line.into_bytes()))
-                .collect(),
-        ),
-        JobKind::Execute => {
-            let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
-            let outcome = Executor::new(plan, compiled.session).run(reader.as_mut());
-            encode_outcome(&outcome)
-        }
+    match frontend.compile(script, host.clone()) {
+        Err(e) => ReplyValue::Error(stopped_or(host, e)),
+        Ok(compiled) => match compiled.plans.first() {
+            None => ReplyValue::Error("the script does not call run()".into()),
+            Some(plan) => ReplyValue::Array(
+                plan.explain()
+                    .into_iter()
+                    .map(|line| ReplyValue::Bulk(line.into_bytes()))
+                    .collect(),
+            ),
+        },
     }
 }
 

@@ -4,5 +4,7 @@
 pub(crate) mod docs;
 mod execute;
 mod job;
+mod stats;
 
 pub(crate) use execute::{explain, lua_execute, py_execute, rhai_execute};
+pub(crate) use stats::py_stats;

@@ -94,6 +94,11 @@ pub(crate) const PYTHON_ENABLED: &str = "PythonEnabled";
 pub(crate) const MEMORY_LIMIT: &str = "MemoryLimit";
 pub(crate) const EXECUTION_MEMORY_LIMIT: &str = "ExecutionMemoryLimit";
 pub(crate) const ATOMIC_BLOCK_MAX_TIME: &str = "AtomicBlockMaxTime";
+pub(crate) const EXECUTION_MAX_RUN_TIME: &str = "ExecutionMaxRunTime";
+pub(crate) const EXECUTION_MAX_RECORDS: &str = "ExecutionMaxRecords";
+pub(crate) const EXECUTION_MAX_REPLY_SIZE: &str = "ExecutionMaxReplySize";
+pub(crate) const EXECUTION_MAX_ERRORS: &str = "ExecutionMaxErrors";
+pub(crate) const MAX_QUEUED_EXECUTIONS: &str = "MaxQueuedExecutions";
 
 /// The highest `ExecutionThreads` Gears accepts.
 pub(crate) const MAX_EXECUTION_THREADS: i64 = 64;
@@ -126,6 +131,11 @@ pub(crate) static SETTINGS: &[Setting] = &[
     setting(MEMORY_LIMIT, Family::Gears, true, Kind::Bytes, || integer(0)),
     setting(EXECUTION_MEMORY_LIMIT, Family::Gears, true, Kind::Bytes, || integer(0)),
     setting(ATOMIC_BLOCK_MAX_TIME, Family::Gears, true, Kind::Integer { min: 1 }, || integer(5000)),
+    setting(EXECUTION_MAX_RUN_TIME, Family::Gears, true, Kind::Integer { min: 0 }, || integer(600_000)),
+    setting(EXECUTION_MAX_RECORDS, Family::Gears, true, Kind::Integer { min: 0 }, || integer(50_000_000)),
+    setting(EXECUTION_MAX_REPLY_SIZE, Family::Gears, true, Kind::Bytes, || integer(512 << 20)),
+    setting(EXECUTION_MAX_ERRORS, Family::Gears, true, Kind::Integer { min: 0 }, || integer(100)),
+    setting(MAX_QUEUED_EXECUTIONS, Family::Gears, true, Kind::Integer { min: 0 }, || integer(1000)),
 ];
 
 /// The setting `name` refers to, with the family's name matching rule.

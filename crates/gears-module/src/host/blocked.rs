@@ -28,6 +28,29 @@ impl BlockedReply {
         self.send(value);
     }
 
+    /// The blocked client's handle, to recognise it in a disconnect callback.
+    pub fn id(&self) -> usize {
+        self.client as usize
+    }
+
+    /// Calls `callback` (on Redis's main thread) if the client disconnects before its reply.
+    pub fn on_disconnect(&self, callback: raw::RedisModuleDisconnectFunc) {
+        // SAFETY: a live blocked client.
+        unsafe { raw::RedisModule_SetDisconnectCallback.unwrap()(self.client, callback) };
+    }
+
+    /// Starts counting the time work for this client takes, so that `SLOWLOG` and
+    /// `INFO commandstats` show the command's real duration (not only its parsing).
+    pub fn measure_start(&self) {
+        // SAFETY: a live blocked client.
+        unsafe { raw::RedisModule_BlockedClientMeasureTimeStart.unwrap()(self.client) };
+    }
+
+    pub fn measure_end(&self) {
+        // SAFETY: a live blocked client.
+        unsafe { raw::RedisModule_BlockedClientMeasureTimeEnd.unwrap()(self.client) };
+    }
+
     fn send(&mut self, value: &gears_core::ReplyValue) {
         if self.replied {
             return;

@@ -18,7 +18,7 @@ use redis_module::{raw, Context};
 
 pub(crate) use blocked::BlockedReply;
 pub(crate) use call::{call_internal, Access};
-pub(crate) use user::{AclUser, ReadCheck};
+pub(crate) use user::{may_run, AclUser, ReadCheck};
 
 use call::{call_as, writes_paused, Called};
 
@@ -165,6 +165,21 @@ impl RedisHost {
     }
 }
 
+/// Writes a script's message to the Redis log as `GEARS: <message>`, from any thread.
+pub(crate) fn log_line(level: LogLevel, message: &str) {
+    let level = match level {
+        LogLevel::Debug => RedisLogLevel::Debug,
+        LogLevel::Verbose => RedisLogLevel::Verbose,
+        LogLevel::Notice => RedisLogLevel::Notice,
+        LogLevel::Warning => RedisLogLevel::Warning,
+    };
+    let message = format!("GEARS: {message}");
+    match crate::gears() {
+        Some(gears) => gears.log_context.log(level, &message),
+        None => logging::log(level, &message),
+    }
+}
+
 /// The longest a reader waits for the main thread's turn.
 const TURN_WAIT: Duration = Duration::from_millis(10);
 
@@ -219,17 +234,7 @@ impl RedisAccess for RedisHost {
     }
 
     fn log(&self, level: LogLevel, message: &str) {
-        let level = match level {
-            LogLevel::Debug => RedisLogLevel::Debug,
-            LogLevel::Verbose => RedisLogLevel::Verbose,
-            LogLevel::Notice => RedisLogLevel::Notice,
-            LogLevel::Warning => RedisLogLevel::Warning,
-        };
-        let message = format!("GEARS: {message}");
-        match crate::gears() {
-            Some(gears) => gears.log_context.log(level, &message),
-            None => logging::log(level, &message),
-        }
+        log_line(level, message);
     }
 
     fn gears_config_get(&self, key: &str) -> Option<Record> {

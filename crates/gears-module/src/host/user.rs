@@ -58,6 +58,37 @@ impl Drop for AclUser {
     }
 }
 
+/// True if the ACL user `user` exists and may run the command `argv` (on Redis's main thread,
+/// in a command: `ctx` is the command's context).
+pub(crate) fn may_run(ctx: &Context, user: &[u8], argv: &[&[u8]]) -> bool {
+    // SAFETY: the user is looked up, checked and freed here, under the Redis lock; the module
+    // strings are freed before returning.
+    unsafe {
+        let create = raw::RedisModule_CreateString.unwrap();
+        let free = raw::RedisModule_FreeString.unwrap();
+        let name = create(ctx.ctx, user.as_ptr().cast(), user.len());
+        let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(name);
+        free(ctx.ctx, name);
+        if user.is_null() {
+            return false;
+        }
+        let mut args: Vec<_> = argv
+            .iter()
+            .map(|word| create(ctx.ctx, word.as_ptr().cast(), word.len()))
+            .collect();
+        let status = raw::RedisModule_ACLCheckCommandPermissions.unwrap()(
+            user,
+            args.as_mut_ptr(),
+            args.len() as c_int,
+        );
+        for arg in args {
+            free(ctx.ctx, arg);
+        }
+        raw::RedisModule_FreeModuleUser.unwrap()(user);
+        status == raw::REDISMODULE_OK as c_int
+    }
+}
+
 /// A looked-up ACL user, valid while the Redis lock is held; freed (the handle, not the user)
 /// when dropped.
 pub(crate) struct UserRef(*mut raw::RedisModuleUser);
