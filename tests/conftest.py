@@ -49,7 +49,10 @@ class RedisServer:
             "--enable-module-command", "yes", "--enable-debug-command", "local",
             "--loadmodule", MODULE, "PythonVenv", VENV, *extra_args,
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr goes to a file: a pipe nobody reads would block the server once full.
+        self.stderr_path = os.path.join(self.dir, "stderr.log")
+        with open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr)
         # Wait for the port with plain sockets: redis-py retries refused connections with
         # back-off, which would make every start (and every failed start) slow.
         deadline = time.time() + 10
@@ -90,6 +93,13 @@ class RedisServer:
     def read_log(self):
         try:
             with open(self.log) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def read_stderr(self):
+        try:
+            with open(self.stderr_path, errors="replace") as f:
                 return f.read()
         except OSError:
             return ""

@@ -215,3 +215,38 @@ def test_records_the_readers_hold_count_toward_the_limit(r):
         results, errors = gears(r, language, script)
         assert errors[-1:] == [EXECUTION_OOM]
     assert r.ping()
+
+
+FILL_BIG_HASH = ("for i = 0, 299 do local a = {} for j = 1, 1000 do "
+                 "a[#a + 1] = 'f' .. (i * 1000 + j) a[#a + 1] = 'v' .. j end "
+                 "redis.call('HSET', KEYS[1], unpack(a)) end")
+
+
+@pytest.mark.parametrize("language, script", [
+    ("python", "GB().map(lambda x: len(x['value'])).run('big')"),
+    ("lua", "GB():map(function(x) return #x.value end):run('big')"),
+    ("rhai", 'GB().map(|x| x.value.len()).run("big");'),
+])
+def test_a_record_too_big_to_convert_is_the_memory_error(r, server, language, script):
+    # Converting a 300,000-field hash for the callback passes the 32 MB limit: the execution
+    # ends with the memory error, once, never an internal error.
+    r.eval(FILL_BIG_HASH, 1, "big")
+    assert gears(r, language, script) == [[], [EXECUTION_OOM]]
+    assert "a panic" not in server.read_log()
+
+
+def test_gears_memory_limit_bounds_single_allocations():
+    s = RedisServer(extra_args=("MemoryLimit", "96mb", "ExecutionMemoryLimit", "1gb"))
+    try:
+        r = s.new_client()
+        gears_oom = "OOM Gears used more than its memory limit of 100663296 bytes (MemoryLimit)"
+        # One instruction or one operation allocating past Gears' whole limit.
+        assert gears_error(r, "lua", "local s = string.rep('x', 300000000) return #s") == gears_oom
+        assert gears_error(r, "python", "x = 'x' * 300000000") == gears_oom
+        assert gears_error(r, "rhai", 'let s = "x"; for i in 0..29 { s += s; } s.len()') == \
+            gears_oom
+        assert gears(r, "lua", "GB('ShardsIDReader'):map(function(x) "
+                               "return #string.rep('x', 300000000) end):run()") == [[], [gears_oom]]
+        assert s.new_client().info("rg")["rg_used_memory"] < 96 << 20
+    finally:
+        s.stop()

@@ -185,8 +185,14 @@ impl ExecutionControl {
             ));
         }
         let limit = self.memory.limit();
-        if limit > 0 && self.memory.used() > limit as i64 {
+        let used = self.memory.used();
+        if limit > 0 && used > limit as i64 {
             return Some(memory::LimitPassed::Execution(limit).message());
+        }
+        // One execution alone past Gears' limit (a cheap part of the global check).
+        let global = memory::global_limit();
+        if global > 0 && used > global as i64 {
+            return Some(memory::LimitPassed::Global(global).message());
         }
         None
     }

@@ -196,39 +196,59 @@ impl Run<'_> {
 /// go on, so a stopped execution stops at the next record, not at the end of its batch.
 struct Checked<'a, 'r>(&'a mut (dyn Runtime + 'r));
 
+/// Runs a call into a language, turning a panic into an error of its record: the stop's error
+/// when the execution was stopped (a binding that panics when an allocation is refused past a
+/// memory limit), an internal error otherwise. The worker and the execution go on.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => Err(match control::check_current() {
+            Err(stopped) => stopped,
+            Ok(()) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                crate::GearsError::Internal(format!("Gears internal error: {message}"))
+            }
+        }),
+    }
+}
+
 impl Runtime for Checked<'_, '_> {
     fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
         control::check_current()?;
-        self.0.call(callback, args)
+        guarded(|| self.0.call(callback, args))
     }
     fn to_core(&mut self, value: Record) -> Result<Record> {
-        self.0.to_core(value)
+        guarded(|| self.0.to_core(value))
     }
     fn value(&mut self, id: ValueId) -> Result<Record> {
-        self.0.value(id)
+        guarded(|| self.0.value(id))
     }
     fn prepare(&mut self, record: Record) -> Result<Record> {
-        self.0.prepare(record)
+        guarded(|| self.0.prepare(record))
     }
     fn truthy(&mut self, value: &Record) -> Result<bool> {
-        self.0.truthy(value)
+        guarded(|| self.0.truthy(value))
     }
     fn expand_list(&mut self, value: Record) -> Result<std::result::Result<Vec<Record>, Record>> {
-        self.0.expand_list(value)
+        guarded(|| self.0.expand_list(value))
     }
     fn to_str(&mut self, value: &Record) -> Result<String> {
-        self.0.to_str(value)
+        guarded(|| self.0.to_str(value))
     }
     fn group_key(&mut self, value: Record) -> Result<GroupKey> {
-        self.0.group_key(value)
+        guarded(|| self.0.group_key(value))
     }
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
         control::check_current()?;
-        self.0.start_generator(callback)
+        guarded(|| self.0.start_generator(callback))
     }
     fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
         control::check_current()?;
-        self.0.next_from_generator(generator, max)
+        guarded(|| self.0.next_from_generator(generator, max))
     }
 }
 

@@ -390,7 +390,9 @@ fn too_deep() -> GearsError {
 
 /// An unexpected failure of the Lua state itself.
 pub fn internal(e: mlua::Error) -> GearsError {
-    GearsError::Internal(crate::error::message(&e))
+    // A conversion refused by the state's memory limit stops the execution like any other
+    // allocation past it.
+    crate::error::classify(&e, GearsError::Internal)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! that function's message. mlua's wrapping (`CallbackError`, `WithContext`) and Lua stack
 //! tracebacks are dropped.
 
+use gears_core::memory::LimitPassed;
 use gears_core::GearsError;
 
 /// The user-facing text of an mlua error. An error raised by a Gears function gets the script
@@ -39,15 +40,25 @@ pub fn message(error: &mlua::Error) -> String {
 pub fn classify(error: &mlua::Error, wrap: fn(String) -> GearsError) -> GearsError {
     if let Some(control) = gears_core::control::current() {
         if is_memory_error(error) {
-            control.stop(
-                gears_core::memory::LimitPassed::Execution(control.limits().memory).message(),
-            );
+            control.stop(state_limit(&control).message());
         }
         if let Some(stopped) = control.stop_message() {
             return GearsError::Stopped(stopped);
         }
     }
     wrap(message(error))
+}
+
+/// The limit a Lua state's memory limit stands for: the execution's or Gears' whole limit,
+/// whichever is lower (see `globals::new_state`).
+fn state_limit(control: &gears_core::control::ExecutionControl) -> LimitPassed {
+    let execution = control.limits().memory;
+    let global = gears_core::memory::global_limit();
+    if global > 0 && (execution == 0 || global < execution) {
+        LimitPassed::Global(global)
+    } else {
+        LimitPassed::Execution(execution)
+    }
 }
 
 fn is_memory_error(error: &mlua::Error) -> bool {

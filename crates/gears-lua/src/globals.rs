@@ -90,7 +90,13 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
     let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::new())?;
     if let Some(control) = gears_core::control::current() {
-        let limit = control.limits().memory;
+        // A single allocation (`string.rep`) happens inside one instruction: the state's own
+        // limit refuses it, at the execution's limit or Gears' whole limit, the lower.
+        let limit = [control.limits().memory, gears_core::memory::global_limit()]
+            .into_iter()
+            .filter(|&limit| limit > 0)
+            .min()
+            .unwrap_or(0);
         if limit > 0 {
             lua.set_memory_limit(usize::try_from(limit).unwrap_or(usize::MAX))?;
         }

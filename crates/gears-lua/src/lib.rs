@@ -44,7 +44,7 @@ use gears_core::{Compiled, Frontend, GearsError, Language, RedisAccess, Result};
 use mlua::chunk::ChunkMode;
 
 pub use convert::LuaNative;
-pub use session::{LuaRuntime, LuaSession};
+pub use session::{used_memory, LuaRuntime, LuaSession};
 
 use crate::state::{lock, ScriptState};
 

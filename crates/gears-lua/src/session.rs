@@ -1,6 +1,7 @@
 //! A compiled script's live state ([`LuaSession`]) and the [`Runtime`] the executor drives.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gears_core::{
@@ -16,14 +17,41 @@ use crate::state::{lock, SharedState};
 pub struct LuaSession {
     lua: Mutex<Lua>,
     state: SharedState,
+    /// The state's memory as last added to [`used_memory`].
+    reported: AtomicI64,
+}
+
+/// The memory of every live Lua state, as of the end of each one's last use.
+static USED_MEMORY: AtomicI64 = AtomicI64::new(0);
+
+/// The bytes the live Lua states use, sampled when each one was last used (compiled, or left
+/// after running callbacks): a state that runs right now counts with its size before the run.
+pub fn used_memory() -> i64 {
+    USED_MEMORY.load(Ordering::Relaxed).max(0)
 }
 
 impl LuaSession {
     pub(crate) fn new(lua: Lua, state: SharedState) -> Self {
-        LuaSession {
+        let session = LuaSession {
             lua: Mutex::new(lua),
             state,
-        }
+            reported: AtomicI64::new(0),
+        };
+        session.report(&lock(&session.lua));
+        session
+    }
+
+    /// Brings [`used_memory`] up to date with this state's size.
+    fn report(&self, lua: &Lua) {
+        let now = i64::try_from(lua.used_memory()).unwrap_or(i64::MAX);
+        let before = self.reported.swap(now, Ordering::Relaxed);
+        USED_MEMORY.fetch_add(now - before, Ordering::Relaxed);
+    }
+}
+
+impl Drop for LuaSession {
+    fn drop(&mut self) {
+        USED_MEMORY.fetch_sub(self.reported.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
@@ -40,6 +68,21 @@ impl Session for LuaSession {
             callbacks: CallbackCache::default(),
         };
         f(&mut runtime);
+        drop(runtime);
+        self.report(&lua);
+    }
+
+    /// Where the callback is defined: `<function at script:LINE>` (a Lua function's
+    /// `tostring` is only its address).
+    fn describe(&self, callback: CallbackId) -> String {
+        let _lua = lock(&self.lua);
+        let Ok(function) = lock(&self.state).callback(callback) else {
+            return String::new();
+        };
+        match function.info().line_defined {
+            Some(line) => format!("<function at script:{line}>"),
+            None => "<function>".to_string(),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod executions;
 mod glob;
 mod guard;
 mod host;
+mod info;
 mod limits;
 mod readers;
 mod reply;
@@ -133,6 +134,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
+    guard::report_panics_in_the_log();
     gears_python::set_log_sink(Box::new(host::log_line));
     let python_error = if config.flag(PYTHON_ENABLED) {
         let venv = config.text(PYTHON_VENV);
@@ -168,7 +170,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning("Gears: the module is already loaded");
         return Status::Err;
     }
-    limits::register_info(ctx);
+    info::register(ctx);
     if let Err(e) = limits::follow_maxmemory(ctx) {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;

@@ -1,4 +1,4 @@
-//! Gears' memory limits and what `INFO` reports about Gears.
+//! Gears' memory limits.
 //!
 //! `MemoryLimit` bounds all of Gears (the Python heap, Lua and Rhai states, records held by
 //! executions); `ExecutionMemoryLimit` bounds one execution. Both default to automatic (0): the
@@ -6,11 +6,10 @@
 //! a server sized for twice its `maxmemory` stays safe), otherwise half of the machine's
 //! memory. Gears follows `CONFIG SET maxmemory` as it happens.
 
-use std::ffi::CStr;
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gears_core::memory::{self, Pool};
+use gears_core::memory;
 use redis_module::{raw, Context};
 
 use crate::config::{
@@ -137,65 +136,4 @@ pub(crate) fn follow_maxmemory(ctx: &Context) -> Result<(), String> {
     } else {
         Err("could not follow configuration changes".into())
     }
-}
-
-/// The `gears` section of `INFO` (`INFO rg_gears`, or `INFO rg` for all of Gears; Redis prefixes
-/// module sections and fields with the module's name, `rg`).
-unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
-    let _ = std::panic::catch_unwind(|| {
-        let Some(gears) = crate::gears() else {
-            return;
-        };
-        let native = memory::used(Pool::Native).max(0);
-        let python = memory::used(Pool::Python).max(0);
-        let fields: [(&CStr, i64); 5] = [
-            (c"used_memory", native + python),
-            (c"used_memory_python", python),
-            (c"used_memory_native", native),
-            (c"memory_limit", gears.limits.global() as i64),
-            (
-                c"execution_memory_limit",
-                gears.limits.execution(&gears.config) as i64,
-            ),
-        ];
-        let memory_held: i64 = gears
-            .executions
-            .all()
-            .iter()
-            .filter(|e| e.status() == crate::executions::Status::Running)
-            .map(|e| e.control.memory().used().max(0))
-            .sum();
-        let executions = crate::executions::stats::fields(memory_held);
-        let python_state: &CStr = if gears.python_error.is_none() {
-            c"enabled"
-        } else {
-            c"disabled"
-        };
-        // SAFETY: the info context Redis passed, used during the callback only.
-        unsafe {
-            if raw::RedisModule_InfoAddSection.unwrap()(ctx, c"gears".as_ptr())
-                != raw::REDISMODULE_OK as c_int
-            {
-                return;
-            }
-            for (name, value) in fields {
-                raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, name.as_ptr(), value);
-            }
-            for (name, value) in executions {
-                let name = std::ffi::CString::new(name).unwrap_or_default();
-                raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, name.as_ptr(), value);
-            }
-            raw::RedisModule_InfoAddFieldCString.unwrap()(
-                ctx,
-                c"python".as_ptr(),
-                python_state.as_ptr(),
-            );
-        }
-    });
-}
-
-/// Makes [`info`] the module's `INFO` callback.
-pub(crate) fn register_info(ctx: &Context) {
-    // SAFETY: replaces the module's info callback during load.
-    unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info)) };
 }

@@ -30,6 +30,9 @@ impl WorkerPool {
                         // A job answers its own client even when it panics (see
                         // commands::execute); this only keeps the thread alive.
                         let _ = catch_unwind(AssertUnwindSafe(job));
+                        if receiver.is_empty() {
+                            release_free_memory();
+                        }
                     }
                 });
             if spawned.is_err() {
@@ -43,4 +46,18 @@ impl WorkerPool {
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
         let _ = self.sender.send(Box::new(job));
     }
+}
+
+/// Gives the memory this worker freed back to the system, once it has nothing more to do.
+/// mimalloc keeps a thread's freed pages for its next allocations, so without this an idle
+/// worker would hold what its last execution used (hundreds of megabytes after a big key).
+///
+/// What the server itself allocated on this thread (replies of commands, key reads) is the
+/// server allocator's: jemalloc returns it; glibc's malloc (a server built with
+/// `MALLOC=libc`) keeps it in a per-thread arena, and `malloc_trim` would walk the server's
+/// whole heap with its lock held (65 ms with 230 MB of keys, every PING waiting), so it is
+/// not called (docs/operating.md).
+fn release_free_memory() {
+    // SAFETY: collects this thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }

@@ -18,7 +18,8 @@ pub(crate) fn native(obj: Bound<'_, PyAny>) -> Record {
 
 /// A record as a Python object: natives as they are, core records converted.
 pub(crate) fn to_py<'py>(py: Python<'py>, record: &Record) -> Result<Bound<'py, PyAny>> {
-    to_py_inner(py, record, 0).map_err(|e| GearsError::Internal(e.to_string()))
+    to_py_inner(py, record, 0)
+        .map_err(|e| crate::session::stopped_or(|| GearsError::Internal(e.to_string())))
 }
 
 /// How deeply values may nest when they cross between Python and Rust. Deeper values are an
@@ -31,6 +32,54 @@ fn too_deep() -> PyErr {
     ))
 }
 
+/// pyo3's constructors panic when CPython can not allocate; Gears' memory limits make CPython
+/// refuse allocations, so the conversions of records use these, which return the
+/// `MemoryError` instead.
+pub(crate) mod alloc {
+    use pyo3::ffi;
+    use pyo3::prelude::*;
+    use pyo3::types::{PyDict, PyList};
+
+    fn owned<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: `ptr` is a new reference or null with a Python error set.
+        unsafe { Bound::from_owned_ptr_or_err(py, ptr) }
+    }
+
+    pub fn str<'py>(py: Python<'py>, s: &str) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: a valid UTF-8 buffer of this length.
+        owned(py, unsafe {
+            ffi::PyUnicode_FromStringAndSize(s.as_ptr().cast(), s.len() as ffi::Py_ssize_t)
+        })
+    }
+
+    pub fn bytes<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: a valid buffer of this length.
+        owned(py, unsafe {
+            ffi::PyBytes_FromStringAndSize(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t)
+        })
+    }
+
+    pub fn int(py: Python<'_>, i: i64) -> PyResult<Bound<'_, PyAny>> {
+        // SAFETY: a plain constructor.
+        owned(py, unsafe { ffi::PyLong_FromLongLong(i) })
+    }
+
+    pub fn float(py: Python<'_>, f: f64) -> PyResult<Bound<'_, PyAny>> {
+        // SAFETY: a plain constructor.
+        owned(py, unsafe { ffi::PyFloat_FromDouble(f) })
+    }
+
+    pub fn list(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+        // SAFETY: a new empty list is a list.
+        owned(py, unsafe { ffi::PyList_New(0) }).map(|o| unsafe { o.cast_into_unchecked() })
+    }
+
+    pub fn dict(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        // SAFETY: a new empty dict is a dict.
+        owned(py, unsafe { ffi::PyDict_New() }).map(|o| unsafe { o.cast_into_unchecked() })
+    }
+}
+
 fn to_py_inner<'py>(py: Python<'py>, record: &Record, depth: usize) -> PyResult<Bound<'py, PyAny>> {
     if depth > MAX_DEPTH {
         return Err(too_deep());
@@ -39,20 +88,20 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record, depth: usize) -> PyResult<
     Ok(match record {
         Record::Nil => py.None().into_bound(py),
         Record::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Record::Integer(i) => i.into_pyobject(py)?.into_any(),
-        Record::Float(f) => PyFloat::new(py, *f).into_any(),
-        Record::String(s) => PyString::new(py, s).into_any(),
-        Record::Error(s) => PyString::new(py, s).into_any(),
-        Record::Bytes(b) => PyBytes::new(py, b).into_any(),
+        Record::Integer(i) => alloc::int(py, *i)?,
+        Record::Float(f) => alloc::float(py, *f)?,
+        Record::String(s) => alloc::str(py, s)?,
+        Record::Error(s) => alloc::str(py, s)?,
+        Record::Bytes(b) => alloc::bytes(py, b)?,
         Record::List(items) => {
-            let list = PyList::empty(py);
+            let list = alloc::list(py)?;
             for item in items {
                 list.append(to_py_inner(py, item, depth)?)?;
             }
             list.into_any()
         }
         Record::Map(entries) => {
-            let dict = PyDict::new(py);
+            let dict = alloc::dict(py)?;
             for (k, v) in entries {
                 dict.set_item(to_py_inner(py, k, depth)?, to_py_inner(py, v, depth)?)?;
             }
@@ -60,17 +109,17 @@ fn to_py_inner<'py>(py: Python<'py>, record: &Record, depth: usize) -> PyResult<
         }
         Record::Key(key) => {
             // The field order of KeyRecord::to_map, without copying the record first.
-            let dict = PyDict::new(py);
+            let dict = alloc::dict(py)?;
             match &key.event {
-                Some(event) => dict.set_item(intern!(py, "event"), event)?,
+                Some(event) => dict.set_item(intern!(py, "event"), alloc::str(py, event)?)?,
                 None => dict.set_item(intern!(py, "event"), py.None())?,
             }
             match key.key_str() {
-                Some(text) => dict.set_item(intern!(py, "key"), text)?,
-                None => dict.set_item(intern!(py, "key"), PyBytes::new(py, &key.key))?,
+                Some(text) => dict.set_item(intern!(py, "key"), alloc::str(py, text)?)?,
+                None => dict.set_item(intern!(py, "key"), alloc::bytes(py, &key.key)?)?,
             }
             if let Some(value) = &key.value {
-                dict.set_item(intern!(py, "type"), &key.key_type)?;
+                dict.set_item(intern!(py, "type"), alloc::str(py, &key.key_type)?)?;
                 dict.set_item(intern!(py, "value"), to_py_inner(py, value, depth)?)?;
             }
             dict.into_any()

@@ -51,6 +51,16 @@ impl Session for RhaiSession {
         };
         f(&mut runtime)
     }
+
+    /// The callback's name: `<function NAME>` for a named function, `<closure>` for an
+    /// anonymous one.
+    fn describe(&self, callback: CallbackId) -> String {
+        match self.state.callback(callback) {
+            Ok(f) if f.fn_name().starts_with("anon$") => "<closure>".to_string(),
+            Ok(f) => format!("<function {}>", f.fn_name()),
+            Err(_) => String::new(),
+        }
+    }
 }
 
 /// The iterator behind a generator reader: the items of the array (or range) the user's

@@ -293,6 +293,7 @@ impl Executions {
         limits: TableLimits,
     ) -> Result<Arc<Execution>, String> {
         if stats::queued() >= limits.max_queued {
+            stats::queue_full();
             return Err(format!(
                 "the execution queue is full ({} executions wait for a worker, \
                  MaxQueuedExecutions)",
@@ -420,7 +421,11 @@ unsafe extern "C" fn client_disconnected(
             .and_then(|map| map.remove(&(client as usize)))
             .and_then(|weak| weak.upgrade());
         if let Some(execution) = execution {
-            execution.abort(CLIENT_GONE);
+            if execution.abort(CLIENT_GONE) {
+                if let Some(gears) = crate::gears() {
+                    gears.executions.drop_execution(&execution.id);
+                }
+            }
         }
     });
 }

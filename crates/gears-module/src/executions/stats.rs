@@ -40,6 +40,12 @@ static RECORDS_READ: Counter = Counter::new();
 static RECORDS_EMITTED: Counter = Counter::new();
 static ERRORS: Counter = Counter::new();
 static BUSY_WORKERS: Counter = Counter::new();
+static QUEUE_FULL: Counter = Counter::new();
+
+/// An execution refused because the queue was full.
+pub(crate) fn queue_full() {
+    QUEUE_FULL.add(1);
+}
 
 /// Per language: executions, and microseconds spent inside the language.
 static LANGUAGE_EXECUTIONS: [Counter; 3] = [Counter::new(), Counter::new(), Counter::new()];
@@ -114,6 +120,7 @@ pub(crate) fn fields(memory_held: i64) -> Vec<(&'static str, i64)> {
         ("records_emitted", v(&RECORDS_EMITTED)),
         ("errors", v(&ERRORS)),
         ("workers_busy", v(&BUSY_WORKERS)),
+        ("executions_rejected", v(&QUEUE_FULL)),
         ("executions_memory", memory_held),
         ("python_executions", v(&LANGUAGE_EXECUTIONS[0])),
         ("python_time_ms", v(&LANGUAGE_MICROS[0]) / 1000),

@@ -7,7 +7,7 @@ mod blocked;
 pub(crate) mod call;
 mod user;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +56,10 @@ pub(crate) struct RedisHost {
     /// Set when the execution is over: code of its script that still runs (a finalizer, a
     /// thread, a function another script got hold of) can reach Redis no more.
     finished: AtomicBool,
+    /// The database of the caller, which readers read.
+    home_db: i32,
+    /// The database `execute()` works on: the caller's, until the script runs `SELECT`.
+    db: AtomicI32,
 }
 
 // SAFETY: a thread-safe context may be used from any thread; Gears only uses it while holding
@@ -100,6 +104,8 @@ impl RedisHost {
             access,
             control,
             finished: AtomicBool::new(false),
+            home_db: caller.db,
+            db: AtomicI32::new(caller.db),
         }
     }
 
@@ -221,11 +227,44 @@ impl Drop for RedisHost {
     }
 }
 
+impl RedisHost {
+    /// Runs a command of `execute()` in the execution's database. `SELECT` works as in a Lua
+    /// script: it changes the database of the execution's later commands (not the caller's,
+    /// and not what its reader reads).
+    fn call_in_db(&self, ctx: &Context, args: &[Vec<u8>]) -> Called {
+        let db = self.db.load(Ordering::Relaxed);
+        let select = |db: i32| {
+            // SAFETY: under the Redis lock; only this context's own client changes database.
+            unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) };
+        };
+        if db != self.home_db {
+            select(db);
+        }
+        let called = call_as(ctx, Some(&self.user), self.access, args);
+        if db != self.home_db {
+            select(self.home_db);
+        }
+        let selected = matches!(called, Called::Reply(Ok(_)))
+            && args.len() == 2
+            && args[0].eq_ignore_ascii_case(b"select");
+        if selected {
+            // Redis accepted the index, so it is a valid database number.
+            if let Some(index) = std::str::from_utf8(&args[1])
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+            {
+                self.db.store(index, Ordering::Relaxed);
+            }
+        }
+        called
+    }
+}
+
 impl RedisAccess for RedisHost {
     fn execute(&self, args: &[Vec<u8>]) -> Result<Record> {
         loop {
             self.check_running()?;
-            match self.with_lock(|ctx| call_as(ctx, Some(&self.user), self.access, args)) {
+            match self.with_lock(|ctx| self.call_in_db(ctx, args)) {
                 Called::Reply(result) => return result,
                 // Inside an atomic block the lock is ours, so no pause can have begun.
                 Called::Paused => self.wait_for_pause_end()?,
