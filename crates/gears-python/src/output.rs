@@ -12,6 +12,9 @@ pub type LogSink = Box<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 static SINK: OnceLock<LogSink> = OnceLock::new();
 
+/// The longest partial line kept waiting for its end.
+const MAX_PENDING: usize = 16 * 1024;
+
 /// Sets where scripts' output is logged (once, before the interpreter starts).
 pub fn set_log_sink(sink: LogSink) {
     let _ = SINK.set(sink);
@@ -38,6 +41,10 @@ impl LogStream {
         while let Some(end) = pending.find('\n') {
             let line: String = pending.drain(..=end).collect();
             log(self.level, line.trim_end_matches(['\n', '\r']));
+        }
+        // Text that never ends its line is logged in pieces, not kept without bound.
+        if pending.len() >= MAX_PENDING {
+            log(self.level, &std::mem::take(&mut *pending));
         }
         text.chars().count()
     }
