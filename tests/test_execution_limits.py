@@ -277,15 +277,18 @@ def test_info_counts_executions(r):
     assert gears(r, "lua", "GB():count():run('k:*')") == [["3"], []]
     assert gears(r, "rhai", 'GB().map(|x| x.kye.len()).run("k:*");')[1] != []
     assert gears_error(r, "python", "raise Exception('x')").endswith("Exception: x\\n']")
+    # Errors not listed count too.
+    assert gears(r, "lua", "GB():map(function(x) error('no', 0) end):run('k:*', {maxErrors=1})") \
+        == [[], ["no", errors_note(2, 1)]]
     after = r.info("gears")
     delta = {k: after[k] - before[k] for k in before if isinstance(before[k], int)}
     assert (delta["rg_executions_created"], delta["rg_executions_done"],
-            delta["rg_executions_failed"], delta["rg_executions_aborted"]) == (3, 3, 1, 0)
+            delta["rg_executions_failed"], delta["rg_executions_aborted"]) == (4, 4, 1, 0)
     assert (delta["rg_lua_executions"], delta["rg_rhai_executions"],
-            delta["rg_python_executions"]) == (1, 1, 1)
-    assert delta["rg_records_read"] == 6
+            delta["rg_python_executions"]) == (2, 1, 1)
+    assert delta["rg_records_read"] == 9
     assert delta["rg_records_emitted"] == 1
-    assert delta["rg_errors"] == 3 + 1
+    assert delta["rg_errors"] == 3 + 1 + 3
     # Blocking executions are dropped once they replied.
     assert (after["rg_executions_running"], after["rg_executions_queued"],
             after["rg_workers_busy"], delta["rg_executions"]) == (0, 0, 0, 0)

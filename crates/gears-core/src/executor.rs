@@ -116,8 +116,10 @@ impl Executor {
             let results = std::mem::take(&mut run.results);
             run.results = to_core(results, &mut Checked(runtime), &mut run.errors);
         });
+        self.progress.count_errors(run.errors.total());
         let mut errors = run.errors.into_vec();
         if let Err(stopped) = control::check_current() {
+            self.progress.count_errors(1);
             errors.push(stopped.to_string());
         }
         ExecutionOutcome {

@@ -1,6 +1,7 @@
 //! What an execution reports while it runs and when it ends: its errors (bounded), how far it
 //! got (records read, the step it is in), and how long each part took.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,9 +17,21 @@ pub struct ErrorList {
     dropped: u64,
 }
 
+thread_local! {
+    /// True while the error list of the run on this thread is full.
+    static LIST_FULL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True when the next error of the run on this thread will not be listed: a language may then
+/// skip formatting its text (a Python traceback costs more than the record's work).
+pub fn errors_unlisted() -> bool {
+    LIST_FULL.with(Cell::get)
+}
+
 impl ErrorList {
-    /// A list that keeps at most `max` errors (0: all of them).
+    /// A list that keeps at most `max` errors (0: all of them), for the run on this thread.
     pub fn new(max: usize) -> Self {
+        LIST_FULL.with(|full| full.set(false));
         ErrorList {
             items: Vec::new(),
             max,
@@ -29,6 +42,9 @@ impl ErrorList {
     pub fn push(&mut self, error: String) {
         if self.max == 0 || self.items.len() < self.max {
             self.items.push(error);
+            if self.max != 0 && self.items.len() == self.max {
+                LIST_FULL.with(|full| full.set(true));
+            }
         } else {
             self.dropped += 1;
         }
@@ -47,7 +63,13 @@ impl ErrorList {
                 self.dropped, self.max
             ));
         }
-        self.items
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl Drop for ErrorList {
+    fn drop(&mut self) {
+        LIST_FULL.with(|full| full.set(false));
     }
 }
 
@@ -66,6 +88,8 @@ pub struct Progress {
     step_nanos: Mutex<Vec<u64>>,
     /// Time spent inside the language (entered sessions), in nanoseconds.
     language_nanos: AtomicU64,
+    /// Errors of the finished run, listed or not.
+    errors: AtomicU64,
     profile: bool,
 }
 
@@ -105,6 +129,15 @@ impl Progress {
         (0..steps)
             .map(|i| Duration::from_nanos(nanos.get(i).copied().unwrap_or(0)))
             .collect()
+    }
+
+    /// The errors of the finished run, including those its reply did not list.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_errors(&self, errors: u64) {
+        self.errors.fetch_add(errors, Ordering::Relaxed);
     }
 
     pub fn language_duration(&self) -> Duration {

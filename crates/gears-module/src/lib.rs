@@ -212,8 +212,8 @@ redis_module! {
         ["RG.GETRESULTSBLOCKING", executions::commands::get_results_blocking, "readonly blocking", 0, 0, 0, ""],
         ["RG.DUMPEXECUTIONS", executions::commands::dump_executions, "readonly", 0, 0, 0, ""],
         ["RG.GETEXECUTION", executions::commands::get_execution, "readonly", 0, 0, 0, ""],
-        ["RG.DROPEXECUTION", executions::commands::drop_execution, "write", 0, 0, 0, ""],
-        ["RG.ABORTEXECUTION", executions::commands::abort_execution, "write", 0, 0, 0, ""],
+        ["RG.DROPEXECUTION", executions::commands::drop_execution, "readonly", 0, 0, 0, ""],
+        ["RG.ABORTEXECUTION", executions::commands::abort_execution, "readonly", 0, 0, 0, ""],
         ["RG.PYSTATS", commands::py_stats, "readonly", 0, 0, 0, ""],
     ],
 }

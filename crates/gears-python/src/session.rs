@@ -177,7 +177,14 @@ struct PyRuntime<'py, 's> {
 impl PyRuntime<'_, '_> {
     /// A failed Python call as a callback error, or as the stop of a stopped execution.
     fn callback_error(&self, err: PyErr) -> GearsError {
-        stopped_or(|| GearsError::Callback(format_error(self.py, &err)))
+        stopped_or(|| {
+            if gears_core::progress::errors_unlisted() {
+                // Counted, not listed: formatting the traceback would be wasted.
+                GearsError::Callback(String::new())
+            } else {
+                GearsError::Callback(format_error(self.py, &err))
+            }
+        })
     }
 
     fn bound(&self, value: &Record) -> Result<Bound<'_, PyAny>> {

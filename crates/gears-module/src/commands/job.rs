@@ -116,7 +116,13 @@ fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
     // outlives the execution (a finalizer, a thread) can not reach Redis any more.
     host.finish();
     stats::worker_free();
-    stats::errors(finished.errors.len() as u64);
+    // Every error of the run, also those its reply did not list.
+    stats::errors(
+        execution
+            .progress
+            .errors()
+            .max(finished.errors.len() as u64),
+    );
     let aborted = matches!(
         control.stop_message().as_deref(),
         Some(gears_core::control::ABORTED | crate::executions::CLIENT_GONE)
