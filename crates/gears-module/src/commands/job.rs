@@ -130,11 +130,7 @@ fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
     if matches!(finished.direct, ReplyValue::Error(_)) || (control.is_stopped() && !aborted) {
         stats::failed();
     }
-    if execution.finish(finished) {
-        if let Some(gears) = crate::gears() {
-            gears.executions.drop_execution(&execution.id);
-        }
-    }
+    execution.finish(finished);
 }
 
 fn frontend(language: Language) -> Result<Box<dyn Frontend>, String> {

@@ -118,11 +118,8 @@ pub(crate) fn abort_execution(ctx: &Context, args: Vec<RedisString>) -> RedisRes
         if args.len() != 2 {
             return Err(RedisError::WrongArity);
         }
-        let gears = crate::loaded()?;
         let execution = named(ctx, &args, "execution does not exist")?;
-        if execution.abort(ABORTED) {
-            gears.executions.drop_execution(&execution.id);
-        }
+        execution.abort(ABORTED);
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
 }

@@ -126,17 +126,17 @@ impl Execution {
         state.step_args = step_args;
     }
 
-    /// Finishes the execution: records what it replies and answers everyone waiting. Returns
-    /// true if the execution must be dropped (a blocking client got its reply).
-    pub fn finish(&self, finished: Finished) -> bool {
+    /// Finishes the execution: records what it replies and answers everyone waiting. A blocking
+    /// execution leaves the table first, so its client never sees it listed after its reply.
+    pub fn finish(&self, finished: Finished) {
         let state = self.state();
         if state.status.finished() {
-            return false;
+            return;
         }
-        self.complete(state, finished)
+        self.complete(state, finished);
     }
 
-    fn complete(&self, mut state: MutexGuard<'_, State>, finished: Finished) -> bool {
+    fn complete(&self, mut state: MutexGuard<'_, State>, finished: Finished) {
         let aborted = state.aborted;
         state.status = if aborted {
             Status::Aborted
@@ -150,6 +150,11 @@ impl Execution {
         state.finished = Some(finished);
         drop(state);
         stats::finished(self, aborted);
+        if blocking {
+            if let Some(gears) = crate::gears() {
+                gears.executions.drop_execution(&self.id);
+            }
+        }
         for waiter in waiters {
             match waiter {
                 Waiter::Client(client) => {
@@ -160,21 +165,19 @@ impl Execution {
                 Waiter::Results(client) => client.reply(&results),
             }
         }
-        blocking
     }
 
-    /// Aborts the execution: a queued one ends at once (its clients get their replies now, and
-    /// true is returned if it must be dropped), a running one is stopped and ends when its code
-    /// does.
-    pub fn abort(&self, reason: &str) -> bool {
+    /// Aborts the execution: a queued one ends at once (its clients get their replies now), a
+    /// running one is stopped and ends when its code does.
+    pub fn abort(&self, reason: &str) {
         let mut state = self.state();
         if state.status.finished() {
-            return false;
+            return;
         }
         state.aborted = true;
         self.control.stop(reason);
         if state.status != Status::Created {
-            return false;
+            return;
         }
         stats::dequeued();
         let reply = ReplyValue::Array(vec![
@@ -421,11 +424,7 @@ unsafe extern "C" fn client_disconnected(
             .and_then(|map| map.remove(&(client as usize)))
             .and_then(|weak| weak.upgrade());
         if let Some(execution) = execution {
-            if execution.abort(CLIENT_GONE) {
-                if let Some(gears) = crate::gears() {
-                    gears.executions.drop_execution(&execution.id);
-                }
-            }
+            execution.abort(CLIENT_GONE);
         }
     });
 }

@@ -20,6 +20,7 @@ fn the_memory_limit_refuses_allocations_and_stops_the_execution() {
     let control = ExecutionControl::new(Limits {
         atomic_max: Duration::ZERO,
         memory: limit,
+        ..Limits::default()
     });
     {
         let _scope = ControlScope::enter(&control);
@@ -31,6 +32,7 @@ fn the_memory_limit_refuses_allocations_and_stops_the_execution() {
     let control = ExecutionControl::new(Limits {
         atomic_max: Duration::ZERO,
         memory: limit,
+        ..Limits::default()
     });
     let _scope = ControlScope::enter(&control);
     let compiled = frontend()

@@ -83,6 +83,7 @@ fn an_atomic_block_past_its_time_limit_is_interrupted() {
     let control = ExecutionControl::new(Limits {
         atomic_max: Duration::from_millis(50),
         memory: 0,
+        ..Limits::default()
     });
     let redis = Arc::new(Recorder::default());
     let started = Instant::now();
