@@ -60,20 +60,40 @@ def test_a_run_timeout_stops_the_execution(r, language):
     assert 0.14 < time.time() - started < 1.0
 
 
-def test_the_global_run_time_limit_and_its_override(r):
-    r.execute_command("RG.CONFIGSET", "ExecutionMaxRunTime", "200")
+def test_the_global_run_time_limit_and_runs_that_tighten_it(r):
+    r.execute_command("RG.CONFIGSET", "ExecutionMaxRunTime", "300")
     try:
         sleep = ("import time\n"
                  "def f(x):\n"
-                 "    time.sleep(0.4)\n"
+                 "    time.sleep(%s)\n"
                  "    return 'slept'\n"
                  "GB('ShardsIDReader').map(f).run(%s)")
-        assert gears(r, "python", sleep % "") == [[], [timeout_error(200)]]
-        # A run that needs longer says so; 0 is no limit.
-        assert gears(r, "python", sleep % "timeout=1000") == [["slept"], []]
-        assert gears(r, "python", sleep % "timeout=0") == [["slept"], []]
+        assert gears(r, "python", sleep % (0.5, "")) == [[], [timeout_error(300)]]
+        assert gears(r, "python", sleep % (0.1, "")) == [["slept"], []]
+        # A run may ask for less, not for more: the operator's limit holds.
+        assert gears(r, "python", sleep % (0.1, "timeout=50")) == [[], [timeout_error(50)]]
+        assert gears(r, "python", sleep % (0.5, "timeout=1000")) == [[], [timeout_error(300)]]
+        assert gears(r, "python", sleep % (0.5, "timeout=0")) == [[], [timeout_error(300)]]
     finally:
         r.execute_command("RG.CONFIGSET", "ExecutionMaxRunTime", "600000")
+
+
+def test_time_in_the_queue_does_not_count(r):
+    r.execute_command("RG.CONFIGSET", "ExecutionMaxRunTime", "300")
+    loops = []
+    try:
+        for language in ("python", "lua", "rhai"):
+            loops.append(gears(r, language, LOOP_WITH[language].format(options=""), "UNBLOCKING"))
+        # Waits for a worker for longer than the limit, then runs in no time.
+        started = time.time()
+        assert gears(r, "lua", "GB('ShardsIDReader'):count():run()") == [["1"], []]
+        assert time.time() - started > 0.25
+    finally:
+        r.execute_command("RG.CONFIGSET", "ExecutionMaxRunTime", "600000")
+        for execution in loops:
+            r.execute_command("RG.ABORTEXECUTION", execution)
+            r.execute_command("RG.GETRESULTSBLOCKING", execution)
+            r.execute_command("RG.DROPEXECUTION", execution)
 
 
 SORT_WITH = {
@@ -104,8 +124,11 @@ def test_the_global_records_limit(r):
             [[], [records_error(100)]]
         # Records that only pass through are not held.
         assert gears(r, "lua", "GB():count():run('k:*')") == [["500"], []]
+        # A run can not lift it.
         assert gears(r, "lua", "GB():map(function(x) return x.key end):sort()"
-                               ":run('k:*', {maxRecords=0})")[1] == []
+                               ":run('k:*', {maxRecords=0})") == [[], [records_error(100)]]
+        assert gears(r, "lua", "GB():map(function(x) return x.key end):sort()"
+                               ":run('k:*', {maxRecords=1000})") == [[], [records_error(100)]]
     finally:
         r.execute_command("RG.CONFIGSET", "ExecutionMaxRecords", "50000000")
 

@@ -37,22 +37,31 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// These limits with a run's own over them.
+    /// These limits with a run's own: a run may only tighten a limit the settings set (a value
+    /// larger than the setting, or 0, leaves the setting), so an operator's limits hold for
+    /// every script.
     pub fn with_run(mut self, run: &crate::plan::RunLimits) -> Limits {
-        if let Some(ms) = run.timeout_ms {
-            self.timeout = Duration::from_millis(ms);
-        }
-        if let Some(n) = run.max_records {
-            self.max_records = n;
-        }
-        if let Some(n) = run.max_reply_bytes {
-            self.max_reply_bytes = n;
-        }
-        if let Some(n) = run.max_errors {
-            self.max_errors = n;
-        }
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        self.timeout = Duration::from_millis(tighter(timeout_ms, run.timeout_ms));
+        self.max_records = tighter(self.max_records, run.max_records);
+        self.max_reply_bytes = tighter(self.max_reply_bytes, run.max_reply_bytes);
+        self.max_errors = tighter(self.max_errors, run.max_errors);
         self
     }
+}
+
+/// The tighter of a setting and a run's value (0: no limit).
+fn tighter(setting: u64, run: Option<u64>) -> u64 {
+    match run {
+        None | Some(0) => setting,
+        Some(n) if setting == 0 => n,
+        Some(n) => n.min(setting),
+    }
+}
+
+/// Microseconds of a duration, saturating (a huge setting is no limit, not a tiny one).
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The error an aborted execution ends with.
@@ -64,12 +73,15 @@ pub struct ExecutionControl {
     message: Mutex<Option<String>>,
     /// When the current atomic block began, in microseconds since `epoch`, plus one (0: none).
     atomic_since: AtomicU64,
-    /// When the execution started.
+    /// When the control was created (times below are counted from it).
     epoch: Instant,
     /// The limits; the run's own replace the settings once its plan is known.
     limits: Mutex<Limits>,
-    /// The run-time limit in microseconds (0: none), read at every check.
-    timeout_micros: AtomicU64,
+    /// When the execution started running (left the queue), in microseconds since `epoch`.
+    started_micros: AtomicU64,
+    /// When the run-time limit passes, in microseconds since `epoch` (0: no limit), read at
+    /// every check.
+    deadline_micros: AtomicU64,
     memory: Arc<MemoryMeter>,
 }
 
@@ -81,7 +93,8 @@ impl ExecutionControl {
             atomic_since: AtomicU64::new(0),
             epoch: Instant::now(),
             limits: Mutex::new(limits),
-            timeout_micros: AtomicU64::new(limits.timeout.as_micros() as u64),
+            started_micros: AtomicU64::new(0),
+            deadline_micros: AtomicU64::new(micros(limits.timeout)),
             memory: Arc::new(MemoryMeter::new(limits.memory)),
         })
     }
@@ -100,8 +113,26 @@ impl ExecutionControl {
     pub fn apply_run_limits(&self, run: &crate::plan::RunLimits) {
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
         *limits = limits.with_run(run);
-        self.timeout_micros
-            .store(limits.timeout.as_micros() as u64, Ordering::Relaxed);
+        self.set_deadline(limits.timeout);
+    }
+
+    /// Starts the run-time clock: the execution left the queue (time waiting for a worker does
+    /// not count toward `ExecutionMaxRunTime`).
+    pub fn start_clock(&self) {
+        self.started_micros
+            .store(self.micros_since_epoch(), Ordering::Relaxed);
+        self.set_deadline(self.limits().timeout);
+    }
+
+    fn set_deadline(&self, timeout: Duration) {
+        let deadline = if timeout.is_zero() {
+            0
+        } else {
+            self.started_micros
+                .load(Ordering::Relaxed)
+                .saturating_add(micros(timeout))
+        };
+        self.deadline_micros.store(deadline, Ordering::Relaxed);
     }
 
     /// How long the execution has run.
@@ -168,7 +199,7 @@ impl ExecutionControl {
         if since != 0 {
             let atomic_max = self.limits().atomic_max;
             if !atomic_max.is_zero()
-                && now.saturating_sub(since - 1) > atomic_max.as_micros() as u64
+                && now.saturating_sub(since - 1) > micros(atomic_max)
             {
                 return Some(format!(
                     "BUSY the atomic block ran longer than {} ms (AtomicBlockMaxTime); it was \
@@ -177,11 +208,11 @@ impl ExecutionControl {
                 ));
             }
         }
-        let timeout = self.timeout_micros.load(Ordering::Relaxed);
-        if timeout > 0 && now > timeout {
+        let deadline = self.deadline_micros.load(Ordering::Relaxed);
+        if deadline > 0 && now > deadline {
             return Some(format!(
                 "TIMEOUT the execution ran longer than {} ms (ExecutionMaxRunTime)",
-                timeout / 1000
+                self.limits().timeout.as_millis()
             ));
         }
         let limit = self.memory.limit();
@@ -198,7 +229,7 @@ impl ExecutionControl {
     }
 
     fn micros_since_epoch(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        micros(self.epoch.elapsed())
     }
 
     /// Marks the start of an atomic block (the thread now holds the Redis lock).
@@ -284,6 +315,57 @@ mod tests {
         assert!(control.stop("first"));
         assert!(!control.stop("second"));
         assert_eq!(control.check(), Err(GearsError::Stopped("first".into())));
+    }
+
+    #[test]
+    fn a_run_may_only_tighten_the_settings() {
+        let settings = Limits {
+            timeout: Duration::from_millis(1000),
+            max_records: 100,
+            max_reply_bytes: 0,
+            max_errors: 10,
+            ..Limits::default()
+        };
+        let run = crate::plan::RunLimits {
+            timeout_ms: Some(5000),
+            max_records: Some(0),
+            max_reply_bytes: Some(2000),
+            max_errors: Some(3),
+        };
+        let limits = settings.with_run(&run);
+        assert_eq!(limits.timeout, Duration::from_millis(1000));
+        assert_eq!(limits.max_records, 100);
+        assert_eq!(limits.max_reply_bytes, 2000);
+        assert_eq!(limits.max_errors, 3);
+        assert_eq!(settings.with_run(&Default::default()), settings);
+    }
+
+    #[test]
+    fn the_run_time_counts_from_the_start_and_huge_limits_never_pass() {
+        let control = ExecutionControl::new(Limits {
+            timeout: Duration::from_millis(30),
+            ..Limits::default()
+        });
+        std::thread::sleep(Duration::from_millis(40));
+        // Queued until now: the clock starts with the run.
+        control.start_clock();
+        assert!(control.check().is_ok());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            control.check(),
+            Err(GearsError::Stopped(
+                "TIMEOUT the execution ran longer than 30 ms (ExecutionMaxRunTime)".into()
+            ))
+        );
+        let control = ExecutionControl::new(Limits {
+            timeout: Duration::from_millis(u64::MAX),
+            atomic_max: Duration::from_millis(u64::MAX),
+            ..Limits::default()
+        });
+        control.start_clock();
+        control.begin_atomic();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(control.check().is_ok());
     }
 
     #[test]

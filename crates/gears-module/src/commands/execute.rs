@@ -2,11 +2,11 @@
 //! thread, block the calling client, and hand the script to a worker (see [`super::job`]).
 
 use gears_core::Language;
-use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::job::{Job, JobKind};
 use crate::guard::guarded;
-use crate::host::{may_run, BlockedReply, Caller};
+use crate::host::{may_block, may_run, BlockedReply, Caller};
 
 pub(crate) fn py_execute(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guarded(|| execute(ctx, args, Language::Python))
@@ -155,16 +155,15 @@ fn parse_options(options: &[RedisString], language: Language) -> Result<Options,
     Ok(parsed)
 }
 
-/// Gears blocks its client: not inside MULTI, Lua, or where blocking is not allowed.
+/// RedisGears 1.2's refusal of a client that may not block.
+pub(crate) const CAN_NOT_BLOCK: &str =
+    "Can not run gears inside a multi exec, lua, or when blocking is not allowed";
+
+/// Gears blocks its client: not inside MULTI, Lua, or where blocking is not allowed (checked
+/// first, whatever the options, also for `UNBLOCKING`).
 fn check_context(ctx: &Context) -> Result<(), RedisError> {
-    let flags = ctx.get_flags();
-    if flags.contains(ContextFlags::MULTI)
-        || flags.contains(ContextFlags::LUA)
-        || flags.contains(ContextFlags::DENY_BLOCKING)
-    {
-        return Err(RedisError::Str(
-            "Can not run gears inside a multi exec, lua, or when blocking is not allowed",
-        ));
+    if !may_block(ctx) {
+        return Err(RedisError::Str(CAN_NOT_BLOCK));
     }
     Ok(())
 }
@@ -184,7 +183,7 @@ fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> Re
             script,
             caller,
             gears.execution_limits(),
-            BlockedReply::block(ctx),
+            BlockedReply::block(ctx, CAN_NOT_BLOCK)?,
         ),
         JobKind::Execute | JobKind::Unblocking => {
             let block = (kind == JobKind::Execute).then_some(ctx);

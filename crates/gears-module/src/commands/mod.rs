@@ -6,5 +6,5 @@ mod execute;
 mod job;
 mod stats;
 
-pub(crate) use execute::{explain, lua_execute, py_execute, rhai_execute};
+pub(crate) use execute::{explain, lua_execute, py_execute, rhai_execute, CAN_NOT_BLOCK};
 pub(crate) use stats::py_stats;

@@ -67,7 +67,11 @@ pub(crate) fn get_results_blocking(ctx: &Context, args: Vec<RedisString>) -> Red
         if let Some(results) = execution.results() {
             return send(ctx, &results);
         }
-        execution.wait_for_results(BlockedReply::block(ctx));
+        execution.wait_for_results(BlockedReply::block(
+            ctx,
+            "execution is still running, and this client can not wait for it (MULTI, a \
+             script, or blocking not allowed); use RG.GETRESULTS",
+        )?);
         Ok(RedisValue::NoReply)
     })
 }

@@ -111,6 +111,7 @@ impl Execution {
         stats::dequeued();
         state.status = Status::Running;
         state.started = Some(Instant::now());
+        self.control.start_clock();
         for waiter in &state.waiters {
             if let Waiter::Client(client) = waiter {
                 client.measure_start();
@@ -303,7 +304,13 @@ impl Executions {
                 limits.max_queued
             ));
         }
-        let client = block.map(BlockedReply::block);
+        let client = match block {
+            Some(ctx) => Some(
+                BlockedReply::block(ctx, crate::commands::CAN_NOT_BLOCK)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
         let id = format!(
             "{STANDALONE_SHARD}-{}",
             self.next.fetch_add(1, Ordering::Relaxed)

@@ -13,14 +13,20 @@ pub(crate) struct BlockedReply {
 unsafe impl Send for BlockedReply {}
 
 impl BlockedReply {
-    /// Blocks the client of `ctx` (called on Redis's main thread).
-    pub fn block(ctx: &Context) -> Self {
-        // SAFETY: plain RedisModule_BlockClient with no callbacks and no timeout.
+    /// Blocks the client of `ctx` (called on Redis's main thread). A client inside MULTI, a
+    /// script (Lua, or Gears' own `execute()`), or one that may not block is refused with
+    /// `error`: Redis asserts on a module that blocks it.
+    pub fn block(ctx: &Context, error: &'static str) -> Result<Self, redis_module::RedisError> {
+        if !may_block(ctx) {
+            return Err(redis_module::RedisError::Str(error));
+        }
+        // SAFETY: plain RedisModule_BlockClient with no callbacks and no timeout, for a client
+        // that may block.
         let client = unsafe { raw::RedisModule_BlockClient.unwrap()(ctx.ctx, None, None, None, 0) };
-        BlockedReply {
+        Ok(BlockedReply {
             client,
             replied: false,
-        }
+        })
     }
 
     /// Sends the reply and unblocks the client.
@@ -73,4 +79,14 @@ impl Drop for BlockedReply {
             "Gears internal error: the execution ended without a reply".into(),
         ));
     }
+}
+
+/// Whether the client of `ctx` may be blocked: not inside MULTI, a Lua script or a module's
+/// call, and not where Redis denies blocking.
+pub(crate) fn may_block(ctx: &Context) -> bool {
+    use redis_module::ContextFlags;
+    let flags = ctx.get_flags();
+    !(flags.contains(ContextFlags::MULTI)
+        || flags.contains(ContextFlags::LUA)
+        || flags.contains(ContextFlags::DENY_BLOCKING))
 }

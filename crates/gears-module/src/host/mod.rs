@@ -16,7 +16,7 @@ use gears_core::{GearsError, LogLevel, Record, RedisAccess, Result};
 use redis_module::logging::{self, RedisLogLevel};
 use redis_module::{raw, Context};
 
-pub(crate) use blocked::BlockedReply;
+pub(crate) use blocked::{may_block, BlockedReply};
 pub(crate) use call::{call_internal, Access};
 pub(crate) use user::{may_run, AclUser, ReadCheck};
 
