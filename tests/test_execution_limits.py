@@ -347,3 +347,19 @@ def test_python_print_goes_to_the_log(r, server):
     assert "* <rg> GEARS: hello from print" in log
     assert "# <rg> GEARS: to stderr" in log
     assert "* <rg> GEARS: no newline" in log
+
+
+@pytest.mark.parametrize("language, script", [
+    ("python", "GB('ShardsIDReader').flatmap(lambda x: list(range(1000000))).run()"),
+    ("lua", "GB('ShardsIDReader'):flatmap(function(x) local t = {} for i = 1, 1000000 do "
+            "t[i] = i end return t end):run()"),
+    ("python", "GB('PythonReader').run(lambda: iter(range(5000)))"),
+])
+def test_max_records_holds_inside_one_batch(r, language, script):
+    r.execute_command("RG.CONFIGSET", "ExecutionMaxRecords", "10")
+    try:
+        results, errors = gears(r, language, script)
+        assert len(results) <= 10
+        assert errors == [records_error(10)]
+    finally:
+        r.execute_command("RG.CONFIGSET", "ExecutionMaxRecords", "50000000")

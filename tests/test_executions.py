@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from conftest import RedisServer
-from helpers import _encode, gears, gears_error, raw_error
+from helpers import _encode, gears, gears_error, raw_error, raw_reply
 
 ID = re.compile(r"^0{40}-[0-9]+$")
 ABORTED = "Execution was aborted"
@@ -530,3 +530,87 @@ class TestOwnership:
         assert r.execute_command("RG.ABORTEXECUTION", execution) == "OK"
         assert users["alice"].execute_command("RG.GETRESULTSBLOCKING", execution) == \
             ABORTED_REPLY
+
+
+@pytest.mark.parametrize("language, call", [
+    ("python", "execute('RG.GETRESULTSBLOCKING', '%s')"),
+    ("lua", "execute('RG.GETRESULTSBLOCKING', '%s')"),
+    ("rhai", 'execute("RG.GETRESULTSBLOCKING", "%s");'),
+])
+def test_get_results_blocking_from_a_script_is_refused_not_a_crash(r, language, call):
+    execution = start(r, "lua")
+    error = ("execution is still running, and this client can not wait for it (MULTI, a "
+             "script, or blocking not allowed); use RG.GETRESULTS")
+    assert error in gears_error(r, language, call % execution)
+    with pytest.raises(redis.ResponseError) as e:
+        r.eval("return redis.call('RG.GETRESULTSBLOCKING', ARGV[1])", 0, execution)
+    assert "Blocking module command called from Lua script" in str(e.value) or error in str(e.value)
+    assert r.execute_command("RG.ABORTEXECUTION", execution) == "OK"
+    assert r.execute_command("RG.GETRESULTSBLOCKING", execution) == ABORTED_REPLY
+    # Finished: the results, from anywhere.
+    assert gears(r, language, call % execution) == "OK"
+
+
+def test_finished_executions_are_trimmed_to_max_executions_as_they_end(r):
+    r.execute_command("RG.CONFIGSET", "MaxExecutions", "2")
+    try:
+        loops = [start(r, loop) for loop in ("python", "lua", "rhai")]
+        for execution in loops:
+            r.execute_command("RG.ABORTEXECUTION", execution)
+        wait_no_execution_running(r)
+        # Two of them stay, whichever ended last.
+        kept = [e[1] for e in r.execute_command("RG.DUMPEXECUTIONS")]
+        assert len(kept) == 2 and set(kept) < set(loops)
+        assert [str(e) for e in raw_reply(r, "RG.CONFIGSET", "MaxExecutions", "-1")] == \
+            ["(error) Failed setting config value MaxExecutions"]
+    finally:
+        r.execute_command("RG.CONFIGSET", "MaxExecutions", "1000")
+
+
+def test_get_results_blocking_clients_that_leave_free_their_memory(r, server):
+    execution = start(r, "lua")
+    before = r.info("memory")["used_memory"]
+    for _ in range(500):
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(_encode(("RG.GETRESULTSBLOCKING", execution)))
+    # Each waiter that stayed would hold ~35 KB (17 MB for 500); Redis frees the clients in
+    # the next turns of its event loop.
+    deadline = time.time() + 5
+    while r.info("memory")["used_memory"] - before > 2 << 20:
+        assert time.time() < deadline, r.info("memory")["used_memory"] - before
+        time.sleep(0.05)
+    assert r.execute_command("RG.ABORTEXECUTION", execution) == "OK"
+    assert r.execute_command("RG.GETRESULTSBLOCKING", execution) == ABORTED_REPLY
+
+
+def test_explain_jobs_count_as_busy_workers_and_stop_with_their_client(r, server):
+    sockets = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(_encode(("RG.EXPLAIN", "lua", "while true do end")))
+        sockets.append(s)
+    deadline = time.time() + 5
+    while r.info("rg")["rg_workers_busy"] != 3:
+        assert time.time() < deadline
+        time.sleep(0.005)
+    # They are not executions, but they fill the pool and the queue.
+    assert r.execute_command("RG.DUMPEXECUTIONS") == []
+    r.execute_command("RG.CONFIGSET", "MaxQueuedExecutions", "1")
+    try:
+        blocked = socket.create_connection(("127.0.0.1", server.port))
+        blocked.sendall(_encode(("RG.EXPLAIN", "lua", "GB():run()")))
+        deadline = time.time() + 5
+        while r.info("rg")["rg_executions_queued"] != 1:
+            assert time.time() < deadline
+            time.sleep(0.005)
+        assert raw_error(r, "RG.EXPLAIN", "lua", "GB():run()") == \
+            "the execution queue is full (1 executions wait for a worker, MaxQueuedExecutions)"
+    finally:
+        r.execute_command("RG.CONFIGSET", "MaxQueuedExecutions", "1000")
+    for s in sockets:
+        s.close()
+    # Their clients gone, they stop; the queued explanation runs and replies.
+    blocked.settimeout(5)
+    assert blocked.recv(1000).startswith(b"*")
+    blocked.close()
+    wait_no_execution_running(r)

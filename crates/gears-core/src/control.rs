@@ -198,9 +198,7 @@ impl ExecutionControl {
         let since = self.atomic_since.load(Ordering::Relaxed);
         if since != 0 {
             let atomic_max = self.limits().atomic_max;
-            if !atomic_max.is_zero()
-                && now.saturating_sub(since - 1) > micros(atomic_max)
-            {
+            if !atomic_max.is_zero() && now.saturating_sub(since - 1) > micros(atomic_max) {
                 return Some(format!(
                     "BUSY the atomic block ran longer than {} ms (AtomicBlockMaxTime); it was \
                      interrupted and the Redis lock released",

@@ -144,19 +144,32 @@ impl Run<'_> {
             runtime: &mut runtime,
             errors: &mut self.errors,
         };
-        for (i, op) in self.operators.iter_mut().enumerate().skip(first) {
+        for i in first..self.operators.len() {
             if records.is_empty() {
                 return;
             }
             self.progress.enter_step(i as i64);
             let started = self.progress.profile().then(Instant::now);
-            records = op.process(records, &mut ctx);
+            records = self.operators[i].process(records, &mut ctx);
             if let Some(started) = started {
                 self.progress.step_took(i, started.elapsed());
+            }
+            // A step that multiplies records (flatmap) passes the limit inside one batch.
+            if self.max_records != 0
+                && records.len() as u64 > self.max_records
+                && past_limit(
+                    self.max_records,
+                    &mut self.results,
+                    &self.operators,
+                    records.len(),
+                )
+            {
+                return;
             }
         }
         self.progress.emitted(records.len());
         self.results.extend(records);
+        self.check_held();
     }
 
     /// Flushes step `i` at the end of input into the steps after it.
@@ -178,20 +191,33 @@ impl Run<'_> {
     }
 
     /// Stops the execution when it holds more records than it may.
-    fn check_held(&self) {
-        if self.max_records == 0 {
-            return;
-        }
-        let held = self.results.len() + self.operators.iter().map(|op| op.held()).sum::<usize>();
-        if held as u64 > self.max_records {
-            if let Some(control) = control::current() {
-                control.stop(format!(
-                    "the execution holds more than {} records (ExecutionMaxRecords)",
-                    self.max_records
-                ));
-            }
+    fn check_held(&mut self) {
+        if self.max_records != 0 {
+            past_limit(self.max_records, &mut self.results, &self.operators, 0);
         }
     }
+}
+
+/// True (and the execution stopped) when the results, the steps' state and `in_flight`
+/// records of a batch are more than `max` records. The results are then cut to the limit: the
+/// reply of a stopped execution holds no more than it was allowed to.
+fn past_limit(
+    max: u64,
+    results: &mut Vec<Record>,
+    operators: &[Box<dyn Operator>],
+    in_flight: usize,
+) -> bool {
+    let held = in_flight + results.len() + operators.iter().map(|op| op.held()).sum::<usize>();
+    if held as u64 <= max {
+        return false;
+    }
+    if let Some(control) = control::current() {
+        control.stop(format!(
+            "the execution holds more than {max} records (ExecutionMaxRecords)"
+        ));
+    }
+    results.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+    true
 }
 
 /// The runtime as the operators see it: every callback first checks that the execution may

@@ -63,13 +63,18 @@ impl Gears {
         self.executions.trim(self.max_executions());
     }
 
-    fn max_executions(&self) -> usize {
+    pub fn max_executions(&self) -> usize {
         usize::try_from(self.config.integer(MAX_EXECUTIONS).max(0)).unwrap_or(usize::MAX)
     }
 
     /// The limits a new execution runs under.
     pub fn execution_limits(&self) -> gears_core::control::Limits {
         self.limits.for_execution(&self.config)
+    }
+
+    /// `MaxQueuedExecutions`.
+    pub fn max_queued(&self) -> u64 {
+        self.config.integer(MAX_QUEUED_EXECUTIONS).max(0) as u64
     }
 
     /// Creates and queues an execution (see [`Executions::create`]).
@@ -87,7 +92,7 @@ impl Gears {
             block,
             TableLimits {
                 max_executions: self.max_executions(),
-                max_queued: self.config.integer(MAX_QUEUED_EXECUTIONS).max(0) as u64,
+                max_queued: self.max_queued(),
                 profile: self.config.flag(PROFILE_EXECUTIONS),
             },
         )

@@ -178,13 +178,12 @@ fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> Re
     }
     let caller = Caller::of(ctx);
     let job = match kind {
-        JobKind::Explain => Job::explain(
-            language,
-            script,
-            caller,
-            gears.execution_limits(),
-            BlockedReply::block(ctx, CAN_NOT_BLOCK)?,
-        ),
+        JobKind::Explain => {
+            crate::executions::admit_explain(gears.max_queued()).map_err(RedisError::String)?;
+            // The context was checked above: the client may block.
+            let client = BlockedReply::block(ctx, CAN_NOT_BLOCK)?;
+            Job::explain(language, script, caller, gears.execution_limits(), client)
+        }
         JobKind::Execute | JobKind::Unblocking => {
             let block = (kind == JobKind::Execute).then_some(ctx);
             let execution = gears

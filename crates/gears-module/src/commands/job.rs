@@ -33,7 +33,7 @@ pub(crate) enum Job {
         language: Language,
         script: String,
         caller: Caller,
-        limits: Limits,
+        control: Arc<ExecutionControl>,
         client: BlockedReply,
     },
 }
@@ -47,6 +47,8 @@ impl Job {
         }
     }
 
+    /// An explanation for a client already admitted to the queue
+    /// ([`crate::executions::admit_explain`]); stopped if its client goes away.
     pub fn explain(
         language: Language,
         script: String,
@@ -54,11 +56,13 @@ impl Job {
         limits: Limits,
         client: BlockedReply,
     ) -> Self {
+        let control = ExecutionControl::new(limits);
+        crate::executions::watch_explain(&client, &control);
         Job::Explain {
             language,
             script,
             caller,
-            limits,
+            control,
             client,
         }
     }
@@ -75,20 +79,32 @@ impl Job {
                 language,
                 script,
                 caller,
-                limits,
+                control,
                 client,
             } => {
-                let control = ExecutionControl::new(limits);
-                let _scope = ControlScope::enter(&control);
-                let host = Arc::new(RedisHost::new(&caller, Access::ReadOnly, control));
-                let reply = catch_unwind(AssertUnwindSafe(|| explain(language, &script, &host)))
-                    .unwrap_or_else(|panic| {
-                        ReplyValue::Error(format!(
-                            "Gears internal error: {}",
-                            panic_message(&panic)
-                        ))
-                    });
-                host.finish();
+                stats::explain_started();
+                control.start_clock();
+                let reply = match control.stop_message() {
+                    // Its client went away while it waited.
+                    Some(stopped) => ReplyValue::Error(stopped),
+                    None => {
+                        let _scope = ControlScope::enter(&control);
+                        let host =
+                            Arc::new(RedisHost::new(&caller, Access::ReadOnly, control.clone()));
+                        let reply =
+                            catch_unwind(AssertUnwindSafe(|| explain(language, &script, &host)))
+                                .unwrap_or_else(|panic| {
+                                    ReplyValue::Error(format!(
+                                        "Gears internal error: {}",
+                                        panic_message(&panic)
+                                    ))
+                                });
+                        host.finish();
+                        reply
+                    }
+                };
+                stats::explain_finished();
+                crate::executions::forget_explain(&client);
                 client.reply(&reply);
             }
         }
@@ -111,7 +127,9 @@ fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
     let finished = catch_unwind(AssertUnwindSafe(|| {
         compute(language, script, &execution, &host)
     }))
-    .unwrap_or_else(|panic| failed(format!("Gears internal error: {}", panic_message(&panic))));
+    .unwrap_or_else(|panic| {
+        Finished::failed(format!("Gears internal error: {}", panic_message(&panic)))
+    });
     // Whatever happened, this thread must not keep the Redis lock, and code of the script that
     // outlives the execution (a finalizer, a thread) can not reach Redis any more.
     host.finish();
@@ -121,13 +139,13 @@ fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
         execution
             .progress
             .errors()
-            .max(finished.errors.len() as u64),
+            .max(finished.error_count() as u64),
     );
     let aborted = matches!(
         control.stop_message().as_deref(),
         Some(gears_core::control::ABORTED | crate::executions::CLIENT_GONE)
     );
-    if matches!(finished.direct, ReplyValue::Error(_)) || (control.is_stopped() && !aborted) {
+    if finished.is_error() || (control.is_stopped() && !aborted) {
         stats::failed();
     }
     execution.finish(finished);
@@ -146,19 +164,6 @@ fn frontend(language: Language) -> Result<Box<dyn Frontend>, String> {
     }
 }
 
-/// A finished execution whose script failed before it could run (or Gears failed).
-fn failed(error: String) -> Finished {
-    Finished {
-        results: ReplyValue::Array(vec![
-            ReplyValue::Array(Vec::new()),
-            ReplyValue::Array(vec![ReplyValue::Bulk(error.clone().into_bytes())]),
-        ]),
-        result_count: 0,
-        errors: vec![error.clone()],
-        direct: ReplyValue::Error(error),
-    }
-}
-
 fn compute(
     language: Language,
     script: &str,
@@ -167,23 +172,15 @@ fn compute(
 ) -> Finished {
     let frontend = match frontend(language) {
         Ok(frontend) => frontend,
-        Err(e) => return failed(e),
+        Err(e) => return Finished::failed(e),
     };
     let compiled = match frontend.compile(script, host.clone()) {
         Ok(compiled) => compiled,
-        Err(e) => return failed(stopped_or(host, e)),
+        Err(e) => return Finished::failed(stopped_or(host, e)),
     };
     let Some(plan) = compiled.plans.into_iter().next() else {
         // A script without run(): `OK`, and no results.
-        return Finished {
-            results: ReplyValue::Array(vec![
-                ReplyValue::Array(Vec::new()),
-                ReplyValue::Array(Vec::new()),
-            ]),
-            result_count: 0,
-            errors: Vec::new(),
-            direct: ReplyValue::Status("OK".into()),
-        };
+        return Finished::no_run();
     };
     execution.control.apply_run_limits(&plan.options.limits);
     let step_args = plan
@@ -203,19 +200,15 @@ fn compute(
         .run(reader.as_mut());
     drop(reader);
     let reply = encode_outcome(&outcome);
+    drop(outcome);
     let max = execution.control.limits().max_reply_bytes;
     let size = crate::reply::size(&reply);
     if max > 0 && size > max {
-        return failed(format!(
+        return Finished::failed(format!(
             "the reply of {size} bytes is larger than {max} bytes (ExecutionMaxReplySize)"
         ));
     }
-    Finished {
-        direct: reply.clone(),
-        results: reply,
-        result_count: outcome.results.len(),
-        errors: outcome.errors,
-    }
+    Finished::ran(reply)
 }
 
 /// `RG.EXPLAIN`: the plan the script's top level builds, run read-only.

@@ -110,7 +110,7 @@ fn integer(i: i64) -> Value {
 /// Every setting, RedisGears 1.2's first (same names, defaults and runtime rules).
 #[rustfmt::skip]
 pub(crate) static SETTINGS: &[Setting] = &[
-    setting(MAX_EXECUTIONS, Family::Core, true, Kind::Integer { min: i64::MIN }, || integer(1000)),
+    setting(MAX_EXECUTIONS, Family::Core, true, Kind::Integer { min: 0 }, || integer(1000)),
     setting(MAX_EXECUTIONS_PER_REGISTRATION, Family::Core, true, Kind::Integer { min: i64::MIN }, || integer(100)),
     setting(PROFILE_EXECUTIONS, Family::Core, true, Kind::Integer { min: i64::MIN }, || integer(0)),
     setting(EXECUTION_THREADS, Family::Core, false, Kind::Integer { min: 1 }, || integer(3)),

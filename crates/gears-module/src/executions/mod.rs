@@ -48,15 +48,109 @@ impl Status {
 /// The shard id of a server that is not in a cluster, as RedisGears 1.2 writes it.
 pub(crate) const STANDALONE_SHARD: &str = "0000000000000000000000000000000000000000";
 
-/// What a finished execution replies.
+/// What a finished execution replies, kept once (an execution can hold a large reply).
 pub(crate) struct Finished {
     /// `RG.GETRESULTS`: `[[results], [errors]]`.
-    pub results: ReplyValue,
-    pub result_count: usize,
-    pub errors: Vec<String>,
-    /// What the client of a blocking `RG.*EXECUTE` gets: the results, `OK` for a script that
-    /// does not call `run()`, or the error of a script that fails at its top level.
-    pub direct: ReplyValue,
+    results: Arc<ReplyValue>,
+    /// What the client of a blocking `RG.*EXECUTE` gets.
+    direct: Direct,
+}
+
+enum Direct {
+    /// The results.
+    Results,
+    /// `OK`: the script did not call `run()`.
+    Ok,
+    /// The error of a script that failed at its top level (or a reply too large).
+    Error(String),
+}
+
+impl Finished {
+    /// An execution that ran: `[[results], [errors]]`, also for its blocked client.
+    pub fn ran(reply: ReplyValue) -> Self {
+        Finished {
+            results: Arc::new(reply),
+            direct: Direct::Results,
+        }
+    }
+
+    /// A script that did not call `run()`.
+    pub fn no_run() -> Self {
+        Finished {
+            results: Arc::new(results_and_errors(Vec::new())),
+            direct: Direct::Ok,
+        }
+    }
+
+    /// A script that failed before its execution ran: its blocked client gets the error.
+    pub fn failed(error: String) -> Self {
+        Finished {
+            results: Arc::new(results_and_errors(vec![error.clone()])),
+            direct: Direct::Error(error),
+        }
+    }
+
+    /// An execution stopped before it ran (aborted in the queue).
+    fn stopped(reason: &str) -> Self {
+        Self::ran(results_and_errors(vec![reason.to_string()]))
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self.direct, Direct::Error(_))
+    }
+
+    fn parts(&self) -> (&[ReplyValue], &[ReplyValue]) {
+        match &*self.results {
+            ReplyValue::Array(parts) => match parts.as_slice() {
+                [ReplyValue::Array(results), ReplyValue::Array(errors)] => (results, errors),
+                _ => (&[], &[]),
+            },
+            _ => (&[], &[]),
+        }
+    }
+
+    pub fn result_count(&self) -> usize {
+        self.parts().0.len()
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.parts().1.len()
+    }
+
+    /// The error texts.
+    pub fn errors(&self) -> Vec<String> {
+        self.parts()
+            .1
+            .iter()
+            .map(|error| match error {
+                ReplyValue::Bulk(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                ReplyValue::Error(text) | ReplyValue::Status(text) => text.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// Sends the blocked `RG.*EXECUTE` client its reply.
+    fn reply_direct(&self, client: BlockedReply) {
+        match &self.direct {
+            Direct::Results => client.reply(&self.results),
+            Direct::Ok => client.reply(&ReplyValue::Status("OK".into())),
+            Direct::Error(error) => client.reply(&ReplyValue::Error(error.clone())),
+        }
+    }
+}
+
+/// `[[], [errors]]`.
+fn results_and_errors(errors: Vec<String>) -> ReplyValue {
+    ReplyValue::Array(vec![
+        ReplyValue::Array(Vec::new()),
+        ReplyValue::Array(
+            errors
+                .into_iter()
+                .map(|e| ReplyValue::Bulk(e.into_bytes()))
+                .collect(),
+        ),
+    ])
 }
 
 /// Who waits for an execution to finish.
@@ -74,7 +168,7 @@ struct State {
     step_args: Vec<String>,
     started: Option<Instant>,
     duration: Option<Duration>,
-    finished: Option<Finished>,
+    finished: Option<Arc<Finished>>,
     waiters: Vec<Waiter>,
     /// True while a blocking client waits: the execution is dropped once it replied.
     blocking: bool,
@@ -147,13 +241,16 @@ impl Execution {
         state.duration = state.started.map(|s| s.elapsed());
         let waiters = std::mem::take(&mut state.waiters);
         let blocking = std::mem::replace(&mut state.blocking, false);
-        let (direct, results) = (finished.direct.clone(), finished.results.clone());
-        state.finished = Some(finished);
+        let finished = Arc::new(finished);
+        state.finished = Some(finished.clone());
         drop(state);
         stats::finished(self, aborted);
-        if blocking {
-            if let Some(gears) = crate::gears() {
+        if let Some(gears) = crate::gears() {
+            if blocking {
                 gears.executions.drop_execution(&self.id);
+            } else {
+                // Finished, it may now be pushed out by `MaxExecutions`.
+                gears.executions.trim(gears.max_executions());
             }
         }
         for waiter in waiters {
@@ -161,9 +258,12 @@ impl Execution {
                 Waiter::Client(client) => {
                     forget_client(client.id());
                     client.measure_end();
-                    client.reply(&direct);
+                    finished.reply_direct(client);
                 }
-                Waiter::Results(client) => client.reply(&results),
+                Waiter::Results(client) => {
+                    forget_client(client.id());
+                    client.reply(&finished.results);
+                }
             }
         }
     }
@@ -181,22 +281,12 @@ impl Execution {
             return;
         }
         stats::dequeued();
-        let reply = ReplyValue::Array(vec![
-            ReplyValue::Array(Vec::new()),
-            ReplyValue::Array(vec![ReplyValue::Bulk(reason.as_bytes().to_vec())]),
-        ]);
-        let finished = Finished {
-            results: reply.clone(),
-            result_count: 0,
-            errors: vec![reason.to_string()],
-            direct: reply,
-        };
-        self.complete(state, finished)
+        self.complete(state, Finished::stopped(reason))
     }
 
     /// Adds a `RG.GETRESULTSBLOCKING` client, answered when the execution finishes (at once if
     /// it already did).
-    pub fn wait_for_results(&self, client: BlockedReply) {
+    pub fn wait_for_results(self: &Arc<Self>, client: BlockedReply) {
         let mut state = self.state();
         match &state.finished {
             Some(finished) => {
@@ -204,12 +294,28 @@ impl Execution {
                 drop(state);
                 client.reply(&reply);
             }
-            None => state.waiters.push(Waiter::Results(client)),
+            None => {
+                remember_client(client.id(), self, Role::ResultsWaiter);
+                client.on_disconnect(Some(client_disconnected));
+                state.waiters.push(Waiter::Results(client));
+            }
         }
     }
 
+    /// A `RG.GETRESULTSBLOCKING` client went away: it waits no more (its blocked-client
+    /// handle is released now, not when the execution ends).
+    fn forget_results_waiter(&self, client: usize) {
+        let mut state = self.state();
+        let position = state.waiters.iter().position(
+            |waiter| matches!(waiter, Waiter::Results(waiting) if waiting.id() == client),
+        );
+        let gone = position.map(|i| state.waiters.swap_remove(i));
+        drop(state);
+        drop(gone);
+    }
+
     /// `[[results], [errors]]` of a finished execution.
-    pub fn results(&self) -> Option<ReplyValue> {
+    pub fn results(&self) -> Option<Arc<ReplyValue>> {
         self.state().finished.as_ref().map(|f| f.results.clone())
     }
 
@@ -223,11 +329,11 @@ impl Execution {
             .unwrap_or_default();
         Snapshot {
             status: state.status,
-            result_count: state.finished.as_ref().map(|f| f.result_count),
+            result_count: state.finished.as_ref().map(|f| f.result_count()),
             errors: state
                 .finished
                 .as_ref()
-                .map(|f| f.errors.clone())
+                .map(|f| f.errors())
                 .unwrap_or_default(),
             duration: state
                 .duration
@@ -298,11 +404,7 @@ impl Executions {
     ) -> Result<Arc<Execution>, String> {
         if stats::queued() >= limits.max_queued {
             stats::queue_full();
-            return Err(format!(
-                "the execution queue is full ({} executions wait for a worker, \
-                 MaxQueuedExecutions)",
-                limits.max_queued
-            ));
+            return Err(queue_full_error(limits.max_queued));
         }
         let client = match block {
             Some(ctx) => Some(
@@ -336,7 +438,7 @@ impl Executions {
             }),
         });
         if let Some(client) = client {
-            remember_client(client.id(), &execution);
+            remember_client(client.id(), &execution, Role::Caller);
             client.on_disconnect(Some(client_disconnected));
             execution.state().waiters.push(Waiter::Client(client));
         }
@@ -396,17 +498,65 @@ fn evict(table: &mut Table, max: usize) {
     table.order = kept;
 }
 
-/// The executions of blocked clients, by client handle, for the disconnect callback.
-static CLIENTS: Mutex<Option<HashMap<usize, Weak<Execution>>>> = Mutex::new(None);
+/// Why a blocked client waits for an execution.
+#[derive(Clone, Copy)]
+enum Role {
+    /// It sent the blocking `RG.*EXECUTE`.
+    Caller,
+    /// It sent `RG.GETRESULTSBLOCKING`.
+    ResultsWaiter,
+}
 
-fn clients() -> MutexGuard<'static, Option<HashMap<usize, Weak<Execution>>>> {
+/// What a blocked client waits for.
+enum Target {
+    Execution(Weak<Execution>, Role),
+    /// An `RG.EXPLAIN` job, by its control.
+    Explain(Weak<ExecutionControl>),
+}
+
+type ClientMap = HashMap<usize, Target>;
+
+/// The executions blocked clients wait for, by client handle, for the disconnect callback.
+static CLIENTS: Mutex<Option<ClientMap>> = Mutex::new(None);
+
+fn clients() -> MutexGuard<'static, Option<ClientMap>> {
     CLIENTS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn remember_client(client: usize, execution: &Arc<Execution>) {
+fn remember_client(client: usize, execution: &Arc<Execution>, role: Role) {
     clients()
         .get_or_insert_with(HashMap::new)
-        .insert(client, Arc::downgrade(execution));
+        .insert(client, Target::Execution(Arc::downgrade(execution), role));
+}
+
+/// Admits an `RG.EXPLAIN` job to the queue, bounded like executions (before its client is
+/// blocked: a refusal is the command's error reply).
+pub(crate) fn admit_explain(max_queued: u64) -> Result<(), String> {
+    if stats::queued() >= max_queued {
+        stats::queue_full();
+        return Err(queue_full_error(max_queued));
+    }
+    stats::explain_queued();
+    Ok(())
+}
+
+/// Stops an `RG.EXPLAIN` job if its client goes away; [`forget_explain`] once it replied.
+pub(crate) fn watch_explain(client: &BlockedReply, control: &Arc<ExecutionControl>) {
+    clients()
+        .get_or_insert_with(HashMap::new)
+        .insert(client.id(), Target::Explain(Arc::downgrade(control)));
+    client.on_disconnect(Some(client_disconnected));
+}
+
+pub(crate) fn forget_explain(client: &BlockedReply) {
+    forget_client(client.id());
+}
+
+fn queue_full_error(max_queued: u64) -> String {
+    format!(
+        "the execution queue is full ({max_queued} executions wait for a worker, \
+         MaxQueuedExecutions)"
+    )
 }
 
 fn forget_client(client: usize) {
@@ -419,19 +569,33 @@ fn forget_client(client: usize) {
 pub(crate) const CLIENT_GONE: &str =
     "Execution was aborted: its client disconnected before the reply";
 
-/// A blocking `RG.*EXECUTE` client disconnected (or was killed): nobody can fetch the result
-/// of a blocking execution, so it is aborted.
+/// A blocked client disconnected (or was killed). A blocking `RG.*EXECUTE`'s execution is
+/// aborted: nobody can fetch its result. A `RG.GETRESULTSBLOCKING` client stops waiting. An
+/// `RG.EXPLAIN` job is stopped.
 unsafe extern "C" fn client_disconnected(
     _ctx: *mut redis_module::raw::RedisModuleCtx,
     client: *mut redis_module::raw::RedisModuleBlockedClient,
 ) {
     let _ = std::panic::catch_unwind(|| {
-        let execution = clients()
+        let entry = clients()
             .as_mut()
-            .and_then(|map| map.remove(&(client as usize)))
-            .and_then(|weak| weak.upgrade());
-        if let Some(execution) = execution {
-            execution.abort(CLIENT_GONE);
+            .and_then(|map| map.remove(&(client as usize)));
+        match entry {
+            Some(Target::Execution(execution, role)) => {
+                let Some(execution) = execution.upgrade() else {
+                    return;
+                };
+                match role {
+                    Role::Caller => execution.abort(CLIENT_GONE),
+                    Role::ResultsWaiter => execution.forget_results_waiter(client as usize),
+                }
+            }
+            Some(Target::Explain(control)) => {
+                if let Some(control) = control.upgrade() {
+                    control.stop(CLIENT_GONE);
+                }
+            }
+            None => {}
         }
     });
 }

@@ -74,6 +74,22 @@ pub(crate) fn dequeued() {
     QUEUED.sub(1);
 }
 
+/// An `RG.EXPLAIN` job entered the queue (it counts toward `MaxQueuedExecutions` and the
+/// queue's length, but is not an execution).
+pub(crate) fn explain_queued() {
+    QUEUED.add(1);
+}
+
+/// An `RG.EXPLAIN` job left the queue for a worker.
+pub(crate) fn explain_started() {
+    QUEUED.sub(1);
+    BUSY_WORKERS.add(1);
+}
+
+pub(crate) fn explain_finished() {
+    BUSY_WORKERS.sub(1);
+}
+
 pub(crate) fn worker_busy() {
     BUSY_WORKERS.add(1);
     RUNNING.add(1);
