@@ -1,11 +1,24 @@
 //! The execution threads.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Counts the times another thread freed what workers allocated (a dropped execution).
+static FREED_ELSEWHERE: AtomicU64 = AtomicU64::new(0);
+
+/// Tells idle workers that memory they allocated was freed by another thread: they return it
+/// to the system within [`IDLE_RELEASE`].
+pub(crate) fn memory_freed_elsewhere() {
+    FREED_ELSEWHERE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How long a worker waits idle before it returns the memory freed for it meanwhile.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Stack size of an execution thread.
 const WORKER_STACK: usize = 64 * 1024 * 1024;
@@ -26,12 +39,30 @@ impl WorkerPool {
                 // generous stack costs only the pages actually touched.
                 .stack_size(WORKER_STACK)
                 .spawn(move || {
-                    for job in receiver.iter() {
-                        // A job answers its own client even when it panics (see
-                        // commands::execute); this only keeps the thread alive.
-                        let _ = catch_unwind(AssertUnwindSafe(job));
-                        if receiver.is_empty() {
-                            release_free_memory();
+                    // The count of memory freed elsewhere this worker has collected.
+                    let mut collected = FREED_ELSEWHERE.load(Ordering::Relaxed);
+                    loop {
+                        match receiver.recv_timeout(IDLE_RELEASE) {
+                            Ok(job) => {
+                                // A job answers its own client even when it panics (see
+                                // commands::execute); this only keeps the thread alive.
+                                let _ = catch_unwind(AssertUnwindSafe(job));
+                                if receiver.is_empty() {
+                                    collected = FREED_ELSEWHERE.load(Ordering::Relaxed);
+                                    release_free_memory();
+                                }
+                            }
+                            // What this worker allocated may be freed later by another thread
+                            // (RG.DROPEXECUTION of a stored reply): mimalloc returns those
+                            // pages when this thread collects.
+                            Err(RecvTimeoutError::Timeout) => {
+                                let freed = FREED_ELSEWHERE.load(Ordering::Relaxed);
+                                if freed != collected {
+                                    collected = freed;
+                                    release_free_memory();
+                                }
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break,
                         }
                     }
                 });

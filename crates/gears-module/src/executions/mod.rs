@@ -458,8 +458,14 @@ impl Executions {
     /// Removes an execution (finished, or never started).
     pub fn drop_execution(&self, id: &str) {
         let mut table = self.table();
-        if table.by_id.remove(id).is_some() {
+        let dropped = table.by_id.remove(id);
+        if dropped.is_some() {
             table.order.retain(|other| other != id);
+        }
+        drop(table);
+        if dropped.is_some() {
+            drop(dropped);
+            crate::workers::memory_freed_elsewhere();
         }
     }
 
@@ -491,6 +497,7 @@ fn evict(table: &mut Table, max: usize) {
         if excess > 0 && finished {
             table.by_id.remove(&id);
             excess -= 1;
+            crate::workers::memory_freed_elsewhere();
         } else {
             kept.push_back(id);
         }
