@@ -10,16 +10,6 @@ from conftest import RedisServer
 from helpers import gears, gears_error, raw_error, raw_reply
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = RedisServer()
-    yield s
-    alive = s.alive()
-    log = s.read_log()
-    s.stop()
-    assert alive, "redis-server died during the tests:\n" + log
-
-
 def fill(r, count, prefix="k:"):
     with r.pipeline(transaction=False) as p:
         for i in range(count):
