@@ -13,6 +13,8 @@
 
 mod args;
 mod matcher;
+#[cfg(test)]
+mod tests;
 
 use memchr::memmem;
 use mlua::chunk::ChunkMode;
