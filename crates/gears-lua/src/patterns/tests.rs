@@ -208,3 +208,58 @@ fn the_atomic_block_limit_stops_an_exponential_pattern() {
     assert!(!control.in_atomic());
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+#[ignore]
+fn bench_by_hand() {
+    let (lua, c) = state();
+    let string: Table = lua.globals().get("string").expect("string");
+    let setup = r#"
+      local lib = ...
+      local text = string.rep('hello world 12345 foo-bar ', 40330) -- ~1 MB
+      local words = string.rep('alpha beta gamma delta ', 25000) -- 100k words
+      local line = 'GET /index.html 200 1234-5678 "Mozilla"'
+      local cases = {
+        {'gsub %w+ -> x (1MB)', function() return lib.gsub(text, '%w+', 'x') end},
+        {'gsub o -> 0 (1MB)', function() return lib.gsub(text, 'o', '0') end},
+        {'gsub %s -> "" (1MB)', function() return lib.gsub(text, '%s', '') end},
+        {'gsub (%w+) -> <%1> (1MB)', function() return lib.gsub(text, '(%w+)', '<%1>') end},
+        {'gsub %d+ function (1MB)', function() return lib.gsub(text, '%d+', function(d) return #d end) end},
+        {'gsub %a+ table (1MB)', function() return lib.gsub(text, '%a+', {hello = 'HI'}) end},
+        {'gsub no match (1MB)', function() return lib.gsub(text, 'xyz', 'q') end},
+        {'gmatch %a+ (100k words)', function() local n = 0 for _ in lib.gmatch(words, '%a+') do n = n + 1 end return n end},
+        {'gmatch (%a+) (%a+) (100k)', function() local n = 0 for a, b in lib.gmatch(words, '(%a+) (%a+)') do n = n + 1 end return n end},
+        {'find plain miss (1MB) x100', function() for _ = 1, 100 do lib.find(text, 'zzz') end end},
+        {'find plain=true (1MB) x100', function() for _ = 1, 100 do lib.find(text, '12345 foo-bar x', 1, true) end end},
+        {'find pattern miss (1MB) x10', function() for _ = 1, 10 do lib.find(text, '%d%d%d%d%d%d') end end},
+        {'find .-$ (10 KB)', function() return lib.find(text:sub(1, 10000), 'hello.-zzz$') end},
+        {'find captures x100k', function() for _ = 1, 100000 do lib.find(line, '(%d+)-(%d+)') end end},
+        {'match ^(%w+)=(%w+)$ x100k', function() for _ = 1, 100000 do lib.match('key=value', '^(%w+)=(%w+)$') end end},
+        {'match %S+ x100k', function() for _ = 1, 100000 do lib.match(line, '"(%S+)"') end end},
+        {'find short plain x100k', function() for _ = 1, 100000 do lib.find(line, 'html') end end},
+      }
+      return cases
+    "#;
+    let run = |lib: &Table| -> Vec<(String, f64)> {
+        let cases: Table = lua.load(setup).set_name("=bench").call(lib.clone()).expect("setup");
+        let mut out = Vec::new();
+        for case in cases.sequence_values::<Table>() {
+            let case = case.expect("case");
+            let name: String = case.get(1).expect("name");
+            let f: mlua::Function = case.get(2).expect("f");
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                f.call::<mlua::MultiValue>(()).expect("run");
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            out.push((name, best));
+        }
+        out
+    };
+    let c_times = run(&c);
+    let r_times = run(&string);
+    for ((name, ct), (_, rt)) in c_times.iter().zip(r_times.iter()) {
+        println!("{name:32} C {:8.2} ms  Rust {:8.2} ms  ratio {:.2}", ct * 1e3, rt * 1e3, rt / ct);
+    }
+}
