@@ -7,11 +7,14 @@
 
 use gears_core::memory::LimitPassed;
 use gears_core::GearsError;
+use mlua::Value;
 
 /// The user-facing text of an mlua error. An error raised by a Gears function gets the script
 /// line that called it (`script:2: wrong number of args to map function`), as Lua's own errors do.
 pub fn message(error: &mlua::Error) -> String {
     match error {
+        // A thrown value is the whole error, as Lua's C functions raise it.
+        mlua::Error::CallbackError { cause, .. } if thrown(cause).is_some() => message(cause),
         mlua::Error::CallbackError { cause, traceback } => {
             let text = message(cause);
             match script_line(traceback) {
@@ -24,6 +27,7 @@ pub fn message(error: &mlua::Error) -> String {
         mlua::Error::SyntaxError { message, .. } => strip_traceback(message),
         mlua::Error::ExternalError(e) => match e.downcast_ref::<GearsError>() {
             Some(g) => g.message().to_string(),
+            None if e.is::<Thrown>() => e.to_string(),
             None => strip_traceback(&e.to_string()),
         },
         mlua::Error::BadArgument { to, pos, cause, .. } => match to {
@@ -79,6 +83,40 @@ pub fn raise(text: impl Into<String>) -> mlua::Error {
 /// A Gears error raised inside Lua; its message is kept as is.
 pub fn raise_gears(error: GearsError) -> mlua::Error {
     mlua::Error::external(error)
+}
+
+/// A Lua value raised as an error by a Rust function, as C code raises one with `lua_error`
+/// (the string functions raise `script:3: malformed pattern ...` as Lua's own do). mlua raises
+/// only its own error objects, so the sandbox's `pcall`, `xpcall` and `coroutine.resume` hand
+/// the script this value in their place (see `globals`).
+#[derive(Debug)]
+pub struct Thrown(pub Value);
+
+impl std::fmt::Display for Thrown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Value::String(s) => f.write_str(&s.to_string_lossy()),
+            other => write!(f, "(error object is a {} value)", other.type_name()),
+        }
+    }
+}
+
+impl std::error::Error for Thrown {}
+
+/// An error that raises `value` (see [`Thrown`]).
+pub fn throw(value: Value) -> mlua::Error {
+    mlua::Error::external(Thrown(value))
+}
+
+/// The value an error raised with [`throw`] carries, under mlua's wrapping.
+pub fn thrown(error: &mlua::Error) -> Option<&Value> {
+    match error {
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            thrown(cause)
+        }
+        mlua::Error::ExternalError(e) => e.downcast_ref::<Thrown>().map(|t| &t.0),
+        _ => None,
+    }
 }
 
 /// The innermost line of the user's script in a Lua stack traceback (`\tscript:3: in ...`).

@@ -3,7 +3,9 @@
 //! Libraries: base (without `dofile`, `loadfile`, `require`, `collectgarbage`; `load` accepts
 //! text chunks only; `setmetatable` refuses `__gc`), `string`, `table`, `math`, `utf8`,
 //! `coroutine`. No `io`, `os`, `package`,
-//! `debug` or `ffi`. `print` writes to the Redis log at notice level.
+//! `debug` or `ffi`. `print` writes to the Redis log at notice level. `string.find`,
+//! `string.match`, `string.gmatch` and `string.gsub` are Rust ports that an execution's stop
+//! interrupts (see `patterns`).
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
 
 use crate::builder::create_builder_function;
 use crate::convert::to_lua;
-use crate::error::{message, raise, raise_gears};
+use crate::error::{message, raise, raise_gears, thrown};
 use crate::state::SharedState;
 
 /// The sandbox's replacements, run once per state with the Rust function that turns an error
@@ -23,7 +25,8 @@ use crate::state::SharedState;
 ///   the latest when the script's state is closed, on a worker, after its execution ended;
 /// - `pcall`, `xpcall` and `coroutine.resume` hand an error raised by Gears (a Redis error from
 ///   `execute`, ...) to the script as its text (`script:3: ERR ...`), not as an error object
-///   whose text carries a Rust stack traceback. Other error values pass unchanged.
+///   whose text carries a Rust stack traceback; a value a Rust function throws (the string
+///   functions' errors, see `error::Thrown`) as that value. Other error values pass unchanged.
 const SANDBOX: &str = r#"
 local text = ...
 local raw_load = load
@@ -80,6 +83,25 @@ fn check_control(lua: &Lua, _: &mlua::debug::Debug) -> mlua::Result<VmState> {
     }
 }
 
+/// Installs the sandbox's replacements ([`SANDBOX`]) and removes the functions scripts may not
+/// use. An error object that carries a [`Thrown`](crate::error::Thrown) value reaches the script
+/// as that value.
+pub(crate) fn sandbox(lua: &Lua) -> mlua::Result<()> {
+    let text = lua.create_function(|lua, value: Value| match value {
+        Value::Error(error) => match thrown(&error) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(Value::String(lua.create_string(message(&error))?)),
+        },
+        other => Ok(other),
+    })?;
+    lua.load(SANDBOX).set_name("=gears").call::<()>(text)?;
+    let globals = lua.globals();
+    for name in ["dofile", "loadfile", "require", "collectgarbage"] {
+        globals.raw_set(name, Value::Nil)?;
+    }
+    Ok(())
+}
+
 /// A fresh sandboxed Lua state with the Gears globals installed.
 ///
 /// The state observes the execution it is compiled for: its memory is limited to the
@@ -105,15 +127,9 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
         HookTriggers::new().every_nth_instruction(CHECK_EVERY),
         check_control,
     )?;
-    let text = lua.create_function(|lua, value: Value| match value {
-        Value::Error(error) => Ok(Value::String(lua.create_string(message(&error))?)),
-        other => Ok(other),
-    })?;
-    lua.load(SANDBOX).set_name("=gears").call::<()>(text)?;
+    crate::patterns::install(&lua)?;
+    sandbox(&lua)?;
     let globals = lua.globals();
-    for name in ["dofile", "loadfile", "require", "collectgarbage"] {
-        globals.raw_set(name, Value::Nil)?;
-    }
 
     let builder = create_builder_function(&lua, state)?;
     globals.raw_set("GearsBuilder", builder.clone())?;

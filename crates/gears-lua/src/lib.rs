@@ -32,6 +32,7 @@ mod builder;
 mod convert;
 mod error;
 mod globals;
+mod patterns;
 mod session;
 mod state;
 
