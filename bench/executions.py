@@ -41,6 +41,9 @@ LOOPS = {
                           "GB('ShardsIDReader').foreach(f).run()"),
     "lua loop": ("RG.LUAEXECUTE",
                  "GB('ShardsIDReader'):map(function(x) while true do end end):run()"),
+    "lua pattern": ("RG.LUAEXECUTE",
+                    "GB('ShardsIDReader'):map(function(x) return string.find(string.rep('a', 40), "
+                    "string.rep('a*', 40) .. 'b') end):run()"),
     "rhai loop": ("RG.RHAIEXECUTE", 'GB("ShardsIDReader").map(|x| { loop {} }).run();'),
     "reader scanning": ("RG.PYEXECUTE", "GB().filter(lambda x: False).run('scan:*')"),
 }

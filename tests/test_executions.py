@@ -26,6 +26,9 @@ LOOPS = {
                      "        time.sleep(0.5)\n"
                      "GB('ShardsIDReader').foreach(f).run()"),
     "lua": "GB('ShardsIDReader'):map(function(x) while true do end end):run()",
+    # A pattern that backtracks exponentially: the matching runs in string.find, not in Lua code.
+    "lua-pattern": "GB('ShardsIDReader'):map(function(x) return string.find(string.rep('a', 40), "
+                   "string.rep('a*', 40) .. 'b') end):run()",
     "rhai": "GB(\"ShardsIDReader\").map(|x| { loop {} }).run();",
 }
 

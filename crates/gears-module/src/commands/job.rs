@@ -179,8 +179,12 @@ fn compute(
         Err(e) => return Finished::failed(stopped_or(host, e)),
     };
     let Some(plan) = compiled.plans.into_iter().next() else {
-        // A script without run(): `OK`, and no results.
-        return Finished::no_run();
+        // A script without run(): `OK`, and no results; or the stop the script caught (a
+        // time limit that interrupted an atomic block, inside a pcall).
+        return match execution.control.stop_message() {
+            Some(stopped) => Finished::failed(stopped),
+            None => Finished::no_run(),
+        };
     };
     execution.control.apply_run_limits(&plan.options.limits);
     let step_args = plan
