@@ -241,7 +241,11 @@ fn bench_by_hand() {
       return cases
     "#;
     let run = |lib: &Table| -> Vec<(String, f64)> {
-        let cases: Table = lua.load(setup).set_name("=bench").call(lib.clone()).expect("setup");
+        let cases: Table = lua
+            .load(setup)
+            .set_name("=bench")
+            .call(lib.clone())
+            .expect("setup");
         let mut out = Vec::new();
         for case in cases.sequence_values::<Table>() {
             let case = case.expect("case");
@@ -260,6 +264,11 @@ fn bench_by_hand() {
     let c_times = run(&c);
     let r_times = run(&string);
     for ((name, ct), (_, rt)) in c_times.iter().zip(r_times.iter()) {
-        println!("{name:32} C {:8.2} ms  Rust {:8.2} ms  ratio {:.2}", ct * 1e3, rt * 1e3, rt / ct);
+        println!(
+            "{name:32} C {:8.2} ms  Rust {:8.2} ms  ratio {:.2}",
+            ct * 1e3,
+            rt * 1e3,
+            rt / ct
+        );
     }
 }
