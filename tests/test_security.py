@@ -187,6 +187,16 @@ def test_explain_needs_the_right_to_run_the_language(r, server):
 COMMANDS = ["RG.PYEXECUTE", "RG.LUAEXECUTE", "RG.RHAIEXECUTE", "RG.EXPLAIN", "RG.CONFIGGET", "RG.CONFIGSET"]
 
 
+def test_every_rg_command_has_a_summary(r):
+    names = [n.decode() if isinstance(n, bytes) else n
+             for n in raw_reply(r, "COMMAND", "LIST", "FILTERBY", "MODULE", "rg")]
+    assert len(names) == 18
+    docs = raw_reply(r, "COMMAND", "DOCS", *names)
+    assert sorted(docs) == sorted(names)
+    for name, doc in docs.items():
+        assert doc["summary"] and doc["module"] == "rg", name
+
+
 def test_every_command_has_docs(r):
     docs = raw_reply(r, "COMMAND", "DOCS", *COMMANDS)
     assert sorted(docs) == sorted(COMMANDS)

@@ -67,6 +67,8 @@ pub struct Compiled {
     pub session: Arc<dyn Session>,
     /// The plans its `run()` calls built, in order.
     pub plans: Vec<ExecutionPlan>,
+    /// What its `register()` calls asked for, in order.
+    pub registrations: Vec<crate::registration::RegistrationSpec>,
 }
 
 /// One script's live state: its globals and the callbacks and values its plans reference.

@@ -17,12 +17,14 @@ mod dict_order;
 mod error;
 mod executor;
 mod frontend;
+pub mod glob;
 pub mod memory;
 pub mod operators;
 mod plan;
 pub mod progress;
 mod reader;
 mod record;
+pub mod registration;
 mod reply;
 mod repr;
 

@@ -1,6 +1,7 @@
 //! `GearsBuilder(reader, defaultArg, desc)` (alias `GB`): a userdata whose methods append steps
 //! to a [`PlanBuilder`] and return the builder itself, so calls chain with `:`.
 
+use gears_core::registration::{register_reader, RegistrationSpec};
 use gears_core::{
     CallbackId, ExecutionMode, GearsError, Kwarg, Language, PlanBuilder, ReaderSpec, Record,
     Result, RunArg, RunLimits, RunOptions,
@@ -227,6 +228,7 @@ const OPERATIONS: &[(&str, Op)] = &[
         Ok(())
     }),
     ("run", run),
+    ("register", register),
 ];
 
 impl UserData for LuaBuilder {
@@ -272,14 +274,7 @@ fn run(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) -> Resu
             "Can not run more then 1 executions in a single script".into(),
         ));
     }
-    let (arg, options) = match (args.first(), args.get(1)) {
-        (Some(Value::Table(t)), None) => (&Value::Nil, Some(t)),
-        (arg, Some(Value::Table(t))) => (arg.unwrap_or(&Value::Nil), Some(t)),
-        (_, Some(Value::Nil)) | (_, None) => (args.first().unwrap_or(&Value::Nil), None),
-        (_, Some(_)) => {
-            return Err(GearsError::Plan("run options must be a table".into()));
-        }
-    };
+    let (arg, options) = arg_and_options("run", args)?;
     let generator = matches!(b.reader.as_str(), "PythonReader" | "GeneratorReader");
     let run_arg = match arg {
         Value::Nil => RunArg::None,
@@ -292,15 +287,10 @@ fn run(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) -> Resu
     };
     let mut run_options = RunOptions::default();
     let mut kwargs: Vec<Kwarg> = Vec::new();
-    let mut pattern_generator = None;
+    let (mut pattern_generator, mut on_registered) = (None, None);
     if let Some(options) = options {
-        parse_options(
-            s,
-            options,
-            &mut run_options,
-            &mut kwargs,
-            &mut pattern_generator,
-        )?;
+        let callbacks = (&mut pattern_generator, &mut on_registered);
+        parse_options(s, options, &mut run_options, &mut kwargs, callbacks)?;
     }
     let spec = ReaderSpec::from_run_args(
         &b.reader,
@@ -315,12 +305,56 @@ fn run(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) -> Resu
     Ok(())
 }
 
+/// The first argument and the options table of `run` and `register`: `(arg?, options?)`, a
+/// table as the only argument being the options.
+fn arg_and_options<'a>(name: &str, args: &'a [Value]) -> Result<(&'a Value, Option<&'a Table>)> {
+    match (args.first(), args.get(1)) {
+        (Some(Value::Table(t)), None) => Ok((&Value::Nil, Some(t))),
+        (arg, Some(Value::Table(t))) => Ok((arg.unwrap_or(&Value::Nil), Some(t))),
+        (_, Some(Value::Nil)) | (_, None) => Ok((args.first().unwrap_or(&Value::Nil), None)),
+        (_, Some(_)) => Err(GearsError::Plan(format!("{name} options must be a table"))),
+    }
+}
+
+/// `register(prefix?, options?)`: the plan becomes a registration, run by each matching event
+/// once the script's top level has finished. `options` holds register's keyword arguments
+/// (`mode`, `eventTypes`, `keyTypes`, `readValue`, `onRegistered`, ...).
+fn register(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) -> Result<()> {
+    arity("register", args, 0..=2)?;
+    if !s.compiling {
+        return Err(GearsError::Plan(
+            "register() can only be called while the script's top level runs".into(),
+        ));
+    }
+    let (arg, options) = arg_and_options("register", args)?;
+    let arg = match arg {
+        Value::Nil => RunArg::None,
+        Value::String(text) => RunArg::Text(text.as_bytes().to_vec()),
+        _ => return Err(GearsError::Plan("regex argument must be a string".into())),
+    };
+    let mut options_out = RunOptions::default();
+    let mut kwargs: Vec<Kwarg> = Vec::new();
+    let (mut pattern_generator, mut on_registered) = (None, None);
+    if let Some(options) = options {
+        let callbacks = (&mut pattern_generator, &mut on_registered);
+        parse_options(s, options, &mut options_out, &mut kwargs, callbacks)?;
+    }
+    let (spec, trigger) = register_reader(&b.reader, &b.default_arg, arg, &kwargs)?;
+    let plan = b.plan.build(spec, options_out, b.description.clone());
+    s.registrations.push(RegistrationSpec {
+        plan,
+        trigger,
+        on_registered,
+    });
+    Ok(())
+}
+
 fn parse_options(
     s: &mut ScriptState,
     options: &Table,
     run_options: &mut RunOptions,
     kwargs: &mut Vec<Kwarg>,
-    pattern_generator: &mut Option<CallbackId>,
+    (pattern_generator, on_registered): (&mut Option<CallbackId>, &mut Option<CallbackId>),
 ) -> Result<()> {
     let mut entries = Vec::new();
     for pair in options.clone().pairs::<Value, Value>() {
@@ -345,6 +379,9 @@ fn parse_options(
             },
             "patternGenerator" => {
                 *pattern_generator = optional_callback(s, "patternGenerator", Some(&value))?;
+            }
+            "onRegistered" => {
+                *on_registered = optional_callback(s, "onRegistered", Some(&value))?;
             }
             "noScan" | "readValue" => kwargs.push((name, Record::Bool(truthy(&value)))),
             _ => {

@@ -79,15 +79,19 @@ impl Frontend for LuaFrontend {
             .set_name(CHUNK_NAME)
             .set_mode(ChunkMode::Text)
             .exec();
-        let plans = {
+        let (plans, registrations) = {
             let mut state = lock(&state);
             state.compiling = false;
-            std::mem::take(&mut state.plans)
+            (
+                std::mem::take(&mut state.plans),
+                std::mem::take(&mut state.registrations),
+            )
         };
         outcome.map_err(|e| error::classify(&e, GearsError::Script))?;
         Ok(Compiled {
             session: Arc::new(LuaSession::new(lua, state)),
             plans,
+            registrations,
         })
     }
 }

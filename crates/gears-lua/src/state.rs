@@ -17,6 +17,8 @@ pub struct ScriptState {
     pub values: Vec<RegistryKey>,
     /// The plans built by `run()`.
     pub plans: Vec<ExecutionPlan>,
+    /// The registrations `register()` asked for.
+    pub registrations: Vec<gears_core::registration::RegistrationSpec>,
     /// True while the script's top level runs; `run()` is refused afterwards.
     pub compiling: bool,
 }

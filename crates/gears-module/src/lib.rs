@@ -14,12 +14,12 @@
 mod commands;
 mod config;
 mod executions;
-mod glob;
 mod guard;
 mod host;
 mod info;
 mod limits;
 mod readers;
+mod registrations;
 mod reply;
 mod workers;
 
@@ -176,6 +176,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     info::register(ctx);
+    if let Err(e) = registrations::subscribe(ctx) {
+        ctx.log_warning(&format!("Gears: {e}"));
+        return Status::Err;
+    }
     if let Err(e) = limits::follow_maxmemory(ctx) {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
@@ -220,5 +224,10 @@ redis_module! {
         ["RG.DROPEXECUTION", executions::commands::drop_execution, "readonly", 0, 0, 0, ""],
         ["RG.ABORTEXECUTION", executions::commands::abort_execution, "readonly", 0, 0, 0, ""],
         ["RG.PYSTATS", commands::py_stats, "readonly", 0, 0, 0, ""],
+        ["RG.DUMPREGISTRATIONS", registrations::commands::dump_registrations, "readonly", 0, 0, 0, ""],
+        ["RG.UNREGISTER", registrations::commands::unregister, "readonly", 0, 0, 0, ""],
+        ["RG.CLEARREGISTRATIONSSTATS", registrations::commands::clear_registrations_stats, "readonly", 0, 0, 0, ""],
+        ["RG.PAUSEREGISTRATIONS", registrations::commands::pause_registrations, "readonly", 0, 0, 0, ""],
+        ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
     ],
 }

@@ -20,6 +20,7 @@ pub(crate) struct CompileState {
     pub callbacks: Vec<Py<PyAny>>,
     pub values: Vec<Py<PyAny>>,
     pub plans: Vec<ExecutionPlan>,
+    pub registrations: Vec<gears_core::registration::RegistrationSpec>,
 }
 
 pub(crate) fn gears_err(e: GearsError) -> PyErr {
@@ -73,13 +74,14 @@ pub(crate) fn arguments<'py, const N: usize>(
 type Body = fn(&Link, &Bound<'_, PyTuple>, Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>>;
 
 /// The API functions, by the names the prelude and scripts use.
-const FUNCTIONS: [(&CStr, Body); 8] = [
+const FUNCTIONS: [(&CStr, Body); 9] = [
     (c"executeCommand", execute_command),
     (c"log", log),
     (c"configGet", config_get),
     (c"gearsConfigGet", gears_config_get),
     (c"hashtag", hashtag),
     (c"_run", crate::plan::run),
+    (c"_register", crate::plan::register),
     (c"_atomic_begin", atomic_begin),
     (c"_atomic_end", atomic_end),
 ];

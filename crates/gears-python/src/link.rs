@@ -70,15 +70,46 @@ impl Link {
         lock(&self.host).take()
     }
 
-    /// True if this thread works for the session's own execution.
+    /// True if this thread works for the session's own execution: the one it was created for,
+    /// or one that entered the session to run its callbacks (a registration's event).
     fn on_own_execution(&self) -> bool {
-        match (&self.control, control::current()) {
-            (Some(own), Some(current)) => Arc::ptr_eq(own, &current),
-            (None, None) => true,
-            _ => false,
-        }
+        let entered = ENTERED.with(|entered| {
+            entered
+                .borrow()
+                .iter()
+                .any(|link| std::ptr::eq(*link, self))
+        });
+        entered
+            || match (&self.control, control::current()) {
+                (Some(own), Some(current)) => Arc::ptr_eq(own, &current),
+                (None, None) => true,
+                _ => false,
+            }
     }
 
+    /// Marks this thread as running the session's callbacks for the current execution until
+    /// the guard is dropped.
+    pub(crate) fn entered(&self) -> Entered {
+        ENTERED.with(|entered| entered.borrow_mut().push(self as *const Link));
+        Entered
+    }
+}
+
+thread_local! {
+    /// The links whose sessions this thread has entered (innermost last).
+    static ENTERED: std::cell::RefCell<Vec<*const Link>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// See [`Link::entered`].
+pub(crate) struct Entered;
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = ENTERED.try_with(|entered| entered.borrow_mut().pop());
+    }
+}
+
+impl Link {
     /// `atomic().__enter__`: takes the Redis lock until [`Link::end_atomic`]. The GIL is
     /// released while waiting for the lock (lock order: Redis lock, then GIL).
     pub(crate) fn begin_atomic(&self, py: Python<'_>) -> PyResult<()> {

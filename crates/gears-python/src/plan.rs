@@ -1,5 +1,7 @@
-//! `GearsBuilder.run(...)`: lowers the steps a builder recorded into the session's plan.
+//! `GearsBuilder.run(...)` and `GearsBuilder.register(...)`: lower the steps a builder recorded
+//! into the session's plan or registration.
 
+use gears_core::registration::{register_reader, RegistrationSpec};
 use gears_core::{
     CallbackId, ExecutionMode, Kwarg, Language, PlanBuilder, ReaderSpec, RunArg, RunLimits,
     RunOptions, ValueId,
@@ -252,4 +254,85 @@ fn build(
     };
     state.plans.push(builder.build(spec, options, description));
     Ok(())
+}
+
+/// `_register(reader, defaultArg, desc, steps, prefix, convertToStr, collect, mode, onRegistered,
+/// kwargs)`, called by `GearsBuilder.register()`: records the registration; it is created once
+/// the script's top level has finished (all of a script's registrations, or none).
+pub(crate) fn register(
+    link: &Link,
+    args: &Bound<'_, PyTuple>,
+    _kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let py = args.py();
+    let args: [Bound<'_, PyAny>; 10] = args
+        .extract()
+        .map_err(|_| error::new_err("register() was called with the wrong arguments"))?;
+    let [reader, default_arg, desc, steps, prefix, convert_to_str, collect, mode, on_registered, kwargs] =
+        args;
+    let Ok(reader) = reader.extract::<String>() else {
+        return Err(error::new_err("reader argument must be a string"));
+    };
+    let description = if desc.is_none() {
+        None
+    } else {
+        match desc.extract::<String>() {
+            Ok(d) => Some(d),
+            Err(_) => return Err(error::new_err("desc argument must be a string")),
+        }
+    };
+    let steps = steps.cast_into::<PyList>()?;
+    let kwargs = kwargs.cast_into::<PyDict>()?;
+    let Ok(mode) = mode.extract::<String>() else {
+        return Err(error::new_err("execution mode must be a string"));
+    };
+    let mode = ExecutionMode::parse(&mode).map_err(gears_err)?;
+    let prefix = if prefix.is_none() {
+        RunArg::None
+    } else if let Ok(bytes) = prefix.cast::<PyBytes>() {
+        RunArg::Text(bytes.as_bytes().to_vec())
+    } else {
+        match prefix.extract::<String>() {
+            Ok(s) => RunArg::Text(s.into_bytes()),
+            Err(_) => return Err(error::new_err("regex argument must be a string")),
+        }
+    };
+    if !on_registered.is_none() && !on_registered.is_callable() {
+        return Err(error::new_err("onRegistered argument must be a function"));
+    }
+    let mut kw: Vec<Kwarg> = Vec::new();
+    for (k, v) in kwargs.iter() {
+        let key: String = k.extract()?;
+        if key == "readValue" && !v.is_instance_of::<PyBool>() {
+            return Err(error::new_err("readValue value is not boolean"));
+        }
+        kw.push((key, to_core(&v).map_err(gears_err)?));
+    }
+    let options = RunOptions {
+        convert_to_str: convert_to_str.extract::<bool>()?,
+        collect: collect.extract::<bool>()?,
+        mode,
+        limits: RunLimits::from_kwargs(&kw).map_err(gears_err)?,
+    };
+    let default_arg = default_arg
+        .extract::<String>()
+        .unwrap_or_else(|_| "*".to_string());
+    let (spec, trigger) = register_reader(&reader, &default_arg, prefix, &kw).map_err(gears_err)?;
+    let Some(mut state) = link.take_compile_state() else {
+        return Err(error::new_err(
+            "register() can only be called from the top level of a script",
+        ));
+    };
+    let mut builder = PlanBuilder::new(Language::Python);
+    let lowered = lower_steps(&mut builder, &mut state, &steps);
+    if lowered.is_ok() {
+        let on_registered = optional_callback(&mut state, &on_registered);
+        state.registrations.push(RegistrationSpec {
+            plan: builder.build(spec, options, description),
+            trigger,
+            on_registered,
+        });
+    }
+    link.put_compile_state(state);
+    lowered.map(|_| py.None())
 }

@@ -117,8 +117,14 @@ class GearsBuilder(object):
         return _run(self.reader, self.defaultArg, self.desc, self.steps, arg, convertToStr,
                     collect, kwargs)
 
-    def register(self, *args, **kwargs):
-        raise GearsError('register is not supported yet by this version of Gears')
+    def register(self, prefix='*', convertToStr=True, collect=True, mode='async', onRegistered=None,
+                 **kwargs):
+        if 'regex' in kwargs:
+            regex = kwargs.pop('regex')
+            if prefix == '*':
+                prefix = regex
+        return _register(self.reader, self.defaultArg, self.desc, self.steps, prefix, convertToStr,
+                         collect, mode, onRegistered, kwargs)
 
 
 GB = GearsBuilder

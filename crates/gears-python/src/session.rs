@@ -69,6 +69,7 @@ impl Frontend for PythonFrontend {
             Ok(Compiled {
                 session: Arc::new(session),
                 plans: state.plans,
+                registrations: state.registrations,
             })
         })
     }
@@ -148,6 +149,8 @@ impl Session for PythonSession {
                 self.0.end_atomic();
             }
         }
+        // Dropped after `_end_atomic`, which must still see this thread as the session's.
+        let _entered = self.link.entered();
         let _end_atomic = EndAtomic(&self.link);
         Python::attach(|py| {
             let _running = Running::enter(py);

@@ -5,6 +5,7 @@
 //! Operations mutate the builder and return it, so both chaining and `let b = GB(); b.map(f);`
 //! work.
 
+use gears_core::registration::{register_reader, RegistrationSpec};
 use gears_core::{
     python_str, CallbackId, ExecutionMode, GearsError, Kwarg, Language, PlanBuilder, ReaderSpec,
     RunArg, RunLimits, RunOptions,
@@ -239,6 +240,7 @@ pub(crate) fn register(engine: &mut Engine, state: &SharedState) {
     register_limit_and_sort(engine);
     register_aggregates(engine, state);
     register_run(engine, state);
+    register_register(engine, state);
 }
 
 fn register_constructors(engine: &mut Engine) {
@@ -389,11 +391,73 @@ fn register_run(engine: &mut Engine, state: &SharedState) {
     );
 }
 
-/// What `run()`'s options map holds, split into execution options and reader kwargs.
+fn register_register(engine: &mut Engine, state: &SharedState) {
+    let st = state.clone();
+    engine.register_fn("register", move |b: &mut GearsBuilder| -> Fallible<()> {
+        register_plan(&st, b, Dynamic::UNIT, None)
+    });
+    let st = state.clone();
+    engine.register_fn(
+        "register",
+        move |b: &mut GearsBuilder, arg: Dynamic| -> Fallible<()> {
+            // `register(#{...})`: options only.
+            if arg.is_map() {
+                return register_plan(&st, b, Dynamic::UNIT, Some(arg));
+            }
+            register_plan(&st, b, arg, None)
+        },
+    );
+    let st = state.clone();
+    engine.register_fn(
+        "register",
+        move |b: &mut GearsBuilder, arg: Dynamic, options: Dynamic| -> Fallible<()> {
+            register_plan(&st, b, arg, Some(options))
+        },
+    );
+}
+
+/// `register(prefix?, options?)`: the plan becomes a registration, run by each matching event
+/// once the script's top level has finished.
+fn register_plan(
+    state: &SharedState,
+    builder: &GearsBuilder,
+    arg: Dynamic,
+    options: Option<Dynamic>,
+) -> Fallible<()> {
+    state.check_can_register().map_err(raise)?;
+    let arg = arg.flatten();
+    let arg = if arg.is_unit() {
+        RunArg::None
+    } else {
+        match arg.as_blob_ref() {
+            Ok(blob) => RunArg::Text(blob.to_vec()),
+            Err(_) if arg.is_string() => RunArg::Text(text(&arg).into_bytes()),
+            Err(_) => return script_error("regex argument must be a string"),
+        }
+    };
+    let parsed = parse_options(state, options)?;
+    let (reader, trigger) =
+        register_reader(&builder.reader, &builder.default_arg, arg, &parsed.kwargs)
+            .map_err(raise)?;
+    let plan = builder
+        .plan
+        .build(reader, parsed.options, parsed.description);
+    state
+        .add_registration(RegistrationSpec {
+            plan,
+            trigger,
+            on_registered: parsed.on_registered,
+        })
+        .map_err(raise)
+}
+
+/// What the options map of `run()` and `register()` holds, split into execution options and
+/// reader kwargs.
 struct ParsedOptions {
     options: RunOptions,
     kwargs: Vec<Kwarg>,
     pattern_generator: Option<CallbackId>,
+    on_registered: Option<CallbackId>,
     description: Option<String>,
 }
 
@@ -402,6 +466,7 @@ fn parse_options(state: &SharedState, options: Option<Dynamic>) -> Fallible<Pars
         options: RunOptions::default(),
         kwargs: Vec::new(),
         pattern_generator: None,
+        on_registered: None,
         description: None,
     };
     let Some(options) = options else {
@@ -423,6 +488,9 @@ fn parse_options(state: &SharedState, options: Option<Dynamic>) -> Fallible<Pars
             }
             "patternGenerator" => {
                 parsed.pattern_generator = Some(callback(state, "patternGenerator", value)?);
+            }
+            "onRegistered" => {
+                parsed.on_registered = Some(callback(state, "onRegistered", value)?);
             }
             "desc" => parsed.description = Some(text(&value)),
             other => parsed.kwargs.push((other.to_string(), to_core(&value))),

@@ -45,11 +45,12 @@ impl Frontend for RhaiFrontend {
             .compile(script)
             .map_err(|e| GearsError::Script(describe_parse(&e)))?;
         let outcome = engine.run_ast(&ast);
-        let plans = state.finish_compiling();
+        let (plans, registrations) = state.finish_compiling();
         outcome.map_err(|e| classify(&e, GearsError::Script))?;
         Ok(Compiled {
             session: Arc::new(RhaiSession::new(engine, ast, state)),
             plans,
+            registrations,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use gears_core::registration::RegistrationSpec;
 use gears_core::{CallbackId, ExecutionPlan, GearsError, Result, ValueId};
 use rhai::{Dynamic, FnPtr};
 
@@ -12,6 +13,7 @@ pub(crate) struct ScriptState {
     callbacks: Vec<FnPtr>,
     values: Vec<Dynamic>,
     plans: Vec<ExecutionPlan>,
+    registrations: Vec<RegistrationSpec>,
     /// True while the top level runs: `run()` is only allowed then.
     compiling: bool,
 }
@@ -93,10 +95,31 @@ impl SharedState {
         self.lock().can_run()
     }
 
-    /// Ends the top level: takes the plans built and forbids further `run()` calls.
-    pub(crate) fn finish_compiling(&self) -> Vec<ExecutionPlan> {
+    /// Checks that a `register()` is allowed: only at the top level.
+    pub(crate) fn check_can_register(&self) -> Result<()> {
+        if self.lock().compiling {
+            return Ok(());
+        }
+        Err(GearsError::Plan(
+            "register() can only be called at the script's top level".into(),
+        ))
+    }
+
+    /// Adds the registration a `register()` call asked for.
+    pub(crate) fn add_registration(&self, registration: RegistrationSpec) -> Result<()> {
+        self.check_can_register()?;
+        self.lock().registrations.push(registration);
+        Ok(())
+    }
+
+    /// Ends the top level: takes the plans and registrations built and forbids further `run()`
+    /// and `register()` calls.
+    pub(crate) fn finish_compiling(&self) -> (Vec<ExecutionPlan>, Vec<RegistrationSpec>) {
         let mut state = self.lock();
         state.compiling = false;
-        std::mem::take(&mut state.plans)
+        (
+            std::mem::take(&mut state.plans),
+            std::mem::take(&mut state.registrations),
+        )
     }
 }

@@ -176,6 +176,14 @@ const fn on_id(name: &'static str, summary: &'static str, categories: &'static s
     }
 }
 
+static UNREGISTER_ARGS: [Arg; 2] = [
+    arg("id", "the registration id"),
+    flag(
+        "abortpending",
+        "drop the events still waiting instead of running them",
+    ),
+];
+
 pub(crate) static COMMANDS: &[CommandDoc] = &[
     CommandDoc {
         name: "RG.PYEXECUTE",
@@ -252,6 +260,40 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
     on_id(
         "RG.ABORTEXECUTION",
         "Stops a queued or running execution",
+        "gears slow",
+    ),
+    CommandDoc {
+        name: "RG.DUMPREGISTRATIONS",
+        categories: "gears slow",
+        summary: "Lists the registrations with their arguments and statistics",
+        complexity: "O(N) for N registrations",
+        arity: 1,
+        args: &[],
+    },
+    CommandDoc {
+        name: "RG.UNREGISTER",
+        categories: "gears slow",
+        summary: "Removes a registration",
+        complexity: "O(N) for N registrations",
+        arity: -2,
+        args: &UNREGISTER_ARGS,
+    },
+    CommandDoc {
+        name: "RG.CLEARREGISTRATIONSSTATS",
+        categories: "gears slow",
+        summary: "Resets the statistics of every registration",
+        complexity: "O(N) for N registrations",
+        arity: 1,
+        args: &[],
+    },
+    on_id(
+        "RG.PAUSEREGISTRATIONS",
+        "Pauses a stream registration",
+        "gears slow",
+    ),
+    on_id(
+        "RG.UNPAUSEREGISTRATIONS",
+        "Resumes a paused stream registration",
         "gears slow",
     ),
     CommandDoc {

@@ -10,7 +10,7 @@ use gears_core::{encode_outcome, Executor, Frontend, GearsError, Language, Reply
 
 use crate::executions::{stats, Execution, Finished};
 use crate::guard::panic_message;
-use crate::host::{Access, BlockedReply, Caller, RedisHost};
+use crate::host::{Access, BlockedReply, Caller, RedisHost, SessionHost};
 
 /// What a command asks of a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,10 +174,30 @@ fn compute(
         Ok(frontend) => frontend,
         Err(e) => return Finished::failed(e),
     };
-    let compiled = match frontend.compile(script, host.clone()) {
+    // The session reaches Redis through this thread's current host: its callbacks may also run
+    // for other executions (a registration's events).
+    let session_host = SessionHost::new(host.clone());
+    let _host_scope = session_host.enter(host);
+    let compiled = match frontend.compile(script, session_host.clone()) {
         Ok(compiled) => compiled,
         Err(e) => return Finished::failed(stopped_or(host, e)),
     };
+    if !compiled.registrations.is_empty() {
+        if let Some(stopped) = execution.control.stop_message() {
+            return Finished::failed(stopped);
+        }
+        let created = crate::registrations::create(
+            language,
+            &execution.caller.user,
+            &execution.id,
+            &compiled.session,
+            &session_host,
+            compiled.registrations,
+        );
+        if let Err(e) = crate::registrations::on_registered(&created, &compiled.session) {
+            return Finished::failed(stopped_or(host, e));
+        }
+    }
     let Some(plan) = compiled.plans.into_iter().next() else {
         // A script without run(): `OK`, and no results; or the stop the script caught (a
         // time limit that interrupted an atomic block, inside a pcall).
@@ -221,7 +241,9 @@ fn explain(language: Language, script: &str, host: &Arc<RedisHost>) -> ReplyValu
         Ok(frontend) => frontend,
         Err(e) => return ReplyValue::Error(e),
     };
-    match frontend.compile(script, host.clone()) {
+    let session_host = SessionHost::new(host.clone());
+    let _host_scope = session_host.enter(host);
+    match frontend.compile(script, session_host.clone()) {
         Err(e) => ReplyValue::Error(stopped_or(host, e)),
         Ok(compiled) => match compiled.plans.first() {
             None => ReplyValue::Error("the script does not call run()".into()),

@@ -41,7 +41,7 @@ fn visible(ctx: &Context, execution: &Execution) -> bool {
     caller.user == execution.caller.user || is_admin(ctx, &caller)
 }
 
-fn is_admin(ctx: &Context, caller: &Caller) -> bool {
+pub(crate) fn is_admin(ctx: &Context, caller: &Caller) -> bool {
     may_run(ctx, &caller.user, &[b"CLIENT", b"KILL", b"ID", b"1"])
 }
 

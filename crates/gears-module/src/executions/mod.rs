@@ -451,6 +451,56 @@ impl Executions {
         Ok(execution)
     }
 
+    /// Creates the execution of one event of a registration (`registered` = 1), already
+    /// running on the calling thread. Registered executions are kept by their registration's
+    /// `MaxExecutionsPerRegistration`, not by `MaxExecutions`.
+    pub fn create_registered(
+        &self,
+        language: Language,
+        caller: Caller,
+        control: Arc<ExecutionControl>,
+        profile: bool,
+    ) -> Arc<Execution> {
+        let id = format!(
+            "{STANDALONE_SHARD}-{}",
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let execution = Arc::new(Execution {
+            id: id.clone(),
+            language,
+            caller,
+            registered: true,
+            control,
+            progress: Arc::new(Progress::new(profile)),
+            state: Mutex::new(State {
+                status: Status::Created,
+                plan: None,
+                step_args: Vec::new(),
+                started: None,
+                duration: None,
+                finished: None,
+                waiters: Vec::new(),
+                blocking: false,
+                aborted: false,
+            }),
+        });
+        let mut table = self.table();
+        table.order.push_back(id.clone());
+        table.by_id.insert(id, execution.clone());
+        drop(table);
+        stats::created(&execution);
+        execution.start();
+        execution
+    }
+
+    /// A new execution id (a registration's id is one, as in RedisGears).
+    pub fn next_id(&self) -> String {
+        format!(
+            "{STANDALONE_SHARD}-{}",
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Execution>> {
         self.table().by_id.get(id).cloned()
     }
@@ -485,15 +535,24 @@ impl Executions {
     }
 }
 
-/// Drops the oldest finished executions while there are more than `max`.
+/// Drops the oldest finished executions while there are more than `max` (registered ones are
+/// kept by their registration's limit).
 fn evict(table: &mut Table, max: usize) {
-    let mut excess = table.by_id.len().saturating_sub(max);
+    let registered = table.by_id.values().filter(|e| e.registered).count();
+    let mut excess = table
+        .by_id
+        .len()
+        .saturating_sub(registered)
+        .saturating_sub(max);
     if excess == 0 {
         return;
     }
     let mut kept = VecDeque::with_capacity(table.order.len());
     for id in std::mem::take(&mut table.order) {
-        let finished = table.by_id.get(&id).is_some_and(|e| e.status().finished());
+        let finished = table
+            .by_id
+            .get(&id)
+            .is_some_and(|e| !e.registered && e.status().finished());
         if excess > 0 && finished {
             table.by_id.remove(&id);
             excess -= 1;

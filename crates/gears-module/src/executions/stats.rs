@@ -144,6 +144,10 @@ pub(crate) fn fields(memory_held: i64) -> Vec<(&'static str, i64)> {
         ("lua_time_ms", v(&LANGUAGE_MICROS[1]) / 1000),
         ("rhai_executions", v(&LANGUAGE_EXECUTIONS[2])),
         ("rhai_time_ms", v(&LANGUAGE_MICROS[2]) / 1000),
-        ("registrations", 0),
+        ("registrations", crate::registrations::count() as i64),
+        (
+            "registration_events_pending",
+            crate::registrations::pending() as i64,
+        ),
     ]
 }

@@ -5,6 +5,7 @@
 
 mod blocked;
 pub(crate) mod call;
+mod current;
 mod user;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -18,6 +19,7 @@ use redis_module::{raw, Context};
 
 pub(crate) use blocked::{may_block, BlockedReply};
 pub(crate) use call::{call_internal, Access};
+pub(crate) use current::{SessionHost, SyncRun};
 pub(crate) use user::{may_run, AclUser, ReadCheck};
 
 use call::{call_as, writes_paused, Called};
@@ -266,6 +268,13 @@ impl RedisAccess for RedisHost {
             self.check_running()?;
             match self.with_lock(|ctx| self.call_in_db(ctx, args)) {
                 Called::Reply(result) => return result,
+                // A sync registration runs inside the event: it can not let the pause end.
+                Called::Paused if SyncRun::active() => {
+                    return Err(GearsError::Redis(
+                        "ERR writes are paused (CLIENT PAUSE); a sync registration can not wait"
+                            .into(),
+                    ))
+                }
                 // Inside an atomic block the lock is ours, so no pause can have begun.
                 Called::Paused => self.wait_for_pause_end()?,
             }
@@ -291,6 +300,10 @@ impl RedisAccess for RedisHost {
     /// pause can not begin while the block holds the lock). The block's time is limited by the
     /// execution's control.
     fn begin_atomic(&self) -> Result<()> {
+        // A sync registration already holds the lock for its whole run.
+        if SyncRun::active() {
+            return self.check_running();
+        }
         if !ATOMIC_OWNER.with(|owner| owner.get()).is_null() || HOLDS_LOCK.with(|held| held.get()) {
             return Err(GearsError::Plan("Already inside an atomic block".into()));
         }

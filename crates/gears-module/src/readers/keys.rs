@@ -11,8 +11,8 @@ use redis_module::{raw, Context};
 use super::raw_keys::{close_key, exists, is_expired, open_key, scan_step, ScanCursor};
 use super::values::{read_in_batch, read_large_value, InBatch};
 use super::BATCH_SIZE;
-use crate::glob::glob_match;
 use crate::host::{ReadCheck, RedisHost, MAX_BATCH_LOCK};
+use gears_core::glob::glob_match;
 
 enum Mode {
     /// One record per key: `{'event', 'key', 'type', 'value'}`.

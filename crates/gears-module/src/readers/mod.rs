@@ -1,5 +1,6 @@
 //! The readers `run()` can start, built from a plan's [`ReaderSpec`].
 
+mod event;
 mod keys;
 mod prefetch;
 mod raw_keys;
@@ -13,7 +14,9 @@ use gears_core::{ExecutionPlan, GeneratorReader, ReaderSpec, RecordReader, Sessi
 
 use crate::host::RedisHost;
 
+pub(crate) use event::event_record;
 pub(crate) use keys::KeysReader;
+pub(crate) use raw_keys::{close_key, key_type, open_key, opening_key, type_name};
 
 /// Records per batch: the readers take the Redis lock once per batch.
 pub(crate) const BATCH_SIZE: usize = 4096;

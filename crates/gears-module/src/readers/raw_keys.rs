@@ -110,8 +110,26 @@ pub(crate) fn type_name(key_type: c_int) -> &'static str {
     }
 }
 
+thread_local! {
+    /// True while Gears itself opens a key on this thread: a miss is not the `keymiss` of a
+    /// client (Redis 7.0 has no flag to open a key without the event).
+    static OPENING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while this thread opens a key for Gears' own reading (its `keymiss` events are ignored).
+pub(crate) fn opening_key() -> bool {
+    OPENING.with(|opening| opening.get())
+}
+
 /// Opens a key for reading (null when it does not exist); the caller closes it.
 pub(crate) fn open_key(ctx: &Context, name: &[u8]) -> *mut raw::RedisModuleKey {
+    OPENING.with(|opening| opening.set(true));
+    let key = open_key_notifying(ctx, name);
+    OPENING.with(|opening| opening.set(false));
+    key
+}
+
+fn open_key_notifying(ctx: &Context, name: &[u8]) -> *mut raw::RedisModuleKey {
     // SAFETY: the string is freed right after the key is opened (the key keeps no reference).
     unsafe {
         let name =

@@ -1,7 +1,7 @@
 //! Redis's glob matching (`stringmatchlen`): `*`, `?`, `[...]` with ranges and `^`, and `\`
 //! escapes. Used by the keys readers, which scan with `RedisModule_Scan`.
 
-pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     // Backtracking point for the last `*`: (pattern index after it, text index).
     let mut star: Option<(usize, usize)> = None;

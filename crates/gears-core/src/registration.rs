@@ -1,0 +1,252 @@
+//! Registrations: a plan that a trigger runs, once per event, instead of `run()` once.
+//!
+//! A script's `register()` lowers into a [`RegistrationSpec`]: the plan of its steps, the
+//! trigger (which events start it, and what record each gives) and the execution mode. The
+//! module owns the rest (ids, the event sources, queues, statistics, persistence); this part is
+//! plain data, serializable so that it can be stored and shipped like a plan.
+
+use serde::{Deserialize, Serialize};
+
+use crate::glob::glob_match;
+use crate::plan::{CallbackId, ExecutionMode, ExecutionPlan, Kwarg, ReaderSpec, RunArg};
+use crate::{GearsError, Record, Result};
+
+/// What one `register()` call asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RegistrationSpec {
+    /// The steps to run for each event; its reader describes the trigger's source.
+    pub plan: ExecutionPlan,
+    pub trigger: Trigger,
+    /// `onRegistered`: called once the registration exists (and when it is re-created).
+    pub on_registered: Option<CallbackId>,
+}
+
+impl RegistrationSpec {
+    pub fn mode(&self) -> ExecutionMode {
+        self.plan.options.mode
+    }
+}
+
+/// Which events run a registration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Trigger {
+    /// Keyspace events (KeysReader).
+    Keys(KeysTrigger),
+}
+
+/// The key types a KeysReader registration may filter on (`keyTypes`).
+pub const KEY_TYPES: [&str; 8] = [
+    "empty", "string", "list", "hash", "set", "zset", "module", "stream",
+];
+
+/// A KeysReader registration's filter: which keys, events and key types fire it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeysTrigger {
+    /// `prefix` (RedisGears' `regex`): a trailing `*` matches a prefix, anything else one exact
+    /// key; with `glob` a Redis glob pattern (`user:*:profile`).
+    pub prefix: Vec<u8>,
+    pub glob: bool,
+    /// `eventTypes`, lower case; `None`: every event.
+    pub event_types: Option<Vec<String>>,
+    /// `keyTypes`; `None`: every type.
+    pub key_types: Option<Vec<String>>,
+    /// `readValue`: records carry the key's value and type.
+    pub read_value: bool,
+    /// `commands`: commands whose replies the registration may override (hooks).
+    pub commands: Option<Vec<String>>,
+}
+
+impl KeysTrigger {
+    /// Whether an event on `key` concerns this registration.
+    pub fn matches_key(&self, key: &[u8]) -> bool {
+        if self.glob {
+            return glob_match(&self.prefix, key);
+        }
+        match self.prefix.split_last() {
+            Some((b'*', prefix)) => key.starts_with(prefix),
+            _ => key == self.prefix.as_slice(),
+        }
+    }
+
+    /// Whether the event (its name as Redis sends it, `set`, `hset`, `expired`...) fires it.
+    pub fn matches_event(&self, event: &str) -> bool {
+        match &self.event_types {
+            None => true,
+            Some(types) => types.iter().any(|t| t.eq_ignore_ascii_case(event)),
+        }
+    }
+
+    /// Whether a key of this type (one of [`KEY_TYPES`]) fires it.
+    pub fn matches_type(&self, key_type: &str) -> bool {
+        match &self.key_types {
+            None => true,
+            Some(types) => types.iter().any(|t| t == key_type),
+        }
+    }
+
+    /// True when the key's type must be known to filter the event.
+    pub fn filters_types(&self) -> bool {
+        self.key_types.is_some()
+    }
+}
+
+/// The reader spec and trigger of `register()` on the builder's reader, from its first argument
+/// and keyword arguments.
+pub fn register_reader(
+    reader: &str,
+    default_arg: &str,
+    arg: RunArg,
+    kwargs: &[Kwarg],
+) -> Result<(ReaderSpec, Trigger)> {
+    match reader {
+        "KeysReader" => {
+            let trigger = keys_trigger(default_arg, arg, kwargs)?;
+            let spec = ReaderSpec::Keys {
+                pattern: trigger.prefix.clone(),
+                no_scan: false,
+                read_value: trigger.read_value,
+            };
+            Ok((spec, Trigger::Keys(trigger)))
+        }
+        "StreamReader" | "CommandReader" => Err(plan_error(&format!(
+            "register() with the {reader} is not supported yet by this version of Gears"
+        ))),
+        _ => Err(plan_error(
+            "Given reader do not support register or not exists",
+        )),
+    }
+}
+
+/// `register()`'s keyword arguments for the KeysReader, with the first positional argument
+/// (`prefix`) as `arg`. `regex` is RedisGears' deprecated name for `prefix`.
+pub fn keys_trigger(default_arg: &str, arg: RunArg, kwargs: &[Kwarg]) -> Result<KeysTrigger> {
+    let get = |name: &str| kwargs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let prefix = match (arg, get("prefix").or_else(|| get("regex"))) {
+        (RunArg::Text(text), _) if !text.is_empty() => text,
+        (_, Some(value)) => match value {
+            Record::String(s) => s.clone().into_bytes(),
+            Record::Bytes(b) => b.clone(),
+            Record::Nil => default_arg.as_bytes().to_vec(),
+            _ => return Err(plan_error("regex argument must be a string")),
+        },
+        _ => default_arg.as_bytes().to_vec(),
+    };
+    let flag = |name: &str, default: bool| -> Result<bool> {
+        match get(name) {
+            None | Some(Record::Nil) => Ok(default),
+            Some(Record::Bool(b)) => Ok(*b),
+            Some(Record::Integer(n)) => Ok(*n != 0),
+            Some(_) => Err(plan_error(&format!("{name} value is not boolean"))),
+        }
+    };
+    let event_types = names(get("eventTypes"), "eventTypes")?
+        .map(|types| types.into_iter().map(|t| t.to_ascii_lowercase()).collect());
+    let key_types = names(get("keyTypes"), "keyTypes")?;
+    if let Some(types) = &key_types {
+        if types.iter().any(|t| !KEY_TYPES.contains(&t.as_str())) {
+            return Err(plan_error("unknown key type"));
+        }
+    }
+    let commands = names(get("commands"), "commands")?;
+    Ok(KeysTrigger {
+        prefix,
+        glob: flag("glob", false)?,
+        event_types,
+        key_types,
+        read_value: flag("readValue", true)?,
+        commands,
+    })
+}
+
+/// A list of names (`eventTypes=['set', 'del']`); `None` when absent or `None`.
+fn names(value: Option<&Record>, what: &str) -> Result<Option<Vec<String>>> {
+    let items = match value {
+        None | Some(Record::Nil) => return Ok(None),
+        Some(Record::List(items)) => items,
+        Some(_) => return Err(plan_error(&format!("{what} argument must be a list"))),
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Record::String(s) => Ok(s.clone()),
+            Record::Bytes(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+            _ => Err(plan_error(&format!("{what} must be a list of strings"))),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+fn plan_error(text: &str) -> GearsError {
+    GearsError::Plan(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(arg: &str, kwargs: &[Kwarg]) -> KeysTrigger {
+        keys_trigger("*", RunArg::Text(arg.as_bytes().to_vec()), kwargs).unwrap()
+    }
+
+    #[test]
+    fn a_trailing_star_is_a_prefix_anything_else_an_exact_key() {
+        let prefix = trigger("user:*", &[]);
+        assert!(prefix.matches_key(b"user:1"));
+        assert!(prefix.matches_key(b"user:"));
+        assert!(!prefix.matches_key(b"users"));
+        let exact = trigger("user:?", &[]);
+        assert!(exact.matches_key(b"user:?"));
+        assert!(!exact.matches_key(b"user:1"));
+        let all = keys_trigger("*", RunArg::None, &[]).unwrap();
+        assert!(all.matches_key(b"anything") && all.matches_key(b""));
+    }
+
+    #[test]
+    fn glob_is_opt_in() {
+        let glob = trigger("user:*:profile", &[("glob".into(), Record::Bool(true))]);
+        assert!(glob.matches_key(b"user:7:profile"));
+        assert!(!glob.matches_key(b"user:7:settings"));
+        let prefix = trigger("user:*:profile", &[]);
+        assert!(!prefix.matches_key(b"user:7:profile"));
+        assert!(prefix.matches_key(b"user:*:profile"));
+    }
+
+    #[test]
+    fn events_are_case_insensitive_and_types_checked() {
+        let t = trigger(
+            "*",
+            &[
+                (
+                    "eventTypes".into(),
+                    Record::List(vec![Record::String("HSET".into())]),
+                ),
+                (
+                    "keyTypes".into(),
+                    Record::List(vec![Record::String("hash".into())]),
+                ),
+            ],
+        );
+        assert!(t.matches_event("hset") && !t.matches_event("set"));
+        assert!(t.matches_type("hash") && !t.matches_type("string"));
+        let bad = keys_trigger(
+            "*",
+            RunArg::None,
+            &[(
+                "keyTypes".into(),
+                Record::List(vec![Record::String("tree".into())]),
+            )],
+        );
+        assert_eq!(bad.unwrap_err().to_string(), "unknown key type");
+    }
+
+    #[test]
+    fn regex_is_prefix() {
+        let t = keys_trigger(
+            "*",
+            RunArg::None,
+            &[("regex".into(), Record::String("a*".into()))],
+        )
+        .unwrap();
+        assert_eq!(t.prefix, b"a*");
+    }
+}

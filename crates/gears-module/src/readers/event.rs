@@ -1,0 +1,54 @@
+//! The record of one keyspace event, as a KeysReader registration's pipeline gets it:
+//! `{'key', 'value', 'type', 'event'}` (or `{'key', 'event'}` without `readValue`), read when the
+//! execution runs, as the registration's ACL user.
+
+use gears_core::{GearsError, KeyRecord, Record, Result};
+
+use super::raw_keys::{close_key, open_key};
+use super::values::{read_in_batch, read_large_value, InBatch};
+use crate::host::{ReadCheck, RedisHost};
+
+/// The event's record; `None` when the registration's user may not read the key (the event is
+/// not theirs to see).
+pub(crate) fn event_record(
+    host: &RedisHost,
+    name: &[u8],
+    event: &str,
+    read_value: bool,
+) -> Result<Option<Record>> {
+    let read = host.with_lock(|ctx| {
+        let user = host.user();
+        let found = user
+            .lookup(ctx)
+            .ok_or_else(|| GearsError::Redis(user.gone_error()))?;
+        let key = open_key(ctx, name);
+        let allowed = ReadCheck::new(ctx, found).allows_bytes(name, key);
+        let read = match (allowed, read_value) {
+            (false, _) => None,
+            (true, false) => Some(None),
+            (true, true) => Some(Some(read_in_batch(ctx, name, key))),
+        };
+        close_key(key);
+        Ok::<_, GearsError>(read)
+    })?;
+    let value = match read {
+        None => return Ok(None),
+        Some(None) => None,
+        Some(Some(InBatch::Read(value, key_type))) => Some((value, key_type.to_string())),
+        // Read in slices; a key that went away meanwhile is empty.
+        Some(Some(InBatch::TooLarge)) => Some(match read_large_value(host, name) {
+            Some((value, key_type)) => (value, key_type.to_string()),
+            None => (Record::Nil, "empty".to_string()),
+        }),
+    };
+    let (value, key_type) = match value {
+        Some((value, key_type)) => (Some(value), key_type),
+        None => (None, String::new()),
+    };
+    Ok(Some(Record::Key(Box::new(KeyRecord {
+        key: name.to_vec(),
+        value,
+        key_type,
+        event: Some(event.to_string()),
+    }))))
+}

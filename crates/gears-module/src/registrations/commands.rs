@@ -1,0 +1,184 @@
+//! `RG.DUMPREGISTRATIONS`, `RG.UNREGISTER`, `RG.CLEARREGISTRATIONSSTATS`,
+//! `RG.PAUSEREGISTRATIONS` and `RG.UNPAUSEREGISTRATIONS`, with RedisGears 1.2's replies and
+//! errors. A registration belongs to the ACL user who registered it: other users neither see
+//! nor remove it, unless they may run `CLIENT KILL` (as for executions).
+
+use gears_core::registration::Trigger;
+use gears_core::{ExecutionMode, ReplyValue};
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+
+use super::Registration;
+use crate::executions::commands::is_admin;
+use crate::executions::STANDALONE_SHARD;
+use crate::guard::guarded;
+use crate::host::Caller;
+use crate::reply::send;
+
+fn bulk(text: impl Into<Vec<u8>>) -> ReplyValue {
+    ReplyValue::Bulk(text.into())
+}
+
+fn names(items: &Option<Vec<String>>) -> ReplyValue {
+    match items {
+        None => ReplyValue::Null,
+        Some(items) => ReplyValue::Array(items.iter().map(|i| bulk(i.as_str())).collect()),
+    }
+}
+
+/// Whether the caller of `ctx` may see and act on `registration`.
+fn visible(ctx: &Context, registration: &Registration) -> bool {
+    let caller = Caller::of(ctx);
+    caller.user == registration.user || is_admin(ctx, &caller)
+}
+
+fn mode_name(mode: ExecutionMode) -> &'static str {
+    match mode {
+        ExecutionMode::Async => "async",
+        ExecutionMode::AsyncLocal => "async_local",
+        ExecutionMode::Sync => "sync",
+    }
+}
+
+/// C's `%lf` of a double, as RedisGears replies `avgRunDurationMS`.
+fn double(value: f64) -> ReplyValue {
+    bulk(
+        format!("{value:.6}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string(),
+    )
+}
+
+fn describe(registration: &Registration) -> ReplyValue {
+    let stats = registration.stats();
+    let millis = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    let average = if stats.triggered == 0 {
+        0.0
+    } else {
+        stats.total_run.as_secs_f64() * 1000.0 / stats.triggered as f64
+    };
+    let (reader, args) = match &registration.spec.trigger {
+        Trigger::Keys(trigger) => (
+            "KeysReader",
+            vec![
+                bulk("regex"),
+                bulk(trigger.prefix.clone()),
+                bulk("eventTypes"),
+                names(&trigger.event_types),
+                bulk("keyTypes"),
+                names(&trigger.key_types),
+                bulk("hookCommands"),
+                names(&trigger.commands),
+            ],
+        ),
+    };
+    let data = vec![
+        bulk("mode"),
+        bulk(mode_name(registration.mode())),
+        bulk("numTriggered"),
+        ReplyValue::Integer(stats.triggered as i64),
+        bulk("numSuccess"),
+        ReplyValue::Integer(stats.success as i64),
+        bulk("numFailures"),
+        ReplyValue::Integer(stats.failures as i64),
+        bulk("numAborted"),
+        ReplyValue::Integer(stats.aborted as i64),
+        bulk("lastRunDurationMS"),
+        ReplyValue::Integer(millis(stats.last_run)),
+        bulk("totalRunDurationMS"),
+        ReplyValue::Integer(millis(stats.total_run)),
+        bulk("avgRunDurationMS"),
+        double(average),
+        bulk("lastError"),
+        match &stats.last_error {
+            Some(error) => bulk(error.as_str()),
+            None => ReplyValue::Null,
+        },
+        bulk("args"),
+        ReplyValue::Array(args),
+    ];
+    ReplyValue::Array(vec![
+        bulk("id"),
+        bulk(registration.id.as_str()),
+        bulk("reader"),
+        bulk(reader),
+        bulk("desc"),
+        match &registration.description {
+            Some(desc) => bulk(desc.as_str()),
+            None => ReplyValue::Null,
+        },
+        bulk("RegistrationData"),
+        ReplyValue::Array(data),
+        bulk("PD"),
+        bulk(format!(
+            "{{'sessionId':'{}', 'depsList':[]}}",
+            registration.session_id
+        )),
+        bulk("ExecutionThreadPool"),
+        bulk("DefaultPool"),
+    ])
+}
+
+pub(crate) fn dump_registrations(ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
+    guarded(|| {
+        let list = super::all()
+            .iter()
+            .filter(|r| visible(ctx, r))
+            .map(|r| describe(r))
+            .collect();
+        send(ctx, &ReplyValue::Array(list))
+    })
+}
+
+pub(crate) fn unregister(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| {
+        if args.len() < 2 || args.len() > 3 {
+            return Err(RedisError::WrongArity);
+        }
+        let id = args[1].to_string_lossy();
+        let abort_pending = match args.get(2) {
+            None => false,
+            Some(arg) if arg.to_string_lossy().eq_ignore_ascii_case("abortpending") => true,
+            Some(_) => return Err(RedisError::Str("Unknown argument given to unregister")),
+        };
+        let registration = super::get(&id).filter(|r| visible(ctx, r));
+        if registration.is_none() || !super::remove(&id, abort_pending) {
+            return Err(RedisError::Str("execution is not registered"));
+        }
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}
+
+pub(crate) fn clear_registrations_stats(ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
+    guarded(|| {
+        for registration in super::all().iter().filter(|r| visible(ctx, r)) {
+            registration.clear_stats();
+        }
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}
+
+fn pause_or_unpause(ctx: &Context, args: &[RedisString], what: &str) -> RedisResult {
+    if args.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let id = args[1].to_string_lossy();
+    let Some(registration) = super::get(&id).filter(|r| visible(ctx, r)) else {
+        return Err(RedisError::String(format!(
+            "Execution {id} does not exists on shard {STANDALONE_SHARD}"
+        )));
+    };
+    match &registration.spec.trigger {
+        Trigger::Keys(_) => Err(RedisError::String(format!(
+            "Reader KeysReader does not support {what}"
+        ))),
+    }
+}
+
+pub(crate) fn pause_registrations(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| pause_or_unpause(ctx, &args, "pause"))
+}
+
+pub(crate) fn unpause_registrations(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| pause_or_unpause(ctx, &args, "unpause"))
+}

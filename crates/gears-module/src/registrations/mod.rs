@@ -1,0 +1,277 @@
+//! Registrations: pipelines that events run, instead of `run()` once.
+//!
+//! A script's `register()` calls become [`Registration`]s once its top level has finished (all
+//! of them or, if the script fails, none). Each keeps the script's session alive (its globals
+//! and callbacks), the ACL user who registered it and its statistics. Keyspace events reach
+//! them through [`events`]; each matching event runs the registration's plan as one execution
+//! (`registered` = 1), on the thread of the event (`sync`) or on a worker (`async`,
+//! `async_local`), see [`run`]. The commands that list and remove them are in [`commands`].
+
+pub(crate) mod commands;
+pub(crate) mod events;
+mod run;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use gears_core::registration::{RegistrationSpec, Trigger};
+use gears_core::{ExecutionMode, Language, Session};
+
+use crate::host::SessionHost;
+
+pub(crate) use events::subscribe;
+
+/// One event waiting for a worker: a key, what happened to it, and its database.
+pub(crate) struct Event {
+    pub key: Vec<u8>,
+    pub event: String,
+    pub db: i32,
+}
+
+/// What `RG.DUMPREGISTRATIONS` shows of a registration's runs.
+#[derive(Default, Clone)]
+pub(crate) struct Stats {
+    pub triggered: u64,
+    pub success: u64,
+    pub failures: u64,
+    pub aborted: u64,
+    pub last_run: Duration,
+    pub total_run: Duration,
+    pub last_error: Option<String>,
+    /// Events refused because the registration's queue was full.
+    pub dropped: u64,
+}
+
+/// One registration.
+pub(crate) struct Registration {
+    pub id: String,
+    pub language: Language,
+    /// The ACL user who registered it: its executions act as this user.
+    pub user: Vec<u8>,
+    pub spec: RegistrationSpec,
+    pub session: Arc<dyn Session>,
+    /// What the session's `execute()` reaches: each event's execution while it runs.
+    pub session_host: Arc<SessionHost>,
+    /// The id of the script's run that registered it (its session, in RedisGears' terms).
+    pub session_id: String,
+    pub description: Option<String>,
+    /// A description of each step's callback (`RG.GETEXECUTION`'s `arg`).
+    pub step_args: Vec<String>,
+    stats: Mutex<Stats>,
+    /// Events waiting for a worker (async modes), oldest first.
+    queue: Mutex<VecDeque<Event>>,
+    /// True while a worker job drains the queue (one at a time, so events run in order).
+    draining: AtomicBool,
+    /// Set by `RG.UNREGISTER`: no more events run.
+    removed: AtomicBool,
+    /// Ids of its executions still in the table, oldest first (`MaxExecutionsPerRegistration`).
+    executions: Mutex<VecDeque<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registration {
+    pub fn mode(&self) -> ExecutionMode {
+        self.spec.mode()
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.stats).clone()
+    }
+
+    pub fn clear_stats(&self) {
+        *lock(&self.stats) = Stats::default();
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Events waiting for a worker.
+    pub fn pending(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    /// Records one run's outcome.
+    fn record_run(&self, duration: Duration, error: Option<String>, aborted: bool) {
+        let mut stats = lock(&self.stats);
+        stats.triggered += 1;
+        stats.last_run = duration;
+        stats.total_run += duration;
+        if aborted {
+            stats.aborted += 1;
+        } else if error.is_some() {
+            stats.failures += 1;
+        } else {
+            stats.success += 1;
+        }
+        if error.is_some() {
+            stats.last_error = error;
+        }
+    }
+
+    /// Keeps the id of a finished execution, dropping its oldest ones past `max`.
+    fn keep_execution(&self, id: String, max: usize) {
+        let mut dropped = Vec::new();
+        {
+            let mut kept = lock(&self.executions);
+            kept.push_back(id);
+            // A removed registration keeps none (its last queued events ran after it left).
+            let max = if self.is_removed() { 0 } else { max };
+            while kept.len() > max {
+                dropped.extend(kept.pop_front());
+            }
+        }
+        if let Some(gears) = crate::gears() {
+            for id in dropped {
+                gears.executions.drop_execution(&id);
+            }
+        }
+    }
+}
+
+/// Every registration, in creation order. Events read a snapshot (an `Arc` clone), so adding or
+/// removing one never waits for events being dispatched.
+static REGISTRY: RwLock<Option<Arc<Vec<Arc<Registration>>>>> = RwLock::new(None);
+/// How many registrations exist: the event callback's fast path when there are none.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// The registrations now.
+pub(crate) fn all() -> Arc<Vec<Arc<Registration>>> {
+    REGISTRY
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default()
+}
+
+pub(crate) fn count() -> usize {
+    COUNT.load(Ordering::Relaxed)
+}
+
+/// Events waiting for a worker, over all registrations.
+pub(crate) fn pending() -> usize {
+    all().iter().map(|r| r.pending()).sum()
+}
+
+fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
+    let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
+    let mut list: Vec<Arc<Registration>> = registry.as_deref().cloned().unwrap_or_default();
+    change(&mut list);
+    COUNT.store(list.len(), Ordering::Relaxed);
+    *registry = Some(Arc::new(list));
+}
+
+/// Creates the registrations a script asked for, sharing its session.
+pub(crate) fn create(
+    language: Language,
+    user: &[u8],
+    session_id: &str,
+    session: &Arc<dyn Session>,
+    session_host: &Arc<SessionHost>,
+    specs: Vec<RegistrationSpec>,
+) -> Vec<Arc<Registration>> {
+    let Some(gears) = crate::gears() else {
+        return Vec::new();
+    };
+    let created: Vec<Arc<Registration>> = specs
+        .into_iter()
+        .map(|spec| {
+            Arc::new(Registration {
+                id: gears.executions.next_id(),
+                language,
+                user: user.to_vec(),
+                description: spec.plan.description.clone(),
+                step_args: spec
+                    .plan
+                    .steps
+                    .iter()
+                    .map(|step| {
+                        step.callbacks()
+                            .first()
+                            .map(|cb| session.describe(*cb))
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+                spec,
+                session: session.clone(),
+                session_host: session_host.clone(),
+                session_id: session_id.to_string(),
+                stats: Mutex::new(Stats::default()),
+                queue: Mutex::new(VecDeque::new()),
+                draining: AtomicBool::new(false),
+                removed: AtomicBool::new(false),
+                executions: Mutex::new(VecDeque::new()),
+            })
+        })
+        .collect();
+    update(|list| list.extend(created.iter().cloned()));
+    created
+}
+
+/// Calls each new registration's `onRegistered` callback, on the worker that created them. If
+/// one fails, the script's registrations are all removed again and its error is the script's.
+pub(crate) fn on_registered(
+    created: &[Arc<Registration>],
+    session: &Arc<dyn Session>,
+) -> gears_core::Result<()> {
+    for registration in created {
+        let Some(callback) = registration.spec.on_registered else {
+            continue;
+        };
+        let mut result = Ok(());
+        session.enter(&mut |runtime| {
+            result = runtime.call(callback, &[]).map(|_| ());
+        });
+        if let Err(e) = result {
+            for registration in created {
+                remove(&registration.id, true);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Removes a registration: no more events reach it; its queued events are dropped with
+/// `abortpending`, else they still run.
+pub(crate) fn remove(id: &str, abort_pending: bool) -> bool {
+    let mut found = None;
+    update(|list| {
+        if let Some(i) = list.iter().position(|r| r.id == id) {
+            found = Some(list.remove(i));
+        }
+    });
+    let Some(registration) = found else {
+        return false;
+    };
+    registration.removed.store(true, Ordering::Release);
+    // Its executions leave the table with it.
+    let kept = std::mem::take(&mut *lock(&registration.executions));
+    if let Some(gears) = crate::gears() {
+        for id in kept {
+            gears.executions.drop_execution(&id);
+        }
+    }
+    if abort_pending {
+        let dropped = std::mem::take(&mut *lock(&registration.queue));
+        lock(&registration.stats).aborted += dropped.len() as u64;
+    }
+    true
+}
+
+/// The registration with this id.
+pub(crate) fn get(id: &str) -> Option<Arc<Registration>> {
+    all().iter().find(|r| r.id == id).cloned()
+}
+
+/// The key filter of a registration, if it reads keyspace events.
+fn keys_trigger(registration: &Registration) -> Option<&gears_core::registration::KeysTrigger> {
+    match &registration.spec.trigger {
+        Trigger::Keys(trigger) => Some(trigger),
+    }
+}
