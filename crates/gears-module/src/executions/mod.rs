@@ -373,9 +373,30 @@ pub(crate) struct Executions {
 
 #[derive(Default)]
 struct Table {
-    /// Ids in creation order.
+    /// Ids in creation order. A dropped execution's id stays until the next compaction (so
+    /// dropping is O(1)); readers skip ids no longer in `by_id`.
     order: VecDeque<String>,
     by_id: HashMap<String, Arc<Execution>>,
+    /// How many of `by_id` are registered executions.
+    registered: usize,
+}
+
+impl Table {
+    fn insert(&mut self, execution: Arc<Execution>) {
+        self.registered += usize::from(execution.registered);
+        self.order.push_back(execution.id.clone());
+        self.by_id.insert(execution.id.clone(), execution);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Execution>> {
+        let removed = self.by_id.remove(id)?;
+        self.registered -= usize::from(removed.registered);
+        if self.order.len() > 2 * self.by_id.len() + 64 {
+            let by_id = &self.by_id;
+            self.order.retain(|id| by_id.contains_key(id));
+        }
+        Some(removed)
+    }
 }
 
 impl Executions {
@@ -443,8 +464,7 @@ impl Executions {
             execution.state().waiters.push(Waiter::Client(client));
         }
         let mut table = self.table();
-        table.order.push_back(id.clone());
-        table.by_id.insert(id, execution.clone());
+        table.insert(execution.clone());
         evict(&mut table, limits.max_executions);
         drop(table);
         stats::created(&execution);
@@ -484,10 +504,7 @@ impl Executions {
                 aborted: false,
             }),
         });
-        let mut table = self.table();
-        table.order.push_back(id.clone());
-        table.by_id.insert(id, execution.clone());
-        drop(table);
+        self.table().insert(execution.clone());
         stats::created(&execution);
         execution.start();
         execution
@@ -507,12 +524,7 @@ impl Executions {
 
     /// Removes an execution (finished, or never started).
     pub fn drop_execution(&self, id: &str) {
-        let mut table = self.table();
-        let dropped = table.by_id.remove(id);
-        if dropped.is_some() {
-            table.order.retain(|other| other != id);
-        }
-        drop(table);
+        let dropped = self.table().remove(id);
         if dropped.is_some() {
             drop(dropped);
             crate::workers::memory_freed_elsewhere();
@@ -538,22 +550,20 @@ impl Executions {
 /// Drops the oldest finished executions while there are more than `max` (registered ones are
 /// kept by their registration's limit).
 fn evict(table: &mut Table, max: usize) {
-    let registered = table.by_id.values().filter(|e| e.registered).count();
     let mut excess = table
         .by_id
         .len()
-        .saturating_sub(registered)
+        .saturating_sub(table.registered)
         .saturating_sub(max);
     if excess == 0 {
         return;
     }
     let mut kept = VecDeque::with_capacity(table.order.len());
     for id in std::mem::take(&mut table.order) {
-        let finished = table
-            .by_id
-            .get(&id)
-            .is_some_and(|e| !e.registered && e.status().finished());
-        if excess > 0 && finished {
+        let Some(execution) = table.by_id.get(&id) else {
+            continue; // dropped earlier
+        };
+        if excess > 0 && !execution.registered && execution.status().finished() {
             table.by_id.remove(&id);
             excess -= 1;
             crate::workers::memory_freed_elsewhere();

@@ -5,6 +5,7 @@
 
 mod blocked;
 pub(crate) mod call;
+mod contexts;
 mod current;
 mod user;
 
@@ -20,7 +21,7 @@ use redis_module::{raw, Context};
 pub(crate) use blocked::{may_block, BlockedReply};
 pub(crate) use call::{call_internal, Access};
 pub(crate) use current::{SessionHost, SyncRun};
-pub(crate) use user::{may_run, AclUser, ReadCheck};
+pub(crate) use user::{may_read_key, may_run, AclUser, ReadCheck};
 
 use call::{call_as, writes_paused, Called};
 
@@ -93,13 +94,9 @@ const PAUSE_POLL: Duration = Duration::from_millis(10);
 
 impl RedisHost {
     pub fn new(caller: &Caller, access: Access, control: Arc<ExecutionControl>) -> Self {
-        // SAFETY: a detached thread-safe context, freed in Drop; selecting its database only
-        // touches its own fake client.
-        let context = unsafe {
-            let context = raw::RedisModule_GetThreadSafeContext.unwrap()(std::ptr::null_mut());
-            raw::RedisModule_SelectDb.unwrap()(context, caller.db);
-            context
-        };
+        let context = contexts::take();
+        // SAFETY: selecting the database only touches the context's own fake client.
+        unsafe { raw::RedisModule_SelectDb.unwrap()(context, caller.db) };
         RedisHost {
             context,
             user: AclUser::new(&caller.user),
@@ -224,8 +221,7 @@ impl Drop for RedisHost {
     fn drop(&mut self) {
         // Whatever happened, this thread must not keep the Redis lock.
         self.end_atomic();
-        // SAFETY: created in `new`, used by nobody after this.
-        unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(self.context) };
+        contexts::give_back(self.context);
     }
 }
 

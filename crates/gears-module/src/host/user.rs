@@ -129,19 +129,74 @@ const STREAM: usize = 5;
 const OTHER: usize = 6;
 const MISSING: usize = 7;
 
+/// Per type (the indexes above): the command that reads it, and its arguments after the key.
+const READ_COMMANDS: [&[&str]; 8] = [
+    &["GET"],
+    &["HGETALL"],
+    &["LRANGE", "0", "-1"],
+    &["SMEMBERS"],
+    &["ZRANGE", "0", "-1"],
+    &["XRANGE", "-", "+"],
+    &["TYPE"],
+    &["EXISTS"],
+];
+
+/// The index in [`READ_COMMANDS`] of an open key's type (null: missing).
+fn read_command(key: *mut raw::RedisModuleKey) -> usize {
+    let kind = if key.is_null() {
+        raw::REDISMODULE_KEYTYPE_EMPTY
+    } else {
+        // SAFETY: an open key.
+        unsafe { raw::RedisModule_KeyType.unwrap()(key) as isize }
+    };
+    match kind {
+        raw::REDISMODULE_KEYTYPE_STRING => STRING,
+        raw::REDISMODULE_KEYTYPE_HASH => HASH,
+        raw::REDISMODULE_KEYTYPE_LIST => LIST,
+        raw::REDISMODULE_KEYTYPE_SET => SET,
+        raw::REDISMODULE_KEYTYPE_ZSET => ZSET,
+        raw::REDISMODULE_KEYTYPE_STREAM => STREAM,
+        raw::REDISMODULE_KEYTYPE_EMPTY => MISSING,
+        _ => OTHER,
+    }
+}
+
+/// [`ReadCheck::allows_bytes`] for one key, making only the strings its check needs (an event's
+/// key, checked once).
+pub(crate) fn may_read_key(
+    ctx: &Context,
+    user: &UserRef,
+    name: &[u8],
+    key: *mut raw::RedisModuleKey,
+) -> bool {
+    let words = READ_COMMANDS[read_command(key)];
+    let create = |bytes: &[u8]| {
+        // SAFETY: a string of this context, freed below.
+        unsafe {
+            raw::RedisModule_CreateString.unwrap()(ctx.ctx, bytes.as_ptr().cast(), bytes.len())
+        }
+    };
+    let mut argv = Vec::with_capacity(words.len() + 1);
+    argv.push(create(words[0].as_bytes()));
+    argv.push(create(name));
+    argv.extend(words[1..].iter().map(|w| create(w.as_bytes())));
+    // SAFETY: a live user (under the lock) and valid module strings, freed after the check.
+    unsafe {
+        let allowed = raw::RedisModule_ACLCheckCommandPermissions.unwrap()(
+            user.as_ptr(),
+            argv.as_mut_ptr(),
+            argv.len() as c_int,
+        ) == raw::REDISMODULE_OK as c_int;
+        for string in argv {
+            raw::RedisModule_FreeString.unwrap()(ctx.ctx, string);
+        }
+        allowed
+    }
+}
+
 impl ReadCheck {
     pub fn new(ctx: &Context, user: UserRef) -> Self {
-        let commands: &[&[&str]] = &[
-            &["GET"],
-            &["HGETALL"],
-            &["LRANGE", "0", "-1"],
-            &["SMEMBERS"],
-            &["ZRANGE", "0", "-1"],
-            &["XRANGE", "-", "+"],
-            &["TYPE"],
-            &["EXISTS"],
-        ];
-        let commands = commands
+        let commands = READ_COMMANDS
             .iter()
             .map(|words| {
                 words
@@ -163,23 +218,7 @@ impl ReadCheck {
     /// True if the user may read the key `name` of the open key `key` (null: not open or
     /// missing).
     pub fn allows(&self, name: *mut raw::RedisModuleString, key: *mut raw::RedisModuleKey) -> bool {
-        let kind = if key.is_null() {
-            raw::REDISMODULE_KEYTYPE_EMPTY
-        } else {
-            // SAFETY: an open key.
-            unsafe { raw::RedisModule_KeyType.unwrap()(key) as isize }
-        };
-        let command = match kind {
-            raw::REDISMODULE_KEYTYPE_STRING => STRING,
-            raw::REDISMODULE_KEYTYPE_HASH => HASH,
-            raw::REDISMODULE_KEYTYPE_LIST => LIST,
-            raw::REDISMODULE_KEYTYPE_SET => SET,
-            raw::REDISMODULE_KEYTYPE_ZSET => ZSET,
-            raw::REDISMODULE_KEYTYPE_STREAM => STREAM,
-            raw::REDISMODULE_KEYTYPE_EMPTY => MISSING,
-            _ => OTHER,
-        };
-        let words = &self.commands[command];
+        let words = &self.commands[read_command(key)];
         let mut argv = Vec::with_capacity(words.len() + 1);
         argv.push(words[0]);
         argv.push(name);

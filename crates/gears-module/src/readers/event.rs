@@ -6,7 +6,7 @@ use gears_core::{GearsError, KeyRecord, Record, Result};
 
 use super::raw_keys::{close_key, open_key};
 use super::values::{read_in_batch, read_large_value, InBatch};
-use crate::host::{ReadCheck, RedisHost};
+use crate::host::{may_read_key, RedisHost};
 
 /// The event's record; `None` when the registration's user may not read the key (the event is
 /// not theirs to see).
@@ -22,7 +22,7 @@ pub(crate) fn event_record(
             .lookup(ctx)
             .ok_or_else(|| GearsError::Redis(user.gone_error()))?;
         let key = open_key(ctx, name);
-        let allowed = ReadCheck::new(ctx, found).allows_bytes(name, key);
+        let allowed = may_read_key(ctx, &found, name, key);
         let read = match (allowed, read_value) {
             (false, _) => None,
             (true, false) => Some(None),
