@@ -73,6 +73,82 @@ thread_local! {
     /// The meter of the execution this thread works for (null: none). Kept alive by the
     /// [`MeterScope`] that set it.
     static METER: Cell<*const MemoryMeter> = const { Cell::new(std::ptr::null()) };
+    /// What this thread charged and has not yet added to the shared counters.
+    static PENDING: Cell<Pending> = const { Cell::new(Pending::ZERO) };
+}
+
+/// A thread's charges not yet added to the shared counters: allocations are counted in plain
+/// thread-local arithmetic and reach the atomics once they add up to [`FLUSH_BYTES`] (an atomic
+/// add per allocation cost a worker running a registration a seventh of its time). Reads by
+/// the charging thread include its pending bytes, so its own figures stay exact; other threads
+/// see each thread's figure at most [`FLUSH_BYTES`] behind.
+#[derive(Clone, Copy)]
+struct Pending {
+    native: i64,
+    native_allocated: i64,
+    python: i64,
+    python_allocated: i64,
+    /// Charged to the current meter ([`METER`]).
+    meter: i64,
+}
+
+impl Pending {
+    const ZERO: Pending = Pending {
+        native: 0,
+        native_allocated: 0,
+        python: 0,
+        python_allocated: 0,
+        meter: 0,
+    };
+
+    fn large(&self) -> bool {
+        self.native.abs() >= FLUSH_BYTES
+            || self.python.abs() >= FLUSH_BYTES
+            || self.meter.abs() >= FLUSH_BYTES
+            || self.native_allocated >= FLUSH_BYTES
+            || self.python_allocated >= FLUSH_BYTES
+    }
+}
+
+/// How far a thread's charges may run ahead of the shared counters.
+const FLUSH_BYTES: i64 = 16 << 10;
+
+/// Adds this thread's pending charges to the shared counters and its current meter.
+fn flush(pending: &mut Pending) {
+    if pending.native != 0 {
+        NATIVE.add(pending.native);
+    }
+    if pending.native_allocated != 0 {
+        NATIVE_ALLOCATED.add(pending.native_allocated);
+    }
+    if pending.python != 0 {
+        PYTHON.add(pending.python);
+    }
+    if pending.python_allocated != 0 {
+        PYTHON_ALLOCATED.add(pending.python_allocated);
+    }
+    if pending.meter != 0 {
+        let meter = METER.try_with(|meter| meter.get()).unwrap_or(std::ptr::null());
+        if !meter.is_null() {
+            // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
+            unsafe { (*meter).used.fetch_add(pending.meter, Ordering::Relaxed) };
+        }
+    }
+    *pending = Pending::ZERO;
+}
+
+/// Flushes this thread's pending charges (before its current meter changes).
+fn flush_thread() {
+    let _ = PENDING.try_with(|cell| {
+        let mut pending = cell.get();
+        flush(&mut pending);
+        cell.set(pending);
+    });
+}
+
+/// This thread's pending charges.
+fn pending() -> Pending {
+    PENDING.try_with(|cell| cell.get()).unwrap_or(Pending::ZERO)
 }
 
 fn shard_index() -> usize {
@@ -92,29 +168,43 @@ fn shard_index() -> usize {
 /// meter of the execution this thread works for. Safe to call from an allocator: it never
 /// allocates.
 pub fn charge(pool: Pool, delta: i64) {
-    let (held, allocated) = match pool {
-        Pool::Native => (&NATIVE, &NATIVE_ALLOCATED),
-        Pool::Python => (&PYTHON, &PYTHON_ALLOCATED),
-    };
-    held.add(delta);
-    if delta > 0 {
-        allocated.add(delta);
-    }
-    let _ = METER.try_with(|meter| {
-        let meter = meter.get();
-        if !meter.is_null() {
-            // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
-            unsafe { (*meter).used.add(delta) };
+    let counted = PENDING.try_with(|cell| {
+        let mut pending = cell.get();
+        let allocated = delta.max(0);
+        match pool {
+            Pool::Native => {
+                pending.native += delta;
+                pending.native_allocated += allocated;
+            }
+            Pool::Python => {
+                pending.python += delta;
+                pending.python_allocated += allocated;
+            }
         }
+        pending.meter += delta;
+        if pending.large() {
+            flush(&mut pending);
+        }
+        cell.set(pending);
     });
+    if counted.is_err() {
+        // The thread is exiting: count directly.
+        let mut pending = Pending::ZERO;
+        match pool {
+            Pool::Native => pending.native = delta,
+            Pool::Python => pending.python = delta,
+        }
+        flush(&mut pending);
+    }
 }
 
 /// Bytes held in `pool` (it may read slightly negative when memory allocated before counting
 /// started is freed).
 pub fn used(pool: Pool) -> i64 {
+    let pending = pending();
     match pool {
-        Pool::Native => NATIVE.total(),
-        Pool::Python => PYTHON.total(),
+        Pool::Native => NATIVE.total() + pending.native,
+        Pool::Python => PYTHON.total() + pending.python,
     }
 }
 
@@ -138,8 +228,13 @@ pub fn sample(pool: Pool) -> PoolStats {
     };
     let current = used(pool).max(0);
     let peak = peak.fetch_max(current, Ordering::Relaxed).max(current);
+    let own = pending();
+    let own = match pool {
+        Pool::Native => own.native_allocated,
+        Pool::Python => own.python_allocated,
+    };
     PoolStats {
-        total_allocated: allocated.total(),
+        total_allocated: allocated.total() + own,
         peak,
         current,
     }
@@ -204,10 +299,10 @@ impl LimitPassed {
     }
 }
 
-/// The memory an execution holds, as charged by the threads working for it (its worker and its
-/// reader thread charge different shards, so they do not contend).
+/// The memory an execution holds, as charged by the threads working for it (each adds its
+/// charges in slices of at most [`FLUSH_BYTES`], so they hardly contend).
 pub struct MemoryMeter {
-    used: ShardedCounter,
+    used: AtomicI64,
     limit: u64,
 }
 
@@ -215,13 +310,20 @@ impl MemoryMeter {
     /// A meter with a limit in bytes (0: no limit).
     pub fn new(limit: u64) -> Self {
         MemoryMeter {
-            used: ShardedCounter::new(),
+            used: AtomicI64::new(0),
             limit,
         }
     }
 
+    /// Bytes charged to the meter; exact for the calling thread's own charges.
     pub fn used(&self) -> i64 {
-        self.used.total()
+        let shared = self.used.load(Ordering::Relaxed);
+        let current = METER.try_with(|meter| meter.get()).unwrap_or(std::ptr::null());
+        if std::ptr::eq(current, self) {
+            shared + pending().meter
+        } else {
+            shared
+        }
     }
 
     pub fn limit(&self) -> u64 {
@@ -238,6 +340,8 @@ pub struct MeterScope {
 impl MeterScope {
     pub fn enter(meter: &Arc<MemoryMeter>) -> Self {
         let meter = meter.clone();
+        // What was charged so far belongs to the previous meter.
+        flush_thread();
         let previous = METER.with(|current| current.replace(Arc::as_ptr(&meter)));
         MeterScope { meter, previous }
     }
@@ -245,6 +349,7 @@ impl MeterScope {
 
 impl Drop for MeterScope {
     fn drop(&mut self) {
+        flush_thread();
         let _ = METER.try_with(|current| current.set(self.previous));
         let _ = &self.meter;
     }

@@ -17,6 +17,9 @@ pub(crate) fn memory_freed_elsewhere() {
     FREED_ELSEWHERE.fetch_add(1, Ordering::Relaxed);
 }
 
+/// How long a worker stays idle after a job before it returns the memory the job freed.
+const IDLE_COLLECT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How long a worker waits idle before it returns the memory freed for it meanwhile.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -39,18 +42,27 @@ impl WorkerPool {
                 // generous stack costs only the pages actually touched.
                 .stack_size(WORKER_STACK)
                 .spawn(move || {
+                    gears_python::keep_thread_state();
                     // The count of memory freed elsewhere this worker has collected.
                     let mut collected = FREED_ELSEWHERE.load(Ordering::Relaxed);
+                    // True after a job until the worker has been idle for IDLE_COLLECT.
+                    let mut used = false;
                     loop {
-                        match receiver.recv_timeout(IDLE_RELEASE) {
+                        let wait = if used { IDLE_COLLECT } else { IDLE_RELEASE };
+                        match receiver.recv_timeout(wait) {
                             Ok(job) => {
                                 // A job answers its own client even when it panics (see
                                 // commands::execute); this only keeps the thread alive.
                                 let _ = catch_unwind(AssertUnwindSafe(job));
-                                if receiver.is_empty() {
-                                    collected = FREED_ELSEWHERE.load(Ordering::Relaxed);
-                                    release_free_memory();
-                                }
+                                used = true;
+                            }
+                            // Idle after work: return what the jobs freed. Not at once after
+                            // each job: a stream of small jobs (a registration's events) would
+                            // give pages back and map them again every time.
+                            Err(RecvTimeoutError::Timeout) if used => {
+                                used = false;
+                                collected = FREED_ELSEWHERE.load(Ordering::Relaxed);
+                                release_free_memory();
                             }
                             // What this worker allocated may be freed later by another thread
                             // (RG.DROPEXECUTION of a stored reply): mimalloc returns those

@@ -45,6 +45,23 @@ pub fn is_started() -> bool {
     matches!(STARTED.get(), Some(Ok(())))
 }
 
+/// Gives the calling thread (a worker) a Python thread state for its whole life. Without one,
+/// every entry into Python creates a thread state and the exit deletes it (with its 16 KB
+/// frame stack mapped and unmapped each time): a registration runs Python once per event.
+/// Does nothing if Python is not started. The GIL is not held on return.
+pub fn keep_thread_state() {
+    if !is_started() {
+        return;
+    }
+    // SAFETY: PyGILState_Ensure creates this thread's state and takes the GIL; SaveThread
+    // releases the GIL and keeps the state (its count stays above zero, so it is never
+    // deleted by a later PyGILState_Release).
+    unsafe {
+        let _ = pyo3::ffi::PyGILState_Ensure();
+        pyo3::ffi::PyEval_SaveThread();
+    }
+}
+
 /// Starts CPython. Must be called on Redis's main thread (so that `threading` records it as the
 /// main thread); later calls return the first call's outcome. On return the GIL is released.
 pub fn start_interpreter(config: &PythonConfig) -> Result<()> {

@@ -33,7 +33,7 @@ mod session;
 mod sleep;
 mod watchdog;
 
-pub use interpreter::{set_attempt_traceback, start_interpreter, PythonConfig};
+pub use interpreter::{keep_thread_state, set_attempt_traceback, start_interpreter, PythonConfig};
 pub use output::{set_log_sink, LogSink};
 pub use session::{PythonFrontend, PythonSession};
 
