@@ -39,15 +39,18 @@ def _free_port():
 class RedisServer:
     """A redis-server child process with the module loaded."""
 
-    def __init__(self, extra_args=()):
+    def __init__(self, extra_args=(), server_args=(), dir=None):
+        """`extra_args`: module arguments; `server_args`: the server's own options (they come
+        last, so they override the defaults above); `dir`: a data directory to start from (a
+        restart), else a new one."""
         self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="gears-test-")
+        self.dir = dir or tempfile.mkdtemp(prefix="gears-test-")
         self.log = os.path.join(self.dir, "redis.log")
         args = [
             REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", self.dir, "--logfile", self.log,
             "--enable-module-command", "yes", "--enable-debug-command", "local",
-            "--loadmodule", MODULE, "PythonVenv", VENV, *extra_args,
+            "--loadmodule", MODULE, "PythonVenv", VENV, *extra_args, *server_args,
         ]
         # stderr goes to a file: a pipe nobody reads would block the server once full.
         self.stderr_path = os.path.join(self.dir, "stderr.log")
@@ -111,11 +114,21 @@ class RedisServer:
     def alive(self):
         return self.process.poll() is None
 
-    def stop(self):
+    def stop(self, keep_dir=False):
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def shutdown(self):
+        """Stops the server the way an operator does (SHUTDOWN: it saves or flushes its AOF),
+        keeping its data directory for a restart."""
+        try:
+            self.client.shutdown(nosave=False)
+        except redis.ConnectionError:
+            pass
+        self.process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

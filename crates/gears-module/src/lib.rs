@@ -176,7 +176,9 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     info::register(ctx);
-    if let Err(e) = registrations::subscribe(ctx) {
+    if let Err(e) =
+        registrations::subscribe(ctx).and_then(|_| registrations::persist::subscribe(ctx))
+    {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
@@ -229,5 +231,6 @@ redis_module! {
         ["RG.CLEARREGISTRATIONSSTATS", registrations::commands::clear_registrations_stats, "readonly", 0, 0, 0, ""],
         ["RG.PAUSEREGISTRATIONS", registrations::commands::pause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
+        ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
     ],
 }

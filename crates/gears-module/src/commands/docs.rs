@@ -184,6 +184,11 @@ static UNREGISTER_ARGS: [Arg; 2] = [
     ),
 ];
 
+static INNER_SESSION_ARGS: [Arg; 2] = [
+    arg("action", "SET or DEL"),
+    arg("session", "the encoded session, or its id"),
+];
+
 pub(crate) static COMMANDS: &[CommandDoc] = &[
     CommandDoc {
         name: "RG.PYEXECUTE",
@@ -296,6 +301,14 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         "Resumes a paused stream registration",
         "gears slow",
     ),
+    CommandDoc {
+        name: "RG.INNERSESSION",
+        categories: "gears slow",
+        summary: "Internal: a Gears session as it reaches replicas and the AOF",
+        complexity: "Depends on the session's script",
+        arity: 3,
+        args: &INNER_SESSION_ARGS,
+    },
     CommandDoc {
         name: "RG.PYSTATS",
         categories: "gears slow",

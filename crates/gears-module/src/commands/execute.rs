@@ -7,6 +7,7 @@ use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValu
 use super::job::{Job, JobKind};
 use crate::guard::guarded;
 use crate::host::{may_block, may_run, BlockedReply, Caller};
+use crate::registrations::sessions::SessionOptions;
 
 pub(crate) fn py_execute(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guarded(|| execute(ctx, args, Language::Python))
@@ -45,7 +46,13 @@ pub(crate) fn explain(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         })?;
         check_language_permission(ctx, language, &args[2])?;
         let script = script_text(&args[2])?;
-        start(ctx, language, script, JobKind::Explain)
+        start(
+            ctx,
+            language,
+            script,
+            JobKind::Explain,
+            SessionOptions::default(),
+        )
     })
 }
 
@@ -61,20 +68,23 @@ fn execute(ctx: &Context, args: Vec<RedisString>, language: Language) -> RedisRe
     }
     // Where the command runs is checked first, whatever options follow (RedisGears 1.2 too).
     check_context(ctx)?;
-    let options = parse_options(&args[2..], language)?;
+    let mut options = parse_options(&args[2..], language)?;
     let script = script_text(&args[1])?;
     let kind = if options.unblocking {
         JobKind::Unblocking
     } else {
         JobKind::Execute
     };
-    start(ctx, language, script, kind)
+    let caller = Caller::of(ctx);
+    options.session.admin = crate::executions::commands::is_admin(ctx, &caller);
+    start(ctx, language, script, kind, options.session)
 }
 
 /// The options of `RG.*EXECUTE` Gears acts on.
 #[derive(Default)]
 struct Options {
     unblocking: bool,
+    session: SessionOptions,
 }
 
 /// RG.EXPLAIN runs a script's top level: the caller must be allowed to run that language's
@@ -122,21 +132,28 @@ fn parse_options(options: &[RedisString], language: Language) -> Result<Options,
                         "ID must be compose of: ['A'-'Z' | 'a'-'z' | '0' - '9' | '-' | '_']",
                     ));
                 }
+                parsed.session.id = Some(id);
                 i += 2;
             }
             "DESCRIPTION" => {
-                value.ok_or(RedisError::Str("DESCRIPTION is missing"))?;
+                parsed.session.description =
+                    Some(value.ok_or(RedisError::Str("DESCRIPTION is missing"))?);
                 i += 2;
             }
             "REPLACE_WITH" => {
-                value.ok_or(RedisError::Str("REPLACE_WITH is missing"))?;
-                return Err(RedisError::Str("REPLACE_WITH is not supported yet"));
+                parsed.session.replace_with =
+                    Some(value.ok_or(RedisError::Str("REPLACE_WITH is missing"))?);
+                i += 2;
             }
             "UNBLOCKING" => {
                 parsed.unblocking = true;
                 i += 1;
             }
-            "UPGRADE" | "FORCE_REINSTALL_REQUIREMENTS" => {
+            "UPGRADE" => {
+                parsed.session.upgrade = true;
+                i += 1;
+            }
+            "FORCE_REINSTALL_REQUIREMENTS" => {
                 return Err(RedisError::String(format!(
                     "{} is not supported yet",
                     option.to_ascii_uppercase()
@@ -170,7 +187,13 @@ fn check_context(ctx: &Context) -> Result<(), RedisError> {
 
 /// Creates the execution (or, for RG.EXPLAIN, a job) and queues it: the client is blocked until
 /// it ends, or (`UNBLOCKING`) gets the execution's id at once.
-fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> RedisResult {
+fn start(
+    ctx: &Context,
+    language: Language,
+    script: String,
+    kind: JobKind,
+    session: SessionOptions,
+) -> RedisResult {
     check_context(ctx)?;
     let gears = crate::loaded()?;
     if language == Language::Python {
@@ -193,7 +216,7 @@ fn start(ctx: &Context, language: Language, script: String, kind: JobKind) -> Re
                 let id = gears_core::ReplyValue::Bulk(execution.id.clone().into_bytes());
                 crate::reply::write(ctx.ctx, &id);
             }
-            Job::execute(language, script, execution)
+            Job::execute(language, script, execution, session)
         }
     };
     // A job that can not be queued is dropped, and dropping it answers its client.

@@ -11,6 +11,8 @@ use gears_core::{encode_outcome, Executor, Frontend, GearsError, Language, Reply
 use crate::executions::{stats, Execution, Finished};
 use crate::guard::panic_message;
 use crate::host::{Access, BlockedReply, Caller, RedisHost, SessionHost};
+use crate::registrations::persist;
+use crate::registrations::sessions::{self, NewSession, SessionOptions};
 
 /// What a command asks of a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +30,7 @@ pub(crate) enum Job {
         language: Language,
         script: String,
         execution: Arc<Execution>,
+        session: SessionOptions,
     },
     Explain {
         language: Language,
@@ -39,11 +42,17 @@ pub(crate) enum Job {
 }
 
 impl Job {
-    pub fn execute(language: Language, script: String, execution: Arc<Execution>) -> Self {
+    pub fn execute(
+        language: Language,
+        script: String,
+        execution: Arc<Execution>,
+        session: SessionOptions,
+    ) -> Self {
         Job::Execute {
             language,
             script,
             execution,
+            session,
         }
     }
 
@@ -74,7 +83,8 @@ impl Job {
                 language,
                 script,
                 execution,
-            } => run_execution(language, &script, execution),
+                session,
+            } => run_execution(language, &script, execution, &session),
             Job::Explain {
                 language,
                 script,
@@ -112,7 +122,12 @@ impl Job {
 }
 
 /// Runs an execution unless it was aborted while queued; finishing it answers its clients.
-fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
+fn run_execution(
+    language: Language,
+    script: &str,
+    execution: Arc<Execution>,
+    session: &SessionOptions,
+) {
     if !execution.start() {
         return;
     }
@@ -125,7 +140,7 @@ fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
         control.clone(),
     ));
     let finished = catch_unwind(AssertUnwindSafe(|| {
-        compute(language, script, &execution, &host)
+        compute(language, script, &execution, &host, session)
     }))
     .unwrap_or_else(|panic| {
         Finished::failed(format!("Gears internal error: {}", panic_message(&panic)))
@@ -151,7 +166,7 @@ fn run_execution(language: Language, script: &str, execution: Arc<Execution>) {
     execution.finish(finished);
 }
 
-fn frontend(language: Language) -> Result<Box<dyn Frontend>, String> {
+pub(crate) fn frontend(language: Language) -> Result<Box<dyn Frontend>, String> {
     match language {
         Language::Python => {
             crate::loaded()
@@ -169,6 +184,7 @@ fn compute(
     script: &str,
     execution: &Execution,
     host: &Arc<RedisHost>,
+    options: &SessionOptions,
 ) -> Finished {
     let frontend = match frontend(language) {
         Ok(frontend) => frontend,
@@ -186,16 +202,23 @@ fn compute(
         if let Some(stopped) = execution.control.stop_message() {
             return Finished::failed(stopped);
         }
-        let created = crate::registrations::create(
+        let new = NewSession {
             language,
-            &execution.caller.user,
-            &execution.id,
-            &compiled.session,
-            &session_host,
-            compiled.registrations,
-        );
-        if let Err(e) = crate::registrations::on_registered(&created, &compiled.session) {
-            return Finished::failed(stopped_or(host, e));
+            caller: &execution.caller,
+            script,
+            options,
+            execution_id: &execution.id,
+            session: &compiled.session,
+            session_host: &session_host,
+        };
+        match sessions::establish(new, compiled.registrations) {
+            Ok(spec) => host.with_lock(|ctx| persist::propagate_set(ctx, &spec)),
+            Err(e) => {
+                return Finished::failed(match execution.control.stop_message() {
+                    Some(stopped) => stopped,
+                    None => e,
+                })
+            }
         }
     }
     let Some(plan) = compiled.plans.into_iter().next() else {

@@ -510,6 +510,15 @@ impl Executions {
         execution
     }
 
+    /// Makes later ids larger than `id`'s sequence number (a registration made again keeps its
+    /// id).
+    pub fn bump_past(&self, id: &str) {
+        if let Some(seq) = id.rsplit('-').next().and_then(|s| s.parse::<u64>().ok()) {
+            self.next
+                .fetch_max(seq.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
     /// A new execution id (a registration's id is one, as in RedisGears).
     pub fn next_id(&self) -> String {
         format!(

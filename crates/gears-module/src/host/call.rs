@@ -27,6 +27,9 @@ pub(crate) enum Access {
     ReadWrite,
     /// No writes and no side effects (RG.EXPLAIN).
     ReadOnly,
+    /// A session made again (after a restart, on a replica): commands with side effects are
+    /// not run again (their effects are in the data already) and reply nil.
+    Replay,
 }
 
 /// What running a command gave.
@@ -70,6 +73,9 @@ pub(crate) fn call_as(
             return Called::Reply(Err(refused));
         }
     }
+    if access == Access::Replay && refuse_side_effects(ctx, args).is_some() {
+        return Called::Reply(Ok(Record::Nil));
+    }
     let paused = writes_paused();
     // A command that may replicate without being a write (PUBLISH, PFCOUNT, ...) waits for the
     // end of a pause like a write does: Redis postpones the same command sent directly, and its
@@ -94,7 +100,7 @@ pub(crate) fn call_as(
         unsafe { raw::RedisModule_SetContextUser.unwrap()(ctx.ctx, found.as_ptr()) };
         options = options.verify_acl();
     }
-    if paused || access == Access::ReadOnly {
+    if paused || access != Access::ReadWrite {
         options = options.no_writes();
     }
     let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
@@ -114,6 +120,9 @@ pub(crate) fn call_as(
         Ok(record) => Called::Reply(Ok(record)),
         Err(text) if is_write_refused(&text) && access == Access::ReadOnly => {
             Called::Reply(Err(read_only_error(&name)))
+        }
+        Err(text) if is_write_refused(&text) && access == Access::Replay => {
+            Called::Reply(Ok(Record::Nil))
         }
         Err(text) if is_write_refused(&text) && paused => Called::Paused,
         Err(text) => Called::Reply(Err(GearsError::Redis(acl_text(ctx, &text, args)))),

@@ -145,6 +145,12 @@ pub(crate) fn unregister(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if registration.is_none() || !super::remove(&id, abort_pending) {
             return Err(RedisError::Str("execution is not registered"));
         }
+        // Durably: its session no longer makes it again.
+        match super::sessions::forget_registration(&id) {
+            Some(Ok(session)) => super::persist::propagate_set(ctx, &session),
+            Some(Err(ended)) => super::persist::propagate_del(ctx, &ended),
+            None => {}
+        }
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
 }

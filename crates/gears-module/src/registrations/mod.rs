@@ -9,7 +9,9 @@
 
 pub(crate) mod commands;
 pub(crate) mod events;
+pub(crate) mod persist;
 mod run;
+pub(crate) mod sessions;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -166,23 +168,31 @@ fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
     *registry = Some(Arc::new(list));
 }
 
-/// Creates the registrations a script asked for, sharing its session.
-pub(crate) fn create(
+/// Builds registrations for a script's `register()` calls, sharing its session, without
+/// publishing them (see [`swap`]). `ids` gives them their ids (a session made again), else
+/// new ones are taken.
+pub(crate) fn build(
     language: Language,
     user: &[u8],
     session_id: &str,
     session: &Arc<dyn Session>,
     session_host: &Arc<SessionHost>,
     specs: Vec<RegistrationSpec>,
+    ids: Option<Vec<String>>,
 ) -> Vec<Arc<Registration>> {
     let Some(gears) = crate::gears() else {
         return Vec::new();
     };
-    let created: Vec<Arc<Registration>> = specs
+    let mut ids = ids.map(Vec::into_iter);
+    specs
         .into_iter()
         .map(|spec| {
+            let id = ids
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or_else(|| gears.executions.next_id());
             Arc::new(Registration {
-                id: gears.executions.next_id(),
+                id,
                 language,
                 user: user.to_vec(),
                 description: spec.plan.description.clone(),
@@ -208,13 +218,32 @@ pub(crate) fn create(
                 executions: Mutex::new(VecDeque::new()),
             })
         })
-        .collect();
-    update(|list| list.extend(created.iter().cloned()));
-    created
+        .collect()
 }
 
-/// Calls each new registration's `onRegistered` callback, on the worker that created them. If
-/// one fails, the script's registrations are all removed again and its error is the script's.
+/// In one step, removes the registrations `removed` and publishes `added` where the first
+/// removed one was (else at the end): no event sees both or neither.
+pub(crate) fn swap(removed: &[String], added: Vec<Arc<Registration>>) {
+    let mut gone = Vec::new();
+    update(|list| {
+        let at = list.iter().position(|r| removed.contains(&r.id));
+        list.retain(|r| {
+            let leaving = removed.contains(&r.id);
+            if leaving {
+                gone.push(r.clone());
+            }
+            !leaving
+        });
+        let at = at.unwrap_or(list.len()).min(list.len());
+        list.splice(at..at, added);
+    });
+    for registration in gone {
+        retire(&registration, false);
+    }
+}
+
+/// Calls each new (not yet published) registration's `onRegistered` callback, on the thread
+/// that made them; the first error stops (the caller then does not publish them).
 pub(crate) fn on_registered(
     created: &[Arc<Registration>],
     session: &Arc<dyn Session>,
@@ -227,12 +256,7 @@ pub(crate) fn on_registered(
         session.enter(&mut |runtime| {
             result = runtime.call(callback, &[]).map(|_| ());
         });
-        if let Err(e) = result {
-            for registration in created {
-                remove(&registration.id, true);
-            }
-            return Err(e);
-        }
+        result?;
     }
     Ok(())
 }
@@ -249,6 +273,13 @@ pub(crate) fn remove(id: &str, abort_pending: bool) -> bool {
     let Some(registration) = found else {
         return false;
     };
+    retire(&registration, abort_pending);
+    true
+}
+
+/// A registration that left the registry: no more events reach it, its executions leave the
+/// table, and with `abort_pending` its queued events are dropped (else they still run).
+fn retire(registration: &Registration, abort_pending: bool) {
     registration.removed.store(true, Ordering::Release);
     // Its executions leave the table with it.
     let kept = std::mem::take(&mut *lock(&registration.executions));
@@ -261,7 +292,6 @@ pub(crate) fn remove(id: &str, abort_pending: bool) -> bool {
         let dropped = std::mem::take(&mut *lock(&registration.queue));
         lock(&registration.stats).aborted += dropped.len() as u64;
     }
-    true
 }
 
 /// The registration with this id.

@@ -1,0 +1,221 @@
+"""Sessions (ID, DESCRIPTION, UPGRADE, REPLACE_WITH), and registrations that survive DEBUG
+RELOAD, restarts from RDB and AOF, and reach replicas."""
+import time
+
+import pytest
+import redis
+
+from conftest import RedisServer
+from helpers import gears, gears_error, raw_error
+
+COUNTER = {
+    "python": "GB().foreach(lambda x: execute('INCR', '%s')).register(prefix='k:*', mode='sync')",
+    "lua": "GB():foreach(function(x) execute('INCR', '%s') end):register('k:*', {mode = 'sync'})",
+    "rhai": 'GB().foreach(|x| execute("INCR", "%s")).register("k:*", #{mode: "sync"})',
+}
+
+
+def counter(language, key=None):
+    return COUNTER[language] % (key or language)
+
+
+def registration_ids(client):
+    return [r[1] for r in client.execute_command("RG.DUMPREGISTRATIONS")]
+
+
+def wait_for(check, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+@pytest.fixture
+def rr(server):
+    client = server.new_client()
+    client.flushall()
+    yield client
+    for rid in registration_ids(client):
+        client.execute_command("RG.UNREGISTER", rid)
+
+
+class TestSessions:
+    def test_an_id_names_the_session_and_can_not_be_taken_twice(self, rr):
+        assert gears(rr, "python", counter("python"), "ID", "counts", "DESCRIPTION", "d") == "OK"
+        [registration] = rr.execute_command("RG.DUMPREGISTRATIONS")
+        assert registration[9] == "{'sessionId':'counts', 'depsList':[]}"
+        assert gears_error(rr, "python", counter("python"), "ID", "counts") == \
+            "Session counts already exists"
+        assert len(registration_ids(rr)) == 1
+
+    @pytest.mark.parametrize("language", sorted(COUNTER))
+    def test_upgrade_replaces_the_sessions_registrations(self, rr, language):
+        gears(rr, language, counter(language, "old"), "ID", "s1")
+        gears(rr, language, counter(language, "other"), "ID", "s2")
+        before = registration_ids(rr)
+        assert gears(rr, language, counter(language, "new"), "ID", "s1", "UPGRADE") == "OK"
+        after = registration_ids(rr)
+        assert len(after) == 2 and before[1] in after and before[0] not in after
+        rr.set("k:1", 1)
+        assert (rr.get("old"), rr.get("new"), rr.get("other")) == (None, "1", "1")
+
+    def test_a_failing_upgrade_keeps_the_old_session(self, rr):
+        gears(rr, "python", counter("python", "old"), "ID", "s1")
+        before = registration_ids(rr)
+        error = gears_error(rr, "python", counter("python", "new") + "\nraise Exception('no')",
+                            "ID", "s1", "UPGRADE")
+        assert "Exception: no" in error
+        failing_on_registered = ("def boom():\n    raise Exception('init failed')\n"
+                                 "GB().register(prefix='k:*', onRegistered=boom)")
+        assert "init failed" in gears_error(rr, "python", failing_on_registered, "ID", "s1", "UPGRADE")
+        assert registration_ids(rr) == before
+        rr.set("k:1", 1)
+        assert rr.get("old") == "1"
+
+    def test_replace_with(self, rr):
+        gears(rr, "python", counter("python", "old"), "ID", "v1")
+        assert gears(rr, "python", counter("python", "new"), "ID", "v2", "REPLACE_WITH", "v1") == "OK"
+        rr.set("k:1", 1)
+        assert (rr.get("old"), rr.get("new")) == (None, "1")
+        assert gears_error(rr, "python", counter("python"), "ID", "v3", "REPLACE_WITH", "nope") == \
+            "Can not replace with nope, session does not exists."
+        gears(rr, "python", counter("python", "x"), "ID", "v4")
+        assert gears_error(rr, "python", counter("python"), "ID", "v4", "REPLACE_WITH", "v2") == \
+            "Can not replace an existing session v4 with v2"
+
+    @pytest.mark.parametrize("options, error", [
+        (("ID",), "ID is missing"),
+        (("ID", "a b"), "ID must be compose of: ['A'-'Z' | 'a'-'z' | '0' - '9' | '-' | '_']"),
+        (("DESCRIPTION",), "DESCRIPTION is missing"),
+        (("REPLACE_WITH",), "REPLACE_WITH is missing"),
+        (("BOGUS",), "Unknown arguments were given: BOGUS"),
+    ])
+    def test_option_errors(self, rr, options, error):
+        assert gears_error(rr, "python", counter("python"), *options) == error
+
+    def test_another_users_session_is_not_theirs_to_upgrade(self, server, rr):
+        gears(rr, "lua", counter("lua", "admin"), "ID", "mine")
+        rr.execute_command("ACL", "SETUSER", "eve", "on", ">pw", "~*", "+@all", "-client")
+        eve = server.new_client(username="eve", password="pw")
+        try:
+            assert gears_error(eve, "lua", counter("lua", "eve"), "ID", "mine", "UPGRADE") == \
+                "Session mine already exists"
+        finally:
+            rr.execute_command("ACL", "DELUSER", "eve")
+
+    def test_unregistering_the_last_registration_ends_the_session(self, rr):
+        gears(rr, "python", counter("python"), "ID", "gone")
+        [rid] = registration_ids(rr)
+        rr.execute_command("RG.UNREGISTER", rid)
+        # The id is free again.
+        assert gears(rr, "python", counter("python"), "ID", "gone") == "OK"
+
+    def test_inner_session_is_refused_to_clients(self, rr):
+        assert raw_error(rr, "RG.INNERSESSION", "DEL", "x") == \
+            "ERR RG.INNERSESSION is internal to Gears (replication and AOF)"
+
+
+def make_sessions(client):
+    """One session per language, a top-level write, a second registration unregistered."""
+    gears(client, "python", "execute('INCR', 'top')\n" + counter("python"), "ID", "py")
+    gears(client, "lua", counter("lua") + " GB():register('other:*')", "ID", "lua")
+    gears(client, "rhai", counter("rhai"))
+    ids = registration_ids(client)
+    assert len(ids) == 4
+    client.execute_command("RG.UNREGISTER", ids[2])  # lua's other:* registration
+    return registration_ids(client)
+
+
+def check_sessions(client, ids, fired):
+    assert registration_ids(client) == ids
+    client.set("k:%d" % fired, 1)
+    assert (client.get("python"), client.get("lua"), client.get("rhai")) == (str(fired),) * 3
+    # The top-level write ran once, not again when the session was made again.
+    assert client.get("top") == "1"
+
+
+def test_debug_reload_keeps_registrations():
+    s = RedisServer()
+    try:
+        c = s.new_client()
+        ids = make_sessions(c)
+        check_sessions(c, ids, 1)
+        assert c.execute_command("DEBUG", "RELOAD") == "OK"
+        check_sessions(c, ids, 2)
+    finally:
+        s.stop()
+
+
+def test_a_restart_from_rdb_makes_them_again():
+    s = RedisServer()
+    try:
+        c = s.new_client()
+        ids = make_sessions(c)
+        check_sessions(c, ids, 1)
+        c.save()
+        s.stop(keep_dir=True)
+        s = RedisServer(dir=s.dir)
+        c = s.new_client()
+        check_sessions(c, ids, 2)
+        # New ids never collide with the old ones.
+        gears(c, "python", "GB().register(prefix='new:*')")
+        assert len(set(registration_ids(c))) == 4
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("rewrite", [False, True])
+def test_a_restart_from_aof_makes_them_again(rewrite):
+    aof = ("--appendonly", "yes", "--appendfsync", "always")
+    s = RedisServer(server_args=aof)
+    try:
+        c = s.new_client()
+        ids = make_sessions(c)
+        check_sessions(c, ids, 1)
+        if rewrite:
+            c.bgrewriteaof()
+            assert wait_for(lambda: c.info("persistence")["aof_rewrite_in_progress"] == 0)
+        s.stop(keep_dir=True)
+        s = RedisServer(server_args=aof, dir=s.dir)
+        c = s.new_client()
+        check_sessions(c, ids, 2)
+    finally:
+        s.stop()
+
+
+def test_registrations_reach_a_replica_and_fire_once_it_is_promoted():
+    master = RedisServer(server_args=("--repl-diskless-sync-delay", "0"))
+    replica = None
+    try:
+        m = master.new_client()
+        gears(m, "python", counter("python"), "ID", "before")
+        replica = RedisServer(server_args=("--replicaof", "127.0.0.1", str(master.port)))
+        r = replica.new_client()
+        assert wait_for(lambda: r.info("replication").get("master_link_status") == "up")
+        # Full sync: the sessions come with the data.
+        assert wait_for(lambda: registration_ids(r) == registration_ids(m))
+        # Made later: they follow.
+        gears(m, "lua", counter("lua"), "ID", "after")
+        gears(m, "rhai", counter("rhai"))
+        assert wait_for(lambda: registration_ids(r) == registration_ids(m))
+        assert len(registration_ids(r)) == 3
+        # Only the master fires; the replica gets the writes.
+        m.set("k:1", 1)
+        assert wait_for(lambda: r.get("rhai") == "1")
+        assert (r.get("python"), r.get("lua")) == ("1", "1")
+        # Unregistering reaches it too.
+        m.execute_command("RG.UNREGISTER", registration_ids(m)[0])
+        assert wait_for(lambda: registration_ids(r) == registration_ids(m))
+        assert len(registration_ids(r)) == 2
+        # Promoted, it fires for new writes without registering again.
+        m.set("k:2", 1)
+        assert wait_for(lambda: r.get("rhai") == "2")
+        r.execute_command("REPLICAOF", "NO", "ONE")
+        r.set("k:3", 1)
+        assert (r.get("python"), r.get("lua"), r.get("rhai")) == ("1", "3", "3")
+    finally:
+        if replica:
+            replica.stop()
+        master.stop()
