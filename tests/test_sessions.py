@@ -112,6 +112,23 @@ class TestSessions:
         # The id is free again.
         assert gears(rr, "python", counter("python"), "ID", "gone") == "OK"
 
+    def test_pydumpsessions(self, rr):
+        gears(rr, "python", counter("python"), "ID", "test", "DESCRIPTION", "desc")
+        gears(rr, "lua", counter("lua"), "ID", "luasession")
+        [rid, lua_rid] = registration_ids(rr)
+        assert rr.execute_command("RG.PYDUMPSESSIONS") == [[
+            "ID", "test", "sessionDescription", "desc", "refCount", 1, "linked", "primary",
+            "dead", "false", "requirementInstallationNeeded", 0, "requirements", [],
+            "registrations", [rid]]]
+        verbose = rr.execute_command("RG.PYDUMPSESSIONS", "VERBOSE")
+        assert verbose[0][-1][0][:4] == ["id", rid, "reader", "KeysReader"]
+        assert rr.execute_command("RG.PYDUMPSESSIONS", "SESSIONS", "test", "nope") == [
+            rr.execute_command("RG.PYDUMPSESSIONS")[0], "Session nope does not exists"]
+        assert raw_error(rr, "RG.PYDUMPSESSIONS", "LOUD") == "Unknown option LOUD"
+        everything = rr.execute_command("RG.DUMPSESSIONS")
+        assert [s[1] for s in everything] == ["test", "luasession"]
+        assert everything[1][-4:] == ["registrations", [lua_rid], "language", "lua"]
+
     def test_inner_session_is_refused_to_clients(self, rr):
         assert raw_error(rr, "RG.INNERSESSION", "DEL", "x") == \
             "ERR RG.INNERSESSION is internal to Gears (replication and AOF)"

@@ -232,5 +232,7 @@ redis_module! {
         ["RG.PAUSEREGISTRATIONS", registrations::commands::pause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
+        ["RG.PYDUMPSESSIONS", registrations::commands::py_dump_sessions, "readonly", 0, 0, 0, ""],
+        ["RG.DUMPSESSIONS", registrations::commands::dump_all_sessions, "readonly", 0, 0, 0, ""],
     ],
 }

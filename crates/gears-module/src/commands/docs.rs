@@ -184,6 +184,20 @@ static UNREGISTER_ARGS: [Arg; 2] = [
     ),
 ];
 
+static DUMP_SESSIONS_ARGS: [Arg; 3] = [
+    flag("VERBOSE", "show each registration in full"),
+    flag("DEAD", "also sessions that ended (Gears keeps none)"),
+    Arg {
+        name: "session",
+        kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+        token: Some("SESSIONS"),
+        optional: true,
+        multiple: true,
+        summary: "only these sessions (last)",
+        subargs: &[],
+    },
+];
+
 static INNER_SESSION_ARGS: [Arg; 2] = [
     arg("action", "SET or DEL"),
     arg("session", "the encoded session, or its id"),
@@ -301,6 +315,22 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         "Resumes a paused stream registration",
         "gears slow",
     ),
+    CommandDoc {
+        name: "RG.PYDUMPSESSIONS",
+        categories: "gears slow",
+        summary: "Lists the Python sessions (scripts that registered pipelines)",
+        complexity: "O(N) for N sessions",
+        arity: -1,
+        args: &DUMP_SESSIONS_ARGS,
+    },
+    CommandDoc {
+        name: "RG.DUMPSESSIONS",
+        categories: "gears slow",
+        summary: "Lists the sessions of every language (scripts that registered pipelines)",
+        complexity: "O(N) for N sessions",
+        arity: -1,
+        args: &DUMP_SESSIONS_ARGS,
+    },
     CommandDoc {
         name: "RG.INNERSESSION",
         categories: "gears slow",

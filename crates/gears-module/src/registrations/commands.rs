@@ -188,3 +188,98 @@ pub(crate) fn pause_registrations(ctx: &Context, args: Vec<RedisString>) -> Redi
 pub(crate) fn unpause_registrations(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guarded(|| pause_or_unpause(ctx, &args, "unpause"))
 }
+
+/// `RG.PYDUMPSESSIONS [VERBOSE] [DEAD] [SESSIONS s ...]`: Python sessions, as RedisGears 1.2.
+pub(crate) fn py_dump_sessions(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| dump_sessions(ctx, &args[1..], Some(gears_core::Language::Python)))
+}
+
+/// `RG.DUMPSESSIONS [VERBOSE] [DEAD] [SESSIONS s ...]`: the sessions of every language, with
+/// a `language` field.
+pub(crate) fn dump_all_sessions(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guarded(|| dump_sessions(ctx, &args[1..], None))
+}
+
+fn dump_sessions(
+    ctx: &Context,
+    options: &[RedisString],
+    language: Option<gears_core::Language>,
+) -> RedisResult {
+    let mut verbose = false;
+    let mut wanted: Option<Vec<String>> = None;
+    for (i, option) in options.iter().enumerate() {
+        let text = option.to_string_lossy();
+        match text.to_ascii_uppercase().as_str() {
+            "VERBOSE" => verbose = true,
+            // Gears keeps no dead sessions: an upgraded session's registrations end with it.
+            "DEAD" => {}
+            "SESSIONS" => {
+                wanted = Some(
+                    options[i + 1..]
+                        .iter()
+                        .map(|s| s.to_string_lossy())
+                        .collect(),
+                );
+                break;
+            }
+            _ => return Err(RedisError::String(format!("Unknown option {text}"))),
+        }
+    }
+    let caller = Caller::of(ctx);
+    let admin = is_admin(ctx, &caller);
+    let sessions: Vec<_> = super::sessions::all()
+        .into_iter()
+        .filter(|s| language.is_none_or(|l| s.language == l))
+        .filter(|s| admin || s.user == caller.user)
+        .collect();
+    let registrations = super::all();
+    let describe_session = |session: &super::sessions::SessionSpec| {
+        let ids: Vec<ReplyValue> = session
+            .live()
+            .map(|id| {
+                let full = registrations.iter().find(|r| &r.id == id);
+                match (verbose, full) {
+                    (true, Some(registration)) => describe(registration),
+                    _ => bulk(id.as_str()),
+                }
+            })
+            .collect();
+        let mut fields = vec![
+            bulk("ID"),
+            bulk(session.id.as_str()),
+            bulk("sessionDescription"),
+            match &session.description {
+                Some(d) => bulk(d.as_str()),
+                None => ReplyValue::Null,
+            },
+            bulk("refCount"),
+            ReplyValue::Integer(ids.len() as i64),
+            bulk("linked"),
+            bulk("primary"),
+            bulk("dead"),
+            bulk("false"),
+            bulk("requirementInstallationNeeded"),
+            ReplyValue::Integer(0),
+            bulk("requirements"),
+            ReplyValue::Array(Vec::new()),
+            bulk("registrations"),
+            ReplyValue::Array(ids),
+        ];
+        if language.is_none() {
+            fields.push(bulk("language"));
+            fields.push(bulk(session.language.name()));
+        }
+        ReplyValue::Array(fields)
+    };
+    let reply = match wanted {
+        None => sessions.iter().map(describe_session).collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| match sessions.iter().find(|s| &s.id == name) {
+                Some(session) => describe_session(session),
+                None => bulk(format!("Session {name} does not exists")),
+            })
+            .collect(),
+    };
+    send(ctx, &ReplyValue::Array(reply))
+}
