@@ -344,3 +344,33 @@ class TestAcl:
             assert [r[1] for r in registrations(alice)] == [rid]
         finally:
             rr.execute_command("ACL", "DELUSER", "bob")
+
+
+RUNAWAY_SYNC = {
+    "python": "def f(x):\n    while True:\n        pass\nGB().foreach(f).register(prefix='loop:*', mode='sync')",
+    "lua": "GB():foreach(function(x) while true do end end):register('loop:*', {mode = 'sync'})",
+    "rhai": 'GB().foreach(|x| { loop {} }).register("loop:*", #{mode: "sync"})',
+}
+
+
+@pytest.fixture(scope="module")
+def quick():
+    from conftest import RedisServer
+    s = RedisServer(extra_args=("AtomicBlockMaxTime", "300"))
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("language", sorted(RUNAWAY_SYNC))
+def test_a_runaway_sync_registration_is_stopped_like_an_atomic_block(quick, language):
+    client = quick.new_client()
+    gears(client, language, RUNAWAY_SYNC[language])
+    started = time.time()
+    client.set("loop:1", 1)   # the command waits for the registration, which is stopped
+    elapsed = time.time() - started
+    assert 0.25 < elapsed < 3.0
+    assert client.ping()
+    [registration] = registrations(client)
+    assert data(registration)["lastError"].startswith(
+        "BUSY the atomic block ran longer than 300 ms (AtomicBlockMaxTime)")
+    client.execute_command("RG.UNREGISTER", registration[1])

@@ -61,7 +61,7 @@ fn run_sync(registration: &Arc<Registration>, event: Event) {
         return;
     };
     let _sync = SyncRun::enter();
-    run_event(registration, event);
+    run_event(registration, event, true);
 }
 
 type AddPostNotificationJob = unsafe extern "C" fn(
@@ -182,7 +182,7 @@ fn drain(registration: Arc<Registration>) {
         let next = lock(&registration.queue).pop_front();
         match next {
             Some(event) => {
-                run_event(&registration, event);
+                run_event(&registration, event, false);
                 ran += 1;
             }
             None => {
@@ -198,8 +198,9 @@ fn drain(registration: Arc<Registration>) {
     }
 }
 
-/// Runs the registration's plan over the event's record, as one execution.
-fn run_event(registration: &Arc<Registration>, event: Event) {
+/// Runs the registration's plan over the event's record, as one execution. A `sync` run holds
+/// the Redis lock all along, so it is timed like an atomic block (`AtomicBlockMaxTime`).
+fn run_event(registration: &Arc<Registration>, event: Event, sync: bool) {
     let Some(gears) = crate::gears() else {
         return;
     };
@@ -211,6 +212,9 @@ fn run_event(registration: &Arc<Registration>, event: Event) {
         db: event.db,
     };
     let control = ExecutionControl::new(gears.execution_limits());
+    if sync {
+        control.begin_atomic();
+    }
     let _control_scope = ControlScope::enter(&control);
     let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
     let _host_scope = registration.session_host.enter(&host);
@@ -249,6 +253,7 @@ fn run_event(registration: &Arc<Registration>, event: Event) {
         .map_err(|_| "Gears internal error while running the registration".to_string())
     });
     host.finish();
+    control.end_atomic();
     let duration = started.elapsed();
     let aborted = control.stop_message().as_deref() == Some(ABORTED);
     let (finished, error) = match outcome {
