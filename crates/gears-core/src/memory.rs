@@ -74,83 +74,86 @@ thread_local! {
     /// [`MeterScope`] that set it.
     static METER: Cell<*const MemoryMeter> = const { Cell::new(std::ptr::null()) };
     /// What this thread charged and has not yet added to the shared counters.
-    static PENDING: Cell<Pending> = const { Cell::new(Pending::ZERO) };
+    static PENDING: Pending = const { Pending::new() };
 }
 
 /// A thread's charges not yet added to the shared counters: allocations are counted in plain
 /// thread-local arithmetic and reach the atomics once they add up to [`FLUSH_BYTES`] (an atomic
 /// add per allocation cost a worker running a registration a seventh of its time). Reads by
 /// the charging thread include its pending bytes, so its own figures stay exact; other threads
-/// see each thread's figure at most [`FLUSH_BYTES`] behind.
-#[derive(Clone, Copy)]
+/// see each thread's figure at most [`FLUSH_BYTES`] behind. Each field is its own cell, changed
+/// in place (copying the whole struct in and out of one cell stalled on every allocation).
 struct Pending {
-    native: i64,
-    native_allocated: i64,
-    python: i64,
-    python_allocated: i64,
+    native: Cell<i64>,
+    native_allocated: Cell<i64>,
+    python: Cell<i64>,
+    python_allocated: Cell<i64>,
     /// Charged to the current meter ([`METER`]).
-    meter: i64,
+    meter: Cell<i64>,
 }
 
 impl Pending {
-    const ZERO: Pending = Pending {
-        native: 0,
-        native_allocated: 0,
-        python: 0,
-        python_allocated: 0,
-        meter: 0,
-    };
-
-    fn large(&self) -> bool {
-        self.native.abs() >= FLUSH_BYTES
-            || self.python.abs() >= FLUSH_BYTES
-            || self.meter.abs() >= FLUSH_BYTES
-            || self.native_allocated >= FLUSH_BYTES
-            || self.python_allocated >= FLUSH_BYTES
+    const fn new() -> Self {
+        Pending {
+            native: Cell::new(0),
+            native_allocated: Cell::new(0),
+            python: Cell::new(0),
+            python_allocated: Cell::new(0),
+            meter: Cell::new(0),
+        }
     }
 }
 
 /// How far a thread's charges may run ahead of the shared counters.
 const FLUSH_BYTES: i64 = 16 << 10;
 
-/// Adds this thread's pending charges to the shared counters and its current meter.
-fn flush(pending: &mut Pending) {
-    if pending.native != 0 {
-        NATIVE.add(pending.native);
+/// Adds a thread's pending charges to the shared counters and its current meter.
+fn flush(pending: &Pending) {
+    let take = |cell: &Cell<i64>| cell.replace(0);
+    let native = take(&pending.native);
+    if native != 0 {
+        NATIVE.add(native);
     }
-    if pending.native_allocated != 0 {
-        NATIVE_ALLOCATED.add(pending.native_allocated);
+    let native_allocated = take(&pending.native_allocated);
+    if native_allocated != 0 {
+        NATIVE_ALLOCATED.add(native_allocated);
     }
-    if pending.python != 0 {
-        PYTHON.add(pending.python);
+    let python = take(&pending.python);
+    if python != 0 {
+        PYTHON.add(python);
     }
-    if pending.python_allocated != 0 {
-        PYTHON_ALLOCATED.add(pending.python_allocated);
+    let python_allocated = take(&pending.python_allocated);
+    if python_allocated != 0 {
+        PYTHON_ALLOCATED.add(python_allocated);
     }
-    if pending.meter != 0 {
-        let meter = METER
-            .try_with(|meter| meter.get())
-            .unwrap_or(std::ptr::null());
+    let meter_delta = take(&pending.meter);
+    if meter_delta != 0 {
+        let meter = METER.try_with(|meter| meter.get()).unwrap_or(std::ptr::null());
         if !meter.is_null() {
             // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
-            unsafe { (*meter).used.fetch_add(pending.meter, Ordering::Relaxed) };
+            unsafe { (*meter).used.fetch_add(meter_delta, Ordering::Relaxed) };
         }
     }
-    *pending = Pending::ZERO;
 }
 
 /// Flushes this thread's pending charges (before its current meter changes).
 fn flush_thread() {
-    let _ = PENDING.try_with(|cell| {
-        let mut pending = cell.get();
-        flush(&mut pending);
-        cell.set(pending);
-    });
+    let _ = PENDING.try_with(flush);
 }
 
-/// This thread's pending charges.
-fn pending() -> Pending {
-    PENDING.try_with(|cell| cell.get()).unwrap_or(Pending::ZERO)
+/// This thread's pending charges: (native, native allocated, python, python allocated, meter).
+fn pending() -> (i64, i64, i64, i64, i64) {
+    PENDING
+        .try_with(|p| {
+            (
+                p.native.get(),
+                p.native_allocated.get(),
+                p.python.get(),
+                p.python_allocated.get(),
+                p.meter.get(),
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn shard_index() -> usize {
@@ -170,43 +173,48 @@ fn shard_index() -> usize {
 /// meter of the execution this thread works for. Safe to call from an allocator: it never
 /// allocates.
 pub fn charge(pool: Pool, delta: i64) {
-    let counted = PENDING.try_with(|cell| {
-        let mut pending = cell.get();
-        let allocated = delta.max(0);
-        match pool {
-            Pool::Native => {
-                pending.native += delta;
-                pending.native_allocated += allocated;
-            }
-            Pool::Python => {
-                pending.python += delta;
-                pending.python_allocated += allocated;
-            }
+    let counted = PENDING.try_with(|pending| {
+        let (held, allocated) = match pool {
+            Pool::Native => (&pending.native, &pending.native_allocated),
+            Pool::Python => (&pending.python, &pending.python_allocated),
+        };
+        let held = held.get() + delta;
+        pending_set(pool, pending, held);
+        let mut large = held.abs() >= FLUSH_BYTES;
+        if delta > 0 {
+            let total = allocated.get() + delta;
+            allocated.set(total);
+            large |= total >= FLUSH_BYTES;
         }
-        pending.meter += delta;
-        if pending.large() {
-            flush(&mut pending);
+        let meter = pending.meter.get() + delta;
+        pending.meter.set(meter);
+        if large || meter.abs() >= FLUSH_BYTES {
+            flush(pending);
         }
-        cell.set(pending);
     });
     if counted.is_err() {
         // The thread is exiting: count directly.
-        let mut pending = Pending::ZERO;
         match pool {
-            Pool::Native => pending.native = delta,
-            Pool::Python => pending.python = delta,
+            Pool::Native => NATIVE.add(delta),
+            Pool::Python => PYTHON.add(delta),
         }
-        flush(&mut pending);
+    }
+}
+
+fn pending_set(pool: Pool, pending: &Pending, held: i64) {
+    match pool {
+        Pool::Native => pending.native.set(held),
+        Pool::Python => pending.python.set(held),
     }
 }
 
 /// Bytes held in `pool` (it may read slightly negative when memory allocated before counting
 /// started is freed).
 pub fn used(pool: Pool) -> i64 {
-    let pending = pending();
+    let (native, _, python, _, _) = pending();
     match pool {
-        Pool::Native => NATIVE.total() + pending.native,
-        Pool::Python => PYTHON.total() + pending.python,
+        Pool::Native => NATIVE.total() + native,
+        Pool::Python => PYTHON.total() + python,
     }
 }
 
@@ -230,10 +238,10 @@ pub fn sample(pool: Pool) -> PoolStats {
     };
     let current = used(pool).max(0);
     let peak = peak.fetch_max(current, Ordering::Relaxed).max(current);
-    let own = pending();
+    let (_, native_allocated, _, python_allocated, _) = pending();
     let own = match pool {
-        Pool::Native => own.native_allocated,
-        Pool::Python => own.python_allocated,
+        Pool::Native => native_allocated,
+        Pool::Python => python_allocated,
     };
     PoolStats {
         total_allocated: allocated.total() + own,
@@ -324,7 +332,7 @@ impl MemoryMeter {
             .try_with(|meter| meter.get())
             .unwrap_or(std::ptr::null());
         if std::ptr::eq(current, self) {
-            shared + pending().meter
+            shared + pending().4
         } else {
             shared
         }
