@@ -374,3 +374,27 @@ def test_a_runaway_sync_registration_is_stopped_like_an_atomic_block(quick, lang
     assert data(registration)["lastError"].startswith(
         "BUSY the atomic block ran longer than 300 ms (AtomicBlockMaxTime)")
     client.execute_command("RG.UNREGISTER", registration[1])
+
+
+BEFORE = ("GB().foreach(lambda x: execute('SET', 'last', str(x)))"
+          ".register(prefix='old:*', eventTypes=['before_delete', 'before_expire'], mode='%s')")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_before_removal_events_carry_the_old_value(server, rr, mode):
+    if server.kind[0] != "valkey" and server.kind[1] < (7, 2, 0):
+        assert gears_error(rr, "python", BEFORE % mode) == (
+            "event type 'before_delete' needs a server with key events (Redis 7.2 or later, Valkey)")
+        assert registrations(rr) == []
+        return
+    assert gears(rr, "python", BEFORE % mode) == "OK"
+    rr.hset("old:1", mapping={"a": "1"})
+    rr.delete("old:1")
+    expected = "{'event': 'before_delete', 'key': 'old:1', 'type': 'hash', 'value': {'a': '1'}}"
+    assert wait_for(lambda: rr.get("last") == expected), rr.get("last")
+    rr.set("old:2", "v", px=50)
+    expected = "{'event': 'before_expire', 'key': 'old:2', 'type': 'string', 'value': 'v'}"
+    assert wait_for(lambda: rr.get("last") == expected or rr.exists("old:2") and False), rr.get("last")
+    # Not asked for: no before_* event for other registrations.
+    stats = data(registrations(rr)[0])
+    assert stats["numTriggered"] == 2

@@ -128,7 +128,9 @@ fn flush(pending: &Pending) {
     }
     let meter_delta = take(&pending.meter);
     if meter_delta != 0 {
-        let meter = METER.try_with(|meter| meter.get()).unwrap_or(std::ptr::null());
+        let meter = METER
+            .try_with(|meter| meter.get())
+            .unwrap_or(std::ptr::null());
         if !meter.is_null() {
             // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
             unsafe { (*meter).used.fetch_add(meter_delta, Ordering::Relaxed) };

@@ -16,7 +16,8 @@ use crate::host::RedisHost;
 
 pub(crate) use event::event_record;
 pub(crate) use keys::KeysReader;
-pub(crate) use raw_keys::{close_key, key_type, open_key, opening_key, type_name};
+pub(crate) use raw_keys::{close_key, key_type, open_key, opening_key, string_bytes, type_name};
+pub(crate) use values::read_open_key;
 
 /// Records per batch: the readers take the Redis lock once per batch.
 pub(crate) const BATCH_SIZE: usize = 4096;

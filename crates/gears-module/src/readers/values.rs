@@ -157,6 +157,65 @@ enum Slice {
     Gone,
 }
 
+/// The most a value read in a key event (a key about to be removed) may hold.
+const KEY_EVENT_BYTES: usize = 1 << 20;
+
+/// The value and RedisGears type name of an open key, read with the key API only (no command
+/// may run while a key is being removed), for a key event. `None` for a value past 1 MiB.
+pub(crate) fn read_open_key(
+    ctx: &Context,
+    key: *mut raw::RedisModuleKey,
+) -> Option<(Record, &'static str)> {
+    let kind = key_type(key);
+    let value = match kind as isize {
+        raw::REDISMODULE_KEYTYPE_STRING => {
+            let mut len = 0usize;
+            // SAFETY: an open string key, read through its buffer and copied at once.
+            unsafe {
+                let ptr = raw::RedisModule_StringDMA.unwrap()(
+                    key,
+                    &mut len,
+                    raw::REDISMODULE_READ as std::os::raw::c_int,
+                );
+                if ptr.is_null() || len > KEY_EVENT_BYTES {
+                    return None;
+                }
+                Record::from(std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec())
+            }
+        }
+        raw::REDISMODULE_KEYTYPE_HASH => {
+            let cursor = ScanCursor::new();
+            let mut fields = Fields::default();
+            while scan_fields(key, &cursor, &mut fields) {
+                if fields.bytes > KEY_EVENT_BYTES {
+                    return None;
+                }
+            }
+            if fields.bytes > KEY_EVENT_BYTES {
+                return None;
+            }
+            super::keys::hash_fields_record(fields.items)
+        }
+        raw::REDISMODULE_KEYTYPE_LIST => {
+            let mut items = Items::default();
+            let length = value_length(key);
+            while items.values.len() < length {
+                if !list_element(ctx, key, items.values.len(), &mut items)
+                    || items.bytes > KEY_EVENT_BYTES
+                {
+                    break;
+                }
+            }
+            if items.bytes > KEY_EVENT_BYTES {
+                return None;
+            }
+            Record::List(items.values)
+        }
+        _ => Record::Nil,
+    };
+    Some((value, type_name(kind)))
+}
+
 /// Reads a large value in slices, each under its own short hold of the Redis lock (at most
 /// [`SLICE_LOCK`] and [`SLICE_BYTES`]), so that no client waits long whatever the value's size.
 /// As with `HSCAN` or `LRANGE` in pages, a value changed while it is read may show a mix of

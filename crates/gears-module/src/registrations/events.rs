@@ -26,6 +26,7 @@ pub(crate) fn subscribe(ctx: &Context) -> Result<(), String> {
         )
     };
     if status == raw::REDISMODULE_OK as c_int {
+        super::removals::subscribe(ctx);
         if !run::detect_post_notification_jobs() {
             ctx.log_notice(
                 "Gears: this server has no post-notification jobs (Redis < 7.2): sync \
@@ -97,7 +98,7 @@ unsafe extern "C" fn on_keyspace_event(
 }
 
 /// True on a master that is not loading: the only place registrations fire.
-fn may_fire(ctx: &Context) -> bool {
+pub(super) fn may_fire(ctx: &Context) -> bool {
     // SAFETY: a plain query of the server's state.
     let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
     flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
@@ -138,6 +139,7 @@ fn dispatch(ctx: &Context, event: String, key: Vec<u8>) {
             key: key.clone(),
             event: event.clone(),
             db,
+            record: None,
         };
         run::fire(ctx.ctx, &registration, event);
     }

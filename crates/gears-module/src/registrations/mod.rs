@@ -10,6 +10,7 @@
 pub(crate) mod commands;
 pub(crate) mod events;
 pub(crate) mod persist;
+pub(crate) mod removals;
 mod run;
 pub(crate) mod sessions;
 
@@ -25,11 +26,13 @@ use crate::host::SessionHost;
 
 pub(crate) use events::subscribe;
 
-/// One event waiting for a worker: a key, what happened to it, and its database.
+/// One event: a key, what happened to it, and its database; a key event (a key about to be
+/// removed) carries its record, read while the key still existed.
 pub(crate) struct Event {
     pub key: Vec<u8>,
     pub event: String,
     pub db: i32,
+    pub record: Option<gears_core::Record>,
 }
 
 /// What `RG.DUMPREGISTRATIONS` shows of a registration's runs.

@@ -46,9 +46,18 @@ pub(super) fn fire(ctx: *mut raw::RedisModuleCtx, registration: &Arc<Registratio
                 if added != raw::REDISMODULE_OK as c_int {
                     // SAFETY: Redis refused the job, so the box is still ours.
                     let (registration, event) = *unsafe { Box::from_raw(job) };
-                    run_sync(&registration, event);
+                    if event.record.is_some() {
+                        // A key being removed: nothing may write now; run it after, on a
+                        // worker.
+                        enqueue(&registration, event);
+                    } else {
+                        run_sync(&registration, event);
+                    }
                 }
             }
+            // A key being removed on a server without jobs (none has the key event without
+            // them): never write inside the removal.
+            _ if event.record.is_some() && !in_post_job() => enqueue(registration, event),
             _ => run_sync(registration, event),
         },
         ExecutionMode::Async | ExecutionMode::AsyncLocal => enqueue(registration, event),
@@ -113,6 +122,7 @@ unsafe extern "C" fn post_job(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void)
         key: event.key.clone(),
         event: event.event.clone(),
         db: event.db,
+        record: event.record.clone(),
     };
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // Events its writes raise inside this job run inline (a job's own jobs would run
@@ -219,8 +229,10 @@ fn run_event(registration: &Arc<Registration>, event: Event, sync: bool) {
     let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
     let _host_scope = registration.session_host.enter(&host);
     let started = Instant::now();
-    let record = catch_unwind(AssertUnwindSafe(|| {
-        crate::readers::event_record(&host, &event.key, &event.event, trigger.read_value)
+    let record = catch_unwind(AssertUnwindSafe(|| match event.record {
+        // Read (and checked against the user's rights) when the key was about to go away.
+        Some(record) => Ok(Some(record)),
+        None => crate::readers::event_record(&host, &event.key, &event.event, trigger.read_value),
     }))
     .unwrap_or_else(|_| {
         Err(gears_core::GearsError::Internal(

@@ -134,6 +134,7 @@ pub(crate) fn establish(
             return Err(format!("Session {} already exists", old.id));
         }
     }
+    super::removals::check(&specs)?;
     let created = super::build(
         new.language,
         &new.caller.user,
