@@ -398,3 +398,8 @@ def test_before_removal_events_carry_the_old_value(server, rr, mode):
     # Not asked for: no before_* event for other registrations.
     stats = data(registrations(rr)[0])
     assert stats["numTriggered"] == 2
+
+
+def test_python_register_returns_the_registration_id(rr):
+    gears(rr, "python", "rid = GB().register(prefix='r:*')\nexecute('SET', 'rid', rid)")
+    assert [r[1] for r in registrations(rr)] == [rr.get("rid")]

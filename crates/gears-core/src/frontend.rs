@@ -51,6 +51,10 @@ pub trait RedisAccess: Send + Sync {
     }
     /// Ends this thread's atomic block, if it has one (idempotent, so it is also a safety net).
     fn end_atomic(&self) {}
+    /// A new registration id, which `register()` returns (none where the host has no ids).
+    fn new_registration_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A scripting language: compiles scripts into plans plus the callbacks those plans reference.

@@ -19,6 +19,9 @@ pub struct RegistrationSpec {
     pub trigger: Trigger,
     /// `onRegistered`: called once the registration exists (and when it is re-created).
     pub on_registered: Option<CallbackId>,
+    /// The id `register()` handed the script (Python returns it), if the host gave one.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 impl RegistrationSpec {

@@ -345,6 +345,7 @@ fn register(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) ->
         plan,
         trigger,
         on_registered,
+        id: None,
     });
     Ok(())
 }

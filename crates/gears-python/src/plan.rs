@@ -325,14 +325,23 @@ pub(crate) fn register(
     };
     let mut builder = PlanBuilder::new(Language::Python);
     let lowered = lower_steps(&mut builder, &mut state, &steps);
+    let id = link.host().ok().and_then(|host| host.new_registration_id());
     if lowered.is_ok() {
         let on_registered = optional_callback(&mut state, &on_registered);
         state.registrations.push(RegistrationSpec {
             plan: builder.build(spec, options, description),
             trigger,
             on_registered,
+            id: id.clone(),
         });
     }
     link.put_compile_state(state);
-    lowered.map(|_| py.None())
+    // The registration's id, as RedisGears returns it.
+    lowered.map(|_| match id {
+        Some(id) => id
+            .into_pyobject(py)
+            .map(|s| s.into_any().unbind())
+            .unwrap_or(py.None()),
+        None => py.None(),
+    })
 }

@@ -447,6 +447,7 @@ fn register_plan(
             plan,
             trigger,
             on_registered: parsed.on_registered,
+            id: None,
         })
         .map_err(raise)
 }

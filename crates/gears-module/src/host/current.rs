@@ -124,4 +124,8 @@ impl RedisAccess for SessionHost {
     fn end_atomic(&self) {
         self.host().end_atomic()
     }
+
+    fn new_registration_id(&self) -> Option<String> {
+        crate::gears().map(|gears| gears.executions.next_id())
+    }
 }

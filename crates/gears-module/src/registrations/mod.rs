@@ -193,6 +193,7 @@ pub(crate) fn build(
             let id = ids
                 .as_mut()
                 .and_then(Iterator::next)
+                .or_else(|| spec.id.clone())
                 .unwrap_or_else(|| gears.executions.next_id());
             Arc::new(Registration {
                 id,
