@@ -9,6 +9,21 @@ from helpers import gears, gears_error, raw_error
 
 SHARD = "0" * 40
 
+# Sync registrations that write: allowed on Redis 7.0 only with this setting (see
+# test_sync_writes_on_redis_7_0_need_the_setting); Valkey and Redis 7.2+ need nothing.
+SYNC_WRITES = ("SyncRegistrationWrites", "1")
+
+
+@pytest.fixture(scope="module")
+def server():
+    from conftest import RedisServer
+    s = RedisServer(extra_args=SYNC_WRITES)
+    yield s
+    alive = s.alive()
+    log = s.read_log()
+    s.stop()
+    assert alive, "redis-server died during the tests:\n" + log
+
 
 @pytest.fixture
 def rr(server):
@@ -356,7 +371,7 @@ RUNAWAY_SYNC = {
 @pytest.fixture(scope="module")
 def quick():
     from conftest import RedisServer
-    s = RedisServer(extra_args=("AtomicBlockMaxTime", "300"))
+    s = RedisServer(extra_args=("AtomicBlockMaxTime", "300") + SYNC_WRITES)
     yield s
     s.stop()
 
@@ -403,3 +418,30 @@ def test_before_removal_events_carry_the_old_value(server, rr, mode):
 def test_python_register_returns_the_registration_id(rr):
     gears(rr, "python", "rid = GB().register(prefix='r:*')\nexecute('SET', 'rid', rid)")
     assert [r[1] for r in registrations(rr)] == [rr.get("rid")]
+
+
+def test_sync_writes_on_redis_7_0_need_the_setting():
+    from conftest import RedisServer
+    s = RedisServer()
+    try:
+        client = s.new_client()
+        gears(client, "lua", SYNC_COUNTER["lua"])
+        client.set("k:1", "v")
+        name, version = s.kind
+        if name == "redis" and version < (7, 2, 0):
+            # Inside the notification a write could crash the server: refused, the event fails.
+            assert client.get("count") is None
+            [registration] = registrations(client)
+            assert data(registration)["lastError"] == (
+                "script:1: ERR a sync registration can not run 'incr' on this server: Redis 7.0 "
+                "has no post-notification jobs, and a write inside the command that raised the "
+                "event could crash it (use mode='async', Redis 7.2+ or Valkey, or "
+                "SyncRegistrationWrites 1)")
+            # Reads work.
+            gears(client, "python", "GB().map(lambda x: execute('GET', x['key'])).register(prefix='r:*', mode='sync')")
+            client.set("r:1", "v")
+            assert data(registrations(client)[1])["numSuccess"] == 1
+        else:
+            assert client.get("count") == "1"
+    finally:
+        s.stop()

@@ -5,8 +5,22 @@ import time
 import pytest
 import redis
 
-from conftest import RedisServer
+from conftest import RedisServer as BaseServer
 from helpers import gears, gears_error, raw_error
+
+# The sync counters below write: on Redis 7.0 that needs the setting (test_registrations.py).
+SYNC_WRITES = ("SyncRegistrationWrites", "1")
+
+
+def RedisServer(extra_args=(), **kwargs):
+    return BaseServer(extra_args=SYNC_WRITES + tuple(extra_args), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = RedisServer()
+    yield s
+    s.stop()
 
 COUNTER = {
     "python": "GB().foreach(lambda x: execute('INCR', '%s')).register(prefix='k:*', mode='sync')",
@@ -236,3 +250,82 @@ def test_registrations_reach_a_replica_and_fire_once_it_is_promoted():
         if replica:
             replica.stop()
         master.stop()
+
+
+def test_unregister_waits_for_a_write_pause_and_the_server_survives():
+    # RG.UNREGISTER propagates: during CLIENT PAUSE WRITE it waits (it crashed the server).
+    s = RedisServer(server_args=("--appendonly", "yes"))
+    try:
+        c = s.new_client()
+        gears(c, "lua", counter("lua"), "ID", "p")
+        [rid] = registration_ids(c)
+        c.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+        started = time.time()
+        assert c.execute_command("RG.UNREGISTER", rid) == "OK"
+        assert time.time() - started > 0.2
+        # A script that registers while a pause starts waits for it too.
+        slow = "local t = execute('TIME') while tonumber(execute('TIME')[1]) < tonumber(t[1]) + 1 do end " + counter("lua")
+        import threading
+        result = []
+        t = threading.Thread(target=lambda: result.append(gears(s.new_client(), "lua", slow)))
+        t.start()
+        time.sleep(0.3)
+        c.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
+        t.join(10)
+        assert result == ["OK"]
+        assert s.alive() and c.ping()
+        assert len(registration_ids(c)) == 1
+    finally:
+        s.stop()
+
+
+def test_a_read_only_replica_refuses_registrations():
+    master = RedisServer(server_args=("--repl-diskless-sync-delay", "0"))
+    replica = RedisServer(server_args=("--replicaof", "127.0.0.1", str(master.port)))
+    try:
+        m, r = master.new_client(), replica.new_client()
+        gears(m, "lua", counter("lua"), "ID", "m")
+        assert wait_for(lambda: registration_ids(r) == registration_ids(m) != [])
+        assert gears_error(r, "lua", counter("lua"), "ID", "r") == \
+            "READONLY You can't write against a read only replica."
+        assert raw_error(r, "RG.UNREGISTER", registration_ids(r)[0]).startswith("READONLY")
+        assert registration_ids(r) == registration_ids(m)
+    finally:
+        replica.stop()
+        master.stop()
+
+
+def test_max_registrations(rr):
+    rr.execute_command("RG.CONFIGSET", "MaxRegistrations", "2")
+    try:
+        gears(rr, "python", "GB().register(prefix='a:*')\nGB().register(prefix='b:*')")
+        assert gears_error(rr, "python", "GB().register(prefix='c:*')") == \
+            "the registration limit is reached (2 registrations, MaxRegistrations)"
+        assert len(registration_ids(rr)) == 2
+    finally:
+        rr.execute_command("RG.CONFIGSET", "MaxRegistrations", "1000")
+
+
+def test_a_session_that_can_not_be_made_again_is_kept_dead():
+    s = RedisServer(extra_args=("AtomicBlockMaxTime", "300"))
+    try:
+        c = s.new_client()
+        # Its top level loops once the flag is set: on restart it is stopped, kept as dead.
+        gears(c, "lua", "if execute('GET', 'flag') then while true do end end " + counter("lua"), "ID", "trap")
+        c.set("flag", "1")
+        c.save()
+        s.stop(keep_dir=True)
+        s = RedisServer(extra_args=("AtomicBlockMaxTime", "300"), dir=s.dir)
+        c = s.new_client()
+        assert registration_ids(c) == []
+        assert c.execute_command("RG.DUMPSESSIONS") == []
+        [dead] = c.execute_command("RG.DUMPSESSIONS", "DEAD")
+        assert dead[:2] == ["ID", "trap"] and dead[9] == "true" and dead[15] == []
+        assert "could not be made again: BUSY" in s.read_log()
+        # Saved again, and an UPGRADE replaces it.
+        c.save()
+        assert gears(c, "lua", counter("lua"), "ID", "trap", "UPGRADE") == "OK"
+        assert c.execute_command("RG.DUMPSESSIONS", "DEAD")[0][9] == "false"
+        assert len(registration_ids(c)) == 1
+    finally:
+        s.stop()

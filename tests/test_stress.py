@@ -179,6 +179,44 @@ for j = 1, 1000 do a[#a + 1] = 'f' .. (i * 1000 + j) a[#a + 1] = 'v' .. j end
 redis.call('HSET', KEYS[1], unpack(a)) end"""
 
 
+# Registrations that fire on the workload's writes all along (made before the warm-up, so
+# they are part of the baseline), and that the chaos actor upgrades, removes and makes again.
+REGISTRATIONS = [
+    ("RG.PYEXECUTE", "GB().foreach(lambda x: execute('INCR', 'reg:py')).register(prefix='h:*', mode='sync')", "py"),
+    ("RG.PYEXECUTE", "GB().map(lambda x: len(str(x['value']))).register(prefix='s:*', mode='async')", "pya"),
+    ("RG.LUAEXECUTE", "GB():foreach(function(x) execute('XADD', 'reglog', 'MAXLEN', '~', '100', '*', 'k', x.key) end)"
+                      ":register('l:*', {mode = 'sync', eventTypes = {'rpush', 'lpop', 'del'}})", "lua"),
+    ("RG.RHAIEXECUTE", 'GB().foreach(|x| execute("INCR", "reg:rhai")).register("z:*", #{mode: "async"})', "rhai"),
+    ("RG.PYEXECUTE", "GB().foreach(lambda x: execute('SET', 'reg:miss', x['key'])).register("
+                     "prefix='none:*', eventTypes=['keymiss'], mode='sync', readValue=False)", "miss"),
+]
+
+
+def make_registrations(client):
+    for command, script, session in REGISTRATIONS:
+        client.execute_command(command, script, "ID", session)
+
+
+# Sessions whose re-registration got an error reply (a memory limit, a killed connection):
+# they may rightly be missing at the end.
+MAY_BE_MISSING = set()
+
+
+def churn_registrations(actor):
+    """Upgrades a session, or removes one registration and makes it again."""
+    rng, call = actor.rng, actor.call
+    command, script, session = rng.choice(REGISTRATIONS)
+    if rng.random() < 0.5:
+        call("admin", command, script, "ID", session, "UPGRADE")
+        return
+    reply = call("admin", "RG.PYDUMPSESSIONS", "SESSIONS", session)
+    if command == "RG.PYEXECUTE" and isinstance(reply, list) and reply and isinstance(reply[0], list):
+        for rid in reply[0][-1]:
+            call("admin", "RG.UNREGISTER", rid, rng.choice(["abortpending", "ABORTPENDING"]))
+        if call("admin", command, script, "ID", session) != "OK":
+            MAY_BE_MISSING.add(session)
+
+
 def make_script(rng, language):
     """A random script, its expected results (None: not known) and whether it must fail."""
     k, roll = rng.randrange(KEYS), rng.random()
@@ -224,6 +262,9 @@ def mutate(actor):
 def chaos(actor):
     rng, call = actor.rng, actor.call
     actor.stop.wait(rng.uniform(0.2, 1.0))
+    if rng.random() < 0.15:
+        churn_registrations(actor)
+        return
     command = rng.choice([
         ("FLUSHALL", *rng.choice([(), ("ASYNC",), ("SYNC",)])), ("SWAPDB", rng.randrange(4), rng.randrange(4)),
         ("DEBUG", "RELOAD"), ("CLIENT", "KILL", "TYPE", "normal"), ("CLIENT", "KILL", "TYPE", "normal"),
@@ -406,6 +447,7 @@ def test_stress(capsys):
     try:
         client = server.new_client(socket_timeout=SOCKET_TIMEOUT, retry=Retry(NoBackoff(), 0))
         flavor = server.kind
+        make_registrations(client)
         _, warm_up_failures, _, _ = run_actors(server, min(8.0, max(2.0, SECONDS / 10)), with_chaos=False)
         _, base = settle(server, client)
         stats, failures, pinger_actor, elapsed = run_actors(server, SECONDS, with_chaos=True)
@@ -439,6 +481,24 @@ def test_stress(capsys):
         check(pinger_actor.max_ping < MAX_PING, "PING took %.1f s" % pinger_actor.max_ping)
         check(pinger_actor.peak_rss < MAX_RSS, "peak RSS %d MB" % (pinger_actor.peak_rss >> 20))
         check(not alive or (base and end), "trivial executions got no reply in %d s (no worker thread free?)" % SOCKET_TIMEOUT)
+        if alive:
+            # Every session is still there, each with its registrations, which still fire.
+            sessions = client.execute_command("RG.DUMPSESSIONS")
+            names = {s[1].decode() if isinstance(s[1], bytes) else s[1] for s in sessions}
+            expected = {r[2] for r in REGISTRATIONS}
+            check(expected - MAY_BE_MISSING <= names <= expected, "sessions after the run: %r" % sorted(names))
+            # (On Redis 7.0 its write is refused by default: count its runs, not its writes.)
+            def py_runs():
+                for registration in client.execute_command("RG.DUMPREGISTRATIONS"):
+                    if registration[9] == "{'sessionId':'py', 'depsList':[]}":
+                        data = registration[7]
+                        return data[data.index("numTriggered") + 1]
+                return -1
+            client.execute_command("SELECT", 0)
+            before = py_runs()
+            client.hset("h:0", "f", "v")
+            check("py" in MAY_BE_MISSING or (before >= 0 and py_runs() == before + 1),
+                  "the sync registration stopped firing")
         if base and end:
             libc = server.client.info("memory").get("mem_allocator") == "libc"
             margin = RSS_MARGIN_LIBC if libc else RSS_MARGIN

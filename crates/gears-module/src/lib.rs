@@ -227,7 +227,7 @@ redis_module! {
         ["RG.ABORTEXECUTION", executions::commands::abort_execution, "readonly", 0, 0, 0, ""],
         ["RG.PYSTATS", commands::py_stats, "readonly", 0, 0, 0, ""],
         ["RG.DUMPREGISTRATIONS", registrations::commands::dump_registrations, "readonly", 0, 0, 0, ""],
-        ["RG.UNREGISTER", registrations::commands::unregister, "readonly", 0, 0, 0, ""],
+        ["RG.UNREGISTER", registrations::commands::unregister, "write", 0, 0, 0, ""],
         ["RG.CLEARREGISTRATIONSSTATS", registrations::commands::clear_registrations_stats, "readonly", 0, 0, 0, ""],
         ["RG.PAUSEREGISTRATIONS", registrations::commands::pause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],

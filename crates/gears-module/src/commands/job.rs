@@ -11,7 +11,6 @@ use gears_core::{encode_outcome, Executor, Frontend, GearsError, Language, Reply
 use crate::executions::{stats, Execution, Finished};
 use crate::guard::panic_message;
 use crate::host::{Access, BlockedReply, Caller, RedisHost, SessionHost};
-use crate::registrations::persist;
 use crate::registrations::sessions::{self, NewSession, SessionOptions};
 
 /// What a command asks of a worker.
@@ -211,8 +210,8 @@ fn compute(
             session: &compiled.session,
             session_host: &session_host,
         };
-        match sessions::establish(new, compiled.registrations) {
-            Ok(spec) => host.with_lock(|ctx| persist::propagate_set(ctx, &spec)),
+        match sessions::establish(new, compiled.registrations, host) {
+            Ok(_) => {}
             Err(e) => {
                 return Finished::failed(match execution.control.stop_message() {
                     Some(stopped) => stopped,

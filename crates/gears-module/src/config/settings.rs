@@ -100,6 +100,8 @@ pub(crate) const EXECUTION_MAX_REPLY_SIZE: &str = "ExecutionMaxReplySize";
 pub(crate) const EXECUTION_MAX_ERRORS: &str = "ExecutionMaxErrors";
 pub(crate) const MAX_QUEUED_EXECUTIONS: &str = "MaxQueuedExecutions";
 pub(crate) const MAX_PENDING_EVENTS: &str = "MaxPendingEventsPerRegistration";
+pub(crate) const SYNC_REGISTRATION_WRITES: &str = "SyncRegistrationWrites";
+pub(crate) const MAX_REGISTRATIONS: &str = "MaxRegistrations";
 
 /// The highest `ExecutionThreads` Gears accepts.
 pub(crate) const MAX_EXECUTION_THREADS: i64 = 64;
@@ -138,6 +140,8 @@ pub(crate) static SETTINGS: &[Setting] = &[
     setting(EXECUTION_MAX_ERRORS, Family::Gears, true, Kind::Integer { min: 0 }, || integer(100)),
     setting(MAX_QUEUED_EXECUTIONS, Family::Gears, true, Kind::Integer { min: 0 }, || integer(1000)),
     setting(MAX_PENDING_EVENTS, Family::Gears, true, Kind::Integer { min: 1 }, || integer(1_000_000)),
+    setting(SYNC_REGISTRATION_WRITES, Family::Gears, true, Kind::Bool, || integer(0)),
+    setting(MAX_REGISTRATIONS, Family::Gears, true, Kind::Integer { min: 0 }, || integer(1000)),
 ];
 
 /// The setting `name` refers to, with the family's name matching rule.

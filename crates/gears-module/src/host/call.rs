@@ -30,6 +30,10 @@ pub(crate) enum Access {
     /// A session made again (after a restart, on a replica): commands with side effects are
     /// not run again (their effects are in the data already) and reply nil.
     Replay,
+    /// A sync registration inside a keyspace notification on a server without post-notification
+    /// jobs (Redis 7.0): a write there could free what the command that raised the event is
+    /// using, so commands with side effects are refused.
+    InsideNotification,
 }
 
 /// What running a command gave.
@@ -75,6 +79,11 @@ pub(crate) fn call_as(
     }
     if access == Access::Replay && refuse_side_effects(ctx, args).is_some() {
         return Called::Reply(Ok(Record::Nil));
+    }
+    if access == Access::InsideNotification {
+        if let Some((name, _)) = refuse_side_effects(ctx, args).and(command_of(ctx, args)) {
+            return Called::Reply(Err(inside_notification_error(&name)));
+        }
     }
     let paused = writes_paused();
     // A command that may replicate without being a write (PUBLISH, PFCOUNT, ...) waits for the
@@ -123,6 +132,9 @@ pub(crate) fn call_as(
         }
         Err(text) if is_write_refused(&text) && access == Access::Replay => {
             Called::Reply(Ok(Record::Nil))
+        }
+        Err(text) if is_write_refused(&text) && access == Access::InsideNotification => {
+            Called::Reply(Err(inside_notification_error(&name)))
         }
         Err(text) if is_write_refused(&text) && paused => Called::Paused,
         Err(text) => Called::Reply(Err(GearsError::Redis(acl_text(ctx, &text, args)))),
@@ -183,6 +195,15 @@ fn may_replicate(ctx: &Context, args: &[Vec<u8>]) -> bool {
 fn is_write_refused(text: &str) -> bool {
     let text = text.strip_prefix("ERR ").unwrap_or(text);
     text.starts_with("Write command '") && text.ends_with("while write is not allowed.")
+}
+
+fn inside_notification_error(command: &str) -> GearsError {
+    GearsError::Redis(format!(
+        "ERR a sync registration can not run '{}' on this server: Redis 7.0 has no \
+         post-notification jobs, and a write inside the command that raised the event could \
+         crash it (use mode='async', Redis 7.2+ or Valkey, or SyncRegistrationWrites 1)",
+        command.to_ascii_lowercase()
+    ))
 }
 
 fn read_only_error(command: &str) -> GearsError {

@@ -158,6 +158,28 @@ impl RedisHost {
         result
     }
 
+    /// Runs `f` under the Redis lock once writes are not paused (what it propagates must not be
+    /// propagated during a pause: the server would stop on an assertion). Waits outside the lock.
+    pub fn with_lock_unpaused<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
+        // Holding the lock already (an atomic block, a sync run), no pause can have begun.
+        if HOLDS_LOCK.with(|held| held.get()) {
+            return self.with_lock(f);
+        }
+        let mut f = Some(f);
+        loop {
+            let done = self.with_lock(|ctx| {
+                if writes_paused() {
+                    return None;
+                }
+                f.take().map(|f| f(ctx))
+            });
+            if let Some(result) = done {
+                return result;
+            }
+            std::thread::sleep(PAUSE_POLL);
+        }
+    }
+
     /// Waits while writes are paused, so that the caller's next lock finds them allowed.
     fn wait_for_pause_end(&self) -> Result<()> {
         loop {

@@ -4,17 +4,19 @@
 
 use gears_core::{GearsError, KeyRecord, Record, Result};
 
-use super::raw_keys::{close_key, open_key};
+use super::raw_keys::{close_key, key_type, open_key, type_name};
 use super::values::{read_in_batch, read_large_value, InBatch};
 use crate::host::{may_read_key, RedisHost};
 
 /// The event's record; `None` when the registration's user may not read the key (the event is
-/// not theirs to see).
+/// not theirs to see). A value too large to read at once (over 256 KiB) is read in slices,
+/// unless `whole_only` (a sync run, which holds the Redis lock all along: it gets no value).
 pub(crate) fn event_record(
     host: &RedisHost,
     name: &[u8],
     event: &str,
     read_value: bool,
+    whole_only: bool,
 ) -> Result<Option<Record>> {
     let read = host.with_lock(|ctx| {
         let user = host.user();
@@ -26,7 +28,10 @@ pub(crate) fn event_record(
         let read = match (allowed, read_value) {
             (false, _) => None,
             (true, false) => Some(None),
-            (true, true) => Some(Some(read_in_batch(ctx, name, key))),
+            (true, true) => Some(Some((
+                read_in_batch(ctx, name, key),
+                type_name(key_type(key)),
+            ))),
         };
         close_key(key);
         Ok::<_, GearsError>(read)
@@ -34,9 +39,12 @@ pub(crate) fn event_record(
     let value = match read {
         None => return Ok(None),
         Some(None) => None,
-        Some(Some(InBatch::Read(value, key_type))) => Some((value, key_type.to_string())),
+        Some(Some((InBatch::Read(value, key_type), _))) => Some((value, key_type.to_string())),
+        Some(Some((InBatch::TooLarge, key_type))) if whole_only => {
+            Some((Record::Nil, key_type.to_string()))
+        }
         // Read in slices; a key that went away meanwhile is empty.
-        Some(Some(InBatch::TooLarge)) => Some(match read_large_value(host, name) {
+        Some(Some((InBatch::TooLarge, _))) => Some(match read_large_value(host, name) {
             Some((value, key_type)) => (value, key_type.to_string()),
             None => (Record::Nil, "empty".to_string()),
         }),

@@ -206,13 +206,14 @@ fn dump_sessions(
     language: Option<gears_core::Language>,
 ) -> RedisResult {
     let mut verbose = false;
+    let mut dead = false;
     let mut wanted: Option<Vec<String>> = None;
     for (i, option) in options.iter().enumerate() {
         let text = option.to_string_lossy();
         match text.to_ascii_uppercase().as_str() {
             "VERBOSE" => verbose = true,
-            // Gears keeps no dead sessions: an upgraded session's registrations end with it.
-            "DEAD" => {}
+            // Dead: sessions that could not be made again after a restart or on a replica.
+            "DEAD" => dead = true,
             "SESSIONS" => {
                 wanted = Some(
                     options[i + 1..]
@@ -227,15 +228,24 @@ fn dump_sessions(
     }
     let caller = Caller::of(ctx);
     let admin = is_admin(ctx, &caller);
-    let sessions: Vec<_> = super::sessions::all()
+    let failed = super::sessions::failed();
+    let mut sessions: Vec<_> = super::sessions::all();
+    if dead {
+        sessions.extend(failed.iter().map(|(s, _)| s.clone()));
+    }
+    let is_dead =
+        |session: &super::sessions::SessionSpec| failed.iter().any(|(s, _)| s.id == session.id);
+    let sessions: Vec<_> = sessions
         .into_iter()
         .filter(|s| language.is_none_or(|l| s.language == l))
         .filter(|s| admin || s.user == caller.user)
         .collect();
     let registrations = super::all();
     let describe_session = |session: &super::sessions::SessionSpec| {
+        let dead = is_dead(session);
         let ids: Vec<ReplyValue> = session
             .live()
+            .filter(|_| !dead)
             .map(|id| {
                 let full = registrations.iter().find(|r| &r.id == id);
                 match (verbose, full) {
@@ -257,7 +267,7 @@ fn dump_sessions(
             bulk("linked"),
             bulk("primary"),
             bulk("dead"),
-            bulk("false"),
+            bulk(if dead { "true" } else { "false" }),
             bulk("requirementInstallationNeeded"),
             ReplyValue::Integer(0),
             bulk("requirements"),

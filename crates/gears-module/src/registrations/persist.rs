@@ -48,7 +48,9 @@ pub(crate) static SESSIONS_TYPE: RedisType = RedisType::new(
         free_effort2: None,
         unlink2: None,
         copy2: None,
-        aux_save2: None,
+        // Redis 7.2+ and Valkey: nothing is written when there is no session, so such an RDB
+        // loads without Gears.
+        aux_save2: Some(aux_save2),
     },
 );
 
@@ -61,8 +63,16 @@ unsafe extern "C" fn no_key_save(_rdb: *mut raw::RedisModuleIO, _value: *mut c_v
 
 unsafe extern "C" fn no_key_free(_value: *mut c_void) {}
 
+unsafe extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    if sessions::saved().is_empty() {
+        return;
+    }
+    // SAFETY: forwarded as Redis passed it.
+    unsafe { aux_save(rdb, when) }
+}
+
 unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
-    let all = sessions::all();
+    let all = sessions::saved();
     let encoded: Vec<Vec<u8>> = all.iter().map(SessionSpec::encode).collect();
     // SAFETY: the IO handle Redis passes for this call.
     unsafe {
@@ -85,27 +95,43 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when
     if encver > ENCODING {
         return raw::REDISMODULE_ERR as c_int;
     }
+    // SAFETY: the IO handle Redis passes for this call. No panic may cross into Redis.
+    let loaded_ok = std::panic::catch_unwind(|| unsafe { load_sessions(rdb) });
+    match loaded_ok {
+        Ok(Some(specs)) => {
+            *loaded() = Some(specs);
+            raw::REDISMODULE_OK as c_int
+        }
+        _ => raw::REDISMODULE_ERR as c_int,
+    }
+}
+
+/// Reads the sessions of an RDB. A session that can not be decoded is skipped and logged (the
+/// data still loads); `None` when the RDB itself can not be read.
+unsafe fn load_sessions(rdb: *mut raw::RedisModuleIO) -> Option<Vec<SessionSpec>> {
     let mut specs = Vec::new();
-    // SAFETY: the IO handle Redis passes for this call; buffers are freed after decoding.
+    // SAFETY: the IO handle of this load; each buffer is freed after decoding.
     unsafe {
         let count = raw::RedisModule_LoadUnsigned.unwrap()(rdb);
         for _ in 0..count {
             let mut len = 0usize;
             let buffer = raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len);
-            if buffer.is_null() {
-                return raw::REDISMODULE_ERR as c_int;
+            if buffer.is_null() || raw::RedisModule_IsIOError.is_some_and(|e| e(rdb) != 0) {
+                return None;
             }
             let bytes = std::slice::from_raw_parts(buffer.cast::<u8>(), len);
             let spec = SessionSpec::decode(bytes);
             raw::RedisModule_Free.unwrap()(buffer.cast());
             match spec {
                 Some(spec) => specs.push(spec),
-                None => return raw::REDISMODULE_ERR as c_int,
+                None => crate::host::log_line(
+                    gears_core::LogLevel::Warning,
+                    "a stored session could not be read and is skipped",
+                ),
             }
         }
     }
-    *loaded() = Some(specs);
-    raw::REDISMODULE_OK as c_int
+    Some(specs)
 }
 
 /// Subscribes to the end of loading (called once, at load).
@@ -154,7 +180,7 @@ unsafe extern "C" fn on_loading(
 /// again, missing ones end.
 fn converge(ctx: &Context, specs: Vec<SessionSpec>) {
     let live = sessions::all();
-    for session in &live {
+    for session in sessions::saved() {
         if !specs.iter().any(|s| s.id == session.id) {
             sessions::end(&session.id);
         }
@@ -163,13 +189,24 @@ fn converge(ctx: &Context, specs: Vec<SessionSpec>) {
         if live.contains(&spec) {
             continue;
         }
-        let id = spec.id.clone();
-        if let Err(e) = sessions::recreate(ctx, spec) {
-            ctx.log(
-                RedisLogLevel::Warning,
-                &format!("GEARS: session {id} could not be made again: {e}"),
-            );
-        }
+        make_again(ctx, spec);
+    }
+}
+
+/// Makes a session again; one that fails is kept as failed (saved, listed as dead, retried at
+/// the next load) and logged.
+fn make_again(ctx: &Context, spec: SessionSpec) {
+    let id = spec.id.clone();
+    if let Err(e) = sessions::recreate(ctx, spec.clone()) {
+        ctx.log(
+            RedisLogLevel::Warning,
+            &format!(
+                "GEARS: session {id} could not be made again: {e} (kept: RG.PYDUMPSESSIONS DEAD \
+                 lists it; an UPGRADE replaces it)"
+            ),
+        );
+        sessions::end(&id);
+        sessions::fail(spec, e);
     }
 }
 
@@ -239,9 +276,9 @@ pub(crate) fn inner_session(ctx: &Context, args: Vec<RedisString>) -> RedisResul
                     .ok_or(RedisError::Str("ERR the session could not be read"))?;
                 if loading {
                     let mut loaded = loaded();
-                    sessions::put(loaded.get_or_insert_with(sessions::all), spec);
+                    sessions::put(loaded.get_or_insert_with(sessions::saved), spec);
                 } else if !sessions::all().contains(&spec) {
-                    sessions::recreate(ctx, spec).map_err(RedisError::String)?;
+                    make_again(ctx, spec);
                 }
             }
             "DEL" => {
@@ -249,7 +286,7 @@ pub(crate) fn inner_session(ctx: &Context, args: Vec<RedisString>) -> RedisResul
                 if loading {
                     let mut loaded = loaded();
                     loaded
-                        .get_or_insert_with(sessions::all)
+                        .get_or_insert_with(sessions::saved)
                         .retain(|s| s.id != id);
                 } else {
                     sessions::end(&id);

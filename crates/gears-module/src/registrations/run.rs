@@ -25,7 +25,10 @@ use redis_module::raw;
 
 use super::events::Running;
 use super::{keys_trigger, lock, Event, Registration};
-use crate::config::{MAX_EXECUTIONS_PER_REGISTRATION, MAX_PENDING_EVENTS, PROFILE_EXECUTIONS};
+use crate::config::{
+    MAX_EXECUTIONS_PER_REGISTRATION, MAX_PENDING_EVENTS, PROFILE_EXECUTIONS,
+    SYNC_REGISTRATION_WRITES,
+};
 use crate::executions::{stats, Finished};
 use crate::host::{Access, Caller, RedisHost, SyncRun};
 
@@ -143,18 +146,28 @@ fn enqueue(registration: &Arc<Registration>, event: Event) {
         return;
     };
     let max = gears.config.integer(MAX_PENDING_EVENTS).max(1) as usize;
+    // Queued events are Gears' memory too: past MemoryLimit they are refused like a full queue.
+    let limit = gears_core::memory::global_limit();
+    let over_memory = limit > 0 && gears_core::memory::total_used() > limit as i64;
     {
         let mut queue = lock(&registration.queue);
-        if queue.len() >= max {
+        if queue.len() >= max || over_memory {
             drop(queue);
             let mut stats = lock(&registration.stats);
             stats.dropped += 1;
             stats.failures += 1;
             stats.triggered += 1;
-            let error = format!(
-                "the registration's event queue is full ({max} events wait, \
-                 MaxPendingEventsPerRegistration): an event on a key was dropped"
-            );
+            let error = if over_memory {
+                format!(
+                    "Gears used more than its memory limit of {limit} bytes (MemoryLimit): an \
+                     event on a key was dropped"
+                )
+            } else {
+                format!(
+                    "the registration's event queue is full ({max} events wait, \
+                     MaxPendingEventsPerRegistration): an event on a key was dropped"
+                )
+            };
             // Logged once per full queue, not once per event.
             if stats.dropped == 1 || stats.last_error.as_deref() != Some(error.as_str()) {
                 gears.log_context.log(
@@ -226,13 +239,25 @@ fn run_event(registration: &Arc<Registration>, event: Event, sync: bool) {
         control.begin_atomic();
     }
     let _control_scope = ControlScope::enter(&control);
-    let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
+    // Inside a notification (Redis 7.0) a sync run writes only if the operator accepts the risk.
+    let access = if sync
+        && !in_post_job()
+        && post_notification_job().is_none()
+        && !gears.config.flag(SYNC_REGISTRATION_WRITES)
+    {
+        Access::InsideNotification
+    } else {
+        Access::ReadWrite
+    };
+    let host = Arc::new(RedisHost::new(&caller, access, control.clone()));
     let _host_scope = registration.session_host.enter(&host);
     let started = Instant::now();
     let record = catch_unwind(AssertUnwindSafe(|| match event.record {
         // Read (and checked against the user's rights) when the key was about to go away.
         Some(record) => Ok(Some(record)),
-        None => crate::readers::event_record(&host, &event.key, &event.event, trigger.read_value),
+        None => {
+            crate::readers::event_record(&host, &event.key, &event.event, trigger.read_value, sync)
+        }
     }))
     .unwrap_or_else(|_| {
         Err(gears_core::GearsError::Internal(

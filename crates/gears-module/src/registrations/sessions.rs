@@ -47,7 +47,10 @@ impl SessionSpec {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<SessionSpec> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        // A length field can not claim more than a session may hold.
+        let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+        std::panic::catch_unwind(|| bincode::serde::decode_from_slice(bytes, config))
+            .ok()?
             .ok()
             .map(|(spec, _)| spec)
     }
@@ -80,6 +83,33 @@ pub(crate) fn all() -> Vec<SessionSpec> {
     sessions().clone()
 }
 
+/// Sessions that could not be made again (after a restart, on a replica), with the reason:
+/// kept, saved again and retried at the next load, listed as dead, replaced by an `UPGRADE`.
+static FAILED: Mutex<Vec<(SessionSpec, String)>> = Mutex::new(Vec::new());
+
+fn failed_sessions() -> MutexGuard<'static, Vec<(SessionSpec, String)>> {
+    FAILED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The sessions that could not be made again, with the reason.
+pub(crate) fn failed() -> Vec<(SessionSpec, String)> {
+    failed_sessions().clone()
+}
+
+/// Records a session that could not be made again.
+pub(crate) fn fail(spec: SessionSpec, reason: String) {
+    let mut failed = failed_sessions();
+    failed.retain(|(s, _)| s.id != spec.id);
+    failed.push((spec, reason));
+}
+
+/// Every session to save: the live ones, then the failed ones.
+pub(crate) fn saved() -> Vec<SessionSpec> {
+    let mut all = all();
+    all.extend(failed_sessions().iter().map(|(s, _)| s.clone()));
+    all
+}
+
 /// What a script's registrations need to become a session.
 pub(crate) struct NewSession<'a> {
     pub language: Language,
@@ -92,48 +122,57 @@ pub(crate) struct NewSession<'a> {
     pub session_host: &'a Arc<SessionHost>,
 }
 
-/// Makes a script's registrations a session: checks the session options, creates the
-/// registrations (running their `onRegistered`), then in one step replaces those of the
-/// session it upgrades or replaces. Returns the spec to replicate.
-pub(crate) fn establish(
-    new: NewSession<'_>,
-    specs: Vec<RegistrationSpec>,
-) -> Result<SessionSpec, String> {
-    let id = new
-        .options
-        .id
-        .clone()
-        .unwrap_or_else(|| new.execution_id.to_string());
-    // The session this one replaces, if any.
-    let replaced = {
-        let sessions = sessions();
-        let existing = sessions.iter().find(|s| s.id == id).cloned();
-        match &new.options.replace_with {
-            Some(old) => {
-                let Some(old_session) = sessions.iter().find(|s| &s.id == old).cloned() else {
-                    return Err(format!(
-                        "Can not replace with {old}, session does not exists."
-                    ));
-                };
-                if existing.is_some() && &id != old {
-                    return Err(format!(
-                        "Can not replace an existing session {id} with {old}"
-                    ));
-                }
-                Some(old_session)
+/// Which session a new one replaces (`UPGRADE`, `REPLACE_WITH`), after checking the options
+/// against the sessions now: RedisGears 1.2's errors.
+fn replaced_by(
+    sessions: &[SessionSpec],
+    id: &str,
+    options: &SessionOptions,
+    caller: &Caller,
+) -> Result<Option<SessionSpec>, String> {
+    let existing = sessions.iter().find(|s| s.id == id).cloned();
+    let replaced = match &options.replace_with {
+        Some(old) => {
+            let Some(old_session) = sessions.iter().find(|s| &s.id == old).cloned() else {
+                return Err(format!(
+                    "Can not replace with {old}, session does not exists."
+                ));
+            };
+            if existing.is_some() && id != old {
+                return Err(format!(
+                    "Can not replace an existing session {id} with {old}"
+                ));
             }
-            None if existing.is_some() && !new.options.upgrade => {
-                return Err(format!("Session {id} already exists"));
-            }
-            None => existing,
+            Some(old_session)
         }
+        None if existing.is_some() && !options.upgrade => {
+            return Err(format!("Session {id} already exists"));
+        }
+        None => existing,
     };
     // Another user's session is not theirs to replace (unless they administer the server).
     if let Some(old) = &replaced {
-        if old.user != new.caller.user && !new.options.admin {
+        if old.user != caller.user && !options.admin {
             return Err(format!("Session {} already exists", old.id));
         }
     }
+    Ok(replaced)
+}
+
+/// Makes a script's registrations a session: checks the session options, creates the
+/// registrations (running their `onRegistered`, outside any lock), then under the Redis lock
+/// (once writes are not paused) checks again, replaces those of the session it upgrades or
+/// replaces in one step, and propagates the session to replicas and the AOF.
+pub(crate) fn establish(
+    new: NewSession<'_>,
+    specs: Vec<RegistrationSpec>,
+    host: &RedisHost,
+) -> Result<SessionSpec, String> {
+    let id = match &new.options.id {
+        Some(id) => id.clone(),
+        None => fresh_id(new.execution_id),
+    };
+    replaced_by(&known(), &id, new.options, new.caller)?;
     super::removals::check(&specs)?;
     let created = super::build(
         new.language,
@@ -154,17 +193,68 @@ pub(crate) fn establish(
         description: new.options.description.clone(),
         registrations: created.iter().map(|r| Some(r.id.clone())).collect(),
     };
-    let removed: Vec<String> = replaced
-        .as_ref()
-        .map(|old| old.live().cloned().collect())
-        .unwrap_or_default();
-    super::swap(&removed, created);
-    let mut sessions = sessions();
-    match replaced.and_then(|old| sessions.iter().position(|s| s.id == old.id)) {
-        Some(index) => sessions[index] = spec.clone(),
-        None => sessions.push(spec.clone()),
+    host.with_lock_unpaused(|ctx| {
+        if read_only_replica(ctx) {
+            return Err("READONLY You can't write against a read only replica.".to_string());
+        }
+        // Under the lock: no other session change can come between this check and the swap.
+        let replaced = replaced_by(&known(), &id, new.options, new.caller)?;
+        let mut sessions = sessions();
+        let removed: Vec<String> = replaced
+            .as_ref()
+            .map(|old| old.live().cloned().collect())
+            .unwrap_or_default();
+        let max = crate::gears()
+            .map(|g| g.config.integer(crate::config::MAX_REGISTRATIONS).max(0) as usize)
+            .unwrap_or(usize::MAX);
+        let after = super::count() - removed.len().min(super::count()) + created.len();
+        if after > max {
+            return Err(format!(
+                "the registration limit is reached ({max} registrations, MaxRegistrations)"
+            ));
+        }
+        super::swap(&removed, created);
+        if let Some(old) = &replaced {
+            failed_sessions().retain(|(s, _)| s.id != old.id);
+        }
+        match replaced.and_then(|old| sessions.iter().position(|s| s.id == old.id)) {
+            Some(index) => sessions[index] = spec.clone(),
+            None => sessions.push(spec.clone()),
+        }
+        drop(sessions);
+        super::persist::propagate_set(ctx, &spec);
+        Ok(spec.clone())
+    })
+}
+
+/// Live and failed sessions: the ids a new session may not take without replacing them.
+fn known() -> Vec<SessionSpec> {
+    saved()
+}
+
+/// The id of a session started without `ID`: its execution's id, unless a session took it.
+fn fresh_id(execution_id: &str) -> String {
+    let taken = |id: &str| known().iter().any(|s| s.id == id);
+    if !taken(execution_id) {
+        return execution_id.to_string();
     }
-    Ok(spec)
+    loop {
+        let id = match crate::gears() {
+            Some(gears) => gears.executions.next_id(),
+            None => return execution_id.to_string(),
+        };
+        if !taken(&id) {
+            return id;
+        }
+    }
+}
+
+/// True on a replica that refuses writes.
+fn read_only_replica(ctx: &Context) -> bool {
+    // SAFETY: a plain query of the server's state.
+    let flags = unsafe { redis_module::raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+    flags & redis_module::raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
+        && flags & redis_module::raw::REDISMODULE_CTX_FLAGS_READONLY != 0
 }
 
 /// Notes that a registration was removed (`RG.UNREGISTER`): its session no longer makes it
@@ -204,6 +294,9 @@ pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
         db: spec.db,
     };
     let control = ExecutionControl::new(gears.execution_limits());
+    // It runs holding the Redis lock (loading's end, a replica's command): timed like an atomic
+    // block.
+    control.begin_atomic();
     let _control_scope = ControlScope::enter(&control);
     let host = Arc::new(RedisHost::new(&caller, Access::Replay, control.clone()));
     let _sync = SyncRun::enter();
@@ -254,6 +347,7 @@ pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
         .flat_map(|s| s.live().cloned().collect::<Vec<_>>())
         .collect();
     super::swap(&removed, created);
+    failed_sessions().retain(|(s, _)| s.id != spec.id);
     put(&mut sessions, spec);
     Ok(())
 }
@@ -268,6 +362,7 @@ pub(super) fn put(sessions: &mut Vec<SessionSpec>, spec: SessionSpec) {
 
 /// Ends a session and removes its registrations.
 pub(crate) fn end(id: &str) -> bool {
+    failed_sessions().retain(|(s, _)| s.id != id);
     let removed = {
         let mut sessions = sessions();
         let Some(index) = sessions.iter().position(|s| s.id == id) else {
