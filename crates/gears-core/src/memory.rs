@@ -128,7 +128,9 @@ fn flush(pending: &mut Pending) {
         PYTHON_ALLOCATED.add(pending.python_allocated);
     }
     if pending.meter != 0 {
-        let meter = METER.try_with(|meter| meter.get()).unwrap_or(std::ptr::null());
+        let meter = METER
+            .try_with(|meter| meter.get())
+            .unwrap_or(std::ptr::null());
         if !meter.is_null() {
             // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
             unsafe { (*meter).used.fetch_add(pending.meter, Ordering::Relaxed) };
@@ -318,7 +320,9 @@ impl MemoryMeter {
     /// Bytes charged to the meter; exact for the calling thread's own charges.
     pub fn used(&self) -> i64 {
         let shared = self.used.load(Ordering::Relaxed);
-        let current = METER.try_with(|meter| meter.get()).unwrap_or(std::ptr::null());
+        let current = METER
+            .try_with(|meter| meter.get())
+            .unwrap_or(std::ptr::null());
         if std::ptr::eq(current, self) {
             shared + pending().meter
         } else {

@@ -21,6 +21,7 @@ mod limits;
 mod readers;
 mod registrations;
 mod reply;
+mod resp;
 mod workers;
 
 use std::sync::OnceLock;
@@ -180,6 +181,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
+    if let Err(e) = registrations::hooks::register_filter(ctx) {
+        ctx.log_warning(&format!("Gears: {e}"));
+        return Status::Err;
+    }
     if let Err(e) = limits::follow_maxmemory(ctx) {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
@@ -229,5 +234,8 @@ redis_module! {
         ["RG.CLEARREGISTRATIONSSTATS", registrations::commands::clear_registrations_stats, "readonly", 0, 0, 0, ""],
         ["RG.PAUSEREGISTRATIONS", registrations::commands::pause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
+        ["RG.TRIGGER", registrations::triggers::trigger, "may-replicate", 0, 0, 0, ""],
+        ["RG.TRIGGERONKEY", registrations::triggers::trigger_on_key, "may-replicate", 2, 2, 1, ""],
+        ["RG.INNERHOOK", registrations::hooks::inner_hook, "may-replicate", 0, 0, 0, ""],
     ],
 }

@@ -186,14 +186,18 @@ fn compute(
         if let Some(stopped) = execution.control.stop_message() {
             return Finished::failed(stopped);
         }
-        let created = crate::registrations::create(
+        let created = match crate::registrations::create(
             language,
             &execution.caller.user,
             &execution.id,
             &compiled.session,
             &session_host,
+            host,
             compiled.registrations,
-        );
+        ) {
+            Ok(created) => created,
+            Err(e) => return Finished::failed(e),
+        };
         if let Err(e) = crate::registrations::on_registered(&created, &compiled.session) {
             return Finished::failed(stopped_or(host, e));
         }

@@ -124,4 +124,16 @@ impl RedisAccess for SessionHost {
     fn end_atomic(&self) {
         self.host().end_atomic()
     }
+
+    fn call_next(&self, args: &[Vec<u8>]) -> Result<Record> {
+        self.host().call_next(args)
+    }
+
+    fn override_reply(&self, value: Record) -> Result<()> {
+        self.host().override_reply(value)
+    }
+
+    fn get_command(&self) -> Result<Vec<Vec<u8>>> {
+        self.host().get_command()
+    }
 }

@@ -6,20 +6,24 @@
 //! them through [`events`]; each matching event runs the registration's plan as one execution
 //! (`registered` = 1), on the thread of the event (`sync`) or on a worker (`async`,
 //! `async_local`), see [`run`]. The commands that list and remove them are in [`commands`].
+//! CommandReader registrations run on `RG.TRIGGER` ([`triggers`]) or replace a Redis command
+//! ([`hooks`]).
 
 pub(crate) mod commands;
 pub(crate) mod events;
+pub(crate) mod hooks;
 mod run;
+pub(crate) mod triggers;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use gears_core::registration::{RegistrationSpec, Trigger};
+use gears_core::registration::{CommandTrigger, KeysTrigger, RegistrationSpec, Trigger};
 use gears_core::{ExecutionMode, Language, Session};
 
-use crate::host::SessionHost;
+use crate::host::{RedisHost, SessionHost};
 
 pub(crate) use events::subscribe;
 
@@ -28,6 +32,17 @@ pub(crate) struct Event {
     pub key: Vec<u8>,
     pub event: String,
     pub db: i32,
+    /// The hooked command that raised the event, for a registration with `commands=[...]`
+    /// (`override_reply`, `get_command`); its client waits until the run ends.
+    pub command: Option<Arc<hooks::CommandCall>>,
+}
+
+/// What one run of a registration is given.
+pub(crate) enum Input {
+    /// A keyspace event: the record is read when the run starts.
+    Key(Event),
+    /// A command's record (`[trigger, args...]`), answered when the run ends.
+    Call(run::Call),
 }
 
 /// What `RG.DUMPREGISTRATIONS` shows of a registration's runs.
@@ -59,9 +74,11 @@ pub(crate) struct Registration {
     pub description: Option<String>,
     /// A description of each step's callback (`RG.GETEXECUTION`'s `arg`).
     pub step_args: Vec<String>,
+    /// The commands it hooks (a CommandReader `hook=`, a KeysReader's `commands=[...]`).
+    pub hooks: Vec<hooks::HookInfo>,
     stats: Mutex<Stats>,
     /// Events waiting for a worker (async modes), oldest first.
-    queue: Mutex<VecDeque<Event>>,
+    queue: Mutex<VecDeque<Input>>,
     /// True while a worker job drains the queue (one at a time, so events run in order).
     draining: AtomicBool,
     /// Set by `RG.UNREGISTER`: no more events run.
@@ -163,25 +180,31 @@ fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
     let mut list: Vec<Arc<Registration>> = registry.as_deref().cloned().unwrap_or_default();
     change(&mut list);
     COUNT.store(list.len(), Ordering::Relaxed);
+    hooks::rebuild(&list);
     *registry = Some(Arc::new(list));
 }
 
-/// Creates the registrations a script asked for, sharing its session.
+/// Creates the registrations a script asked for, sharing its session: all of them, or none
+/// with the error of the first that can not be made (a trigger name taken, a command that can
+/// not be hooked).
 pub(crate) fn create(
     language: Language,
     user: &[u8],
     session_id: &str,
     session: &Arc<dyn Session>,
     session_host: &Arc<SessionHost>,
+    host: &RedisHost,
     specs: Vec<RegistrationSpec>,
-) -> Vec<Arc<Registration>> {
+) -> Result<Vec<Arc<Registration>>, String> {
     let Some(gears) = crate::gears() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let created: Vec<Arc<Registration>> = specs
-        .into_iter()
-        .map(|spec| {
-            Arc::new(Registration {
+    // Under the Redis lock: commands are looked up, and two scripts can not both take a name.
+    host.with_lock(|ctx| {
+        let mut created = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let hooks = hooks::hook_infos(ctx, &spec.trigger)?;
+            created.push(Arc::new(Registration {
                 id: gears.executions.next_id(),
                 language,
                 user: user.to_vec(),
@@ -197,6 +220,7 @@ pub(crate) fn create(
                             .unwrap_or_default()
                     })
                     .collect(),
+                hooks,
                 spec,
                 session: session.clone(),
                 session_host: session_host.clone(),
@@ -206,11 +230,22 @@ pub(crate) fn create(
                 draining: AtomicBool::new(false),
                 removed: AtomicBool::new(false),
                 executions: Mutex::new(VecDeque::new()),
-            })
-        })
-        .collect();
-    update(|list| list.extend(created.iter().cloned()));
-    created
+            }));
+        }
+        let mut refused = None;
+        update(|list| {
+            refused = triggers::verify(list, &created)
+                .and_then(|()| hooks::verify(list, &created))
+                .err();
+            if refused.is_none() {
+                list.extend(created.iter().cloned());
+            }
+        });
+        match refused {
+            Some(error) => Err(error),
+            None => Ok(created),
+        }
+    })
 }
 
 /// Calls each new registration's `onRegistered` callback, on the worker that created them. If
@@ -270,8 +305,17 @@ pub(crate) fn get(id: &str) -> Option<Arc<Registration>> {
 }
 
 /// The key filter of a registration, if it reads keyspace events.
-fn keys_trigger(registration: &Registration) -> Option<&gears_core::registration::KeysTrigger> {
+fn keys_trigger(registration: &Registration) -> Option<&KeysTrigger> {
     match &registration.spec.trigger {
         Trigger::Keys(trigger) => Some(trigger),
+        Trigger::Command(_) => None,
+    }
+}
+
+/// The command of a CommandReader registration.
+fn command_trigger(registration: &Registration) -> Option<&CommandTrigger> {
+    match &registration.spec.trigger {
+        Trigger::Command(trigger) => Some(trigger),
+        Trigger::Keys(_) => None,
     }
 }
