@@ -502,12 +502,25 @@ fn check_acl(ctx: &Context, argv: &[&[u8]]) -> Result<(), RedisError> {
     if crate::host::may_run(ctx, &name, argv) {
         return Ok(());
     }
-    let command = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
-    if crate::host::may_run(ctx, &name, &argv[..1]) {
+    // The reason, worded as Redis words a direct call's refusal.
+    let mut dry_run = vec![b"ACL".to_vec(), b"DRYRUN".to_vec(), name];
+    dry_run.extend(argv.iter().map(|a| a.to_vec()));
+    let reason = match call_internal(ctx, &dry_run) {
+        Ok(Record::String(reason)) => reason,
+        Err(GearsError::Redis(reason)) => reason,
+        _ => String::new(),
+    };
+    if reason.contains(" key") {
         return Err(RedisError::Str(
             "NOPERM this user has no permissions to access one of the keys used as arguments",
         ));
     }
+    if reason.contains(" channel") {
+        return Err(RedisError::Str(
+            "NOPERM this user has no permissions to access one of the channels used as arguments",
+        ));
+    }
+    let command = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
     Err(RedisError::String(format!(
         "NOPERM this user has no permissions to run the '{command}' command"
     )))
