@@ -12,6 +12,7 @@
 pub(crate) mod commands;
 pub(crate) mod events;
 pub(crate) mod hooks;
+mod inner_hook;
 mod run;
 pub(crate) mod triggers;
 
