@@ -55,6 +55,27 @@ pub trait RedisAccess: Send + Sync {
     fn new_registration_id(&self) -> Option<String> {
         None
     }
+    /// `call_next(*args)` in a command hook: runs the hooked command with `args` through the
+    /// hooks registered before this one, then the real command, and returns its reply.
+    fn call_next(&self, args: &[Vec<u8>]) -> Result<Record> {
+        let _ = args;
+        Err(no_hook_context())
+    }
+    /// `override_reply(value)` in a registration run by a hooked command (`commands=[...]`):
+    /// the command's client gets `value` instead of the command's own reply (once).
+    fn override_reply(&self, value: Record) -> Result<()> {
+        let _ = value;
+        Err(no_hook_context())
+    }
+    /// `get_command()`: the arguments of the command that runs this registration.
+    fn get_command(&self) -> Result<Vec<Vec<u8>>> {
+        Err(no_hook_context())
+    }
+}
+
+/// The error of `call_next`, `override_reply` and `get_command` outside a command hook.
+pub fn no_hook_context() -> GearsError {
+    GearsError::Redis("Can not get CommandHook ctx".into())
 }
 
 /// A scripting language: compiles scripts into plans plus the callbacks those plans reference.

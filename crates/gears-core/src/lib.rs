@@ -32,7 +32,9 @@ pub use builder::PlanBuilder;
 pub use dict_order::{gears_dict_order, in_gears_dict_order, siphash_1_2_zero_key};
 pub use error::{GearsError, Result};
 pub use executor::{ExecutionOutcome, Executor};
-pub use frontend::{CallbackCache, Compiled, Frontend, LogLevel, RedisAccess, Runtime, Session};
+pub use frontend::{
+    no_hook_context, CallbackCache, Compiled, Frontend, LogLevel, RedisAccess, Runtime, Session,
+};
 pub use plan::{
     Aggregation, CallbackId, Distribution, ExecutionMode, ExecutionPlan, KeySource, Kwarg,
     Language, Phase, ReaderSpec, RunArg, RunLimits, RunOptions, Step, ValueId,

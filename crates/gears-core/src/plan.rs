@@ -240,6 +240,9 @@ pub enum ReaderSpec {
     ShardsId,
     /// Whatever a user generator function yields.
     Generator { callback: CallbackId },
+    /// The arguments of one command (`RG.TRIGGER`, a hooked command): a registration's trigger
+    /// gives the record, there is nothing to read.
+    Command,
 }
 
 impl ReaderSpec {
@@ -276,6 +279,7 @@ impl ReaderSpec {
             }
             ReaderSpec::ShardsId => "ShardsIDReader".into(),
             ReaderSpec::Generator { .. } => "PythonReader generator=<callback>".into(),
+            ReaderSpec::Command => "CommandReader".into(),
         }
     }
 }

@@ -35,6 +35,48 @@ impl RegistrationSpec {
 pub enum Trigger {
     /// Keyspace events (KeysReader).
     Keys(KeysTrigger),
+    /// A command (CommandReader): `RG.TRIGGER <name>`, or a hooked Redis command.
+    Command(CommandTrigger),
+}
+
+/// A CommandReader registration: what runs it, and whether its runs keep their order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CommandTrigger {
+    pub kind: CommandKind,
+    /// `inorder`: runs start in the order their commands arrived, one at a time (async modes);
+    /// otherwise each run takes the next free worker.
+    pub in_order: bool,
+}
+
+/// Which command runs a CommandReader registration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum CommandKind {
+    /// `trigger=name`: `RG.TRIGGER name args...` (and `RG.TRIGGERONKEY name key args...`).
+    Trigger(String),
+    /// `hook=command`: the registration replaces a Redis command (lower case), for every call
+    /// or only for calls with a key starting with `key_prefix`.
+    Hook {
+        command: String,
+        key_prefix: Option<Vec<u8>>,
+    },
+}
+
+impl CommandTrigger {
+    /// The trigger's name, for a `trigger=` registration.
+    pub fn trigger_name(&self) -> Option<&str> {
+        match &self.kind {
+            CommandKind::Trigger(name) => Some(name),
+            CommandKind::Hook { .. } => None,
+        }
+    }
+
+    /// The hooked command (lower case), for a `hook=` registration.
+    pub fn hooked_command(&self) -> Option<&str> {
+        match &self.kind {
+            CommandKind::Hook { command, .. } => Some(command),
+            CommandKind::Trigger(_) => None,
+        }
+    }
 }
 
 /// The key types a KeysReader registration may filter on (`keyTypes`).
@@ -111,7 +153,11 @@ pub fn register_reader(
             };
             Ok((spec, Trigger::Keys(trigger)))
         }
-        "StreamReader" | "CommandReader" => Err(plan_error(&format!(
+        "CommandReader" => Ok((
+            ReaderSpec::Command,
+            Trigger::Command(command_trigger(kwargs)?),
+        )),
+        "StreamReader" => Err(plan_error(&format!(
             "register() with the {reader} is not supported yet by this version of Gears"
         ))),
         _ => Err(plan_error(
@@ -159,6 +205,54 @@ pub fn keys_trigger(default_arg: &str, arg: RunArg, kwargs: &[Kwarg]) -> Result<
         read_value: flag("readValue", true)?,
         commands,
     })
+}
+
+/// `register()`'s keyword arguments for the CommandReader: `trigger=`, or `hook=` with an
+/// optional `keyprefix=`, and `inorder=`. The positional `prefix` means nothing here.
+pub fn command_trigger(kwargs: &[Kwarg]) -> Result<CommandTrigger> {
+    let get = |name: &str| {
+        kwargs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, Record::Nil))
+    };
+    let text = |name: &str| -> Result<Option<Vec<u8>>> {
+        match get(name) {
+            None => Ok(None),
+            Some(Record::String(s)) => Ok(Some(s.clone().into_bytes())),
+            Some(Record::Bytes(b)) => Ok(Some(b.clone())),
+            Some(_) => Err(plan_error(&format!("{name} argument is not string"))),
+        }
+    };
+    let trigger = text("trigger")?;
+    let hook = text("hook")?;
+    let key_prefix = text("keyprefix")?;
+    let in_order = match get("inorder") {
+        None => false,
+        Some(Record::Bool(b)) => *b,
+        Some(Record::Integer(n)) => *n != 0,
+        Some(_) => return Err(plan_error("inorder argument must be a boolean")),
+    };
+    let kind = match (trigger, hook) {
+        (Some(_), _) if key_prefix.is_some() => {
+            return Err(plan_error(
+                "trigger argument can not be given with keyprefix or hook",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(plan_error(
+                "trigger argument can not be given with keyprefix or hook",
+            ))
+        }
+        (Some(name), None) => CommandKind::Trigger(String::from_utf8_lossy(&name).into_owned()),
+        (None, Some(command)) => CommandKind::Hook {
+            command: String::from_utf8_lossy(&command).to_ascii_lowercase(),
+            key_prefix: key_prefix.filter(|p| !p.is_empty()),
+        },
+        (None, None) => return Err(plan_error("no trigger or hook argument was given")),
+    };
+    Ok(CommandTrigger { kind, in_order })
 }
 
 /// A list of names (`eventTypes=['set', 'del']`); `None` when absent or `None`.
@@ -240,6 +334,53 @@ mod tests {
             )],
         );
         assert_eq!(bad.unwrap_err().to_string(), "unknown key type");
+    }
+
+    fn command(kwargs: &[(&str, Record)]) -> Result<CommandTrigger> {
+        let kwargs: Vec<Kwarg> = kwargs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        match register_reader("CommandReader", "*", RunArg::None, &kwargs)? {
+            (ReaderSpec::Command, Trigger::Command(trigger)) => Ok(trigger),
+            other => panic!("not a command trigger: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_reader_arguments() {
+        let s = |text: &str| Record::String(text.into());
+        let t = command(&[("trigger", s("mytrigger"))]).unwrap();
+        assert_eq!(t.trigger_name(), Some("mytrigger"));
+        assert!(!t.in_order);
+        let h = command(&[
+            ("hook", s("HSET")),
+            ("keyprefix", s("user:")),
+            ("inorder", Record::Bool(true)),
+        ])
+        .unwrap();
+        assert_eq!(
+            h.kind,
+            CommandKind::Hook {
+                command: "hset".into(),
+                key_prefix: Some(b"user:".to_vec())
+            }
+        );
+        assert!(h.in_order);
+        let error = |kwargs: &[(&str, Record)]| command(kwargs).unwrap_err().to_string();
+        assert_eq!(error(&[]), "no trigger or hook argument was given");
+        assert_eq!(
+            error(&[("trigger", s("t")), ("hook", s("set"))]),
+            "trigger argument can not be given with keyprefix or hook"
+        );
+        assert_eq!(
+            error(&[("trigger", s("t")), ("keyprefix", s("k"))]),
+            "trigger argument can not be given with keyprefix or hook"
+        );
+        assert_eq!(
+            error(&[("trigger", Record::Integer(1))]),
+            "trigger argument is not string"
+        );
     }
 
     #[test]

@@ -215,6 +215,42 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
     let hashtag = lua.create_function(move |_, ()| Ok(r.hashtag()))?;
     globals.raw_set("hashtag", hashtag)?;
 
+    // Command hooks: call_next(...), override_reply(value), get_command(), flat_error(msg).
+    let r = redis.clone();
+    let call_next = lua.create_function(move |lua, args: MultiValue| {
+        let mut command = Vec::with_capacity(args.len());
+        for arg in args {
+            match lua.coerce_string(arg)? {
+                Some(s) => command.push(s.as_bytes().to_vec()),
+                None => return Err(raise("call_next arguments must be strings or numbers")),
+            }
+        }
+        let reply = r.call_next(&command).map_err(raise_gears)?;
+        to_lua(lua, &reply).map_err(raise_gears)
+    })?;
+    globals.raw_set("call_next", call_next)?;
+    let r = redis.clone();
+    let override_reply = lua.create_function(move |_, value: Value| {
+        let value = crate::convert::value_to_core(&value, 0).map_err(raise_gears)?;
+        r.override_reply(value).map_err(raise_gears)
+    })?;
+    globals.raw_set("override_reply", override_reply)?;
+    let r = redis.clone();
+    let get_command = lua.create_function(move |lua, ()| {
+        let command = r.get_command().map_err(raise_gears)?;
+        let record =
+            gears_core::Record::List(command.into_iter().map(gears_core::Record::from).collect());
+        to_lua(lua, &record).map_err(raise_gears)
+    })?;
+    globals.raw_set("get_command", get_command)?;
+    // An error reply of exactly `msg`, as a hook's result.
+    let flat_error = lua.create_function(|lua, message: mlua::LuaString| {
+        let mut text = b"-".to_vec();
+        text.extend_from_slice(&message.as_bytes());
+        lua.create_string(&text)
+    })?;
+    globals.raw_set("flat_error", flat_error)?;
+
     // atomic(f): runs f with no other client's command in between (the Redis lock is held).
     let r = redis;
     let atomic = lua.create_function(move |_, f: Value| {

@@ -21,6 +21,7 @@ mod limits;
 mod readers;
 mod registrations;
 mod reply;
+mod resp;
 mod workers;
 
 use std::sync::OnceLock;
@@ -182,6 +183,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
+    if let Err(e) = registrations::hooks::register_filter(ctx) {
+        ctx.log_warning(&format!("Gears: {e}"));
+        return Status::Err;
+    }
     if let Err(e) = limits::follow_maxmemory(ctx) {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
@@ -234,5 +239,8 @@ redis_module! {
         ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
         ["RG.PYDUMPSESSIONS", registrations::commands::py_dump_sessions, "readonly", 0, 0, 0, ""],
         ["RG.DUMPSESSIONS", registrations::commands::dump_all_sessions, "readonly", 0, 0, 0, ""],
+        ["RG.TRIGGER", registrations::triggers::trigger, "may-replicate", 0, 0, 0, ""],
+        ["RG.TRIGGERONKEY", registrations::triggers::trigger_on_key, "may-replicate", 2, 2, 1, ""],
+        ["RG.INNERHOOK", registrations::hooks::inner_hook, "may-replicate", 0, 0, 0, ""],
     ],
 }

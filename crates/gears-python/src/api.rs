@@ -74,7 +74,7 @@ pub(crate) fn arguments<'py, const N: usize>(
 type Body = fn(&Link, &Bound<'_, PyTuple>, Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>>;
 
 /// The API functions, by the names the prelude and scripts use.
-const FUNCTIONS: [(&CStr, Body); 9] = [
+const FUNCTIONS: [(&CStr, Body); 12] = [
     (c"executeCommand", execute_command),
     (c"log", log),
     (c"configGet", config_get),
@@ -84,6 +84,9 @@ const FUNCTIONS: [(&CStr, Body); 9] = [
     (c"_register", crate::plan::register),
     (c"_atomic_begin", atomic_begin),
     (c"_atomic_end", atomic_end),
+    (c"call_next", call_next),
+    (c"override_reply", override_reply),
+    (c"get_command", get_command),
 ];
 
 /// The session's own API functions, bound to `link`.
@@ -139,6 +142,68 @@ fn execute_command(
         Ok(record) => Ok(to_py(py, &record).map_err(gears_err)?.unbind()),
         Err(e) => Err(error::new_err(e.to_string())),
     }
+}
+
+/// The arguments of a command, as `execute()` takes them: bytes as they are, anything else as
+/// its `str()`.
+fn command_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<Vec<u8>>> {
+    let mut argv = Vec::with_capacity(args.len());
+    for arg in args.iter() {
+        if let Ok(b) = arg.cast::<PyBytes>() {
+            argv.push(b.as_bytes().to_vec());
+        } else if let Ok(b) = arg.cast::<PyByteArray>() {
+            argv.push(b.to_vec());
+        } else {
+            argv.push(arg.str()?.to_string().into_bytes());
+        }
+    }
+    Ok(argv)
+}
+
+/// `call_next(*args)`: in a command hook, runs the hooked command with `args` through the hooks
+/// registered before this one, then the real command. The GIL is released meanwhile.
+fn call_next(
+    link: &Link,
+    args: &Bound<'_, PyTuple>,
+    _kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let py = args.py();
+    let argv = command_args(args)?;
+    let host = link.host()?;
+    let reply = py.detach(move || host.call_next(&argv));
+    match reply {
+        Ok(record) => Ok(to_py(py, &record).map_err(gears_err)?.unbind()),
+        Err(e) => Err(error::new_err(e.to_string())),
+    }
+}
+
+/// `override_reply(value)`: the hooked command's client gets `value` as its reply.
+fn override_reply(
+    link: &Link,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let [value] = arguments("override_reply", ["value"], 1, args, kwargs)?;
+    let value = crate::convert::to_core(&value.expect("required")).map_err(gears_err)?;
+    link.host()?
+        .override_reply(value)
+        .map_err(|e| error::new_err(e.to_string()))?;
+    Ok(args.py().None())
+}
+
+/// `get_command()`: the arguments of the hooked command that runs this registration.
+fn get_command(
+    link: &Link,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    arguments::<0>("get_command", [], 0, args, kwargs)?;
+    let command = link
+        .host()?
+        .get_command()
+        .map_err(|e| error::new_err(e.to_string()))?;
+    let record = Record::List(command.into_iter().map(Record::from).collect());
+    Ok(to_py(args.py(), &record).map_err(gears_err)?.unbind())
 }
 
 /// `log(message, level='notice')`, written as `GEARS: <message>`.

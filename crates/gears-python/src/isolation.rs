@@ -37,7 +37,7 @@ use crate::module::{ApiModule, MODULE_NAMES};
 const PRELUDE: &str = include_str!("prelude.py");
 
 /// The names a script's globals start with, taken from its API namespace.
-const SCRIPT_NAMES: [&str; 9] = [
+const SCRIPT_NAMES: [&str; 13] = [
     "GearsBuilder",
     "GB",
     "execute",
@@ -47,6 +47,10 @@ const SCRIPT_NAMES: [&str; 9] = [
     "hashtag",
     "atomic",
     "GearsError",
+    "call_next",
+    "override_reply",
+    "get_command",
+    "flat_error",
 ];
 
 /// What every session is made from. Built once, at interpreter start; held only by Rust.

@@ -18,7 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 pub(crate) const READ_ONLY: &str = "the Gears API module can not be modified";
 
 /// The names `redisgears` has, taken from the session's API namespace.
-pub(crate) const MODULE_NAMES: [&str; 8] = [
+pub(crate) const MODULE_NAMES: [&str; 12] = [
     "executeCommand",
     "log",
     "configGet",
@@ -27,6 +27,10 @@ pub(crate) const MODULE_NAMES: [&str; 8] = [
     "atomic",
     "GearsError",
     "forcestopped",
+    "call_next",
+    "override_reply",
+    "get_command",
+    "flat_error",
 ];
 
 type Entries = Vec<(&'static str, Py<PyAny>)>;

@@ -22,6 +22,11 @@ def _check_functions(op, args, count):
             raise GearsError('%s argument must be a function' % op)
 
 
+def flat_error(msg):
+    """An error reply of exactly `msg` (no traceback), as a result of a command hook."""
+    return '-' + str(msg)
+
+
 class atomic(object):
     """`with atomic():` runs the block's commands with no other client's command in between."""
 

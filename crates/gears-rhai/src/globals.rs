@@ -117,6 +117,7 @@ pub(crate) fn register(engine: &mut Engine, redis: &Arc<dyn RedisAccess>) {
     });
     let r = Arc::clone(redis);
     engine.register_fn("hashtag", move || r.hashtag());
+    register_hook_functions(engine, redis);
     // atomic(f): runs f with no other client's command in between (the Redis lock is held).
     let r = Arc::clone(redis);
     engine.register_fn(
@@ -128,4 +129,51 @@ pub(crate) fn register(engine: &mut Engine, redis: &Arc<dyn RedisAccess>) {
             result
         },
     );
+}
+
+macro_rules! register_call_next {
+    ($engine:expr, $redis:expr $(, $arg:ident)*) => {{
+        let redis = Arc::clone($redis);
+        $engine.register_fn(
+            "call_next",
+            move |$($arg: Dynamic),*| -> Fallible<Dynamic> {
+                let reply = redis.call_next(&[$(to_argument(&$arg)),*]).map_err(raise)?;
+                to_dynamic(&reply).map_err(raise)
+            },
+        );
+    }};
+}
+
+/// Command hooks: `call_next(...)`, `override_reply(value)`, `get_command()`,
+/// `flat_error(msg)`.
+fn register_hook_functions(engine: &mut Engine, redis: &Arc<dyn RedisAccess>) {
+    register_call_next!(engine, redis);
+    register_call_next!(engine, redis, a1);
+    register_call_next!(engine, redis, a1, a2);
+    register_call_next!(engine, redis, a1, a2, a3);
+    register_call_next!(engine, redis, a1, a2, a3, a4);
+    register_call_next!(engine, redis, a1, a2, a3, a4, a5);
+    register_call_next!(engine, redis, a1, a2, a3, a4, a5, a6);
+    register_call_next!(engine, redis, a1, a2, a3, a4, a5, a6, a7);
+    register_call_next!(engine, redis, a1, a2, a3, a4, a5, a6, a7, a8);
+    let r = Arc::clone(redis);
+    engine.register_fn("call_next", move |args: Array| -> Fallible<Dynamic> {
+        let args: Vec<Vec<u8>> = args.iter().map(to_argument).collect();
+        let reply = r.call_next(&args).map_err(raise)?;
+        to_dynamic(&reply).map_err(raise)
+    });
+    let r = Arc::clone(redis);
+    engine.register_fn("override_reply", move |value: Dynamic| -> Fallible<()> {
+        r.override_reply(to_core(&value)).map_err(raise)
+    });
+    let r = Arc::clone(redis);
+    engine.register_fn("get_command", move || -> Fallible<Dynamic> {
+        let command = r.get_command().map_err(raise)?;
+        let record =
+            gears_core::Record::List(command.into_iter().map(gears_core::Record::from).collect());
+        to_dynamic(&record).map_err(raise)
+    });
+    engine.register_fn("flat_error", |message: Dynamic| {
+        format!("-{}", text(&message))
+    });
 }

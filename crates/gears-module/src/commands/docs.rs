@@ -186,7 +186,7 @@ static UNREGISTER_ARGS: [Arg; 2] = [
 
 static DUMP_SESSIONS_ARGS: [Arg; 3] = [
     flag("VERBOSE", "show each registration in full"),
-    flag("DEAD", "also sessions that ended (Gears keeps none)"),
+    flag("DEAD", "also sessions that could not be made again"),
     Arg {
         name: "session",
         kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
@@ -201,6 +201,43 @@ static DUMP_SESSIONS_ARGS: [Arg; 3] = [
 static INNER_SESSION_ARGS: [Arg; 2] = [
     arg("action", "SET or DEL"),
     arg("session", "the encoded session, or its id"),
+];
+
+static TRIGGER_ARGS: [Arg; 2] = [
+    arg(
+        "trigger",
+        "the trigger name a CommandReader registration gave",
+    ),
+    Arg {
+        optional: true,
+        multiple: true,
+        ..arg("arg", "arguments, the record's next elements")
+    },
+];
+
+static TRIGGER_ON_KEY_ARGS: [Arg; 3] = [
+    arg(
+        "trigger",
+        "the trigger name a CommandReader registration gave",
+    ),
+    Arg {
+        kind: raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+        ..arg("key", "a key, for routing to the shard that holds it")
+    },
+    Arg {
+        optional: true,
+        multiple: true,
+        ..arg("arg", "arguments, the record's next elements")
+    },
+];
+
+static INNER_HOOK_ARGS: [Arg; 2] = [
+    arg("command", "the hooked command"),
+    Arg {
+        optional: true,
+        multiple: true,
+        ..arg("arg", "its arguments")
+    },
 ];
 
 pub(crate) static COMMANDS: &[CommandDoc] = &[
@@ -348,6 +385,30 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         args: &[],
     },
     CommandDoc {
+        name: "RG.TRIGGER",
+        categories: "gears slow",
+        summary: "Runs the CommandReader registration of a trigger with the given arguments",
+        complexity: "Depends on the registration",
+        arity: -2,
+        args: &TRIGGER_ARGS,
+    },
+    CommandDoc {
+        name: "RG.TRIGGERONKEY",
+        categories: "gears slow",
+        summary: "RG.TRIGGER whose first argument is a key (for cluster routing)",
+        complexity: "Depends on the registration",
+        arity: -3,
+        args: &TRIGGER_ON_KEY_ARGS,
+    },
+    CommandDoc {
+        name: "RG.INNERHOOK",
+        categories: "gears slow",
+        summary: "Internal: what a hooked command becomes (runs its hooks, then the command)",
+        complexity: "Depends on the hooks",
+        arity: -2,
+        args: &INNER_HOOK_ARGS,
+    },
+    CommandDoc {
         name: "RG.CONFIGSET",
         categories: "gears admin dangerous slow",
         summary: "Changes Gears settings at runtime",
@@ -390,7 +451,13 @@ impl ArgStrings {
             let mut c: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
             c.name = self.text(a.name);
             c.type_ = a.kind;
-            c.key_spec_index = -1;
+            // The one key argument (RG.TRIGGERONKEY's) is the command's first key spec.
+            c.key_spec_index = if a.kind == raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY
+            {
+                0
+            } else {
+                -1
+            };
             c.token = a.token.map_or(std::ptr::null(), |t| self.text(t));
             c.summary = self.text(a.summary);
             c.flags = flags as c_int;

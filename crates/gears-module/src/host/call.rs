@@ -19,6 +19,7 @@ use gears_core::{GearsError, Record, Result};
 use redis_module::{raw, CallOptionsBuilder, CallReply, CallResult, Context};
 
 use super::user::AclUser;
+use crate::registrations::hooks::ActingUser;
 
 /// How a command may act.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +114,8 @@ pub(crate) fn call_as(
         options = options.no_writes();
     }
     let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
+    // A hook this command reaches checks the command against this user.
+    let _acting = user.map(|user| ActingUser::enter(user.name().as_bytes()));
     let reply: CallResult = ctx.call_ext(&name, &options.build(), rest.as_slice());
     let result = match &reply {
         Ok(reply) => Ok(call_reply_to_record(reply)),

@@ -128,4 +128,16 @@ impl RedisAccess for SessionHost {
     fn new_registration_id(&self) -> Option<String> {
         crate::gears().map(|gears| gears.executions.next_id())
     }
+
+    fn call_next(&self, args: &[Vec<u8>]) -> Result<Record> {
+        self.host().call_next(args)
+    }
+
+    fn override_reply(&self, value: Record) -> Result<()> {
+        self.host().override_reply(value)
+    }
+
+    fn get_command(&self) -> Result<Vec<Vec<u8>>> {
+        self.host().get_command()
+    }
 }

@@ -25,6 +25,8 @@ pub(crate) use user::{may_read_key, may_run, AclUser, ReadCheck};
 
 use call::{call_as, writes_paused, Called};
 
+use crate::registrations::hooks::{HookCall, NextHook};
+
 /// Who sent a script and where: the ACL user and the selected database of the calling client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Caller {
@@ -63,6 +65,8 @@ pub(crate) struct RedisHost {
     home_db: i32,
     /// The database `execute()` works on: the caller's, until the script runs `SELECT`.
     db: AtomicI32,
+    /// The hooked command this execution runs for (`call_next`, `override_reply`).
+    hook: Option<Arc<HookCall>>,
 }
 
 // SAFETY: a thread-safe context may be used from any thread; Gears only uses it while holding
@@ -105,7 +109,13 @@ impl RedisHost {
             finished: AtomicBool::new(false),
             home_db: caller.db,
             db: AtomicI32::new(caller.db),
+            hook: None,
         }
+    }
+
+    /// Makes this the execution of a command hook (before it is shared).
+    pub fn set_hook(&mut self, hook: Option<Arc<HookCall>>) {
+        self.hook = hook;
     }
 
     /// Marks the execution over: its atomic block (if any) ends, and later commands and atomic
@@ -362,5 +372,33 @@ impl RedisAccess for RedisHost {
     fn hashtag(&self) -> String {
         // Standalone: the first entry of RedisGears' slot table, a tag of slot 0.
         "06S".to_string()
+    }
+
+    /// Runs the hooked command with `args` through the hooks registered before this one (see
+    /// `registrations::hooks`).
+    fn call_next(&self, args: &[Vec<u8>]) -> Result<Record> {
+        let Some((command, name, registration)) = self.hook.as_deref().and_then(HookCall::next_of)
+        else {
+            return Err(gears_core::no_hook_context());
+        };
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(command.to_vec());
+        argv.extend_from_slice(args);
+        let _next = NextHook::enter(name, registration);
+        self.execute(&argv)
+    }
+
+    fn override_reply(&self, value: Record) -> Result<()> {
+        match &self.hook {
+            Some(hook) => hook.override_reply(&value),
+            None => Err(gears_core::no_hook_context()),
+        }
+    }
+
+    fn get_command(&self) -> Result<Vec<Vec<u8>>> {
+        match &self.hook {
+            Some(hook) => Ok(hook.command()),
+            None => Err(gears_core::no_hook_context()),
+        }
     }
 }

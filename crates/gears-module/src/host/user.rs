@@ -42,6 +42,11 @@ impl AclUser {
         (!user.is_null()).then(|| UserRef(user))
     }
 
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        &self.text
+    }
+
     /// The error of an execution whose user was deleted while it ran.
     pub fn gone_error(&self) -> String {
         format!(

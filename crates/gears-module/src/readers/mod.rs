@@ -96,5 +96,7 @@ fn build_reader(
         ReaderSpec::Generator { callback } => {
             Box::new(GeneratorReader::new(session, *callback, BATCH_SIZE))
         }
+        // Registrations give the record of a command; `run()` never builds this reader.
+        ReaderSpec::Command => Box::new(gears_core::VecReader::new(Vec::new(), 1)),
     }
 }

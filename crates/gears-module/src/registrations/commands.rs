@@ -3,7 +3,7 @@
 //! errors. A registration belongs to the ACL user who registered it: other users neither see
 //! nor remove it, unless they may run `CLIENT KILL` (as for executions).
 
-use gears_core::registration::Trigger;
+use gears_core::registration::{CommandKind, Trigger};
 use gears_core::{ExecutionMode, ReplyValue};
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -71,6 +71,31 @@ fn describe(registration: &Registration) -> ReplyValue {
                 names(&trigger.commands),
             ],
         ),
+        Trigger::Command(trigger) => {
+            let in_order = ReplyValue::Integer(i64::from(trigger.in_order));
+            let args = match &trigger.kind {
+                CommandKind::Trigger(name) => {
+                    vec![
+                        bulk("trigger"),
+                        bulk(name.as_str()),
+                        bulk("inorder"),
+                        in_order,
+                    ]
+                }
+                CommandKind::Hook {
+                    command,
+                    key_prefix,
+                } => vec![
+                    bulk("hook"),
+                    bulk(command.as_str()),
+                    bulk("keyprefix"),
+                    key_prefix.clone().map_or(ReplyValue::Null, bulk),
+                    bulk("inorder"),
+                    in_order,
+                ],
+            };
+            ("CommandReader", args)
+        }
     };
     let data = vec![
         bulk("mode"),
@@ -174,11 +199,13 @@ fn pause_or_unpause(ctx: &Context, args: &[RedisString], what: &str) -> RedisRes
             "Execution {id} does not exists on shard {STANDALONE_SHARD}"
         )));
     };
-    match &registration.spec.trigger {
-        Trigger::Keys(_) => Err(RedisError::String(format!(
-            "Reader KeysReader does not support {what}"
-        ))),
-    }
+    let reader = match &registration.spec.trigger {
+        Trigger::Keys(_) => "KeysReader",
+        Trigger::Command(_) => "CommandReader",
+    };
+    Err(RedisError::String(format!(
+        "Reader {reader} does not support {what}"
+    )))
 }
 
 pub(crate) fn pause_registrations(ctx: &Context, args: Vec<RedisString>) -> RedisResult {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use redis_module::{raw, Context};
 
-use super::{keys_trigger, run, Event, Registration};
+use super::{hooks, keys_trigger, run, Event, Registration};
 use crate::readers::{close_key, key_type, open_key, opening_key, type_name};
 
 /// Subscribes to every keyspace event and key miss (called once, at load).
@@ -118,7 +118,15 @@ fn dispatch(ctx: &Context, event: String, key: Vec<u8>) {
     // SAFETY: a plain query of the context's selected database.
     let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
     for registration in matching {
+        let mut command = None;
         if let Some(trigger) = keys_trigger(&registration) {
+            // `commands=[...]`: only events of those commands, run through their hook.
+            if let Some(commands) = &trigger.commands {
+                command = hooks::event_command(commands);
+                if command.is_none() {
+                    continue;
+                }
+            }
             if trigger.filters_types() {
                 let key_kind = *kind.get_or_insert_with(|| {
                     let open = open_key(ctx, &key);
@@ -140,6 +148,7 @@ fn dispatch(ctx: &Context, event: String, key: Vec<u8>) {
             event: event.clone(),
             db,
             record: None,
+            command,
         };
         run::fire(ctx.ctx, &registration, event);
     }

@@ -6,20 +6,25 @@
 //! them through [`events`]; each matching event runs the registration's plan as one execution
 //! (`registered` = 1), on the thread of the event (`sync`) or on a worker (`async`,
 //! `async_local`), see [`run`]. The commands that list and remove them are in [`commands`].
+//! CommandReader registrations run on `RG.TRIGGER` ([`triggers`]) or replace a Redis command
+//! ([`hooks`]).
 
 pub(crate) mod commands;
 pub(crate) mod events;
+pub(crate) mod hooks;
+mod inner_hook;
 pub(crate) mod persist;
 pub(crate) mod removals;
 mod run;
 pub(crate) mod sessions;
+pub(crate) mod triggers;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use gears_core::registration::{RegistrationSpec, Trigger};
+use gears_core::registration::{CommandTrigger, KeysTrigger, RegistrationSpec, Trigger};
 use gears_core::{ExecutionMode, Language, Session};
 
 use crate::host::SessionHost;
@@ -33,6 +38,17 @@ pub(crate) struct Event {
     pub event: String,
     pub db: i32,
     pub record: Option<gears_core::Record>,
+    /// The hooked command that raised the event, for a registration with `commands=[...]`
+    /// (`override_reply`, `get_command`); its client waits until the run ends.
+    pub command: Option<Arc<hooks::CommandCall>>,
+}
+
+/// What one run of a registration is given.
+pub(crate) enum Input {
+    /// A keyspace event: the record is read when the run starts.
+    Key(Event),
+    /// A command's record (`[trigger, args...]`), answered when the run ends.
+    Call(run::Call),
 }
 
 /// What `RG.DUMPREGISTRATIONS` shows of a registration's runs.
@@ -64,9 +80,11 @@ pub(crate) struct Registration {
     pub description: Option<String>,
     /// A description of each step's callback (`RG.GETEXECUTION`'s `arg`).
     pub step_args: Vec<String>,
+    /// The commands it hooks (a CommandReader `hook=`, a KeysReader's `commands=[...]`).
+    pub hooks: Vec<hooks::HookInfo>,
     stats: Mutex<Stats>,
     /// Events waiting for a worker (async modes), oldest first.
-    queue: Mutex<VecDeque<Event>>,
+    queue: Mutex<VecDeque<Input>>,
     /// True while a worker job drains the queue (one at a time, so events run in order).
     draining: AtomicBool,
     /// Set by `RG.UNREGISTER`: no more events run.
@@ -168,82 +186,116 @@ fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
     let mut list: Vec<Arc<Registration>> = registry.as_deref().cloned().unwrap_or_default();
     change(&mut list);
     COUNT.store(list.len(), Ordering::Relaxed);
+    hooks::rebuild(&list);
     *registry = Some(Arc::new(list));
 }
 
+/// Who the registrations of one script belong to.
+#[derive(Clone, Copy)]
+pub(crate) struct Owner<'a> {
+    pub language: Language,
+    /// The ACL user who registered them.
+    pub user: &'a [u8],
+    pub session_id: &'a str,
+    pub session: &'a Arc<dyn Session>,
+    pub session_host: &'a Arc<SessionHost>,
+}
+
 /// Builds registrations for a script's `register()` calls, sharing its session, without
-/// publishing them (see [`swap`]). `ids` gives them their ids (a session made again), else
-/// new ones are taken.
+/// publishing them (see [`swap`]); under the Redis lock (`ctx`: the commands they hook are
+/// looked up). `ids` gives them their ids (a session made again), else new ones are taken. An
+/// error: a command that can not be hooked.
 pub(crate) fn build(
-    language: Language,
-    user: &[u8],
-    session_id: &str,
-    session: &Arc<dyn Session>,
-    session_host: &Arc<SessionHost>,
+    owner: &Owner<'_>,
     specs: Vec<RegistrationSpec>,
     ids: Option<Vec<String>>,
-) -> Vec<Arc<Registration>> {
+    ctx: &redis_module::Context,
+) -> Result<Vec<Arc<Registration>>, String> {
+    let Owner {
+        language,
+        user,
+        session_id,
+        session,
+        session_host,
+    } = *owner;
     let Some(gears) = crate::gears() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let mut ids = ids.map(Vec::into_iter);
-    specs
-        .into_iter()
-        .map(|spec| {
-            let id = ids
-                .as_mut()
-                .and_then(Iterator::next)
-                .or_else(|| spec.id.clone())
-                .unwrap_or_else(|| gears.executions.next_id());
-            Arc::new(Registration {
-                id,
-                language,
-                user: user.to_vec(),
-                description: spec.plan.description.clone(),
-                step_args: spec
-                    .plan
-                    .steps
-                    .iter()
-                    .map(|step| {
-                        step.callbacks()
-                            .first()
-                            .map(|cb| session.describe(*cb))
-                            .unwrap_or_default()
-                    })
-                    .collect(),
-                spec,
-                session: session.clone(),
-                session_host: session_host.clone(),
-                session_id: session_id.to_string(),
-                stats: Mutex::new(Stats::default()),
-                queue: Mutex::new(VecDeque::new()),
-                draining: AtomicBool::new(false),
-                removed: AtomicBool::new(false),
-                executions: Mutex::new(VecDeque::new()),
-            })
-        })
-        .collect()
+    let mut created = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let hooks = hooks::hook_infos(ctx, &spec.trigger)?;
+        let id = ids
+            .as_mut()
+            .and_then(Iterator::next)
+            .or_else(|| spec.id.clone())
+            .unwrap_or_else(|| gears.executions.next_id());
+        created.push(Arc::new(Registration {
+            id,
+            language,
+            user: user.to_vec(),
+            description: spec.plan.description.clone(),
+            step_args: spec
+                .plan
+                .steps
+                .iter()
+                .map(|step| {
+                    step.callbacks()
+                        .first()
+                        .map(|cb| session.describe(*cb))
+                        .unwrap_or_default()
+                })
+                .collect(),
+            hooks,
+            spec,
+            session: session.clone(),
+            session_host: session_host.clone(),
+            session_id: session_id.to_string(),
+            stats: Mutex::new(Stats::default()),
+            queue: Mutex::new(VecDeque::new()),
+            draining: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            executions: Mutex::new(VecDeque::new()),
+        }));
+    }
+    Ok(created)
 }
 
 /// In one step, removes the registrations `removed` and publishes `added` where the first
-/// removed one was (else at the end): no event sees both or neither.
-pub(crate) fn swap(removed: &[String], added: Vec<Arc<Registration>>) {
+/// removed one was (else at the end): no event sees both or neither. Refused, changing
+/// nothing, if an added one takes a trigger name or a hook that the others forbid.
+pub(crate) fn swap(removed: &[String], added: Vec<Arc<Registration>>) -> Result<(), String> {
     let mut gone = Vec::new();
+    let mut refused = None;
     update(|list| {
+        let kept: Vec<Arc<Registration>> = list
+            .iter()
+            .filter(|r| !removed.contains(&r.id))
+            .cloned()
+            .collect();
+        if let Err(error) =
+            triggers::verify(&kept, &added).and_then(|()| hooks::verify(&kept, &added))
+        {
+            refused = Some(error);
+            return;
+        }
         let at = list.iter().position(|r| removed.contains(&r.id));
-        list.retain(|r| {
-            let leaving = removed.contains(&r.id);
-            if leaving {
-                gone.push(r.clone());
-            }
-            !leaving
-        });
+        gone = list
+            .iter()
+            .filter(|r| removed.contains(&r.id))
+            .cloned()
+            .collect();
+        *list = kept;
         let at = at.unwrap_or(list.len()).min(list.len());
         list.splice(at..at, added);
     });
+    if let Some(error) = refused {
+        return Err(error);
+    }
     for registration in gone {
         retire(&registration, false);
     }
+    Ok(())
 }
 
 /// Calls each new (not yet published) registration's `onRegistered` callback, on the thread
@@ -304,8 +356,17 @@ pub(crate) fn get(id: &str) -> Option<Arc<Registration>> {
 }
 
 /// The key filter of a registration, if it reads keyspace events.
-fn keys_trigger(registration: &Registration) -> Option<&gears_core::registration::KeysTrigger> {
+fn keys_trigger(registration: &Registration) -> Option<&KeysTrigger> {
     match &registration.spec.trigger {
         Trigger::Keys(trigger) => Some(trigger),
+        Trigger::Command(_) => None,
+    }
+}
+
+/// The command of a CommandReader registration.
+fn command_trigger(registration: &Registration) -> Option<&CommandTrigger> {
+    match &registration.spec.trigger {
+        Trigger::Command(trigger) => Some(trigger),
+        Trigger::Keys(_) => None,
     }
 }

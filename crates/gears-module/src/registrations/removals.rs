@@ -63,7 +63,9 @@ pub(crate) fn check(specs: &[RegistrationSpec]) -> Result<(), String> {
         return Ok(());
     }
     for spec in specs {
-        let Trigger::Keys(trigger) = &spec.trigger;
+        let Trigger::Keys(trigger) = &spec.trigger else {
+            continue;
+        };
         if let Some(name) = trigger
             .event_types
             .iter()
@@ -158,6 +160,7 @@ unsafe extern "C" fn on_key_event(
                 event: name.to_string(),
                 db,
                 record: Some(record),
+                command: None,
             };
             run::fire(ctx.ctx, &registration, event);
         }

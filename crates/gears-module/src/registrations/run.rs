@@ -10,6 +10,10 @@
 //! `MaxPendingEventsPerRegistration`; past that an event is refused, counted and logged) and one
 //! worker job at a time drains the queue in order, a slice of events per job so that other
 //! executions get workers too.
+//!
+//! A command (`RG.TRIGGER`, a hooked command) runs a registration the same way with the record
+//! it gives ([`Call`]): `sync` on the calling thread, the others on a worker (through the queue
+//! with `inorder`, else as a job of their own) while the client waits for the results.
 
 use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
@@ -19,18 +23,22 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use gears_core::control::{ControlScope, ExecutionControl, ABORTED};
-use gears_core::{encode_outcome, ExecutionMode, Executor, VecReader};
+use gears_core::{
+    encode_outcome, encode_record, ExecutionMode, ExecutionOutcome, Executor, Record, ReplyValue,
+    VecReader,
+};
 use redis_module::logging::RedisLogLevel;
 use redis_module::raw;
 
 use super::events::Running;
-use super::{keys_trigger, lock, Event, Registration};
+use super::hooks::{ActiveHook, HookCall};
+use super::{keys_trigger, lock, Event, Input, Registration};
 use crate::config::{
     MAX_EXECUTIONS_PER_REGISTRATION, MAX_PENDING_EVENTS, PROFILE_EXECUTIONS,
     SYNC_REGISTRATION_WRITES,
 };
 use crate::executions::{stats, Finished};
-use crate::host::{Access, Caller, RedisHost, SyncRun};
+use crate::host::{Access, BlockedReply, Caller, RedisHost, SyncRun};
 
 /// Events one worker job runs before it lets other jobs take the worker.
 const EVENTS_PER_JOB: usize = 256;
@@ -41,6 +49,8 @@ pub(super) fn fire(ctx: *mut raw::RedisModuleCtx, registration: &Arc<Registratio
         return;
     }
     match registration.mode() {
+        // Inside a hooked command: before it replies (`override_reply`).
+        ExecutionMode::Sync if event.command.is_some() => run_sync(registration, event),
         ExecutionMode::Sync => match post_notification_job() {
             Some(add) if !in_post_job() => {
                 let job = Box::into_raw(Box::new((registration.clone(), event)));
@@ -52,7 +62,7 @@ pub(super) fn fire(ctx: *mut raw::RedisModuleCtx, registration: &Arc<Registratio
                     if event.record.is_some() {
                         // A key being removed: nothing may write now; run it after, on a
                         // worker.
-                        enqueue(&registration, event);
+                        let _ = enqueue(&registration, Input::Key(event));
                     } else {
                         run_sync(&registration, event);
                     }
@@ -60,20 +70,29 @@ pub(super) fn fire(ctx: *mut raw::RedisModuleCtx, registration: &Arc<Registratio
             }
             // A key being removed on a server without jobs (none has the key event without
             // them): never write inside the removal.
-            _ if event.record.is_some() && !in_post_job() => enqueue(registration, event),
+            _ if event.record.is_some() && !in_post_job() => {
+                let _ = enqueue(registration, Input::Key(event));
+            }
             _ => run_sync(registration, event),
         },
-        ExecutionMode::Async | ExecutionMode::AsyncLocal => enqueue(registration, event),
+        ExecutionMode::Async | ExecutionMode::AsyncLocal => {
+            if let Err(refused) = enqueue(registration, Input::Key(event)) {
+                drop(refused);
+            }
+        }
     }
 }
 
+/// Runs a sync registration for a keyspace event on this thread (it holds the Redis lock). A
+/// registration with `commands=[...]` runs inside the hooked command, never as a
+/// post-notification job: its `override_reply` must come before the command replies.
 fn run_sync(registration: &Arc<Registration>, event: Event) {
     // An event raised by its own writes does not run it again.
     let Some(_running) = Running::enter(&registration.id) else {
         return;
     };
     let _sync = SyncRun::enter();
-    run_event(registration, event, true);
+    run_event(registration, Input::Key(event));
 }
 
 type AddPostNotificationJob = unsafe extern "C" fn(
@@ -126,6 +145,7 @@ unsafe extern "C" fn post_job(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void)
         event: event.event.clone(),
         db: event.db,
         record: event.record.clone(),
+        command: event.command.clone(),
     };
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // Events its writes raise inside this job run inline (a job's own jobs would run
@@ -141,9 +161,10 @@ unsafe extern "C" fn free_job(data: *mut c_void) {
     drop(unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Event)>()) });
 }
 
-fn enqueue(registration: &Arc<Registration>, event: Event) {
+/// Queues an input for the registration's worker; a full queue refuses it (and gives it back).
+fn enqueue(registration: &Arc<Registration>, input: Input) -> Result<(), (Input, String)> {
     let Some(gears) = crate::gears() else {
-        return;
+        return Ok(());
     };
     let max = gears.config.integer(MAX_PENDING_EVENTS).max(1) as usize;
     // Queued events are Gears' memory too: past MemoryLimit they are refused like a full queue.
@@ -175,14 +196,15 @@ fn enqueue(registration: &Arc<Registration>, event: Event) {
                     &format!("GEARS: registration {}: {error}", registration.id),
                 );
             }
-            stats.last_error = Some(error);
-            return;
+            stats.last_error = Some(error.clone());
+            return Err((input, error));
         }
-        queue.push_back(event);
+        queue.push_back(input);
     }
     if !registration.draining.swap(true, Ordering::AcqRel) {
         submit_drain(registration.clone());
     }
+    Ok(())
 }
 
 fn submit_drain(registration: Arc<Registration>) {
@@ -204,8 +226,8 @@ fn drain(registration: Arc<Registration>) {
         }
         let next = lock(&registration.queue).pop_front();
         match next {
-            Some(event) => {
-                run_event(&registration, event, false);
+            Some(input) => {
+                run_event(&registration, input);
                 ran += 1;
             }
             None => {
@@ -221,12 +243,131 @@ fn drain(registration: Arc<Registration>) {
     }
 }
 
-/// Runs the registration's plan over the event's record, as one execution. A `sync` run holds
-/// the Redis lock all along, so it is timed like an atomic block (`AtomicBlockMaxTime`).
-fn run_event(registration: &Arc<Registration>, event: Event, sync: bool) {
+/// How the client of a call wants its results.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// `RG.TRIGGER`: the results array, or the first error.
+    Results,
+    /// A hooked command: exactly one result is the command's reply.
+    OneResult,
+}
+
+impl Answer {
+    /// The reply of a run's outcome.
+    pub fn reply(self, outcome: &Result<ExecutionOutcome, String>) -> ReplyValue {
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => return ReplyValue::Error(error.clone()),
+        };
+        if let Some(error) = outcome.errors.first() {
+            return ReplyValue::Error(error.clone());
+        }
+        match self {
+            Answer::Results => {
+                ReplyValue::Array(outcome.results.iter().map(encode_record).collect())
+            }
+            Answer::OneResult => match outcome.results.as_slice() {
+                [only] => encode_record(only),
+                _ => ReplyValue::Error("Command hook must return exactly one result".into()),
+            },
+        }
+    }
+}
+
+/// A command's run of a registration: its record, the database and hook it runs in, and (off
+/// the calling thread) the blocked client that waits for its reply.
+pub(crate) struct Call {
+    pub record: Record,
+    pub db: i32,
+    pub hook: Option<Arc<HookCall>>,
+    pub answer: Answer,
+    pub client: Option<BlockedReply>,
+}
+
+impl Call {
+    fn respond(mut self, outcome: &Result<ExecutionOutcome, String>) {
+        if let Some(client) = self.client.take() {
+            client.measure_end();
+            client.reply(&self.answer.reply(outcome));
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // Dropped without running (`RG.UNREGISTER ... abortpending`).
+        if let Some(client) = self.client.take() {
+            client.reply(&ReplyValue::Error(
+                "ERR the registration was removed before this call ran".into(),
+            ));
+        }
+    }
+}
+
+/// Runs a command's call of a registration on this thread (sync: it holds the Redis lock) and
+/// returns the reply.
+pub(crate) fn call_sync(registration: &Arc<Registration>, mut call: Call) -> ReplyValue {
+    let _sync = SyncRun::enter();
+    let outcome = run_call(registration, &mut call);
+    call.answer.reply(&outcome)
+}
+
+/// Hands a command's call to a worker; its client (in `call`) gets the reply when it ends. With
+/// `inorder` it waits in the registration's queue, else it runs as soon as a worker is free.
+pub(crate) fn call_async(registration: &Arc<Registration>, call: Call, in_order: bool) {
+    if in_order {
+        if let Err((Input::Call(mut call), error)) = enqueue(registration, Input::Call(call)) {
+            if let Some(client) = call.client.take() {
+                client.reply(&ReplyValue::Error(format!(
+                    "ERR Could not trigger execution, {error}"
+                )));
+            }
+        }
+        return;
+    }
     let Some(gears) = crate::gears() else {
         return;
     };
+    let registration = registration.clone();
+    gears.workers.submit(move || {
+        stats::worker_busy();
+        run_event(&registration, Input::Call(call));
+        stats::worker_free();
+    });
+}
+
+fn run_call(registration: &Arc<Registration>, call: &mut Call) -> Result<ExecutionOutcome, String> {
+    if let Some(client) = &call.client {
+        client.measure_start();
+    }
+    let record = std::mem::replace(&mut call.record, Record::Nil);
+    let hook = call.hook.clone();
+    let _active = hook.as_ref().map(|_| ActiveHook::enter(&registration.id));
+    let caller = Caller {
+        user: registration.user.clone(),
+        db: call.db,
+    };
+    let access = Access::ReadWrite;
+    let outcome = execute(registration, caller, hook, access, |_| Some(Ok(record)));
+    match outcome {
+        Some(outcome) => outcome,
+        None => Err("Gears internal error: the call gave no record".into()),
+    }
+}
+
+/// Runs one input of the registration, as one execution.
+fn run_event(registration: &Arc<Registration>, input: Input) {
+    match input {
+        Input::Key(event) => run_key_event(registration, event),
+        Input::Call(mut call) => {
+            let outcome = run_call(registration, &mut call);
+            call.respond(&outcome);
+        }
+    }
+}
+
+/// Runs the registration's plan over a keyspace event's record.
+fn run_key_event(registration: &Arc<Registration>, event: Event) {
     let Some(trigger) = keys_trigger(registration) else {
         return;
     };
@@ -234,44 +375,67 @@ fn run_event(registration: &Arc<Registration>, event: Event, sync: bool) {
         user: registration.user.clone(),
         db: event.db,
     };
+    let hook = event.command.clone().map(HookCall::keys);
+    let read_value = trigger.read_value;
+    let sync = SyncRun::active();
+    // Inside a notification (Redis 7.0) a sync run writes only if the operator accepts the risk:
+    // a write there could free what the command that raised the event is using.
+    let access = match crate::gears() {
+        Some(gears)
+            if sync
+                && !in_post_job()
+                && post_notification_job().is_none()
+                && !gears.config.flag(SYNC_REGISTRATION_WRITES) =>
+        {
+            Access::InsideNotification
+        }
+        _ => Access::ReadWrite,
+    };
+    execute(registration, caller, hook, access, |host| {
+        let record = catch_unwind(AssertUnwindSafe(|| match event.record {
+            // Read (and checked against the user's rights) when the key was about to go away.
+            Some(record) => Ok(Some(record)),
+            // A sync run holds the Redis lock all along: it does not read a large value.
+            None => crate::readers::event_record(host, &event.key, &event.event, read_value, sync),
+        }))
+        .unwrap_or_else(|_| {
+            Err(gears_core::GearsError::Internal(
+                "reading the event's key failed".into(),
+            ))
+        });
+        match record {
+            // The registration's user may not read this key: not their event.
+            Ok(None) => None,
+            Ok(Some(record)) => Some(Ok(record)),
+            Err(e) => Some(Err(e.to_string())),
+        }
+    });
+}
+
+/// Runs the registration's plan over the record `read` gives (`None`: no run), as one
+/// execution acting as `caller`; records the run in the registration's statistics.
+fn execute(
+    registration: &Arc<Registration>,
+    caller: Caller,
+    hook: Option<Arc<HookCall>>,
+    access: Access,
+    read: impl FnOnce(&Arc<RedisHost>) -> Option<Result<Record, String>>,
+) -> Option<Result<ExecutionOutcome, String>> {
+    let gears = crate::gears()?;
     let control = ExecutionControl::new(gears.execution_limits());
-    if sync {
+    // A sync run holds the Redis lock all along: it is timed like an atomic block.
+    if SyncRun::active() {
         control.begin_atomic();
     }
     let _control_scope = ControlScope::enter(&control);
-    // Inside a notification (Redis 7.0) a sync run writes only if the operator accepts the risk.
-    let access = if sync
-        && !in_post_job()
-        && post_notification_job().is_none()
-        && !gears.config.flag(SYNC_REGISTRATION_WRITES)
-    {
-        Access::InsideNotification
-    } else {
-        Access::ReadWrite
-    };
-    let host = Arc::new(RedisHost::new(&caller, access, control.clone()));
+    let mut host = RedisHost::new(&caller, access, control.clone());
+    host.set_hook(hook);
+    let host = Arc::new(host);
     let _host_scope = registration.session_host.enter(&host);
     let started = Instant::now();
-    let record = catch_unwind(AssertUnwindSafe(|| match event.record {
-        // Read (and checked against the user's rights) when the key was about to go away.
-        Some(record) => Ok(Some(record)),
-        None => {
-            crate::readers::event_record(&host, &event.key, &event.event, trigger.read_value, sync)
-        }
-    }))
-    .unwrap_or_else(|_| {
-        Err(gears_core::GearsError::Internal(
-            "reading the event's key failed".into(),
-        ))
-    });
-    let record = match record {
-        // The registration's user may not read this key: not their event.
-        Ok(None) => {
-            host.finish();
-            return;
-        }
-        Ok(Some(record)) => Ok(record),
-        Err(e) => Err(e.to_string()),
+    let Some(record) = read(&host) else {
+        host.finish();
+        return None;
     };
     let execution = gears.executions.create_registered(
         registration.language,
@@ -293,13 +457,13 @@ fn run_event(registration: &Arc<Registration>, event: Event, sync: bool) {
     control.end_atomic();
     let duration = started.elapsed();
     let aborted = control.stop_message().as_deref() == Some(ABORTED);
-    let (finished, error) = match outcome {
+    let (finished, error) = match &outcome {
         Ok(outcome) => {
             let error = outcome.errors.first().cloned();
             stats::errors(outcome.errors.len() as u64);
-            (Finished::ran(encode_outcome(&outcome)), error)
+            (Finished::ran(encode_outcome(outcome)), error)
         }
-        Err(error) => (Finished::failed(error.clone()), Some(error)),
+        Err(error) => (Finished::failed(error.clone()), Some(error.clone())),
     };
     if error.is_some() {
         stats::failed();
@@ -309,4 +473,5 @@ fn run_event(registration: &Arc<Registration>, event: Event, sync: bool) {
     execution.finish(finished);
     let max = gears.config.integer(MAX_EXECUTIONS_PER_REGISTRATION).max(0) as usize;
     registration.keep_execution(id, max);
+    Some(outcome)
 }

@@ -174,15 +174,17 @@ pub(crate) fn establish(
     };
     replaced_by(&known(), &id, new.options, new.caller)?;
     super::removals::check(&specs)?;
-    let created = super::build(
-        new.language,
-        &new.caller.user,
-        &id,
-        new.session,
-        new.session_host,
-        specs,
-        None,
-    );
+    // Under the lock: the commands they hook are looked up.
+    let created = host.with_lock(|ctx| {
+        let owner = super::Owner {
+            language: new.language,
+            user: &new.caller.user,
+            session_id: &id,
+            session: new.session,
+            session_host: new.session_host,
+        };
+        super::build(&owner, specs, None, ctx)
+    })?;
     super::on_registered(&created, new.session).map_err(|e| e.to_string())?;
     let spec = SessionSpec {
         id: id.clone(),
@@ -213,7 +215,7 @@ pub(crate) fn establish(
                 "the registration limit is reached ({max} registrations, MaxRegistrations)"
             ));
         }
-        super::swap(&removed, created);
+        super::swap(&removed, created)?;
         if let Some(old) = &replaced {
             failed_sessions().retain(|(s, _)| s.id != old.id);
         }
@@ -328,15 +330,20 @@ pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
         .filter_map(|(registration, id)| id.clone().map(|id| (registration, id)))
         .collect();
     let (specs, ids): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
-    let created: Vec<Arc<Registration>> = super::build(
-        spec.language,
-        &spec.user,
-        &spec.id,
-        &compiled.session,
-        &session_host,
-        specs,
-        Some(ids),
-    );
+    let owner = super::Owner {
+        language: spec.language,
+        user: &spec.user,
+        session_id: &spec.id,
+        session: &compiled.session,
+        session_host: &session_host,
+    };
+    let created: Vec<Arc<Registration>> = match super::build(&owner, specs, Some(ids), ctx) {
+        Ok(created) => created,
+        Err(e) => {
+            host.finish();
+            return Err(e);
+        }
+    };
     let registered = super::on_registered(&created, &compiled.session);
     host.finish();
     registered.map_err(|e| e.to_string())?;
@@ -346,7 +353,7 @@ pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
         .filter(|s| s.id == spec.id)
         .flat_map(|s| s.live().cloned().collect::<Vec<_>>())
         .collect();
-    super::swap(&removed, created);
+    super::swap(&removed, created)?;
     failed_sessions().retain(|(s, _)| s.id != spec.id);
     put(&mut sessions, spec);
     Ok(())

@@ -1,0 +1,67 @@
+//! A RESP2 reader for the protocol bytes of a `RedisModule_Call` reply, so that a reply can be
+//! kept and sent later (to a blocked client) with statuses, errors and bulk strings apart.
+
+use gears_core::ReplyValue;
+
+/// The value at the start of `bytes` and how many bytes it took; `None` if it is cut short or
+/// not RESP2.
+pub(crate) fn parse(bytes: &[u8]) -> Option<(ReplyValue, usize)> {
+    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let line = &bytes[1..end];
+    let text = || String::from_utf8_lossy(line).into_owned();
+    let number = || std::str::from_utf8(line).ok()?.parse::<i64>().ok();
+    let after = end + 2;
+    match bytes.first()? {
+        b'+' => Some((ReplyValue::Status(text()), after)),
+        b'-' => Some((ReplyValue::Error(text()), after)),
+        b':' => Some((ReplyValue::Integer(number()?), after)),
+        b'$' => {
+            let len = number()?;
+            if len < 0 {
+                return Some((ReplyValue::Null, after));
+            }
+            let len = len as usize;
+            let data = bytes.get(after..after + len)?;
+            Some((ReplyValue::Bulk(data.to_vec()), after + len + 2))
+        }
+        b'*' => {
+            let count = number()?;
+            if count < 0 {
+                return Some((ReplyValue::Null, after));
+            }
+            let mut items = Vec::with_capacity(count.min(1024) as usize);
+            let mut at = after;
+            for _ in 0..count {
+                let (item, used) = parse(bytes.get(at..)?)?;
+                items.push(item);
+                at += used;
+            }
+            Some((ReplyValue::Array(items), at))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_resp2_type() {
+        let bytes = b"*5\r\n+OK\r\n-ERR no\r\n:-3\r\n$3\r\na\r\n\r\n$-1\r\n";
+        assert_eq!(
+            parse(bytes),
+            Some((
+                ReplyValue::Array(vec![
+                    ReplyValue::Status("OK".into()),
+                    ReplyValue::Error("ERR no".into()),
+                    ReplyValue::Integer(-3),
+                    ReplyValue::Bulk(b"a\r\n".to_vec()),
+                    ReplyValue::Null,
+                ]),
+                bytes.len()
+            ))
+        );
+        assert_eq!(parse(b"$5\r\nab"), None);
+    }
+}
