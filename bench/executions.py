@@ -50,13 +50,14 @@ LOOPS = {
 
 
 class Server:
-    def __init__(self, binary, port, module, venv):
+    def __init__(self, binary, port, module, venv, module_args=()):
         self.dir = tempfile.mkdtemp(prefix="gears-bench-exec-")
         self.port = port
         self.proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "log"),
-             "--enable-debug-command", "local", "--loadmodule", module, "PythonVenv", venv],
+             "--enable-debug-command", "local", "--loadmodule", module, "PythonVenv", venv,
+             *module_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
         deadline = time.time() + 30

@@ -11,6 +11,10 @@ processed.
 Targets (issue 8): sync >= 0.6x of the baseline's rps; async >= 0.9x with every event processed
 within 1 s after the load stops.
 
+On Redis 7.0 the server runs with `SyncRegistrationWrites 1` (sync registrations write inside
+the keyspace notification, as RedisGears 1.2 did); on Valkey (--server-bin valkey-server) sync
+registrations run as post-notification jobs.
+
 Usage:
   .venv/bin/python bench/registrations.py [--port P] [--server-bin redis-server]
                                           [--requests N] [--clients C]
@@ -74,7 +78,11 @@ def main():
     parser.add_argument("--requests", type=int, default=200000)
     parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
-    server = Server(args.server_bin, args.port, args.module, args.venv)
+    # Redis 7.0 has no post-notification jobs: sync registrations write inside the notification
+    # only with SyncRegistrationWrites 1 (RedisGears 1.2's behaviour, measured here); newer
+    # servers ignore it.
+    server = Server(args.server_bin, args.port, args.module, args.venv,
+                    module_args=("SyncRegistrationWrites", "1"))
     failed = False
     try:
         r = server.client
