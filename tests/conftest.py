@@ -131,14 +131,20 @@ class RedisServer:
         self.process.wait(timeout=20)
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = RedisServer()
+def serve(*extra_args):
+    """A server for a module's tests (module arguments `extra_args`), stopped at the end; it
+    must still be alive then."""
+    s = RedisServer(extra_args=extra_args)
     yield s
     alive = s.alive()
     log = s.read_log()
     s.stop()
     assert alive, "redis-server died during the tests:\n" + log
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from serve()
 
 
 @pytest.fixture

@@ -15,13 +15,8 @@ NOT_SYNC = "ERR can not run a non-sync execution inside a MULTI/LUA (blocking is
 def server():
     """Sync registrations here write inside keyspace notifications (the read-through cache): on
     Redis 7.0 that needs SyncRegistrationWrites 1 (see test_registrations.py)."""
-    from conftest import RedisServer
-    s = RedisServer(extra_args=("SyncRegistrationWrites", "1"))
-    yield s
-    alive = s.alive()
-    log = s.read_log()
-    s.stop()
-    assert alive, "redis-server died during the tests:\n" + log
+    from conftest import serve
+    yield from serve("SyncRegistrationWrites", "1")
 
 
 @pytest.fixture

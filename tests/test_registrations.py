@@ -16,13 +16,8 @@ SYNC_WRITES = ("SyncRegistrationWrites", "1")
 
 @pytest.fixture(scope="module")
 def server():
-    from conftest import RedisServer
-    s = RedisServer(extra_args=SYNC_WRITES)
-    yield s
-    alive = s.alive()
-    log = s.read_log()
-    s.stop()
-    assert alive, "redis-server died during the tests:\n" + log
+    from conftest import serve
+    yield from serve(*SYNC_WRITES)
 
 
 @pytest.fixture

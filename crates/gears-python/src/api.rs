@@ -124,16 +124,7 @@ fn execute_command(
     if !args.get_item(0)?.is_instance_of::<PyString>() {
         return Err(error::new_err("the given command must be a string"));
     }
-    let mut argv = Vec::with_capacity(args.len());
-    for arg in args.iter() {
-        if let Ok(b) = arg.cast::<PyBytes>() {
-            argv.push(b.as_bytes().to_vec());
-        } else if let Ok(b) = arg.cast::<PyByteArray>() {
-            argv.push(b.to_vec());
-        } else {
-            argv.push(arg.str()?.to_string().into_bytes());
-        }
-    }
+    let argv = command_args(args)?;
     let host = link.host()?;
     // The host moves into the closure: if the session ends meanwhile, it is dropped there,
     // without the GIL.

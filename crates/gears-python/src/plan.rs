@@ -114,6 +114,23 @@ fn lower_steps(
     Ok(())
 }
 
+/// The builder's reader name and description (`GB(reader, defaultArg, desc)`).
+fn reader_and_description(
+    reader: &Bound<'_, PyAny>,
+    desc: &Bound<'_, PyAny>,
+) -> PyResult<(String, Option<String>)> {
+    let Ok(reader) = reader.extract::<String>() else {
+        return Err(error::new_err("reader argument must be a string"));
+    };
+    if desc.is_none() {
+        return Ok((reader, None));
+    }
+    match desc.extract::<String>() {
+        Ok(d) => Ok((reader, Some(d))),
+        Err(_) => Err(error::new_err("desc argument must be a string")),
+    }
+}
+
 /// `_run(reader, defaultArg, desc, steps, arg, convertToStr, collect, kwargs)`, called by
 /// `GearsBuilder.run()`: builds the plan; the execution starts once the script's top level has
 /// finished. Only the session's own top level can build its plans.
@@ -127,17 +144,7 @@ pub(crate) fn run(
         .extract()
         .map_err(|_| error::new_err("run() was called with the wrong arguments"))?;
     let [reader, default_arg, desc, steps, arg, convert_to_str, collect, kwargs] = args;
-    let Ok(reader) = reader.extract::<String>() else {
-        return Err(error::new_err("reader argument must be a string"));
-    };
-    let description = if desc.is_none() {
-        None
-    } else {
-        match desc.extract::<String>() {
-            Ok(d) => Some(d),
-            Err(_) => return Err(error::new_err("desc argument must be a string")),
-        }
-    };
+    let (reader, description) = reader_and_description(&reader, &desc)?;
     let steps = steps.cast_into::<PyList>()?;
     let kwargs = kwargs.cast_into::<PyDict>()?;
     let options = (
@@ -270,17 +277,7 @@ pub(crate) fn register(
         .map_err(|_| error::new_err("register() was called with the wrong arguments"))?;
     let [reader, default_arg, desc, steps, prefix, convert_to_str, collect, mode, on_registered, kwargs] =
         args;
-    let Ok(reader) = reader.extract::<String>() else {
-        return Err(error::new_err("reader argument must be a string"));
-    };
-    let description = if desc.is_none() {
-        None
-    } else {
-        match desc.extract::<String>() {
-            Ok(d) => Some(d),
-            Err(_) => return Err(error::new_err("desc argument must be a string")),
-        }
-    };
+    let (reader, description) = reader_and_description(&reader, &desc)?;
     let steps = steps.cast_into::<PyList>()?;
     let kwargs = kwargs.cast_into::<PyDict>()?;
     let Ok(mode) = mode.extract::<String>() else {

@@ -188,6 +188,37 @@ pub(crate) struct Execution {
 }
 
 impl Execution {
+    /// A new execution, `created` (queued).
+    fn new(
+        id: String,
+        language: Language,
+        caller: Caller,
+        registered: bool,
+        control: Arc<ExecutionControl>,
+        profile: bool,
+        blocking: bool,
+    ) -> Self {
+        Execution {
+            id,
+            language,
+            caller,
+            registered,
+            control,
+            progress: Arc::new(Progress::new(profile)),
+            state: Mutex::new(State {
+                status: Status::Created,
+                plan: None,
+                step_args: Vec::new(),
+                started: None,
+                duration: None,
+                finished: None,
+                waiters: Vec::new(),
+                blocking,
+                aborted: false,
+            }),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -434,30 +465,16 @@ impl Executions {
             ),
             None => None,
         };
-        let id = format!(
-            "{STANDALONE_SHARD}-{}",
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
         let blocking = client.is_some();
-        let execution = Arc::new(Execution {
-            id: id.clone(),
+        let execution = Arc::new(Execution::new(
+            self.next_id(),
             language,
             caller,
-            registered: false,
+            false,
             control,
-            progress: Arc::new(Progress::new(limits.profile)),
-            state: Mutex::new(State {
-                status: Status::Created,
-                plan: None,
-                step_args: Vec::new(),
-                started: None,
-                duration: None,
-                finished: None,
-                waiters: Vec::new(),
-                blocking,
-                aborted: false,
-            }),
-        });
+            limits.profile,
+            blocking,
+        ));
         if let Some(client) = client {
             remember_client(client.id(), &execution, Role::Caller);
             client.on_disconnect(Some(client_disconnected));
@@ -481,29 +498,15 @@ impl Executions {
         control: Arc<ExecutionControl>,
         profile: bool,
     ) -> Arc<Execution> {
-        let id = format!(
-            "{STANDALONE_SHARD}-{}",
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
-        let execution = Arc::new(Execution {
-            id: id.clone(),
+        let execution = Arc::new(Execution::new(
+            self.next_id(),
             language,
             caller,
-            registered: true,
+            true,
             control,
-            progress: Arc::new(Progress::new(profile)),
-            state: Mutex::new(State {
-                status: Status::Created,
-                plan: None,
-                step_args: Vec::new(),
-                started: None,
-                duration: None,
-                finished: None,
-                waiters: Vec::new(),
-                blocking: false,
-                aborted: false,
-            }),
-        });
+            profile,
+            false,
+        ));
         self.table().insert(execution.clone());
         stats::created(&execution);
         execution.start();
