@@ -148,6 +148,19 @@ def server():
 
 
 @pytest.fixture
+def rr(server):
+    """A client that decodes replies, on an empty database; every registration is removed
+    after the test."""
+    client = server.new_client(decode_responses=True)
+    client.flushall()
+    yield client
+    admin = server.new_client(decode_responses=True)
+    for registration in admin.execute_command("RG.DUMPREGISTRATIONS"):
+        admin.execute_command("RG.UNREGISTER", registration[1])
+    assert admin.ping()
+
+
+@pytest.fixture
 def r(server):
     """A client on an empty database; after the test, the server must still answer PING."""
     client = server.new_client()

@@ -19,18 +19,6 @@ def server():
     yield from serve("SyncRegistrationWrites", "1")
 
 
-@pytest.fixture
-def rr(server):
-    """A client that decodes replies; every registration is removed after the test."""
-    client = server.new_client(decode_responses=True)
-    client.flushall()
-    yield client
-    admin = server.new_client(decode_responses=True)
-    for registration in admin.execute_command("RG.DUMPREGISTRATIONS"):
-        admin.execute_command("RG.UNREGISTER", registration[1])
-    assert admin.ping()
-
-
 def registrations(client):
     return client.execute_command("RG.DUMPREGISTRATIONS")
 

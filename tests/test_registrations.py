@@ -20,18 +20,6 @@ def server():
     yield from serve(*SYNC_WRITES)
 
 
-@pytest.fixture
-def rr(server):
-    """A client that decodes replies; every registration is removed after the test."""
-    client = server.new_client(decode_responses=True)
-    client.flushall()
-    yield client
-    admin = server.new_client(decode_responses=True)
-    for registration in admin.execute_command("RG.DUMPREGISTRATIONS"):
-        admin.execute_command("RG.UNREGISTER", registration[1])
-    assert admin.ping()
-
-
 def wait_for(check, timeout=5.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
