@@ -428,3 +428,16 @@ def test_sync_writes_on_redis_7_0_need_the_setting():
             assert client.get("count") == "1"
     finally:
         s.stop()
+
+
+def test_many_registrations_each_event_reaches_only_its_own(rr):
+    script = "\n".join("GB().foreach(lambda x: execute('INCR', 'hit:%d')).register(prefix='p%d:*', mode='sync')" % (i, i)
+                       for i in range(150))
+    script += "\nGB().foreach(lambda x: execute('INCR', 'hit:exact')).register(prefix='p7:exact', mode='sync')"
+    script += "\nGB().foreach(lambda x: execute('INCR', 'hit:glob')).register(prefix='p?:*:g', glob=True, mode='sync')"
+    gears(rr, "python", script)
+    rr.set("p7:exact", 1)
+    rr.set("p42:x", 1)
+    rr.set("p3:y:g", 1)
+    hits = {k: rr.get(k) for k in rr.keys("hit:*")}
+    assert hits == {"hit:7": "1", "hit:exact": "1", "hit:42": "1", "hit:3": "1", "hit:glob": "1"}

@@ -106,9 +106,11 @@ pub(super) fn may_fire(ctx: &Context) -> bool {
 }
 
 fn dispatch(ctx: &Context, event: String, key: Vec<u8>) {
-    let matching: Vec<Arc<Registration>> = super::all()
-        .iter()
-        .filter(|r| keys_trigger(r).is_some_and(|t| t.matches_key(&key) && t.matches_event(&event)))
+    let (list, index) = super::snapshot();
+    let matching: Vec<Arc<Registration>> = super::index::matching(&list, &index, &key)
+        .into_iter()
+        .filter_map(|position| list.get(position))
+        .filter(|r| keys_trigger(r).is_some_and(|t| t.matches_event(&event)))
         .cloned()
         .collect();
     if matching.is_empty() || !may_fire(ctx) {

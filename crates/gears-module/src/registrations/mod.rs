@@ -12,6 +12,7 @@
 pub(crate) mod commands;
 pub(crate) mod events;
 pub(crate) mod hooks;
+mod index;
 mod inner_hook;
 pub(crate) mod persist;
 pub(crate) mod removals;
@@ -163,6 +164,12 @@ static REGISTRY: RwLock<Option<Arc<Vec<Arc<Registration>>>>> = RwLock::new(None)
 /// How many registrations exist: the event callback's fast path when there are none.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
+/// The registrations now, with their key index (taken together: they always agree).
+fn snapshot() -> (Arc<Vec<Arc<Registration>>>, Arc<index::KeyIndex>) {
+    let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
+    (registry.clone().unwrap_or_default(), index::current())
+}
+
 /// The registrations now.
 pub(crate) fn all() -> Arc<Vec<Arc<Registration>>> {
     REGISTRY
@@ -187,6 +194,7 @@ fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
     change(&mut list);
     COUNT.store(list.len(), Ordering::Relaxed);
     hooks::rebuild(&list);
+    index::rebuild(&list);
     *registry = Some(Arc::new(list));
 }
 
