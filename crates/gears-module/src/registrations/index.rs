@@ -9,11 +9,14 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use super::{keys_trigger, Registration};
 
+/// Key bytes → positions of the registrations for them.
+type Positions = HashMap<Vec<u8>, Vec<usize>>;
+
 #[derive(Default)]
 pub(super) struct KeyIndex {
-    exact: HashMap<Vec<u8>, Vec<usize>>,
+    exact: Positions,
     /// Prefix length → prefix → registrations.
-    prefixes: Vec<(usize, HashMap<Vec<u8>, Vec<usize>>)>,
+    prefixes: Vec<(usize, Positions)>,
     globs: Vec<usize>,
 }
 
@@ -32,7 +35,7 @@ pub(super) fn current() -> Arc<KeyIndex> {
 /// Rebuilds the index of `list` (the registry, positions as in it).
 pub(super) fn rebuild(list: &[Arc<Registration>]) {
     let mut index = KeyIndex::default();
-    let mut by_length: HashMap<usize, HashMap<Vec<u8>, Vec<usize>>> = HashMap::new();
+    let mut by_length: HashMap<usize, Positions> = HashMap::new();
     for (position, registration) in list.iter().enumerate() {
         let Some(trigger) = keys_trigger(registration) else {
             continue;
