@@ -441,3 +441,30 @@ def test_many_registrations_each_event_reaches_only_its_own(rr):
     rr.set("p3:y:g", 1)
     hits = {k: rr.get(k) for k in rr.keys("hit:*")}
     assert hits == {"hit:7": "1", "hit:exact": "1", "hit:42": "1", "hit:3": "1", "hit:glob": "1"}
+
+
+def test_before_evict_carries_the_evicted_value(server, rr):
+    if server.kind[0] != "valkey" and server.kind[1] < (7, 2, 0):
+        pytest.skip("no key events before Redis 7.2 (the refusal is tested above)")
+    # No writes (memory is full while keys are evicted): a run fails unless its record holds
+    # the evicted value.
+    gears(rr, "python", "def check(x):\n"
+                        "    assert x['event'] == 'before_evict' and x['value'] == 'x' * 20000\n"
+                        "GB().foreach(check).register(prefix='ev:*', eventTypes=['before_evict'], mode='async')")
+    rr.config_set("maxmemory-policy", "allkeys-random")
+    # Gears' own limit follows maxmemory unless set: keep it out of the way here.
+    rr.execute_command("RG.CONFIGSET", "MemoryLimit", "1gb")
+    used = rr.info("memory")["used_memory"]
+    rr.config_set("maxmemory", used + 2 * 1024 * 1024)
+    try:
+        for i in range(400):
+            rr.set("ev:%d" % i, "x" * 20000)
+    finally:
+        rr.config_set("maxmemory", 0)
+        rr.config_set("maxmemory-policy", "noeviction")
+        rr.execute_command("RG.CONFIGSET", "MemoryLimit", "0")
+    evicted = rr.info("stats")["evicted_keys"]
+    assert evicted > 0
+    stats = lambda: data(registrations(rr)[0])
+    assert wait_for(lambda: stats()["numTriggered"] == evicted)
+    assert (stats()["numSuccess"], stats()["lastError"]) == (evicted, None)

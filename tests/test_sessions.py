@@ -329,3 +329,26 @@ def test_a_session_that_can_not_be_made_again_is_kept_dead():
         assert len(registration_ids(c)) == 1
     finally:
         s.stop()
+
+
+def test_on_registered_runs_again_when_the_session_is_made_again():
+    s = RedisServer()
+    try:
+        c = s.new_client()
+        script = ("state = {'conn': None}\n"
+                  "def init():\n    state['conn'] = 'connected'\n"
+                  "GB().foreach(lambda x: execute('SET', 'seen', str(state['conn'])))"
+                  ".register(prefix='o:*', onRegistered=init, mode='sync')")
+        gears(c, "python", script, "ID", "conn")
+        c.set("o:1", 1)
+        assert c.get("seen") == "connected"
+        c.delete("seen")
+        c.save()
+        s.stop(keep_dir=True)
+        s = RedisServer(dir=s.dir)
+        c = s.new_client()
+        c.set("o:2", 1)
+        # The module-level state was rebuilt by the top level, and init ran again.
+        assert c.get("seen") == "connected"
+    finally:
+        s.stop()
