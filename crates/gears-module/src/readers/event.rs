@@ -49,14 +49,67 @@ pub(crate) fn event_record(
             None => (Record::Nil, "empty".to_string()),
         }),
     };
+    Ok(Some(key_record(name, event, value)))
+}
+
+/// What reading an event's record ahead gave.
+pub(crate) enum Ahead {
+    Record(Record),
+    /// The registration's user may not read the key: not their event.
+    NotAllowed,
+    /// Left for the run to read (a value too large to read at once, the user gone).
+    Later,
+}
+
+/// Reads the records of a batch of queued events (key, event, database) under one hold of the
+/// Redis lock, on `host`'s context and as its user: a drained queue takes the lock once per
+/// batch instead of once per event.
+pub(crate) fn records_ahead(
+    host: &RedisHost,
+    events: &[(&[u8], &str, i32)],
+    read_value: bool,
+) -> Vec<Ahead> {
+    host.with_lock(|ctx| {
+        let user = host.user();
+        let Some(found) = user.lookup(ctx) else {
+            return events.iter().map(|_| Ahead::Later).collect();
+        };
+        events
+            .iter()
+            .map(|(name, event, db)| {
+                // SAFETY: under the Redis lock; only this context's own client changes database.
+                unsafe { redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, *db) };
+                let key = open_key(ctx, name);
+                let ahead = if !may_read_key(ctx, &found, name, key) {
+                    Ahead::NotAllowed
+                } else if !read_value {
+                    Ahead::Record(key_record(name, event, None))
+                } else {
+                    match read_in_batch(ctx, name, key) {
+                        InBatch::Read(value, key_type) => Ahead::Record(key_record(
+                            name,
+                            event,
+                            Some((value, key_type.to_string())),
+                        )),
+                        InBatch::TooLarge => Ahead::Later,
+                    }
+                };
+                close_key(key);
+                ahead
+            })
+            .collect()
+    })
+}
+
+fn key_record(name: &[u8], event: &str, value: Option<(Record, String)>) -> Record {
     let (value, key_type) = match value {
         Some((value, key_type)) => (Some(value), key_type),
         None => (None, String::new()),
     };
-    Ok(Some(Record::Key(Box::new(KeyRecord {
+    Record::Key(Box::new(KeyRecord {
         key: name.to_vec(),
         value,
         key_type,
         event: Some(event.to_string()),
-    }))))
+    }))
 }

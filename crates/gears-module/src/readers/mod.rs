@@ -14,7 +14,7 @@ use gears_core::{ExecutionPlan, GeneratorReader, ReaderSpec, RecordReader, Sessi
 
 use crate::host::RedisHost;
 
-pub(crate) use event::event_record;
+pub(crate) use event::{event_record, records_ahead, Ahead};
 pub(crate) use keys::KeysReader;
 pub(crate) use raw_keys::{close_key, key_type, open_key, opening_key, string_bytes, type_name};
 pub(crate) use values::read_open_key;

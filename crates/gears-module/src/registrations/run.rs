@@ -39,9 +39,12 @@ use crate::config::{
 };
 use crate::executions::{stats, Finished};
 use crate::host::{Access, BlockedReply, Caller, RedisHost, SyncRun};
+use crate::readers::Ahead;
 
 /// Events one worker job runs before it lets other jobs take the worker.
 const EVENTS_PER_JOB: usize = 256;
+/// Queued events whose records a worker reads under one hold of the Redis lock.
+const READ_AHEAD: usize = 64;
 
 /// Runs (`sync`) or queues (`async`, `async_local`) the registration for one event.
 pub(super) fn fire(ctx: *mut raw::RedisModuleCtx, registration: &Arc<Registration>, event: Event) {
@@ -224,13 +227,19 @@ fn drain(registration: Arc<Registration>) {
             submit_drain(registration);
             return;
         }
-        let next = lock(&registration.queue).pop_front();
-        match next {
-            Some(input) => {
-                run_event(&registration, input);
-                ran += 1;
+        let batch: Vec<Input> = {
+            let mut queue = lock(&registration.queue);
+            let take = queue.len().min(READ_AHEAD).min(EVENTS_PER_JOB - ran);
+            queue.drain(..take).collect()
+        };
+        match batch.is_empty() {
+            false => {
+                for input in read_ahead(&registration, batch) {
+                    run_event(&registration, input);
+                    ran += 1;
+                }
             }
-            None => {
+            true => {
                 registration.draining.store(false, Ordering::Release);
                 // An event queued after the pop found the flag still set: take it on.
                 let more = !lock(&registration.queue).is_empty();
@@ -241,6 +250,55 @@ fn drain(registration: Arc<Registration>) {
             }
         }
     }
+}
+
+/// Reads the records of a batch of queued keyspace events under one hold of the Redis lock
+/// (each run would take it once more to read its own); events the registration's user may not
+/// read are dropped, as a run would drop them.
+fn read_ahead(registration: &Arc<Registration>, batch: Vec<Input>) -> Vec<Input> {
+    let (Some(gears), Some(trigger)) = (crate::gears(), keys_trigger(registration)) else {
+        return batch;
+    };
+    let wanted: Vec<(&[u8], &str, i32)> = batch
+        .iter()
+        .filter_map(|input| match input {
+            Input::Key(event) if event.record.is_none() => {
+                Some((event.key.as_slice(), event.event.as_str(), event.db))
+            }
+            _ => None,
+        })
+        .collect();
+    if wanted.len() < 2 {
+        return batch;
+    }
+    let caller = Caller {
+        user: registration.user.clone(),
+        db: wanted[0].2,
+    };
+    let control = ExecutionControl::new(gears.execution_limits());
+    let host = RedisHost::new(&caller, Access::ReadOnly, control);
+    let read = catch_unwind(AssertUnwindSafe(|| {
+        crate::readers::records_ahead(&host, &wanted, trigger.read_value)
+    }));
+    host.finish();
+    let Ok(read) = read else {
+        return batch;
+    };
+    let mut read = read.into_iter();
+    batch
+        .into_iter()
+        .filter_map(|input| match input {
+            Input::Key(mut event) if event.record.is_none() => match read.next() {
+                Some(Ahead::Record(record)) => {
+                    event.record = Some(record);
+                    Some(Input::Key(event))
+                }
+                Some(Ahead::NotAllowed) => None,
+                _ => Some(Input::Key(event)),
+            },
+            other => Some(other),
+        })
+        .collect()
 }
 
 /// How the client of a call wants its results.
