@@ -468,3 +468,19 @@ def test_before_evict_carries_the_evicted_value(server, rr):
     stats = lambda: data(registrations(rr)[0])
     assert wait_for(lambda: stats()["numTriggered"] == evicted)
     assert (stats()["numSuccess"], stats()["lastError"]) == (evicted, None)
+
+
+def test_a_backlog_of_async_events_keeps_order_values_and_databases(server, rr):
+    # Written in one pipeline, the events pile up: the worker reads them in batches.
+    gears(rr, "lua", "GB():foreach(function(x) execute('RPUSH', 'seen', x.key .. '=' .. tostring(x.value)) end)"
+                     ":register('bl:*')")
+    pipe = rr.pipeline(transaction=False)
+    for i in range(500):
+        pipe.set("bl:%d" % i, "v%d" % i)
+    pipe.execute()
+    other = server.new_client(db=3)
+    other.set("bl:other", "in3")
+    assert wait_for(lambda: rr.llen("seen") == 500 and other.llen("seen") == 1)
+    assert rr.lrange("seen", 0, -1) == ["bl:%d=v%d" % (i, i) for i in range(500)]
+    assert other.lrange("seen", 0, -1) == ["bl:other=in3"]
+    other.flushdb()
