@@ -285,3 +285,64 @@ def test_override_reply_once_and_get_command(rr):
     [registration] = registrations(rr)
     stats = dict(zip(registration[7][0::2], registration[7][1::2]))
     assert "Can only override reply once" in stats["lastError"]
+
+
+RECURSIVE_TRIGGER = {
+    "python": "GB('CommandReader').foreach(lambda x: execute('RG.TRIGGER', 'rec')).register(trigger='rec', mode='sync')",
+    "lua": "GB('CommandReader'):foreach(function(x) execute('RG.TRIGGER', 'rec') end):register({trigger = 'rec', mode = 'sync'})",
+    "rhai": 'GB("CommandReader").foreach(|x| execute("RG.TRIGGER", "rec")).register(#{trigger: "rec", mode: "sync"})',
+}
+
+
+@pytest.mark.parametrize("language", sorted(RECURSIVE_TRIGGER))
+def test_a_sync_trigger_that_triggers_itself_does_not_freeze_the_server(rr, language):
+    gears(rr, language, RECURSIVE_TRIGGER[language])
+    started = time.time()
+    error = raw_error(rr, "RG.TRIGGER", "rec")
+    assert time.time() - started < 2
+    expected = ("registrations nested deeper than 8" if language == "python" else
+                "a registration can not run inside a run of its own script")
+    assert expected in error
+    assert rr.ping()
+
+
+def test_rg_innerhook_can_not_be_sent_by_clients_or_scripts(rr):
+    rr.set("secret:1", "s")
+    assert raw_error(rr, "RG.INNERHOOK", "set", "secret:1", "x") == \
+        "ERR RG.INNERHOOK is internal to Gears (command hooks)"
+    error = raw_error(rr, "EVAL", "return redis.call('RG.INNERHOOK', 'set', 'secret:1', 'x')", 0)
+    assert "RG.INNERHOOK is internal to Gears" in error
+    assert rr.get("secret:1") == "s"
+
+
+def test_only_administrators_hook_commands_and_scripts_can_not_bypass_acl(server, rr):
+    rr.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~app:*", "&*", "+@all", "-@dangerous",
+                       "-rg.pyexecute", "-rg.configset")
+    app = server.new_client(username="app", password="pw")
+    try:
+        assert gears_error(app, "lua", "GB('CommandReader'):register({hook = 'get'})").startswith(
+            "NOPERM only a user who may run CLIENT KILL may hook commands")
+        # An administrator's passthrough hook on MSET: a script of app's may still not write
+        # outside app's keys through it.
+        gears(rr, "lua", "GB('CommandReader'):map(function(x) return call_next(table.unpack(x, 2)) end)"
+                         ":register({hook = 'mset', mode = 'sync'})")
+        rr.set("secret:1", "s")
+        error = raw_error(app, "EVAL", "return redis.call('mset', 'app:1', 'a', 'secret:1', 'x')", 0)
+        assert "NOPERM" in error
+        assert rr.get("secret:1") == "s"
+        for command in ("select", "client", "acl", "config", "command"):
+            assert gears_error(rr, "lua", "GB('CommandReader'):register({hook = '%s'})" % command) == \
+                "Can not override a command which are not allowed inside a script"
+    finally:
+        rr.execute_command("ACL", "DELUSER", "app")
+
+
+def test_a_resp3_client_gets_a_resp3_reply_through_a_hook(server, rr):
+    # GET is hooked (commands=['get']); the registration does not override: the command's own
+    # reply reaches the client, in its protocol.
+    gears(rr, "lua", "GB():register('r3:*', {eventTypes = {'keymiss'}, commands = {'get'}, mode = 'sync'})")
+    resp3 = server.new_client(protocol=3, socket_timeout=3)
+    # A RESP2 null ($-1) left redis-py's RESP3 parser waiting.
+    assert resp3.get("r3:missing") is None
+    rr.set("r3:present", "v")
+    assert resp3.get("r3:present") == "v"

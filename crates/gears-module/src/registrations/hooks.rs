@@ -64,6 +64,53 @@ impl HookInfo {
     }
 }
 
+/// Commands no hook may take: they change the connection's state (which the command's real run,
+/// on another client, would not), administer the server or users (their subcommands are
+/// refused in scripts), or are what Gears itself relies on (`COMMAND`).
+const NEVER_HOOKED: &[&str] = &[
+    "select",
+    "swapdb",
+    "client",
+    "reset",
+    "readonly",
+    "readwrite",
+    "auth",
+    "hello",
+    "quit",
+    "acl",
+    "config",
+    "module",
+    "debug",
+    "command",
+    "monitor",
+    "shutdown",
+    "failover",
+    "replicaof",
+    "slaveof",
+    "sync",
+    "psync",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "function",
+    "script",
+    "latency",
+    "memory",
+    "object",
+    "slowlog",
+    "save",
+    "bgsave",
+    "bgrewriteaof",
+    "cluster",
+    "asking",
+];
+
+fn never_hooked(command: &str) -> bool {
+    NEVER_HOOKED.contains(&command.to_ascii_lowercase().as_str())
+}
+
 /// The commands a registration hooks, checked against `COMMAND INFO` (under the Redis lock).
 pub(super) fn hook_infos(ctx: &Context, trigger: &Trigger) -> Result<Vec<HookInfo>, String> {
     match trigger {
@@ -77,7 +124,7 @@ pub(super) fn hook_infos(ctx: &Context, trigger: &Trigger) -> Result<Vec<HookInf
                     return Err("Can not override an unexisting command".into());
                 };
                 let has = |flag: &str| flags.iter().any(|f| f == flag);
-                if has("noscript") || command.starts_with("rg.") {
+                if has("noscript") || command.starts_with("rg.") || never_hooked(command) {
                     return Err(
                         "Can not override a command which are not allowed inside a script".into(),
                     );
@@ -111,7 +158,7 @@ pub(super) fn hook_infos(ctx: &Context, trigger: &Trigger) -> Result<Vec<HookInf
                     return Err("bad reply on COMMAND command".into());
                 };
                 let has = |flag: &str| flags.iter().any(|f| f == flag);
-                if has("noscript") || command.starts_with("rg.") {
+                if has("noscript") || command.starts_with("rg.") || never_hooked(&command) {
                     return Err(
                         "Can not hook a command which are not allowed inside a script".into(),
                     );
@@ -396,7 +443,6 @@ pub(super) fn select(argv: &[&[u8]]) -> Selected {
 
 /// `RG.INNERHOOK` as a module string, made once at load (the filter inserts it).
 static INNER_NAME: OnceLock<usize> = OnceLock::new();
-
 /// Registers the command filter (at load).
 pub(crate) fn register_filter(ctx: &Context) -> Result<(), String> {
     // SAFETY: module API calls during load; the string lives as long as the module.
@@ -415,7 +461,38 @@ pub(crate) fn register_filter(ctx: &Context) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the command of `filter` is `RG.INNERHOOK` itself.
+unsafe fn is_inner_hook(filter: *mut raw::RedisModuleCommandFilterCtx) -> bool {
+    // SAFETY: the filter's first argument is a live module string for the call.
+    unsafe {
+        let arg = raw::RedisModule_CommandFilterArgGet.unwrap()(filter, 0);
+        if arg.is_null() {
+            return false;
+        }
+        let mut len = 0usize;
+        let ptr = raw::RedisModule_StringPtrLen.unwrap()(arg, &mut len);
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+            .eq_ignore_ascii_case(INNER_HOOK.as_bytes())
+    }
+}
+
 unsafe extern "C" fn on_command(filter: *mut raw::RedisModuleCommandFilterCtx) {
+    // `RG.INNERHOOK` sent by a client or a script (not inserted here): one more in front marks
+    // it, and `RG.INNERHOOK` refuses to run `RG.INNERHOOK`. Whether hooks exist or not: it
+    // would run any command unchecked. (One insertion only: Valkey 9.1 corrupts its argument
+    // array when a filter inserts twice or replaces an argument.)
+    // SAFETY: the filter context of this call.
+    if unsafe { is_inner_hook(filter) } {
+        if let Some(name) = INNER_NAME.get() {
+            let name = *name as *mut raw::RedisModuleString;
+            // SAFETY: a string made at load, retained for the arguments that take it.
+            unsafe {
+                raw::RedisModule_RetainString.unwrap()(std::ptr::null_mut(), name);
+                raw::RedisModule_CommandFilterArgInsert.unwrap()(filter, 0, name);
+            }
+        }
+        return;
+    }
     if HOOKED.load(Ordering::Acquire) == 0 {
         return;
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use gears_core::{encode_record, ExecutionMode, GearsError, Record, ReplyValue};
 use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::hooks::{select, CurrentCommand, NextHook, Selected, ACTING, BYPASS};
+use super::hooks::{select, CurrentCommand, NextHook, Selected, ACTING, BYPASS, INNER_HOOK};
 use super::run::{self, Answer, Call};
 use super::{command_trigger, Registration};
 use crate::guard::guarded;
@@ -17,8 +17,16 @@ use crate::reply::send;
 /// `RG.INNERHOOK <command> [args...]`: runs a hooked command (see the module docs).
 pub(crate) fn inner_hook(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guarded(|| {
-        if args.len() < 2 {
-            return Err(RedisError::WrongArity);
+        // Only the command filter inserts RG.INNERHOOK; one sent directly arrives marked by a
+        // second one in front (see `hooks::on_command`).
+        if args.len() < 2
+            || args[1]
+                .as_slice()
+                .eq_ignore_ascii_case(INNER_HOOK.as_bytes())
+        {
+            return Err(RedisError::Str(
+                "ERR RG.INNERHOOK is internal to Gears (command hooks)",
+            ));
         }
         let argv: Vec<&[u8]> = args[1..].iter().map(|a| a.as_slice()).collect();
         // SAFETY: a plain query of the command's context.
@@ -49,13 +57,14 @@ fn check_acl(ctx: &Context, argv: &[&[u8]]) -> Result<(), RedisError> {
     let acting = ACTING.with(|acting| acting.borrow().last().cloned());
     let name = match acting {
         Some(name) => name,
-        // SAFETY: plain queries of the command's client; the string is freed here. A client
-        // of `RedisModule_Call` (a script's, another module's) is not listed: no user.
+        // SAFETY: a plain query of the command's client's user (a script's client runs as its
+        // caller); the string is freed here. No user: refused.
         None => unsafe {
-            let id = raw::RedisModule_GetClientId.unwrap()(ctx.ctx);
-            let name = raw::RedisModule_GetClientUserNameById.unwrap()(ctx.ctx, id);
+            let name = raw::RedisModule_GetCurrentUserName.unwrap()(ctx.ctx);
             if name.is_null() {
-                return Ok(());
+                return Err(RedisError::Str(
+                    "NOPERM Gears could not tell which user sent this hooked command",
+                ));
             }
             let mut len = 0usize;
             let ptr = raw::RedisModule_StringPtrLen.unwrap()(name, &mut len);
@@ -284,6 +293,14 @@ impl RealReply {
     }
 
     fn forward(&self, ctx: &Context) {
+        // SAFETY: a plain query of the client's protocol.
+        let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+        if flags & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0 {
+            // The call's reply is RESP2: a RESP3 client gets it through the reply API, which
+            // speaks its protocol (a RESP2 `$-1` left redis-py's RESP3 parser waiting).
+            let _ = send(ctx, &self.value());
+            return;
+        }
         // SAFETY: a live call reply, copied into the client's reply.
         unsafe { raw::RedisModule_ReplyWithCallReply.unwrap()(ctx.ctx, self.0) };
     }

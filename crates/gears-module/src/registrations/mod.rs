@@ -233,6 +233,16 @@ pub(crate) fn build(
     let mut created = Vec::with_capacity(specs.len());
     for spec in specs {
         let hooks = hooks::hook_infos(ctx, &spec.trigger)?;
+        // A hook sees every user's calls of its command and answers them: only an
+        // administrator (who may end anyone's connection) may install one.
+        if !hooks.is_empty() && !crate::host::may_run(ctx, user, &[b"CLIENT", b"KILL", b"ID", b"1"])
+        {
+            return Err(
+                "NOPERM only a user who may run CLIENT KILL may hook commands (a hook sees and \
+                 answers every user's calls)"
+                    .into(),
+            );
+        }
         let id = ids
             .as_mut()
             .and_then(Iterator::next)

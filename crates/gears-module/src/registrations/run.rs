@@ -41,6 +41,23 @@ use crate::executions::{stats, Finished};
 use crate::host::{Access, BlockedReply, Caller, RedisHost, SyncRun};
 use crate::readers::Ahead;
 
+/// How deep registration runs may nest on one thread (a run's command runs another).
+const MAX_NESTING: usize = 8;
+
+thread_local! {
+    /// The sessions whose registrations run on this thread, innermost last.
+    static RUNNING_SESSIONS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Pops this thread's innermost running session when dropped.
+struct PopSession;
+
+impl Drop for PopSession {
+    fn drop(&mut self) {
+        let _ = RUNNING_SESSIONS.try_with(|running| running.borrow_mut().pop());
+    }
+}
+
 /// Events one worker job runs before it lets other jobs take the worker.
 const EVENTS_PER_JOB: usize = 256;
 /// Queued events whose records a worker reads under one hold of the Redis lock.
@@ -480,6 +497,26 @@ fn execute(
     read: impl FnOnce(&Arc<RedisHost>) -> Option<Result<Record, String>>,
 ) -> Option<Result<ExecutionOutcome, String>> {
     let gears = crate::gears()?;
+    // A run of a Lua or Rhai session already running on this thread would wait for itself
+    // (their sessions are not reentrant; Python's are); and runs nest at most MAX_NESTING deep.
+    let session = Arc::as_ptr(&registration.session) as *const () as usize;
+    let reentrant = registration.language == gears_core::Language::Python;
+    let nested = RUNNING_SESSIONS.with(|running| {
+        let running = running.borrow();
+        if !reentrant && running.contains(&session) {
+            Some("ERR a registration can not run inside a run of its own script (the event came from its own session)".to_string())
+        } else if running.len() >= MAX_NESTING {
+            Some(format!("ERR registrations nested deeper than {MAX_NESTING}"))
+        } else {
+            None
+        }
+    });
+    if let Some(error) = nested {
+        registration.record_run(std::time::Duration::ZERO, Some(error.clone()), false);
+        return Some(Err(error));
+    }
+    RUNNING_SESSIONS.with(|running| running.borrow_mut().push(session));
+    let _running = PopSession;
     let control = ExecutionControl::new(gears.execution_limits());
     // A sync run holds the Redis lock all along: it is timed like an atomic block.
     if SyncRun::active() {
