@@ -352,3 +352,28 @@ def test_on_registered_runs_again_when_the_session_is_made_again():
         assert c.get("seen") == "connected"
     finally:
         s.stop()
+
+
+def test_triggers_and_hooks_are_made_again_after_a_restart():
+    s = RedisServer()
+    try:
+        c = s.new_client()
+        gears(c, "python", "GB('CommandReader').map(lambda x: len(x)).register(trigger='count', mode='sync')\n"
+                           "GB('CommandReader').map(lambda x: call_next(x[1], x[2].upper()))"
+                           ".register(hook='set', keyprefix='up:', mode='sync', convertToStr=False)",
+              "ID", "cmds")
+        assert c.execute_command("RG.TRIGGER", "count", "a", "b") == ["3"]
+        c.set("up:1", "abc")
+        assert c.get("up:1") == "ABC"
+        c.save()
+        s.stop(keep_dir=True)
+        s = RedisServer(dir=s.dir)
+        c = s.new_client()
+        assert c.execute_command("RG.TRIGGER", "count", "a") == ["2"]
+        c.set("up:2", "xyz")
+        assert c.get("up:2") == "XYZ"
+        # Made again, the trigger name is still taken once.
+        assert gears_error(c, "python", "GB('CommandReader').register(trigger='count')") == \
+            "trigger already registered"
+    finally:
+        s.stop()
