@@ -484,3 +484,19 @@ def test_a_backlog_of_async_events_keeps_order_values_and_databases(server, rr):
     assert rr.lrange("seen", 0, -1) == ["bl:%d=v%d" % (i, i) for i in range(500)]
     assert other.lrange("seen", 0, -1) == ["bl:other=in3"]
     other.flushdb()
+
+
+def test_lua_and_rhai_record_shapes_of_hashes_lists_and_no_value(rr):
+    gears(rr, "lua", "GB():foreach(function(x) execute('SET', 'lua', x.event .. '/' .. x.type .. '/' .. "
+                     "tostring(type(x.value) == 'table' and (x.value.a or x.value[1]) or x.value)) end)"
+                     ":register('shape:*', {mode = 'sync'})")
+    gears(rr, "rhai", 'GB().foreach(|x| { let v = if type_of(x.value) == "map" { x.value.a } '
+                      'else if type_of(x.value) == "array" { x.value[0] } else { x.value }; '
+                      'execute("SET", "rhai", `${x.event}/${x.type}/${v}`) }).register("shape:*", #{mode: "sync"})')
+    gears(rr, "lua", "GB():foreach(function(x) execute('SET', 'lua_nv', x.key .. '/' .. x.event .. '/' .. "
+                     "tostring(x.value) .. '/' .. tostring(x.type)) end):register('shape:*', {mode = 'sync', readValue = false})")
+    rr.hset("shape:h", "a", "1")
+    assert (rr.get("lua"), rr.get("rhai")) == ("hset/hash/1", "hset/hash/1")
+    rr.rpush("shape:l", "x", "y")
+    assert (rr.get("lua"), rr.get("rhai")) == ("rpush/list/x", "rpush/list/x")
+    assert rr.get("lua_nv") == "shape:l/rpush/nil/nil"
