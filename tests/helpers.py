@@ -1,5 +1,6 @@
 """Helpers shared by the integration tests."""
 import socket
+import time
 
 import redis
 
@@ -78,3 +79,26 @@ def raw_reply(client, *command):
         return connection.read_response()
     finally:
         client.connection_pool.release(connection)
+
+
+def wait_for(check, timeout=10.0):
+    """Polls `check` until it returns something true (returned) or `timeout` seconds pass (then
+    its last value)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.01)
+    return check()
+
+
+def registrations(client):
+    """RG.DUMPREGISTRATIONS."""
+    return client.execute_command("RG.DUMPREGISTRATIONS")
+
+
+def data(registration):
+    """A registration's RegistrationData as a dict."""
+    fields = registration[7]
+    return dict(zip(fields[0::2], fields[1::2]))

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import gears, gears_error, raw_error, raw_reply
+from helpers import gears, gears_error, raw_error, raw_reply, registrations
 
 NOT_SYNC = "ERR can not run a non-sync execution inside a MULTI/LUA (blocking is not allowed) or on loading."
 
@@ -17,10 +17,6 @@ def server():
     Redis 7.0 that needs SyncRegistrationWrites 1 (see test_registrations.py)."""
     from conftest import serve
     yield from serve("SyncRegistrationWrites", "1")
-
-
-def registrations(client):
-    return client.execute_command("RG.DUMPREGISTRATIONS")
 
 
 # A trigger that replies its record, per language and mode.

@@ -5,7 +5,7 @@ import time
 import pytest
 import redis
 
-from helpers import gears, gears_error, raw_error
+from helpers import data, gears, gears_error, raw_error, registrations, wait_for
 
 SHARD = "0" * 40
 
@@ -18,25 +18,6 @@ SYNC_WRITES = ("SyncRegistrationWrites", "1")
 def server():
     from conftest import serve
     yield from serve(*SYNC_WRITES)
-
-
-def wait_for(check, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    return check()
-
-
-def registrations(client):
-    return client.execute_command("RG.DUMPREGISTRATIONS")
-
-
-def data(registration):
-    fields = registration[7]
-    return dict(zip(fields[0::2], fields[1::2]))
 
 
 # The seed's audit example, and the same in Lua and Rhai.

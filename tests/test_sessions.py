@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from conftest import RedisServer as BaseServer
-from helpers import gears, gears_error, raw_error
+from helpers import gears, gears_error, raw_error, wait_for
 
 # The sync counters below write: on Redis 7.0 that needs the setting (test_registrations.py).
 SYNC_WRITES = ("SyncRegistrationWrites", "1")
@@ -35,15 +35,6 @@ def counter(language, key=None):
 
 def registration_ids(client):
     return [r[1] for r in client.execute_command("RG.DUMPREGISTRATIONS")]
-
-
-def wait_for(check, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 @pytest.fixture

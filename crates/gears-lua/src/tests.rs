@@ -6,8 +6,9 @@ use gears_core::{
     ReaderSpec, Record, Step, VecReader,
 };
 
-/// No Redis here: every command fails. Real-Redis tests live with the module.
-struct NoRedis;
+/// No Redis here: every command fails, and atomic blocks only mark the execution's control.
+/// Real-Redis tests live with the module.
+pub(crate) struct NoRedis;
 
 impl RedisAccess for NoRedis {
     fn execute(&self, _args: &[Vec<u8>]) -> Result<Record> {
@@ -19,6 +20,17 @@ impl RedisAccess for NoRedis {
     }
     fn hashtag(&self) -> String {
         String::new()
+    }
+    fn begin_atomic(&self) -> Result<()> {
+        if let Some(control) = gears_core::control::current() {
+            control.begin_atomic();
+        }
+        Ok(())
+    }
+    fn end_atomic(&self) {
+        if let Some(control) = gears_core::control::current() {
+            control.end_atomic();
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gears_core::control::{ControlScope, ExecutionControl, Limits};
-use gears_core::{Frontend, GearsError, LogLevel, Record, RedisAccess, Result};
+use gears_core::{Frontend, GearsError, RedisAccess};
 use mlua::{Lua, LuaOptions, StdLib, Table, Value};
 
 use crate::LuaFrontend;
@@ -97,35 +97,8 @@ fn an_uncaught_pattern_error_fails_the_script_with_its_text() {
     );
 }
 
-/// No Redis: atomic blocks only mark the execution's control.
-struct NoRedis;
-
-impl RedisAccess for NoRedis {
-    fn execute(&self, _args: &[Vec<u8>]) -> Result<Record> {
-        Err(GearsError::Redis("no redis in unit tests".into()))
-    }
-    fn log(&self, _level: LogLevel, _message: &str) {}
-    fn gears_config_get(&self, _key: &str) -> Option<Record> {
-        None
-    }
-    fn hashtag(&self) -> String {
-        String::new()
-    }
-    fn begin_atomic(&self) -> Result<()> {
-        if let Some(control) = gears_core::control::current() {
-            control.begin_atomic();
-        }
-        Ok(())
-    }
-    fn end_atomic(&self) {
-        if let Some(control) = gears_core::control::current() {
-            control.end_atomic();
-        }
-    }
-}
-
 fn redis() -> Arc<dyn RedisAccess> {
-    Arc::new(NoRedis)
+    Arc::new(crate::tests::NoRedis)
 }
 
 /// Patterns that backtrack for hours in C.
