@@ -80,19 +80,15 @@ unsafe extern "C" fn on_keyspace_event(
     }
     // No panic may cross into Redis.
     let _ = std::panic::catch_unwind(|| {
-        // SAFETY: Redis passes a NUL-terminated event name and a live key name for the call.
+        // SAFETY: Redis passes a NUL-terminated event name and a live key name for the call;
+        // they are borrowed for it (copied only for the registrations that match).
         let (event, key) = unsafe {
-            let event = std::ffi::CStr::from_ptr(event)
-                .to_string_lossy()
-                .into_owned();
+            let event = std::ffi::CStr::from_ptr(event).to_string_lossy();
             let mut len = 0usize;
             let ptr = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
-            (
-                event,
-                std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec(),
-            )
+            (event, std::slice::from_raw_parts(ptr.cast::<u8>(), len))
         };
-        dispatch(&Context::new(ctx), event, key);
+        dispatch(&Context::new(ctx), &event, key);
     });
     raw::REDISMODULE_OK as c_int
 }
@@ -105,12 +101,12 @@ pub(super) fn may_fire(ctx: &Context) -> bool {
         && flags & raw::REDISMODULE_CTX_FLAGS_LOADING == 0
 }
 
-fn dispatch(ctx: &Context, event: String, key: Vec<u8>) {
+fn dispatch(ctx: &Context, event: &str, key: &[u8]) {
     let (list, index) = super::snapshot();
-    let matching: Vec<Arc<Registration>> = super::index::matching(&list, &index, &key)
+    let matching: Vec<Arc<Registration>> = super::index::matching(&list, &index, key)
         .into_iter()
         .filter_map(|position| list.get(position))
-        .filter(|r| keys_trigger(r).is_some_and(|t| t.matches_event(&event)))
+        .filter(|r| keys_trigger(r).is_some_and(|t| t.matches_event(event)))
         .cloned()
         .collect();
     if matching.is_empty() || !may_fire(ctx) {
@@ -131,7 +127,7 @@ fn dispatch(ctx: &Context, event: String, key: Vec<u8>) {
             }
             if trigger.filters_types() {
                 let key_kind = *kind.get_or_insert_with(|| {
-                    let open = open_key(ctx, &key);
+                    let open = open_key(ctx, key);
                     let kind = key_type(open);
                     close_key(open);
                     // `keyTypes` names streams `stream` (records call them `unknown`).
@@ -146,8 +142,8 @@ fn dispatch(ctx: &Context, event: String, key: Vec<u8>) {
             }
         }
         let event = Event {
-            key: key.clone(),
-            event: event.clone(),
+            key: key.to_vec(),
+            event: event.to_string(),
             db,
             record: None,
             command,

@@ -195,6 +195,7 @@ fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
     COUNT.store(list.len(), Ordering::Relaxed);
     hooks::rebuild(&list);
     index::rebuild(&list);
+    removals::rebuild(&list);
     *registry = Some(Arc::new(list));
 }
 

@@ -32,6 +32,17 @@ const EVENTS: [(u64, &str); 3] = [
 
 /// True once subscribed to the server's key event.
 static SUPPORTED: AtomicBool = AtomicBool::new(false);
+/// True while some registration asks for a `before_*` event: every deletion, expiry and
+/// eviction asks, so without one it returns at once.
+static ASKED: AtomicBool = AtomicBool::new(false);
+
+/// Notes whether the registry (`list`) asks for `before_*` events (rebuilt with it).
+pub(super) fn rebuild(list: &[Arc<Registration>]) {
+    let asked = list
+        .iter()
+        .any(|r| EVENTS.iter().any(|(_, name)| asked_for(r, name)));
+    ASKED.store(asked, Ordering::Relaxed);
+}
 
 fn key_event() -> raw::RedisModuleEvent {
     raw::RedisModuleEvent {
@@ -95,7 +106,7 @@ unsafe extern "C" fn on_key_event(
     subevent: u64,
     data: *mut c_void,
 ) {
-    if super::count() == 0 {
+    if !ASKED.load(Ordering::Relaxed) {
         return;
     }
     let Some((_, name)) = EVENTS.iter().find(|(sub, _)| *sub == subevent) else {
