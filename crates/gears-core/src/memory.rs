@@ -77,9 +77,10 @@ thread_local! {
     static PENDING: Pending = const { Pending::new() };
 }
 
-/// A thread's charges not yet added to the shared counters: allocations are counted in plain
-/// thread-local arithmetic and reach the atomics once they add up to [`FLUSH_BYTES`] (an atomic
-/// add per allocation cost a worker running a registration a seventh of its time). Reads by
+/// A thread's charges not yet added to Gears' shared totals: allocations are counted in plain
+/// thread-local arithmetic and reach the atomics once they add up to [`FLUSH_BYTES`] (two of the
+/// three atomic adds per allocation; they cost a worker running a registration a seventh of its
+/// time). The execution's meter is charged at once (see [`charge`]). Reads by
 /// the charging thread include its pending bytes, so its own figures stay exact; other threads
 /// see each thread's figure at most [`FLUSH_BYTES`] behind. Each field is its own cell, changed
 /// in place (copying the whole struct in and out of one cell stalled on every allocation).
@@ -88,8 +89,6 @@ struct Pending {
     native_allocated: Cell<i64>,
     python: Cell<i64>,
     python_allocated: Cell<i64>,
-    /// Charged to the current meter ([`METER`]).
-    meter: Cell<i64>,
 }
 
 impl Pending {
@@ -99,7 +98,6 @@ impl Pending {
             native_allocated: Cell::new(0),
             python: Cell::new(0),
             python_allocated: Cell::new(0),
-            meter: Cell::new(0),
         }
     }
 }
@@ -107,7 +105,7 @@ impl Pending {
 /// How far a thread's charges may run ahead of the shared counters.
 const FLUSH_BYTES: i64 = 16 << 10;
 
-/// Adds a thread's pending charges to the shared counters and its current meter.
+/// Adds a thread's pending charges to the shared counters.
 fn flush(pending: &Pending) {
     let take = |cell: &Cell<i64>| cell.replace(0);
     let native = take(&pending.native);
@@ -126,25 +124,10 @@ fn flush(pending: &Pending) {
     if python_allocated != 0 {
         PYTHON_ALLOCATED.add(python_allocated);
     }
-    let meter_delta = take(&pending.meter);
-    if meter_delta != 0 {
-        let meter = METER
-            .try_with(|meter| meter.get())
-            .unwrap_or(std::ptr::null());
-        if !meter.is_null() {
-            // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
-            unsafe { (*meter).used.fetch_add(meter_delta, Ordering::Relaxed) };
-        }
-    }
 }
 
-/// Flushes this thread's pending charges (before its current meter changes).
-fn flush_thread() {
-    let _ = PENDING.try_with(flush);
-}
-
-/// This thread's pending charges: (native, native allocated, python, python allocated, meter).
-fn pending() -> (i64, i64, i64, i64, i64) {
+/// This thread's pending charges: (native, native allocated, python, python allocated).
+fn pending() -> (i64, i64, i64, i64) {
     PENDING
         .try_with(|p| {
             (
@@ -152,7 +135,6 @@ fn pending() -> (i64, i64, i64, i64, i64) {
                 p.native_allocated.get(),
                 p.python.get(),
                 p.python_allocated.get(),
-                p.meter.get(),
             )
         })
         .unwrap_or_default()
@@ -188,10 +170,17 @@ pub fn charge(pool: Pool, delta: i64) {
             allocated.set(total);
             large |= total >= FLUSH_BYTES;
         }
-        let meter = pending.meter.get() + delta;
-        pending.meter.set(meter);
-        if large || meter.abs() >= FLUSH_BYTES {
+        if large {
             flush(pending);
+        }
+    });
+    // The execution's meter is charged at once: its limit checks must see every byte, and a
+    // meter is one atomic of one execution, hardly contended.
+    let _ = METER.try_with(|meter| {
+        let meter = meter.get();
+        if !meter.is_null() {
+            // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
+            unsafe { (*meter).used.fetch_add(delta, Ordering::Relaxed) };
         }
     });
     if counted.is_err() {
@@ -213,7 +202,7 @@ fn pending_set(pool: Pool, pending: &Pending, held: i64) {
 /// Bytes held in `pool` (it may read slightly negative when memory allocated before counting
 /// started is freed).
 pub fn used(pool: Pool) -> i64 {
-    let (native, _, python, _, _) = pending();
+    let (native, _, python, _) = pending();
     match pool {
         Pool::Native => NATIVE.total() + native,
         Pool::Python => PYTHON.total() + python,
@@ -240,7 +229,7 @@ pub fn sample(pool: Pool) -> PoolStats {
     };
     let current = used(pool).max(0);
     let peak = peak.fetch_max(current, Ordering::Relaxed).max(current);
-    let (_, native_allocated, _, python_allocated, _) = pending();
+    let (_, native_allocated, _, python_allocated) = pending();
     let own = match pool {
         Pool::Native => native_allocated,
         Pool::Python => python_allocated,
@@ -311,8 +300,8 @@ impl LimitPassed {
     }
 }
 
-/// The memory an execution holds, as charged by the threads working for it (each adds its
-/// charges in slices of at most [`FLUSH_BYTES`], so they hardly contend).
+/// The memory an execution holds, as charged by the threads working for it, at every allocation
+/// (its limit checks see every byte; one execution's atomic is hardly contended).
 pub struct MemoryMeter {
     used: AtomicI64,
     limit: u64,
@@ -327,17 +316,9 @@ impl MemoryMeter {
         }
     }
 
-    /// Bytes charged to the meter; exact for the calling thread's own charges.
+    /// Bytes charged to the meter.
     pub fn used(&self) -> i64 {
-        let shared = self.used.load(Ordering::Relaxed);
-        let current = METER
-            .try_with(|meter| meter.get())
-            .unwrap_or(std::ptr::null());
-        if std::ptr::eq(current, self) {
-            shared + pending().4
-        } else {
-            shared
-        }
+        self.used.load(Ordering::Relaxed)
     }
 
     pub fn limit(&self) -> u64 {
@@ -354,8 +335,6 @@ pub struct MeterScope {
 impl MeterScope {
     pub fn enter(meter: &Arc<MemoryMeter>) -> Self {
         let meter = meter.clone();
-        // What was charged so far belongs to the previous meter.
-        flush_thread();
         let previous = METER.with(|current| current.replace(Arc::as_ptr(&meter)));
         MeterScope { meter, previous }
     }
@@ -363,7 +342,6 @@ impl MeterScope {
 
 impl Drop for MeterScope {
     fn drop(&mut self) {
-        flush_thread();
         let _ = METER.try_with(|current| current.set(self.previous));
         let _ = &self.meter;
     }
