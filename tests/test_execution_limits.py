@@ -270,7 +270,7 @@ INFO_FIELDS = [
     "rg_errors", "rg_workers_busy", "rg_executions_rejected", "rg_executions_memory",
     "rg_python_executions", "rg_python_time_ms", "rg_lua_executions", "rg_lua_time_ms",
     "rg_rhai_executions", "rg_rhai_time_ms", "rg_registrations",
-    "rg_registration_events_pending", "rg_python",
+    "rg_registration_events_pending", "rg_python", "rg_stream_backlog",
 ]
 
 

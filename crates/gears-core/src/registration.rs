@@ -37,6 +37,137 @@ pub enum Trigger {
     Keys(KeysTrigger),
     /// A command (CommandReader): `RG.TRIGGER <name>`, or a hooked Redis command.
     Command(CommandTrigger),
+    /// New entries of streams (StreamReader), read through a consumer group.
+    Stream(StreamTrigger),
+}
+
+/// What a StreamReader registration does when a batch fails (`onFailedPolicy`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailed {
+    /// Acknowledge the batch and go on.
+    Continue,
+    /// Stop (status `ABORTED`); the batch stays unacknowledged.
+    Abort,
+    /// Run the same batch again after `retry_interval` seconds.
+    Retry,
+}
+
+impl OnFailed {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnFailed::Continue => "continue",
+            OnFailed::Abort => "abort",
+            OnFailed::Retry => "retry",
+        }
+    }
+}
+
+/// A StreamReader registration: which streams, how entries are batched, what a failure does.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StreamTrigger {
+    /// `prefix`: a trailing `*` matches a prefix, anything else one exact stream name.
+    pub prefix: Vec<u8>,
+    /// `batch`: entries per run.
+    pub batch: u64,
+    /// `duration` (ms): a partial batch runs once this long has passed; 0: it waits for more.
+    pub duration_ms: u64,
+    pub on_failed: OnFailed,
+    /// `onFailedRetryInterval`, in seconds.
+    pub retry_interval: u64,
+    /// `trimStream`: processed entries are removed from the stream.
+    pub trim: bool,
+    /// The consumer group that holds its position in each stream; named by the module (the
+    /// session and the registration's place in its script, so an upgrade goes on from it).
+    #[serde(default)]
+    pub group: String,
+}
+
+impl StreamTrigger {
+    /// Whether a stream of this name concerns this registration.
+    pub fn matches_key(&self, key: &[u8]) -> bool {
+        match self.prefix.split_last() {
+            Some((b'*', prefix)) => key.starts_with(prefix),
+            _ => key == self.prefix.as_slice(),
+        }
+    }
+}
+
+/// `register()`'s keyword arguments for the StreamReader, with RedisGears' error texts; `arg`
+/// is the first positional argument (`prefix`). `mode` is the registration's execution mode:
+/// `sync` allows only the `continue` policy.
+pub fn stream_trigger(
+    default_arg: &str,
+    arg: RunArg,
+    kwargs: &[Kwarg],
+    mode: ExecutionMode,
+) -> Result<StreamTrigger> {
+    let get = |name: &str| {
+        kwargs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, Record::Nil))
+    };
+    let prefix = match (arg, get("prefix").or_else(|| get("regex"))) {
+        (RunArg::Text(text), _) if !text.is_empty() => text,
+        (_, Some(Record::String(s))) => s.clone().into_bytes(),
+        (_, Some(Record::Bytes(b))) => b.clone(),
+        (_, Some(_)) => return Err(plan_error("regex argument must be a string")),
+        _ => default_arg.as_bytes().to_vec(),
+    };
+    if prefix.is_empty() {
+        return Err(plan_error("regex argument must be a string"));
+    }
+    let number = |name: &str, label: &str, default: u64, least: u64| -> Result<u64> {
+        let value = match get(name) {
+            None => return Ok(default),
+            Some(Record::Integer(n)) => *n,
+            Some(Record::Float(f)) if f.is_finite() => *f as i64,
+            Some(_) => return Err(plan_error(&format!("{label} argument must be a number"))),
+        };
+        if value < least as i64 {
+            return Err(plan_error(&format!(
+                "{label} argument must be a number of at least {least}"
+            )));
+        }
+        Ok(value as u64)
+    };
+    let batch = number("batch", "batch", 1, 1)?;
+    let duration_ms = number("duration", "duration", 0, 0)?;
+    let retry_interval = number("onFailedRetryInterval", "retryInterval", 1, 0)?;
+    let on_failed = match get("onFailedPolicy") {
+        None => OnFailed::Continue,
+        Some(Record::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "continue" => OnFailed::Continue,
+            "abort" => OnFailed::Abort,
+            "retry" => OnFailed::Retry,
+            _ => return Err(plan_error("onFailedPolicy must be Continue/Abort/Retry")),
+        },
+        Some(_) => {
+            return Err(plan_error(
+                "onFailedPolicy must be a string (Continue/Abort/Retry)",
+            ))
+        }
+    };
+    if mode == ExecutionMode::Sync && on_failed != OnFailed::Continue {
+        return Err(plan_error(
+            "ExecutionMode sync can only be combined with OnFailedPolicy Continue",
+        ));
+    }
+    let trim = match get("trimStream") {
+        None => true,
+        Some(Record::Bool(b)) => *b,
+        Some(_) => return Err(plan_error("pyTrimmStream argument must be a boolean")),
+    };
+    Ok(StreamTrigger {
+        prefix,
+        batch,
+        duration_ms,
+        on_failed,
+        retry_interval,
+        trim,
+        group: String::new(),
+    })
 }
 
 /// A CommandReader registration: what runs it, and whether its runs keep their order.
@@ -142,6 +273,7 @@ pub fn register_reader(
     default_arg: &str,
     arg: RunArg,
     kwargs: &[Kwarg],
+    mode: ExecutionMode,
 ) -> Result<(ReaderSpec, Trigger)> {
     match reader {
         "KeysReader" => {
@@ -157,9 +289,14 @@ pub fn register_reader(
             ReaderSpec::Command,
             Trigger::Command(command_trigger(kwargs)?),
         )),
-        "StreamReader" => Err(plan_error(&format!(
-            "register() with the {reader} is not supported yet by this version of Gears"
-        ))),
+        "StreamReader" => {
+            let trigger = stream_trigger(default_arg, arg, kwargs, mode)?;
+            let spec = ReaderSpec::Stream {
+                key: trigger.prefix.clone(),
+                from_id: "0-0".into(),
+            };
+            Ok((spec, Trigger::Stream(trigger)))
+        }
         _ => Err(plan_error(
             "Given reader do not support register or not exists",
         )),
@@ -341,7 +478,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        match register_reader("CommandReader", "*", RunArg::None, &kwargs)? {
+        match register_reader(
+            "CommandReader",
+            "*",
+            RunArg::None,
+            &kwargs,
+            ExecutionMode::Async,
+        )? {
             (ReaderSpec::Command, Trigger::Command(trigger)) => Ok(trigger),
             other => panic!("not a command trigger: {other:?}"),
         }

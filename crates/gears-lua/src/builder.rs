@@ -339,7 +339,8 @@ fn register(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) ->
         let callbacks = (&mut pattern_generator, &mut on_registered);
         parse_options(s, options, &mut options_out, &mut kwargs, callbacks)?;
     }
-    let (spec, trigger) = register_reader(&b.reader, &b.default_arg, arg, &kwargs)?;
+    let (spec, trigger) =
+        register_reader(&b.reader, &b.default_arg, arg, &kwargs, options_out.mode)?;
     let plan = b.plan.build(spec, options_out, b.description.clone());
     s.registrations.push(RegistrationSpec {
         plan,

@@ -68,8 +68,59 @@ unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
                 c"python".as_ptr(),
                 python_state.as_ptr(),
             );
+            stream_lags(ctx);
         }
     });
+}
+
+/// The StreamReader registrations shown one by one in `INFO` (more are summed only).
+const STREAM_FIELDS: usize = 100;
+
+/// Per StreamReader registration, `stream_<id>:status=OK,backlog=<entries>,last_lag_ms=<ms>,
+/// avg_lag_ms=<ms>` (backlog: entries not yet processed); then `stream_backlog`, their sum.
+///
+/// # Safety
+/// `ctx` is the info context of the running callback.
+unsafe fn stream_lags(ctx: *mut raw::RedisModuleInfoCtx) {
+    let mut total = 0u64;
+    for (n, registration) in crate::registrations::all()
+        .iter()
+        .filter(|r| r.stream.is_some())
+        .enumerate()
+    {
+        let Some(stream) = &registration.stream else {
+            continue;
+        };
+        let backlog = stream.backlog();
+        total += backlog;
+        if n >= STREAM_FIELDS {
+            continue;
+        }
+        let lag = stream.lag();
+        let name = CString::new(format!("stream_{}", registration.id)).unwrap_or_default();
+        let status = CString::new(stream.status().name()).unwrap_or_default();
+        // SAFETY: the caller's info context; strings live across the calls.
+        unsafe {
+            raw::RedisModule_InfoBeginDictField.unwrap()(ctx, name.as_ptr());
+            raw::RedisModule_InfoAddFieldCString.unwrap()(ctx, c"status".as_ptr(), status.as_ptr());
+            raw::RedisModule_InfoAddFieldULongLong.unwrap()(ctx, c"backlog".as_ptr(), backlog);
+            raw::RedisModule_InfoAddFieldULongLong.unwrap()(
+                ctx,
+                c"last_lag_ms".as_ptr(),
+                lag.last_ms,
+            );
+            raw::RedisModule_InfoAddFieldDouble.unwrap()(
+                ctx,
+                c"avg_lag_ms".as_ptr(),
+                lag.average(),
+            );
+            raw::RedisModule_InfoEndDictField.unwrap()(ctx);
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        raw::RedisModule_InfoAddFieldULongLong.unwrap()(ctx, c"stream_backlog".as_ptr(), total);
+    }
 }
 
 /// Makes [`info`] the module's `INFO` callback, and `INFO gears` an alias of `INFO rg_gears`.

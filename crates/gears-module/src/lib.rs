@@ -102,7 +102,7 @@ impl Gears {
 
 /// A detached thread-safe context owned by the module for its whole life, used only for
 /// `RedisModule_Log`, which is thread-safe.
-pub(crate) struct LogContext(*mut redis_module::raw::RedisModuleCtx);
+pub(crate) struct LogContext(pub(crate) *mut redis_module::raw::RedisModuleCtx);
 
 // SAFETY: only passed to RedisModule_Log, which may be called from any thread.
 unsafe impl Send for LogContext {}
@@ -177,8 +177,9 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     info::register(ctx);
-    if let Err(e) =
-        registrations::subscribe(ctx).and_then(|_| registrations::persist::subscribe(ctx))
+    if let Err(e) = registrations::subscribe(ctx)
+        .and_then(|_| registrations::persist::subscribe(ctx))
+        .and_then(|_| registrations::streams::subscribe(ctx))
     {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;

@@ -312,6 +312,12 @@ fn atomic_end(
 /// there is no traceback.
 pub(crate) fn format_error(py: Python<'_>, err: &PyErr) -> String {
     let value = err.value(py);
+    // `flat_error(msg)`: the message as is.
+    if err.is_instance_of::<crate::exceptions::flat_error>(py) {
+        if let Ok(text) = value.str() {
+            return text.to_string_lossy().into_owned();
+        }
+    }
     let formatted = (|| -> PyResult<String> {
         let traceback = err.traceback(py);
         if crate::interpreter::attempt_traceback() && traceback.is_some() {

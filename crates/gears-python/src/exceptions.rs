@@ -12,13 +12,16 @@ mod types {
     // Raised asynchronously in Python code whose execution was stopped (aborted, a limit
     // passed). A `BaseException`, so that `except Exception:` does not swallow it.
     pyo3::create_exception!(gears, forcestopped, pyo3::exceptions::PyBaseException);
+    // Raised by `flat_error(msg)`: its error text is `msg` exactly, with no traceback.
+    pyo3::create_exception!(gears, flat_error, pyo3::exceptions::PyException);
 }
-pub(crate) use types::{error, forcestopped};
+pub(crate) use types::{error, flat_error, forcestopped};
 
 /// Creates both types and makes them immutable. Called once, at interpreter start.
 pub(crate) fn install(py: Python<'_>) {
     make_immutable(&py.get_type::<error>());
     make_immutable(&py.get_type::<forcestopped>());
+    make_immutable(&py.get_type::<flat_error>());
     // pyo3's type for a Rust panic: created now rather than in the middle of one.
     let _ = py.get_type::<pyo3::panic::PanicException>();
 }

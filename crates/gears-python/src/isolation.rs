@@ -30,7 +30,7 @@ use pyo3::types::{
 };
 
 use crate::api;
-use crate::exceptions::{error, forcestopped};
+use crate::exceptions::{error, flat_error, forcestopped};
 use crate::link::Link;
 use crate::module::{ApiModule, MODULE_NAMES};
 
@@ -154,6 +154,7 @@ impl Namespaces {
         api.set_item("execute", api.get_item("executeCommand")?)?;
         api.set_item("GearsError", py.get_type::<error>())?;
         api.set_item("forcestopped", py.get_type::<forcestopped>())?;
+        api.set_item("_FlatError", py.get_type::<flat_error>())?;
         // SAFETY: a code object compiled at start-up, run with a fresh dict as its globals and
         // locals; PyEval_EvalCode returns a new reference or NULL with an exception set.
         unsafe {

@@ -314,7 +314,8 @@ pub(crate) fn register(
     let default_arg = default_arg
         .extract::<String>()
         .unwrap_or_else(|_| "*".to_string());
-    let (spec, trigger) = register_reader(&reader, &default_arg, prefix, &kw).map_err(gears_err)?;
+    let (spec, trigger) =
+        register_reader(&reader, &default_arg, prefix, &kw, mode).map_err(gears_err)?;
     let Some(mut state) = link.take_compile_state() else {
         return Err(error::new_err(
             "register() can only be called from the top level of a script",

@@ -23,8 +23,9 @@ def _check_functions(op, args, count):
 
 
 def flat_error(msg):
-    """An error reply of exactly `msg` (no traceback), as a result of a command hook."""
-    return '-' + str(msg)
+    """Raises an error whose text is exactly `msg` (no traceback), as RedisGears 1.2 does: a
+    command hook replies it as is; a StreamReader batch failing with `PAUSE...` pauses."""
+    raise _FlatError(str(msg))
 
 
 class atomic(object):

@@ -436,9 +436,14 @@ fn register_plan(
         }
     };
     let parsed = parse_options(state, options)?;
-    let (reader, trigger) =
-        register_reader(&builder.reader, &builder.default_arg, arg, &parsed.kwargs)
-            .map_err(raise)?;
+    let (reader, trigger) = register_reader(
+        &builder.reader,
+        &builder.default_arg,
+        arg,
+        &parsed.kwargs,
+        parsed.options.mode,
+    )
+    .map_err(raise)?;
     let plan = builder
         .plan
         .build(reader, parsed.options, parsed.description);

@@ -17,6 +17,7 @@ use crate::host::RedisHost;
 pub(crate) use event::{event_record, records_ahead, Ahead};
 pub(crate) use keys::KeysReader;
 pub(crate) use raw_keys::{close_key, key_type, open_key, opening_key, string_bytes, type_name};
+pub(crate) use stream::stream_entry;
 pub(crate) use values::read_open_key;
 
 /// Records per batch: the readers take the Redis lock once per batch.

@@ -47,6 +47,16 @@ fn entry_bytes(fields: &[Record]) -> usize {
         .sum()
 }
 
+/// A stream entry's record, `{'key', 'id', 'value': {field: value}}` (RedisGears' order), from
+/// its flat `[field, value, ...]` list.
+pub(crate) fn stream_entry(key: &[u8], id: &str, flat: Vec<Record>) -> Record {
+    Record::Map(vec![
+        (Record::from("key"), Record::from(key.to_vec())),
+        (Record::from("id"), Record::from(id)),
+        (Record::from("value"), hash_record(flat)),
+    ])
+}
+
 impl RecordReader for StreamReader {
     fn next_batch(&mut self) -> Result<Option<Vec<Record>>> {
         if self.done {
@@ -94,23 +104,20 @@ impl RecordReader for StreamReader {
             if parts.len() != 2 {
                 return Err(GearsError::Internal("unexpected XREAD entry".into()));
             }
-            let fields = match parts.pop() {
+            let flat = match parts.pop() {
                 Some(Record::List(flat)) => {
                     bytes += entry_bytes(&flat);
-                    hash_record(flat)
+                    flat
                 }
-                _ => Record::Map(Vec::new()),
+                _ => Vec::new(),
             };
-            let id = parts.pop().unwrap_or(Record::Nil);
-            if let Record::String(id) = &id {
-                self.last_id = id.clone();
-            }
-            // RedisGears' dict order for {id, value, key}.
-            batch.push(Record::Map(vec![
-                (Record::from("key"), Record::from(self.key.clone())),
-                (Record::from("id"), id),
-                (Record::from("value"), fields),
-            ]));
+            let id = match parts.pop() {
+                Some(Record::String(id)) => id,
+                Some(Record::Bytes(id)) => String::from_utf8_lossy(&id).into_owned(),
+                _ => return Err(GearsError::Internal("unexpected XREAD entry id".into())),
+            };
+            self.last_id = id.clone();
+            batch.push(stream_entry(&self.key, &id, flat));
         }
         self.count = if bytes > PAGE_BYTES {
             (self.count / 2).max(1)

@@ -96,8 +96,25 @@ fn describe(registration: &Registration) -> ReplyValue {
             };
             ("CommandReader", args)
         }
+        Trigger::Stream(trigger) => (
+            "StreamReader",
+            vec![
+                bulk("batchSize"),
+                ReplyValue::Integer(trigger.batch.min(i64::MAX as u64) as i64),
+                bulk("durationMS"),
+                ReplyValue::Integer(trigger.duration_ms.min(i64::MAX as u64) as i64),
+                bulk("stream"),
+                bulk(trigger.prefix.clone()),
+                bulk("trimStream"),
+                ReplyValue::Integer(i64::from(trigger.trim)),
+                bulk("onFailedPolicy"),
+                bulk(trigger.on_failed.name()),
+                bulk("retryInterval"),
+                ReplyValue::Integer(trigger.retry_interval.min(i64::MAX as u64) as i64),
+            ],
+        ),
     };
-    let data = vec![
+    let mut data = vec![
         bulk("mode"),
         bulk(mode_name(registration.mode())),
         bulk("numTriggered"),
@@ -114,6 +131,17 @@ fn describe(registration: &Registration) -> ReplyValue {
         ReplyValue::Integer(millis(stats.total_run)),
         bulk("avgRunDurationMS"),
         double(average),
+    ];
+    if let Some(stream) = &registration.stream {
+        let lag = stream.lag();
+        data.extend([
+            bulk("lastEstimatedLagMS"),
+            ReplyValue::Integer(lag.last_ms.min(i64::MAX as u64) as i64),
+            bulk("avgEstimatedLagMS"),
+            double(lag.average()),
+        ]);
+    }
+    data.extend([
         bulk("lastError"),
         match &stats.last_error {
             Some(error) => bulk(error.as_str()),
@@ -121,7 +149,10 @@ fn describe(registration: &Registration) -> ReplyValue {
         },
         bulk("args"),
         ReplyValue::Array(args),
-    ];
+    ]);
+    if let Some(stream) = &registration.stream {
+        data.extend([bulk("status"), bulk(stream.status().name())]);
+    }
     ReplyValue::Array(vec![
         bulk("id"),
         bulk(registration.id.as_str()),
@@ -202,6 +233,13 @@ fn pause_or_unpause(ctx: &Context, args: &[RedisString], what: &str) -> RedisRes
     let reader = match &registration.spec.trigger {
         Trigger::Keys(_) => "KeysReader",
         Trigger::Command(_) => "CommandReader",
+        Trigger::Stream(_) => {
+            match what {
+                "pause" => super::streams::pause(&registration),
+                _ => super::streams::unpause(&registration),
+            }
+            return Ok(RedisValue::SimpleStringStatic("OK"));
+        }
     };
     Err(RedisError::String(format!(
         "Reader {reader} does not support {what}"

@@ -102,6 +102,11 @@ pub(super) fn may_fire(ctx: &Context) -> bool {
 }
 
 fn dispatch(ctx: &Context, event: &str, key: &[u8]) {
+    if super::streams::any() && may_fire(ctx) {
+        // SAFETY: a plain query of the context's selected database.
+        let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
+        super::streams::on_event(ctx, event, key, db);
+    }
     let (list, index) = super::snapshot();
     let matching: Vec<Arc<Registration>> = super::index::matching(&list, &index, key)
         .into_iter()

@@ -180,6 +180,7 @@ pub(super) fn hook_infos(ctx: &Context, trigger: &Trigger) -> Result<Vec<HookInf
             }
             Ok(infos)
         }
+        Trigger::Stream(_) => Ok(Vec::new()),
     }
 }
 
@@ -275,6 +276,7 @@ pub(super) fn rebuild(list: &[Arc<Registration>]) {
             match &registration.spec.trigger {
                 Trigger::Command(_) => hooked.commands.push(entry),
                 Trigger::Keys(_) => hooked.keys.push(entry),
+                Trigger::Stream(_) => {}
             }
         }
     }

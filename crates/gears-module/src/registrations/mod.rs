@@ -18,6 +18,7 @@ pub(crate) mod persist;
 pub(crate) mod removals;
 mod run;
 pub(crate) mod sessions;
+pub(crate) mod streams;
 pub(crate) mod triggers;
 
 use std::collections::VecDeque;
@@ -92,6 +93,8 @@ pub(crate) struct Registration {
     removed: AtomicBool,
     /// Ids of its executions still in the table, oldest first (`MaxExecutionsPerRegistration`).
     executions: Mutex<VecDeque<String>>,
+    /// A StreamReader registration's status, positions and lag.
+    pub stream: Option<streams::StreamState>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,6 +112,9 @@ impl Registration {
 
     pub fn clear_stats(&self) {
         *lock(&self.stats) = Stats::default();
+        if let Some(stream) = &self.stream {
+            stream.clear_lag();
+        }
     }
 
     pub fn is_removed(&self) -> bool {
@@ -196,6 +202,7 @@ fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
     hooks::rebuild(&list);
     index::rebuild(&list);
     removals::rebuild(&list);
+    streams::rebuild(&list);
     *registry = Some(Arc::new(list));
 }
 
@@ -244,6 +251,7 @@ pub(crate) fn build(
                     .into(),
             );
         }
+        let spec_trigger = spec.trigger.clone();
         let id = ids
             .as_mut()
             .and_then(Iterator::next)
@@ -275,6 +283,7 @@ pub(crate) fn build(
             draining: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             executions: Mutex::new(VecDeque::new()),
+            stream: matches!(spec_trigger, Trigger::Stream(_)).then(streams::StreamState::new),
         }));
     }
     Ok(created)
@@ -306,7 +315,7 @@ pub(crate) fn swap(removed: &[String], added: Vec<Arc<Registration>>) -> Result<
             .collect();
         *list = kept;
         let at = at.unwrap_or(list.len()).min(list.len());
-        list.splice(at..at, added);
+        list.splice(at..at, added.iter().cloned());
     });
     if let Some(error) = refused {
         return Err(error);
@@ -314,6 +323,7 @@ pub(crate) fn swap(removed: &[String], added: Vec<Arc<Registration>>) -> Result<
     for registration in gone {
         retire(&registration, false);
     }
+    streams::started(&added);
     Ok(())
 }
 
@@ -354,8 +364,9 @@ pub(crate) fn remove(id: &str, abort_pending: bool) -> bool {
 
 /// A registration that left the registry: no more events reach it, its executions leave the
 /// table, and with `abort_pending` its queued events are dropped (else they still run).
-fn retire(registration: &Registration, abort_pending: bool) {
+fn retire(registration: &Arc<Registration>, abort_pending: bool) {
     registration.removed.store(true, Ordering::Release);
+    streams::retired(registration);
     // Its executions leave the table with it.
     let kept = std::mem::take(&mut *lock(&registration.executions));
     if let Some(gears) = crate::gears() {
@@ -378,7 +389,7 @@ pub(crate) fn get(id: &str) -> Option<Arc<Registration>> {
 fn keys_trigger(registration: &Registration) -> Option<&KeysTrigger> {
     match &registration.spec.trigger {
         Trigger::Keys(trigger) => Some(trigger),
-        Trigger::Command(_) => None,
+        _ => None,
     }
 }
 
@@ -386,6 +397,6 @@ fn keys_trigger(registration: &Registration) -> Option<&KeysTrigger> {
 fn command_trigger(registration: &Registration) -> Option<&CommandTrigger> {
     match &registration.spec.trigger {
         Trigger::Command(trigger) => Some(trigger),
-        Trigger::Keys(_) => None,
+        _ => None,
     }
 }

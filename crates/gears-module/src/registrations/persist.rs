@@ -167,6 +167,7 @@ unsafe extern "C" fn on_loading(
                 if let Some(specs) = loaded().take() {
                     converge(&ctx, specs);
                 }
+                super::streams::after_loading();
             }
             raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
                 loaded().take();

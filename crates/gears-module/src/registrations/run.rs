@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use gears_core::control::{ControlScope, ExecutionControl, ABORTED};
 use gears_core::{
-    encode_outcome, encode_record, ExecutionMode, ExecutionOutcome, Executor, Record, ReplyValue,
-    VecReader,
+    encode_outcome, encode_record, ExecutionMode, ExecutionOutcome, Executor, Record, RecordReader,
+    ReplyValue, VecReader,
 };
 use redis_module::logging::RedisLogLevel;
 use redis_module::raw;
@@ -157,6 +157,31 @@ fn in_post_job() -> bool {
     IN_POST_JOB.with(|in_job| in_job.get())
 }
 
+/// True inside a post-notification job Gears runs.
+pub(super) fn in_post_notification_job() -> bool {
+    in_post_job()
+}
+
+/// True if the server has post-notification jobs.
+pub(super) fn post_jobs_available() -> bool {
+    post_notification_job().is_some()
+}
+
+/// How a sync run inside a keyspace notification may act: on a server without
+/// post-notification jobs (Redis 7.0) commands with side effects are refused unless the
+/// operator accepts the risk (`SyncRegistrationWrites 1`).
+pub(super) fn access_inside_notification() -> Access {
+    match crate::gears() {
+        Some(gears)
+            if post_notification_job().is_none()
+                && !gears.config.flag(SYNC_REGISTRATION_WRITES) =>
+        {
+            Access::InsideNotification
+        }
+        _ => Access::ReadWrite,
+    }
+}
+
 unsafe extern "C" fn post_job(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     // SAFETY: the pair boxed by `fire`, still owned by Redis (freed by `free_job`).
     let (registration, event) = unsafe { &*data.cast::<(Arc<Registration>, Event)>() };
@@ -179,6 +204,41 @@ unsafe extern "C" fn post_job(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void)
 unsafe extern "C" fn free_job(data: *mut c_void) {
     // SAFETY: boxed by `fire`; Redis frees each job's data once.
     drop(unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Event)>()) });
+}
+
+/// Runs `job` as a post-notification job (inside the command whose keyspace event is being
+/// handled, after its own work), where the server has them and this is not one already.
+/// False: not added (the caller runs it another way).
+pub(super) fn add_post_job(job: impl FnOnce() + Send + 'static) -> bool {
+    type Job = Option<Box<dyn FnOnce() + Send>>;
+    unsafe extern "C" fn run(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+        // SAFETY: boxed below; Redis frees it with `free` after this call.
+        let job = unsafe { &mut *data.cast::<Job>() };
+        if let Some(job) = job.take() {
+            let previous = IN_POST_JOB.with(|in_job| in_job.replace(true));
+            let _ = catch_unwind(AssertUnwindSafe(job));
+            IN_POST_JOB.with(|in_job| in_job.set(previous));
+        }
+    }
+    unsafe extern "C" fn free(data: *mut c_void) {
+        // SAFETY: boxed below; Redis frees each job's data once.
+        drop(unsafe { Box::from_raw(data.cast::<Job>()) });
+    }
+    let (Some(add), false) = (post_notification_job(), in_post_job()) else {
+        return false;
+    };
+    let Some(ctx) = crate::gears().map(|g| g.log_context.0) else {
+        return false;
+    };
+    let data = Box::into_raw(Box::new(Some(Box::new(job) as Box<dyn FnOnce() + Send>)));
+    // SAFETY: the job's data is boxed here and freed by `free` (run or not).
+    let added = unsafe { add(ctx, Some(run), data.cast(), Some(free)) };
+    if added != raw::REDISMODULE_OK as c_int {
+        // SAFETY: Redis refused the job, so the box is still ours.
+        drop(unsafe { Box::from_raw(data) });
+        return false;
+    }
+    true
 }
 
 /// Queues an input for the registration's worker; a full queue refuses it (and gives it back).
@@ -496,6 +556,24 @@ fn execute(
     access: Access,
     read: impl FnOnce(&Arc<RedisHost>) -> Option<Result<Record, String>>,
 ) -> Option<Result<ExecutionOutcome, String>> {
+    execute_reader(registration, caller, hook, access, |host| {
+        read(host).map(|record| {
+            record.map(|record| {
+                Box::new(VecReader::new(vec![record], 1)) as Box<dyn RecordReader + '_>
+            })
+        })
+    })
+}
+
+/// Runs the registration's plan over the records of the reader `open` gives (`None`: no run),
+/// as one execution acting as `caller`; records the run in the registration's statistics.
+pub(super) fn execute_reader<'r>(
+    registration: &Arc<Registration>,
+    caller: Caller,
+    hook: Option<Arc<HookCall>>,
+    access: Access,
+    open: impl FnOnce(&Arc<RedisHost>) -> Option<Result<Box<dyn RecordReader + 'r>, String>>,
+) -> Option<Result<ExecutionOutcome, String>> {
     let gears = crate::gears()?;
     // A run of a Lua or Rhai session already running on this thread would wait for itself
     // (their sessions are not reentrant; Python's are); and runs nest at most MAX_NESTING deep.
@@ -528,7 +606,7 @@ fn execute(
     let host = Arc::new(host);
     let _host_scope = registration.session_host.enter(&host);
     let started = Instant::now();
-    let Some(record) = read(&host) else {
+    let Some(reader) = open(&host) else {
         host.finish();
         return None;
     };
@@ -540,11 +618,11 @@ fn execute(
     );
     let plan = registration.spec.plan.clone();
     execution.set_plan(plan.clone(), registration.step_args.clone());
-    let outcome = record.and_then(|record| {
+    let outcome = reader.and_then(|mut reader| {
         catch_unwind(AssertUnwindSafe(|| {
             Executor::new(plan, registration.session.clone())
                 .observed(execution.progress.clone())
-                .run(&mut VecReader::new(vec![record], 1))
+                .run(&mut *reader)
         }))
         .map_err(|_| "Gears internal error while running the registration".to_string())
     });

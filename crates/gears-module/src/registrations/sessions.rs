@@ -174,6 +174,8 @@ pub(crate) fn establish(
     };
     replaced_by(&known(), &id, new.options, new.caller)?;
     super::removals::check(&specs)?;
+    let mut specs = specs;
+    super::streams::name_groups(&id, &mut specs);
     // Under the lock: the commands they hook are looked up.
     let created = host.with_lock(|ctx| {
         let owner = super::Owner {
@@ -323,6 +325,8 @@ pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
             ),
         );
     }
+    let mut compiled = compiled;
+    super::streams::name_groups(&spec.id, &mut compiled.registrations);
     let kept: Vec<(RegistrationSpec, String)> = compiled
         .registrations
         .into_iter()

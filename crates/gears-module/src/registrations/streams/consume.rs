@@ -1,0 +1,453 @@
+//! A job on one registration's cursor in one stream: recover the group's pending entries if
+//! needed, then run batches while one is ready; acknowledge and trim what succeeded; apply
+//! `onFailedPolicy` to what failed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gears_core::control::ExecutionControl;
+use gears_core::registration::{OnFailed, StreamTrigger};
+use gears_core::{ExecutionMode, ExecutionOutcome, GearsError, Record, RecordReader, RedisAccess};
+
+use redis_module::{raw, Context};
+
+use super::reader::{Batch, GroupReader, Source};
+use super::{
+    id_millis, lock, next_id, now_millis, rearm, stop, trigger, Cursor, Registration, Status,
+};
+use crate::host::{Access, Caller, RedisHost, SyncRun};
+
+/// Batches one job runs before it lets other jobs have the worker (`async`) or the main thread
+/// (`sync`).
+const BATCHES_PER_JOB: usize = 16;
+/// Ids per `XACK`.
+const ACK_CHUNK: usize = 1000;
+
+/// How a batch ended, for the job.
+enum Ended {
+    /// Nothing to read.
+    Empty,
+    /// Ran (and was acknowledged or not): go on.
+    Ran,
+    /// The job stops: the registration stopped, or the stream can not be read.
+    Stop,
+}
+
+/// Runs the cursor's ready batches; clears `busy` when done and lets the cursor run again if
+/// more became ready. `inside_event`: a sync job inside the keyspace notification (Redis 7.0),
+/// where the pipeline's writes follow `SyncRegistrationWrites`.
+pub(super) fn job(registration: &Arc<Registration>, cursor: &Arc<Cursor>, inside_event: bool) {
+    let access = if inside_event {
+        super::super::run::access_inside_notification()
+    } else {
+        Access::ReadWrite
+    };
+    let sync = registration.mode() == ExecutionMode::Sync;
+    // A sync job runs on Redis's main thread, which holds the lock.
+    let _sync = sync.then(SyncRun::enter);
+    if !sync {
+        crate::executions::stats::worker_busy();
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_batches(registration, cursor, access)
+    }));
+    if outcome.is_err() {
+        lock(&cursor.state).undelivered = None;
+    }
+    lock(&cursor.state).busy = false;
+    if !sync {
+        crate::executions::stats::worker_free();
+    }
+    rearm(registration, cursor);
+}
+
+fn run_batches(registration: &Arc<Registration>, cursor: &Arc<Cursor>, access: Access) {
+    let Some(trigger) = trigger(registration) else {
+        return;
+    };
+    for _ in 0..BATCHES_PER_JOB {
+        if !may_run(registration) {
+            return;
+        }
+        let recover = lock(&cursor.state).undelivered.is_none();
+        if recover {
+            if !recover_pending(registration, trigger, cursor, access) {
+                return;
+            }
+            continue;
+        }
+        {
+            let mut state = lock(&cursor.state);
+            let waited = state
+                .waiting_since
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(trigger.duration_ms));
+            let ready = match state.undelivered {
+                Some(0) | None => false,
+                Some(n) => state.flush || n >= trigger.batch || (trigger.duration_ms > 0 && waited),
+            };
+            if !ready {
+                state.flush = false;
+                return;
+            }
+        }
+        match run_batch(registration, trigger, cursor, Source::New, access) {
+            Ended::Ran => {}
+            Ended::Empty => {
+                lock(&cursor.state).flush = false;
+                return;
+            }
+            Ended::Stop => return,
+        }
+    }
+}
+
+/// True while the registration may run batches: live, status OK, on a master.
+fn may_run(registration: &Registration) -> bool {
+    let running = registration
+        .stream
+        .as_ref()
+        .is_some_and(|s| s.status() == Status::Ok);
+    running && !registration.is_removed() && is_master()
+}
+
+/// True on a master that is not loading (a hint outside the lock: a write on a replica is
+/// refused anyway).
+fn is_master() -> bool {
+    crate::gears().is_some_and(|gears| is_master_now(&Context::new(gears.log_context.0)))
+}
+
+/// True on a master that is not loading.
+pub(super) fn is_master_now(ctx: &Context) -> bool {
+    // SAFETY: a plain query of the server's role.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+    flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+        && flags & raw::REDISMODULE_CTX_FLAGS_LOADING == 0
+}
+
+/// A host for the registration's own stream commands (the group, acknowledgements, trimming),
+/// as its user.
+fn bookkeeping_host(registration: &Registration, cursor: &Cursor) -> Option<RedisHost> {
+    let gears = crate::gears()?;
+    let caller = Caller {
+        user: registration.user.clone(),
+        db: cursor.db,
+    };
+    let control = ExecutionControl::new(gears.execution_limits());
+    Some(RedisHost::new(&caller, Access::ReadWrite, control))
+}
+
+fn command(words: &[&[u8]]) -> Vec<Vec<u8>> {
+    words.iter().map(|w| w.to_vec()).collect()
+}
+
+/// Makes sure the group exists (at the stream's start: entries already there are processed),
+/// runs the group's pending entries, then counts the entries not yet read. False: the job
+/// stops (the stream is gone or may not be read, or a batch stopped the registration).
+fn recover_pending(
+    registration: &Arc<Registration>,
+    trigger: &StreamTrigger,
+    cursor: &Arc<Cursor>,
+    access: Access,
+) -> bool {
+    let Some(host) = bookkeeping_host(registration, cursor) else {
+        return false;
+    };
+    let key = cursor.key.as_slice();
+    let group = trigger.group.as_bytes();
+    let created = host.execute(&command(&[b"XGROUP", b"CREATE", key, group, b"0"]));
+    host.finish();
+    match created {
+        Ok(_) => {}
+        Err(GearsError::Redis(e)) if e.starts_with("BUSYGROUP") => {}
+        Err(e) => {
+            // No stream (deleted meanwhile), or the user may no longer create the group.
+            let error = e.to_string();
+            if !error.contains("requires the key to exist") {
+                registration.record_run(Duration::ZERO, Some(error), false);
+            }
+            lock(&cursor.state).undelivered = Some(0);
+            return false;
+        }
+    }
+    loop {
+        if !may_run(registration) {
+            return false;
+        }
+        match run_batch(registration, trigger, cursor, Source::Pending, access) {
+            Ended::Ran => continue,
+            Ended::Empty => break,
+            Ended::Stop => return false,
+        }
+    }
+    let Some(host) = bookkeeping_host(registration, cursor) else {
+        return false;
+    };
+    // Counted under the lock, so that the events after it add to the right count.
+    let counted = host.with_lock(|_| {
+        let count = undelivered(&host, key, &trigger.group);
+        if let Some(count) = count {
+            let mut state = lock(&cursor.state);
+            state.undelivered = Some(count);
+            if count > 0 && state.waiting_since.is_none() {
+                state.waiting_since = Some(std::time::Instant::now());
+            }
+        }
+        count
+    });
+    host.finish();
+    counted.is_some()
+}
+
+/// The entries the group has not read yet: its `lag` (`XINFO GROUPS`), else the stream's
+/// length (an overestimate: the next read finds out).
+fn undelivered(host: &RedisHost, key: &[u8], group: &str) -> Option<u64> {
+    let groups = host.execute(&command(&[b"XINFO", b"GROUPS", key])).ok()?;
+    let Record::List(groups) = groups else {
+        return None;
+    };
+    for info in groups {
+        let fields = match info {
+            Record::List(items) => items,
+            Record::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => continue,
+        };
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|pair| text(&pair[0]).as_deref() == Some(name))
+                .map(|pair| pair[1].clone())
+        };
+        if field("name").and_then(|n| text(&n)).as_deref() != Some(group) {
+            continue;
+        }
+        if let Some(Record::Integer(lag)) = field("lag") {
+            return Some(lag.max(0) as u64);
+        }
+        break;
+    }
+    match host.execute(&command(&[b"XLEN", key])).ok()? {
+        Record::Integer(n) => Some(n.max(0) as u64),
+        _ => None,
+    }
+}
+
+fn text(record: &Record) -> Option<String> {
+    match record {
+        Record::String(s) => Some(s.clone()),
+        Record::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// Reads one batch and runs it as one execution; acknowledges it, or applies the failure
+/// policy.
+fn run_batch(
+    registration: &Arc<Registration>,
+    trigger: &StreamTrigger,
+    cursor: &Arc<Cursor>,
+    source: Source,
+    access: Access,
+) -> Ended {
+    let caller = Caller {
+        user: registration.user.clone(),
+        db: cursor.db,
+    };
+    let batch = Arc::new(Mutex::new(Batch::default()));
+    let opened = batch.clone();
+    // The group is read as the registration's user with full access, whatever the pipeline's
+    // commands may do (inside a notification on Redis 7.0 they may not write).
+    let Some(reading) = bookkeeping_host(registration, cursor).map(Arc::new) else {
+        return Ended::Stop;
+    };
+    let outcome = super::super::run::execute_reader(registration, caller, None, access, |_| {
+        match GroupReader::open(
+            reading.clone(),
+            cursor.clone(),
+            &trigger.group,
+            source,
+            trigger.batch,
+            opened,
+        ) {
+            Ok(Some(reader)) => Some(Ok(Box::new(reader) as Box<dyn RecordReader>)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.to_string())),
+        }
+    });
+    reading.finish();
+    let ids = std::mem::take(&mut lock(&batch).ids);
+    let no_group = lock(&batch).no_group;
+    let outcome = match outcome {
+        None if no_group => {
+            // The stream was made again: its group too, at the next job.
+            lock(&cursor.state).undelivered = None;
+            return Ended::Ran;
+        }
+        None => return Ended::Empty,
+        Some(outcome) => outcome,
+    };
+    let read = ids.len() as u64;
+    let release = |cursor: &Cursor| {
+        if source == Source::New {
+            let mut state = lock(&cursor.state);
+            state.in_flight = state.in_flight.saturating_sub(read);
+        }
+    };
+    // An aborted run (`RG.ABORTEXECUTION`) ends with an error too: a failure like any other.
+    let error = first_error(&outcome);
+    match &error {
+        None => {}
+        Some(error) if error.starts_with("PAUSE") => {
+            release(cursor);
+            stop(registration, Status::Paused);
+            return Ended::Stop;
+        }
+        Some(_) => match trigger.on_failed {
+            OnFailed::Continue => {}
+            OnFailed::Abort => {
+                release(cursor);
+                stop(registration, Status::Aborted);
+                return Ended::Stop;
+            }
+            OnFailed::Retry => {
+                release(cursor);
+                stop(registration, Status::WaitingForRetry);
+                return Ended::Stop;
+            }
+        },
+    }
+    if error.is_none() {
+        lock(&registration.stats).last_error = None;
+    }
+    if let Some(state) = &registration.stream {
+        let first = ids.first().and_then(|id| id_millis(id));
+        // Entries with ids from `XADD *` (the time they were added); not explicit small ids.
+        if let (Source::New, Some(first)) = (source, first) {
+            let now = now_millis();
+            if first > 1_000_000_000_000 && first <= now {
+                state.record_lag(now - first);
+            }
+        }
+    }
+    let done = acknowledge_and_trim(registration, trigger, cursor, &ids);
+    release(cursor);
+    if done {
+        Ended::Ran
+    } else {
+        Ended::Stop
+    }
+}
+
+/// The batch's first error (a failed read, or an error record of its run).
+fn first_error(outcome: &Result<ExecutionOutcome, String>) -> Option<String> {
+    match outcome {
+        Err(error) => Some(error.clone()),
+        Ok(outcome) => outcome.errors.first().cloned(),
+    }
+}
+
+/// `XACK`s the batch's ids, then trims the stream (with `trimStream`) up to what every
+/// StreamReader registration on it has processed. False if the stream can not be written.
+fn acknowledge_and_trim(
+    registration: &Registration,
+    trigger: &StreamTrigger,
+    cursor: &Cursor,
+    ids: &[String],
+) -> bool {
+    let Some(host) = bookkeeping_host(registration, cursor) else {
+        return false;
+    };
+    let key = cursor.key.as_slice();
+    for chunk in ids.chunks(ACK_CHUNK) {
+        let mut args = command(&[b"XACK", key, trigger.group.as_bytes()]);
+        args.extend(chunk.iter().map(|id| id.as_bytes().to_vec()));
+        if let Err(e) = host.execute(&args) {
+            registration.record_run(Duration::ZERO, Some(e.to_string()), false);
+            host.finish();
+            return false;
+        }
+    }
+    if trigger.trim {
+        if let Some(last) = ids.last() {
+            if let Some(min) = trim_point(&host, registration, cursor, trigger, last) {
+                let _ = host.execute(&command(&[b"XTRIM", key, b"MINID", min.as_bytes()]));
+            }
+        }
+    }
+    host.finish();
+    true
+}
+
+/// The first id to keep: after `last` (this registration processed everything up to it), or
+/// earlier if another live StreamReader registration on the stream has not got as far (its
+/// first pending entry, else the entry after its last read). `None`: keep everything (another
+/// registration has not started on the stream).
+fn trim_point(
+    host: &RedisHost,
+    registration: &Registration,
+    cursor: &Cursor,
+    trigger: &StreamTrigger,
+    last: &str,
+) -> Option<String> {
+    let mine = next_id(last)?;
+    let others: Vec<String> = super::super::all()
+        .iter()
+        .filter(|r| !r.is_removed() && r.id != registration.id)
+        .filter_map(|r| super::trigger(r))
+        .filter(|t| t.group != trigger.group && t.matches_key(&cursor.key))
+        .map(|t| t.group.clone())
+        .collect();
+    if others.is_empty() {
+        return Some(mine);
+    }
+    let key = cursor.key.as_slice();
+    let Ok(Record::List(groups)) = host.execute(&command(&[b"XINFO", b"GROUPS", key])) else {
+        return None;
+    };
+    let mut positions: Vec<(String, i64, String)> = Vec::new();
+    for info in groups {
+        let fields = match info {
+            Record::List(items) => items,
+            Record::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => continue,
+        };
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|pair| text(&pair[0]).as_deref() == Some(name))
+                .map(|pair| pair[1].clone())
+        };
+        let (Some(name), Some(Record::Integer(pending)), Some(delivered)) = (
+            field("name").and_then(|n| text(&n)),
+            field("pending"),
+            field("last-delivered-id").and_then(|d| text(&d)),
+        ) else {
+            continue;
+        };
+        positions.push((name, pending, delivered));
+    }
+    let mut keep = mine;
+    for group in &others {
+        let (_, pending, delivered) = positions.iter().find(|(name, _, _)| name == group)?;
+        let first_needed = if *pending > 0 {
+            // XPENDING's summary: [count, smallest id, largest id, consumers].
+            match host.execute(&command(&[b"XPENDING", key, group.as_bytes()])) {
+                Ok(Record::List(summary)) => summary.get(1).and_then(text)?,
+                _ => return None,
+            }
+        } else {
+            next_id(delivered)?
+        };
+        if compare_ids(&first_needed, &keep).is_lt() {
+            keep = first_needed;
+        }
+    }
+    Some(keep)
+}
+
+fn compare_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    };
+    parse(a).cmp(&parse(b))
+}

@@ -1,0 +1,604 @@
+//! StreamReader registrations: each runs its pipeline over the new entries of the streams it
+//! matches, in batches, with at-least-once delivery.
+//!
+//! **Positions.** A registration reads each stream through a consumer group of its own
+//! (`__gears_consumer_group__:<session>:<n>`, consumer `__gears_client__`): two registrations
+//! on one stream each see every entry (RedisGears #380 split them, sharing one group). The
+//! group lives in the stream, so it is saved with it (RDB, AOF) and replicated. The group is
+//! named after the session and the registration's place in its script, so an `UPGRADE` goes
+//! on where the old code stopped; `RG.UNREGISTER` destroys it.
+//!
+//! **Acknowledgements.** A batch is read with `XREADGROUP ... >` (the entries enter the
+//! group's pending list), run as one execution, and acknowledged (`XACK`) only when it
+//! succeeded (or failed under `onFailedPolicy='continue'`). Whenever a registration starts on
+//! a stream (registration, the end of loading, promotion to master, unpause, retry), it first
+//! runs what its pending list holds (`XREADGROUP ... 0`): after a crash, the batch that was in
+//! flight runs again; nothing acknowledged runs twice and nothing unacknowledged is lost.
+//!
+//! **Trimming.** With `trimStream`, the entries every live StreamReader registration on the
+//! stream has processed are removed (`XTRIM MINID`), never one another still has to read.
+//!
+//! **Backpressure.** The stream is the queue: a registration keeps per stream a count of the
+//! entries not yet read and a flag, never the entries; a registration that falls behind reads
+//! them when it gets to them. Its lag (entries, and ms from an entry's id to its processing)
+//! shows in `RG.DUMPREGISTRATIONS` and `INFO`.
+//!
+//! Threads: events (and so the counts) come on the thread that ran `XADD`, holding the Redis
+//! lock; one job at a time per registration and stream reads and runs batches (a worker for
+//! `async`, Redis's main thread for `sync`); timers (`duration`, retries) are armed on the main
+//! thread.
+
+mod consume;
+mod reader;
+mod scan;
+
+use std::collections::HashMap;
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use gears_core::registration::{RegistrationSpec, StreamTrigger, Trigger};
+use gears_core::ExecutionMode;
+use redis_module::{raw, Context};
+
+use super::{lock, Registration};
+
+pub(crate) use scan::subscribe;
+
+/// The consumer that reads for Gears in each group, as RedisGears named it.
+pub(crate) const CONSUMER: &str = "__gears_client__";
+/// The start of every Gears group's name, as RedisGears named its one group.
+pub(crate) const GROUP_PREFIX: &str = "__gears_consumer_group__";
+
+/// A StreamReader registration's state, as `RG.DUMPREGISTRATIONS` shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Status {
+    Ok,
+    WaitingForRetry,
+    Aborted,
+    Paused,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::WaitingForRetry => "WAITING_FOR_RETRY_ON_FAILURE",
+            Status::Aborted => "ABORTED",
+            Status::Paused => "PAUSED",
+        }
+    }
+}
+
+/// Lag samples: from an entry's id (the time `XADD` gave it) to the end of its batch.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Lag {
+    pub last_ms: u64,
+    pub total_ms: u64,
+    pub samples: u64,
+}
+
+impl Lag {
+    pub fn average(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.total_ms as f64 / self.samples as f64
+        }
+    }
+}
+
+/// A registration's cursors, by database and stream name.
+type Cursors = HashMap<(i32, Vec<u8>), Arc<Cursor>>;
+
+/// What a StreamReader registration keeps besides the common state of a registration.
+pub(crate) struct StreamState {
+    status: Mutex<Status>,
+    /// One cursor per (database, stream) it has seen.
+    cursors: Mutex<Cursors>,
+    lag: Mutex<Lag>,
+    /// A retry timer is armed.
+    retrying: AtomicBool,
+}
+
+impl StreamState {
+    pub fn new() -> Self {
+        StreamState {
+            status: Mutex::new(Status::Ok),
+            cursors: Mutex::new(HashMap::new()),
+            lag: Mutex::new(Lag::default()),
+            retrying: AtomicBool::new(false),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        *lock(&self.status)
+    }
+
+    fn set_status(&self, status: Status) {
+        *lock(&self.status) = status;
+    }
+
+    pub fn lag(&self) -> Lag {
+        *lock(&self.lag)
+    }
+
+    pub fn clear_lag(&self) {
+        *lock(&self.lag) = Lag::default();
+    }
+
+    fn record_lag(&self, ms: u64) {
+        let mut lag = lock(&self.lag);
+        lag.last_ms = ms;
+        lag.total_ms = lag.total_ms.saturating_add(ms);
+        lag.samples += 1;
+    }
+
+    /// Entries of its streams not yet processed: not read yet, or read and running.
+    pub fn backlog(&self) -> u64 {
+        lock(&self.cursors)
+            .values()
+            .map(|cursor| {
+                let state = lock(&cursor.state);
+                state.undelivered.unwrap_or(0) + state.in_flight
+            })
+            .sum()
+    }
+
+    fn cursors(&self) -> Vec<Arc<Cursor>> {
+        lock(&self.cursors).values().cloned().collect()
+    }
+}
+
+/// A registration's place in one stream.
+pub(crate) struct Cursor {
+    pub db: i32,
+    pub key: Vec<u8>,
+    state: Mutex<CursorState>,
+}
+
+#[derive(Default)]
+struct CursorState {
+    /// Entries added and not yet read by the group; `None`: unknown, the next job first runs
+    /// the group's pending entries and counts again.
+    undelivered: Option<u64>,
+    /// Entries read and not yet acknowledged.
+    in_flight: u64,
+    /// A job runs (or is about to) for this stream.
+    busy: bool,
+    /// Run every entry now, full batch or not (entries that were there before the
+    /// registration started on the stream).
+    flush: bool,
+    /// When the oldest entry of the incomplete batch arrived (for `duration`).
+    waiting_since: Option<Instant>,
+    /// A `duration` timer is armed.
+    timer: bool,
+}
+
+/// The StreamReader registrations, rebuilt with the registry: events ask on every write.
+static STREAM_REGISTRATIONS: RwLock<Option<Arc<Vec<Arc<Registration>>>>> = RwLock::new(None);
+
+/// Rebuilds the list of StreamReader registrations from the registry.
+pub(super) fn rebuild(list: &[Arc<Registration>]) {
+    let streams: Vec<Arc<Registration>> = list
+        .iter()
+        .filter(|r| r.stream.is_some())
+        .cloned()
+        .collect();
+    ANY.store(!streams.is_empty(), Ordering::Relaxed);
+    *STREAM_REGISTRATIONS
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(streams));
+}
+
+/// True if some StreamReader registration exists (the event callback's fast path).
+pub(super) fn any() -> bool {
+    ANY.load(Ordering::Relaxed)
+}
+
+static ANY: AtomicBool = AtomicBool::new(false);
+
+fn registrations() -> Arc<Vec<Arc<Registration>>> {
+    STREAM_REGISTRATIONS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The trigger of a StreamReader registration.
+pub(crate) fn trigger(registration: &Registration) -> Option<&StreamTrigger> {
+    match &registration.spec.trigger {
+        Trigger::Stream(trigger) => Some(trigger),
+        _ => None,
+    }
+}
+
+/// Names the consumer group of each StreamReader registration of a session's script (all of
+/// them, in the script's order): the session and the registration's place in the script.
+pub(crate) fn name_groups(session_id: &str, specs: &mut [RegistrationSpec]) {
+    for (index, spec) in specs.iter_mut().enumerate() {
+        if let Trigger::Stream(trigger) = &mut spec.trigger {
+            trigger.group = format!("{GROUP_PREFIX}:{session_id}:{index}");
+        }
+    }
+}
+
+static MAIN_THREAD: OnceLock<ThreadId> = OnceLock::new();
+
+fn on_main_thread() -> bool {
+    MAIN_THREAD.get() == Some(&std::thread::current().id())
+}
+
+/// A keyspace event, on the thread that raised it (holding the Redis lock), on a master that
+/// is not loading.
+pub(super) fn on_event(ctx: &Context, event: &str, key: &[u8], db: i32) {
+    let list = registrations();
+    if list.is_empty() {
+        return;
+    }
+    for registration in list.iter() {
+        let (Some(trigger), Some(state)) = (trigger(registration), &registration.stream) else {
+            continue;
+        };
+        if !trigger.matches_key(key) || registration.is_removed() {
+            continue;
+        }
+        match event {
+            "xadd" => {
+                let Some(cursor) = cursor_for(ctx, registration, state, db, key) else {
+                    continue;
+                };
+                {
+                    let mut cursor_state = lock(&cursor.state);
+                    if let Some(n) = &mut cursor_state.undelivered {
+                        *n += 1;
+                    }
+                    cursor_state.waiting_since.get_or_insert_with(Instant::now);
+                }
+                schedule(registration, &cursor, true);
+            }
+            // The stream is gone: so is the registration's place in it.
+            "del" | "expired" | "evicted" => forget(state, db, key),
+            // A stream arrived whole: run what it holds.
+            "rename_to" | "restore" | "copy_to" => {
+                let Some(cursor) = cursor_for(ctx, registration, state, db, key) else {
+                    continue;
+                };
+                {
+                    let mut cursor_state = lock(&cursor.state);
+                    cursor_state.undelivered = None;
+                    cursor_state.flush = true;
+                }
+                schedule(registration, &cursor, true);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The registration's cursor on a stream, made if new, unless its user may not read the stream
+/// through the group (checked once per stream, under the Redis lock).
+fn cursor_for(
+    ctx: &Context,
+    registration: &Registration,
+    state: &StreamState,
+    db: i32,
+    key: &[u8],
+) -> Option<Arc<Cursor>> {
+    let mut cursors = lock(&state.cursors);
+    if let Some(cursor) = cursors.get(&(db, key.to_vec())) {
+        return Some(cursor.clone());
+    }
+    if !may_consume(ctx, registration, key) {
+        return None;
+    }
+    let cursor = Arc::new(Cursor {
+        db,
+        key: key.to_vec(),
+        state: Mutex::new(CursorState::default()),
+    });
+    cursors.insert((db, key.to_vec()), cursor.clone());
+    Some(cursor)
+}
+
+/// Whether the registration's user may read the stream through its group.
+fn may_consume(ctx: &Context, registration: &Registration, key: &[u8]) -> bool {
+    let group = trigger(registration).map_or("", |t| t.group.as_str());
+    crate::host::may_run(
+        ctx,
+        &registration.user,
+        &[
+            b"XREADGROUP",
+            b"GROUP",
+            group.as_bytes(),
+            CONSUMER.as_bytes(),
+            b"STREAMS",
+            key,
+            b">",
+        ],
+    )
+}
+
+/// Drops the cursor of a stream that was deleted (one whose job runs counts again instead).
+fn forget(state: &StreamState, db: i32, key: &[u8]) {
+    let mut cursors = lock(&state.cursors);
+    let Some(cursor) = cursors.get(&(db, key.to_vec())) else {
+        return;
+    };
+    let mut cursor_state = lock(&cursor.state);
+    if cursor_state.busy {
+        cursor_state.undelivered = None;
+        cursor_state.flush = false;
+    } else {
+        drop(cursor_state);
+        cursors.remove(&(db, key.to_vec()));
+    }
+}
+
+/// Starts a job on the cursor if its registration may run and a batch is ready (a full batch,
+/// a partial one past `duration`, entries to flush, or pending entries to recover); otherwise
+/// arms the `duration` timer if a partial batch waits.
+fn schedule(registration: &Arc<Registration>, cursor: &Arc<Cursor>, from_event: bool) {
+    let (Some(trigger), Some(state)) = (trigger(registration), &registration.stream) else {
+        return;
+    };
+    if state.status() != Status::Ok || registration.is_removed() {
+        return;
+    }
+    let duration = Duration::from_millis(trigger.duration_ms);
+    let mut cursor_state = lock(&cursor.state);
+    if cursor_state.busy {
+        return;
+    }
+    let waited = cursor_state
+        .waiting_since
+        .map(|since| since.elapsed())
+        .unwrap_or_default();
+    let ready = match cursor_state.undelivered {
+        None => true,
+        Some(0) => false,
+        Some(n) => {
+            cursor_state.flush
+                || n >= trigger.batch
+                || (trigger.duration_ms > 0 && waited >= duration)
+        }
+    };
+    if !ready {
+        let waiting = cursor_state.undelivered.unwrap_or(0) > 0;
+        if trigger.duration_ms > 0 && waiting && !cursor_state.timer {
+            cursor_state.timer = true;
+            drop(cursor_state);
+            arm_timer(registration, cursor, duration.saturating_sub(waited));
+        }
+        return;
+    }
+    cursor_state.busy = true;
+    drop(cursor_state);
+    start(registration, cursor.clone(), from_event);
+}
+
+/// Runs a job on the cursor: on a worker (`async`), or (`sync`) inside the command that added
+/// the entries: as a post-notification job where the server has them, else inside the event;
+/// from a timer, on the main thread.
+fn start(registration: &Arc<Registration>, cursor: Arc<Cursor>, from_event: bool) {
+    let Some(gears) = crate::gears() else {
+        return;
+    };
+    let registration = registration.clone();
+    if registration.mode() != ExecutionMode::Sync {
+        gears
+            .workers
+            .submit(move || consume::job(&registration, &cursor, false));
+        return;
+    }
+    if from_event {
+        if on_main_thread() && super::run::post_jobs_available() {
+            let (r, c) = (registration.clone(), cursor.clone());
+            if super::run::add_post_job(move || consume::job(&r, &c, false)) {
+                return;
+            }
+        }
+        // Redis 7.0 (no post-notification jobs), or an event inside one: inside the event, as
+        // RedisGears 1.2 ran it.
+        let inside = !super::run::in_post_notification_job();
+        consume::job(&registration, &cursor, inside);
+        return;
+    }
+    if on_main_thread() {
+        consume::job(&registration, &cursor, false);
+        return;
+    }
+    on_main_thread_soon(move || consume::job(&registration, &cursor, false));
+}
+
+/// Runs `f` on Redis's main thread, holding the Redis lock, at its next turn.
+pub(crate) fn on_main_thread_soon(f: impl FnOnce() + Send + 'static) {
+    type Job = Box<dyn FnOnce() + Send>;
+    unsafe extern "C" fn run(data: *mut c_void) {
+        // SAFETY: boxed below, handed over once.
+        let job = unsafe { Box::from_raw(data.cast::<Job>()) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
+    let job: Box<Job> = Box::new(Box::new(f));
+    let data = Box::into_raw(job);
+    // SAFETY: the callback takes the box back; if the event can not be added, we do.
+    let added = unsafe { raw::RedisModule_EventLoopAddOneShot.unwrap()(Some(run), data.cast()) };
+    if added != raw::REDISMODULE_OK as i32 {
+        // SAFETY: not added, so the box is still ours.
+        drop(unsafe { Box::from_raw(data) });
+    }
+}
+
+/// Arms the cursor's `duration` timer (on the main thread, where timers live).
+fn arm_timer(registration: &Arc<Registration>, cursor: &Arc<Cursor>, wait: Duration) {
+    let pair = Box::new((registration.clone(), cursor.clone()));
+    let arm = move || {
+        unsafe extern "C" fn fire(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+            // SAFETY: boxed by `arm_timer`, handed over once.
+            let pair = unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Arc<Cursor>)>()) };
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (registration, cursor) = *pair;
+                lock(&cursor.state).timer = false;
+                schedule(&registration, &cursor, false);
+            }));
+        }
+        let ctx = crate::gears().map(|g| g.log_context.0);
+        let Some(ctx) = ctx else {
+            return;
+        };
+        let data = Box::into_raw(pair);
+        // SAFETY: on the main thread; the callback takes the box back.
+        unsafe {
+            raw::RedisModule_CreateTimer.unwrap()(
+                ctx,
+                wait.as_millis().min(i64::MAX as u128) as i64,
+                Some(fire),
+                data.cast(),
+            );
+        }
+    };
+    on_main_thread_soon(arm);
+}
+
+/// After a job: lets the cursor run again if more is ready (on the main thread, which sees the
+/// events that arrived meanwhile in order).
+fn rearm(registration: &Arc<Registration>, cursor: &Arc<Cursor>) {
+    let (registration, cursor) = (registration.clone(), cursor.clone());
+    on_main_thread_soon(move || schedule(&registration, &cursor, false));
+}
+
+/// A failed batch stopped the registration (`abort`, `retry`, a `PAUSE` error): its cursors
+/// recover their pending entries when it runs again.
+fn stop(registration: &Arc<Registration>, status: Status) {
+    let Some(state) = &registration.stream else {
+        return;
+    };
+    state.set_status(status);
+    for cursor in state.cursors() {
+        let mut cursor_state = lock(&cursor.state);
+        cursor_state.undelivered = None;
+    }
+    if status == Status::WaitingForRetry && !state.retrying.swap(true, Ordering::AcqRel) {
+        let seconds = trigger(registration).map_or(1, |t| t.retry_interval);
+        let registration = registration.clone();
+        on_main_thread_soon(move || retry_after(registration, seconds));
+    }
+}
+
+/// Arms the retry timer of a registration waiting after a failure.
+fn retry_after(registration: Arc<Registration>, seconds: u64) {
+    unsafe extern "C" fn fire(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+        // SAFETY: boxed by `retry_after`, handed over once.
+        let registration = unsafe { Box::from_raw(data.cast::<Arc<Registration>>()) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some(state) = &registration.stream else {
+                return;
+            };
+            state.retrying.store(false, Ordering::Release);
+            if state.status() == Status::WaitingForRetry && !registration.is_removed() {
+                state.set_status(Status::Ok);
+                scan::restart(&registration);
+            }
+        }));
+    }
+    let Some(ctx) = crate::gears().map(|g| g.log_context.0) else {
+        return;
+    };
+    let data = Box::into_raw(Box::new(registration));
+    // SAFETY: on the main thread; the callback takes the box back.
+    unsafe {
+        raw::RedisModule_CreateTimer.unwrap()(
+            ctx,
+            seconds.saturating_mul(1000).min(i64::MAX as u64) as i64,
+            Some(fire),
+            data.cast(),
+        );
+    }
+}
+
+/// `RG.PAUSEREGISTRATIONS`: a running or retrying registration stops after its batches in
+/// flight (an aborted one stays aborted).
+pub(crate) fn pause(registration: &Arc<Registration>) {
+    if let Some(state) = &registration.stream {
+        let mut status = lock(&state.status);
+        if matches!(*status, Status::Ok | Status::WaitingForRetry) {
+            *status = Status::Paused;
+        }
+    }
+}
+
+/// `RG.UNPAUSEREGISTRATIONS`: the registration runs again, from its pending entries.
+pub(crate) fn unpause(registration: &Arc<Registration>) {
+    if let Some(state) = &registration.stream {
+        state.set_status(Status::Ok);
+        scan::restart(registration);
+    }
+}
+
+/// A registration was published: it starts on the streams it matches.
+pub(super) fn started(added: &[Arc<Registration>]) {
+    for registration in added.iter().filter(|r| r.stream.is_some()) {
+        scan::restart(registration);
+    }
+}
+
+/// A registration left: its group is destroyed on its streams unless a live registration (its
+/// upgrade) goes on with it.
+pub(super) fn retired(registration: &Arc<Registration>) {
+    let Some(trigger) = trigger(registration) else {
+        return;
+    };
+    let kept = super::all()
+        .iter()
+        .any(|r| self::trigger(r).is_some_and(|t| t.group == trigger.group));
+    if !kept {
+        scan::destroy_groups(registration);
+    }
+}
+
+/// The end of loading (a restart, `DEBUG RELOAD`, a replica's full sync): the streams are as
+/// loaded, so every registration counts again and runs its pending entries.
+pub(crate) fn after_loading() {
+    for registration in registrations().iter() {
+        scan::restart(registration);
+    }
+}
+
+/// The ids' time parts: an entry id `ms-seq`.
+fn id_millis(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+}
+
+/// The id right after `id` (for `XTRIM MINID`, which keeps ids from it on).
+fn next_id(id: &str) -> Option<String> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    Some(match seq.checked_add(1) {
+        Some(seq) => format!("{ms}-{seq}"),
+        None => format!("{}-0", ms.checked_add(1)?),
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert_eq!(next_id("5-1").as_deref(), Some("5-2"));
+        assert_eq!(next_id(&format!("5-{}", u64::MAX)).as_deref(), Some("6-0"));
+        assert_eq!(next_id("x"), None);
+        assert_eq!(id_millis("1700000000000-3"), Some(1_700_000_000_000));
+    }
+}

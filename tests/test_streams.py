@@ -1,0 +1,537 @@
+"""StreamReader registrations, in Python, Lua and Rhai: batches, duration, trimming, failure
+policies, pause, two registrations on one stream, lag, and at-least-once delivery across a
+kill -9, a restart and a replica's promotion."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from conftest import RedisServer
+from helpers import data, gears, gears_error, raw_error, registrations, wait_for
+
+SHARD = "0" * 40
+SYNC_WRITES = ("SyncRegistrationWrites", "1")
+LANGUAGES = ["python", "lua", "rhai"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from conftest import serve
+    yield from serve(*SYNC_WRITES)
+
+
+def options(language, opts):
+    """register()'s keyword arguments in each language's syntax."""
+    def value(v):
+        if isinstance(v, bool):
+            return {"python": str(v), "lua": str(v).lower(), "rhai": str(v).lower()}[language]
+        if isinstance(v, str):
+            return "'%s'" % v if language != "rhai" else '"%s"' % v
+        return str(v)
+    if language == "python":
+        return "".join(", %s=%s" % (k, value(v)) for k, v in opts.items())
+    if not opts:
+        return ""
+    if language == "lua":
+        return ", {%s}" % ", ".join("%s = %s" % (k, value(v)) for k, v in opts.items())
+    return ", #{%s}" % ", ".join("%s: %s" % (k, value(v)) for k, v in opts.items())
+
+
+def counting(language, stream, counter, **opts):
+    """A StreamReader registration on `stream` that INCRs `counter` per entry and RPUSHes the
+    entry's id to `<counter>:ids`."""
+    o = options(language, opts)
+    if language == "python":
+        return ("GB('StreamReader').foreach(lambda x: (execute('incr', '%s'), "
+                "execute('rpush', '%s:ids', x['id']))).register('%s'%s)" % (counter, counter, stream, o))
+    if language == "lua":
+        return ("GB('StreamReader'):foreach(function(x) execute('incr', '%s') "
+                "execute('rpush', '%s:ids', x.id) end):register('%s'%s)" % (counter, counter, stream, o))
+    return ('GB("StreamReader").foreach(|x| { execute("incr", "%s"); execute("rpush", "%s:ids", x.id); })'
+            '.register("%s"%s)' % (counter, counter, stream, o))
+
+
+def only(client):
+    [registration] = registrations(client)
+    return registration
+
+
+def count(client, key):
+    return int(client.get(key) or 0)
+
+
+# The seed's two event examples, chained: keys -> audit-logs stream -> audit-counts.
+AUDIT_KEYS = {
+    "python": "GearsBuilder().filter(lambda x: x['key'].startswith('audited-'))"
+              ".foreach(lambda x: execute('xadd', 'audit-logs', '*', 'key', x['key'])).register()",
+    "lua": "GB():filter(function(x) return x.key:sub(1, 8) == 'audited-' end)"
+           ":foreach(function(x) execute('xadd', 'audit-logs', '*', 'key', x.key) end):register()",
+    "rhai": 'GB().filter(|x| x.key.starts_with("audited-"))'
+            '.foreach(|x| execute("xadd", "audit-logs", "*", "key", x.key)).register()',
+}
+AUDIT_STREAM = {
+    "python": "GearsBuilder('StreamReader').foreach(lambda x: execute('zadd', 'audit-counts', '1', "
+              "x['key'])).register('audit-logs')",
+    "lua": "GB('StreamReader'):foreach(function(x) execute('zadd', 'audit-counts', '1', x.key) end)"
+           ":register('audit-logs')",
+    "rhai": 'GB("StreamReader").foreach(|x| execute("zadd", "audit-counts", "1", x.key))'
+            '.register("audit-logs")',
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_seed_audit_pipeline_runs_in_real_time(rr, language):
+    assert gears(rr, language, AUDIT_KEYS[language]) == "OK"
+    assert gears(rr, language, AUDIT_STREAM[language]) == "OK"
+    rr.set("audited-1", "a")
+    rr.set("plain", "b")
+    rr.hset("audited-2", "f", "v")
+    stream = [r for r in registrations(rr) if r[3] == "StreamReader"][0]
+    assert wait_for(lambda: data(only_id(rr, stream[1]))["numSuccess"] == 2)
+    assert rr.zrange("audit-counts", 0, -1, withscores=True) == [("audit-logs", 1.0)]
+    # Processed entries were trimmed.
+    assert wait_for(lambda: rr.xlen("audit-logs") == 0)
+
+
+def only_id(client, registration_id):
+    return [r for r in registrations(client) if r[1] == registration_id][0]
+
+
+def test_records_are_key_id_and_value(rr):
+    gears(rr, "python", "GB('StreamReader').foreach(lambda x: execute('rpush', 'seen', "
+                        "repr(sorted(x.keys())), x['key'], x['id'], x['value']['f'], x['value']['g']))"
+                        ".register('s')")
+    first = rr.xadd("s", {"f": "1", "g": "a"})
+    assert wait_for(lambda: rr.llen("seen") == 5)
+    assert rr.lrange("seen", 0, -1) == ["['id', 'key', 'value']", "s", first, "1", "a"]
+
+
+def test_binary_entries_round_trip(server, rr):
+    gears(rr, "python", "GB('StreamReader').foreach(lambda x: execute('set', b'copy:' + x['id'].encode(), "
+                        "x['value'][b'\\xff\\x00'] if b'\\xff\\x00' in x['value'] else x['value']['\\xff\\x00']))"
+                        ".register('bin')")
+    raw = server.new_client(decode_responses=False)
+    value = b"\x00\xfe\xff binary \r\n"
+    entry = raw.xadd("bin", {b"\xff\x00": value})
+    assert wait_for(lambda: raw.get(b"copy:" + entry) == value)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_batch_waits_until_it_is_full(rr, language):
+    assert gears(rr, language, counting(language, "b", "n", batch=3)) == "OK"
+    rr.xadd("b", {"f": "1"})
+    rr.xadd("b", {"f": "2"})
+    time.sleep(0.3)
+    assert count(rr, "n") == 0
+    rr.xadd("b", {"f": "3"})
+    assert wait_for(lambda: count(rr, "n") == 3)
+    # One run for the three.
+    assert data(only(rr))["numTriggered"] == 1
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_duration_runs_a_partial_batch(rr, language):
+    assert gears(rr, language, counting(language, "d", "n", batch=5, duration=300)) == "OK"
+    started = time.time()
+    rr.xadd("d", {"f": "1"})
+    rr.xadd("d", {"f": "2"})
+    assert wait_for(lambda: count(rr, "n") == 2)
+    elapsed = time.time() - started
+    assert 0.25 <= elapsed < 2.0, elapsed
+    assert data(only(rr))["numTriggered"] == 1
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_entries_already_in_the_stream_are_processed_on_register(rr, language):
+    ids = [rr.xadd("old", {"f": str(i)}) for i in range(2)]
+    # Fewer than a batch: they run at once all the same.
+    assert gears(rr, language, counting(language, "old", "n", batch=10)) == "OK"
+    assert wait_for(lambda: count(rr, "n") == 2)
+    assert rr.lrange("n:ids", 0, -1) == ids
+
+
+def test_prefix_and_exact_names(rr):
+    gears(rr, "python", "GB('StreamReader').foreach(lambda x: execute('rpush', 'p', x['key'])).register('log:*')")
+    gears(rr, "python", "GB('StreamReader').foreach(lambda x: execute('rpush', 'e', x['key'])).register('exact')")
+    for key in ("log:a", "log:b", "exactly", "exact", "other"):
+        rr.xadd(key, {"f": "v"})
+    assert wait_for(lambda: rr.llen("p") == 2 and rr.llen("e") == 1)
+    assert sorted(rr.lrange("p", 0, -1)) == ["log:a", "log:b"]
+    assert rr.lrange("e", 0, -1) == ["exact"]
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_trim_stream_or_not(rr, trim):
+    gears(rr, "python", counting("python", "t", "n", trimStream=trim))
+    ids = [rr.xadd("t", {"f": str(i)}) for i in range(5)]
+    assert wait_for(lambda: count(rr, "n") == 5)
+    time.sleep(0.1)
+    if trim:
+        assert wait_for(lambda: rr.xlen("t") == 0)
+    else:
+        assert [e[0] for e in rr.xrange("t")] == ids
+    assert data(only(rr))["args"] == ["batchSize", 1, "durationMS", 0, "stream", "t", "trimStream",
+                                      int(trim), "onFailedPolicy", "continue", "retryInterval", 1]
+
+
+def test_two_registrations_on_one_stream_each_see_every_entry(rr):
+    gears(rr, "python", counting("python", "two", "a"))
+    gears(rr, "lua", counting("lua", "two", "b", batch=2))
+    ids = [rr.xadd("two", {"f": str(i)}) for i in range(10)]
+    assert wait_for(lambda: count(rr, "a") == 10 and count(rr, "b") == 10)
+    assert rr.lrange("a:ids", 0, -1) == ids
+    assert rr.lrange("b:ids", 0, -1) == ids
+    # Each has its own group; the stream is trimmed once both processed everything.
+    groups = rr.xinfo_groups("two")
+    assert len(groups) == 2 and all(g["name"].startswith("__gears_consumer_group__:") for g in groups)
+    assert wait_for(lambda: rr.xlen("two") == 0)
+
+
+def test_trimming_waits_for_the_slowest_registration(rr):
+    gears(rr, "python", counting("python", "slow", "a"))
+    gears(rr, "python", counting("python", "slow", "b"))
+    [first, second] = [r[1] for r in registrations(rr)]
+    rr.xadd("slow", {"f": "0"})
+    assert wait_for(lambda: count(rr, "a") == 1 and count(rr, "b") == 1)
+    assert rr.execute_command("RG.PAUSEREGISTRATIONS", second) == "OK"
+    ids = [rr.xadd("slow", {"f": str(i)}) for i in range(1, 4)]
+    assert wait_for(lambda: count(rr, "a") == 4)
+    time.sleep(0.2)
+    # The paused one has not read them: they stay.
+    assert [e[0] for e in rr.xrange("slow")] == ids
+    assert rr.execute_command("RG.UNPAUSEREGISTRATIONS", second) == "OK"
+    assert wait_for(lambda: count(rr, "b") == 4)
+    assert wait_for(lambda: rr.xlen("slow") == 0)
+    assert rr.lrange("b:ids", 1, -1) == ids
+    assert first != second
+
+
+FAILING = ("GB('StreamReader').foreach(lambda x: execute('incr', 'ok') if execute('get', 'fail') != '1' "
+           "else execute('nosuchcommand')).register('f'%s)")
+
+
+def test_continue_acknowledges_a_failed_batch(rr):
+    gears(rr, "python", FAILING % "")
+    rr.set("fail", "1")
+    rr.xadd("f", {"x": "1"})
+    assert wait_for(lambda: data(only(rr))["numFailures"] == 1)
+    d = data(only(rr))
+    assert "unknown command" in d["lastError"] and d["status"] == "OK"
+    assert wait_for(lambda: rr.xinfo_groups("f")[0]["pending"] == 0)
+    rr.delete("fail")
+    rr.xadd("f", {"x": "2"})
+    assert wait_for(lambda: count(rr, "ok") == 1)
+    # A success clears lastError.
+    assert wait_for(lambda: data(only(rr))["lastError"] is None)
+
+
+def test_abort_stops_the_registration(rr):
+    gears(rr, "python", FAILING % ", onFailedPolicy='abort'")
+    rr.set("fail", "1")
+    rr.xadd("f", {"x": "1"})
+    assert wait_for(lambda: data(only(rr))["status"] == "ABORTED")
+    rr.delete("fail")
+    rr.xadd("f", {"x": "2"})
+    time.sleep(0.3)
+    assert count(rr, "ok") == 0
+    assert data(only(rr))["numFailures"] == 1
+    # The failed batch was not acknowledged; unpausing runs it again, then the rest.
+    assert rr.xinfo_groups("f")[0]["pending"] == 1
+    assert rr.execute_command("RG.UNPAUSEREGISTRATIONS", only(rr)[1]) == "OK"
+    assert wait_for(lambda: count(rr, "ok") == 2)
+    assert data(only(rr))["status"] == "OK"
+
+
+def test_retry_runs_the_same_batch_again(rr):
+    gears(rr, "python", FAILING % ", onFailedPolicy='retry', onFailedRetryInterval=1")
+    rr.set("fail", "1")
+    rr.xadd("f", {"x": "1"})
+    assert wait_for(lambda: data(only(rr))["status"] == "WAITING_FOR_RETRY_ON_FAILURE")
+    assert wait_for(lambda: data(only(rr))["numFailures"] >= 2, timeout=5)
+    assert count(rr, "ok") == 0
+    rr.delete("fail")
+    assert wait_for(lambda: count(rr, "ok") == 1, timeout=5)
+    assert wait_for(lambda: data(only(rr))["status"] == "OK")
+    assert data(only(rr))["args"][-4:] == ["onFailedPolicy", "retry", "retryInterval", 1]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_an_error_starting_with_pause_pauses(rr, language):
+    script = {
+        "python": "GB('StreamReader').foreach(lambda x: flat_error('PAUSE now') "
+                  "if execute('get', 'paused') == 'yes' else execute('incr', 'n')).register('p', mode='sync')",
+        "lua": "GB('StreamReader'):foreach(function(x) if execute('get', 'paused') == 'yes' then "
+               "error('PAUSE now', 0) end execute('incr', 'n') end):register('p', {mode = 'sync'})",
+        "rhai": 'GB("StreamReader").foreach(|x| { if execute("get", "paused") == "yes" { throw "PAUSE now"; } '
+                'execute("incr", "n"); }).register("p", #{mode: "sync"})',
+    }[language]
+    assert gears(rr, language, script) == "OK"
+    rr.xadd("p", {"f": "1"})
+    # Sync: done before XADD replied.
+    assert count(rr, "n") == 1
+    rr.set("paused", "yes")
+    rr.xadd("p", {"f": "2"})
+    d = data(only(rr))
+    assert d["status"] == "PAUSED" and d["lastError"].startswith("PAUSE now")
+    rr.set("paused", "no")
+    rr.xadd("p", {"f": "3"})
+    assert count(rr, "n") == 1
+    assert rr.execute_command("RG.UNPAUSEREGISTRATIONS", only(rr)[1]) == "OK"
+    assert wait_for(lambda: count(rr, "n") == 3)
+
+
+def test_pause_and_unpause_commands(rr):
+    gears(rr, "python", counting("python", "pu", "n", mode="sync"))
+    gears(rr, "python", "GB().register('k:*')")
+    [stream_id, keys_id] = [r[1] for r in registrations(rr)]
+    rr.xadd("pu", {"f": "1"})
+    assert count(rr, "n") == 1
+    assert rr.execute_command("RG.PAUSEREGISTRATIONS", stream_id) == "OK"
+    # Pausing twice changes nothing.
+    assert rr.execute_command("RG.PAUSEREGISTRATIONS", stream_id) == "OK"
+    assert data(only_id(rr, stream_id))["status"] == "PAUSED"
+    rr.xadd("pu", {"f": "2"})
+    rr.xadd("pu", {"f": "3"})
+    assert count(rr, "n") == 1
+    assert rr.execute_command("RG.UNPAUSEREGISTRATIONS", stream_id) == "OK"
+    assert wait_for(lambda: count(rr, "n") == 3)
+    assert data(only_id(rr, stream_id))["status"] == "OK"
+    assert raw_error(rr, "RG.PAUSEREGISTRATIONS", "nope") == "Execution nope does not exists on shard %s" % SHARD
+    assert raw_error(rr, "RG.UNPAUSEREGISTRATIONS", "nope") == "Execution nope does not exists on shard %s" % SHARD
+    assert raw_error(rr, "RG.PAUSEREGISTRATIONS", keys_id) == "Reader KeysReader does not support pause"
+    assert raw_error(rr, "RG.UNPAUSEREGISTRATIONS", keys_id) == "Reader KeysReader does not support unpause"
+    assert raw_error(rr, "RG.PAUSEREGISTRATIONS").startswith("ERR wrong number of arguments")
+    assert raw_error(rr, "RG.PAUSEREGISTRATIONS", stream_id, keys_id).startswith("ERR wrong number of arguments")
+
+
+@pytest.mark.parametrize("script,error", [
+    ("register(onFailedPolicy='test')", "onFailedPolicy must be Continue/Abort/Retry"),
+    ("register(onFailedPolicy=1)", "onFailedPolicy must be a string (Continue/Abort/Retry)"),
+    ("register(mode='sync', onFailedPolicy='abort')",
+     "ExecutionMode sync can only be combined with OnFailedPolicy Continue"),
+    ("register(batch='x')", "batch argument must be a number"),
+    ("register(duration='x')", "duration argument must be a number"),
+    ("register(onFailedRetryInterval='x')", "retryInterval argument must be a number"),
+    ("register(trimStream=1)", "pyTrimmStream argument must be a boolean"),
+    ("register(batch=0)", "batch argument must be a number of at least 1"),
+])
+def test_register_argument_errors(rr, script, error):
+    assert error in gears_error(rr, "python", "GB('StreamReader')." + script)
+    assert registrations(rr) == []
+
+
+def test_argument_errors_in_lua_and_rhai(rr):
+    assert "onFailedPolicy must be Continue/Abort/Retry" in gears_error(
+        rr, "lua", "GB('StreamReader'):register('s', {onFailedPolicy = 'x'})")
+    assert "ExecutionMode sync can only be combined with OnFailedPolicy Continue" in gears_error(
+        rr, "rhai", 'GB("StreamReader").register("s", #{mode: "sync", onFailedPolicy: "retry"})')
+
+
+def test_dumpregistrations_shape(rr):
+    gears(rr, "python", "GB('StreamReader', desc='d').register('s*', batch=7, duration=50, onFailedPolicy='Retry', "
+                        "onFailedRetryInterval=3, trimStream=False)")
+    [registration] = registrations(rr)
+    assert registration[0::2] == ["id", "reader", "desc", "RegistrationData", "PD", "ExecutionThreadPool"]
+    assert registration[3] == "StreamReader" and registration[5] == "d"
+    fields = registration[7][0::2]
+    assert fields == ["mode", "numTriggered", "numSuccess", "numFailures", "numAborted", "lastRunDurationMS",
+                      "totalRunDurationMS", "avgRunDurationMS", "lastEstimatedLagMS", "avgEstimatedLagMS",
+                      "lastError", "args", "status"]
+    d = data(registration)
+    assert d["args"] == ["batchSize", 7, "durationMS", 50, "stream", "s*", "trimStream", 0,
+                         "onFailedPolicy", "retry", "retryInterval", 3]
+    assert (d["mode"], d["numTriggered"], d["lastEstimatedLagMS"], d["avgEstimatedLagMS"], d["lastError"],
+            d["status"]) == ("async", 0, 0, "0", None, "OK")
+
+
+def test_lag_and_backlog_are_visible(rr):
+    gears(rr, "python", counting("python", "lag", "n"))
+    rid = only(rr)[1]
+    rr.xadd("lag", {"f": "0"})
+    assert wait_for(lambda: count(rr, "n") == 1)
+    rr.execute_command("RG.PAUSEREGISTRATIONS", rid)
+    for i in range(3):
+        rr.xadd("lag", {"f": str(i)})
+    info = rr.info("rg")
+    assert info["rg_stream_%s" % rid]["backlog"] == 3
+    assert info["rg_stream_%s" % rid]["status"] == "PAUSED"
+    assert info["rg_stream_backlog"] == 3
+    time.sleep(0.3)
+    rr.execute_command("RG.UNPAUSEREGISTRATIONS", rid)
+    assert wait_for(lambda: count(rr, "n") == 4)
+    # The last batch waited at least the 300 ms of the pause.
+    d = data(only(rr))
+    assert d["lastEstimatedLagMS"] >= 250
+    assert float(d["avgEstimatedLagMS"]) > 0
+    assert wait_for(lambda: rr.info("rg")["rg_stream_%s" % rid]["backlog"] == 0)
+    rr.execute_command("RG.CLEARREGISTRATIONSSTATS")
+    assert data(only(rr))["lastEstimatedLagMS"] == 0
+
+
+def test_an_upgrade_goes_on_from_the_old_position(rr):
+    gears(rr, "python", counting("python", "up", "old", trimStream=False), "ID", "s1")
+    for i in range(3):
+        rr.xadd("up", {"f": str(i)})
+    assert wait_for(lambda: count(rr, "old") == 3)
+    gears(rr, "python", counting("python", "up", "new", trimStream=False), "ID", "s1", "UPGRADE")
+    late = [rr.xadd("up", {"f": str(i)}) for i in range(2)]
+    assert wait_for(lambda: count(rr, "new") == 2)
+    time.sleep(0.2)
+    assert rr.lrange("new:ids", 0, -1) == late and count(rr, "old") == 3
+    assert len(rr.xinfo_groups("up")) == 1
+
+
+def test_unregister_destroys_the_group(rr):
+    gears(rr, "python", counting("python", "gone", "n"))
+    rr.xadd("gone", {"f": "1"})
+    assert wait_for(lambda: count(rr, "n") == 1)
+    assert len(rr.xinfo_groups("gone")) == 1
+    assert rr.execute_command("RG.UNREGISTER", only(rr)[1]) == "OK"
+    assert wait_for(lambda: rr.xinfo_groups("gone") == [])
+    rr.xadd("gone", {"f": "2"})
+    time.sleep(0.2)
+    assert count(rr, "n") == 1
+
+
+def test_a_deleted_stream_made_again_is_read_from_its_start(rr):
+    gears(rr, "python", counting("python", "again", "n", trimStream=False))
+    rr.xadd("again", {"f": "1"})
+    assert wait_for(lambda: count(rr, "n") == 1)
+    rr.delete("again")
+    new = rr.xadd("again", {"f": "2"})
+    assert wait_for(lambda: count(rr, "n") == 2)
+    assert rr.lrange("n:ids", -1, -1) == [new]
+    rr.flushall()
+    rr.xadd("again", {"f": "3"})
+    assert wait_for(lambda: count(rr, "n") == 1)
+
+
+def test_a_user_who_may_not_read_the_stream_gets_nothing(server, rr):
+    rr.execute_command("ACL", "SETUSER", "streamer", "on", ">pw", "~mine:*", "+@all")
+    try:
+        alice = server.new_client(username="streamer", password="pw")
+        gears(alice, "python", "GB('StreamReader').foreach(lambda x: execute('incr', 'mine:n')).register('*')")
+        rr.xadd("secret", {"f": "1"})
+        rr.xadd("mine:s", {"f": "1"})
+        assert wait_for(lambda: count(rr, "mine:n") == 1)
+        time.sleep(0.2)
+        assert count(rr, "mine:n") == 1
+        assert rr.xlen("secret") == 1 and rr.xinfo_groups("secret") == []
+    finally:
+        for r in registrations(rr):
+            rr.execute_command("RG.UNREGISTER", r[1])
+        rr.execute_command("ACL", "DELUSER", "streamer")
+
+
+def test_async_keeps_order_and_loses_nothing_under_load(server, rr):
+    gears(rr, "python", counting("python", "load", "n", batch=50))
+    clients = [server.new_client() for _ in range(4)]
+    added = [[] for _ in clients]
+
+    def produce(i):
+        for j in range(500):
+            added[i].append(clients[i].xadd("load", {"c": str(i), "j": str(j)}))
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wait_for(lambda: count(rr, "n") == 2000, timeout=20)
+    ids = rr.lrange("n:ids", 0, -1)
+    # Every entry once, in the stream's order.
+    assert sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) == ids
+    assert sorted(ids) == sorted(sum(added, []))
+
+
+# Durability: a process killed with SIGKILL, restarted from its AOF or RDB; a promoted replica.
+
+RECORDER = ("GB('StreamReader').foreach(lambda x: (execute('sadd', 'seen', x['id']), "
+            "execute('incr', 'runs'))).register('events', batch=20)")
+
+
+def produce_until_killed(server, stop_after):
+    """XADDs to `events` until `stop_after` entries were acknowledged, then kills the server
+    with SIGKILL while more XADDs are in flight; returns the ids the server acknowledged."""
+    acked = []
+    client = server.new_client()
+    try:
+        while True:
+            acked.append(client.xadd("events", {"n": str(len(acked))}))
+            if len(acked) == stop_after:
+                os.kill(server.process.pid, signal.SIGKILL)
+    except redis.ConnectionError:
+        pass
+    server.process.wait(timeout=10)
+    return acked
+
+
+@pytest.mark.parametrize("persistence", ["aof", "rdb"])
+def test_nothing_is_lost_across_a_kill_and_a_restart(persistence):
+    aof = ("--appendonly", "yes", "--appendfsync", "always")
+    s = RedisServer(extra_args=SYNC_WRITES, server_args=aof if persistence == "aof" else ())
+    try:
+        c = s.new_client()
+        gears(c, "python", RECORDER)
+        if persistence == "aof":
+            acked = produce_until_killed(s, 1500)
+            durable = acked
+        else:
+            durable = [c.xadd("events", {"n": str(i)}) for i in range(500)]
+            # Saved while some entries wait or run.
+            c.save()
+            acked = produce_until_killed(s, 500)
+        s = RedisServer(extra_args=SYNC_WRITES, server_args=aof if persistence == "aof" else (), dir=s.dir)
+        c = s.new_client()
+        # Every durable entry is processed; only a batch in flight may run twice.
+        assert wait_for(lambda: c.scard("seen") >= len(durable) and c.xinfo_groups("events")[0]["pending"] == 0,
+                        timeout=20)
+        seen = c.smembers("seen")
+        assert set(durable) <= seen
+        runs = int(c.get("runs"))
+        assert runs - c.scard("seen") <= 20 * 2
+        assert len(acked) >= len(durable)
+    finally:
+        s.stop()
+
+
+def test_a_promoted_replica_continues_the_stream():
+    master = RedisServer(extra_args=SYNC_WRITES, server_args=("--repl-diskless-sync-delay", "0"))
+    replica = None
+    try:
+        m = master.new_client()
+        gears(m, "python", "GB('StreamReader').foreach(lambda x: flat_error('PAUSE') if execute('get', 'hold') "
+                           "== '1' else (execute('sadd', 'seen', x['id']), execute('incr', 'runs')))"
+                           ".register('events', batch=5)")
+        replica = RedisServer(extra_args=SYNC_WRITES,
+                              server_args=("--replicaof", "127.0.0.1", str(master.port), "--replica-read-only", "no"))
+        r = replica.new_client()
+        assert wait_for(lambda: r.info("replication").get("master_link_status") == "up")
+        assert wait_for(lambda: len(registrations(r)) == 1)
+        first = [m.xadd("events", {"n": str(i)}) for i in range(10)]
+        assert wait_for(lambda: m.scard("seen") == 10)
+        # The master stops processing (a PAUSE error) with entries waiting, then dies.
+        m.set("hold", "1")
+        later = [m.xadd("events", {"n": str(i)}) for i in range(10, 23)]
+        assert wait_for(lambda: data(registrations(m)[0])["status"] == "PAUSED")
+        m.execute_command("WAIT", 1, 5000)
+        assert wait_for(lambda: r.xlen("events") == 13)
+        os.kill(master.process.pid, signal.SIGKILL)
+        master.process.wait(timeout=10)
+        # The replica fires nothing until promoted.
+        r.delete("hold")
+        time.sleep(0.3)
+        assert r.scard("seen") == 10
+        r.execute_command("REPLICAOF", "NO", "ONE")
+        assert wait_for(lambda: r.scard("seen") == 23)
+        assert r.smembers("seen") == set(first + later)
+        # What the master acknowledged did not run again.
+        assert wait_for(lambda: int(r.get("runs")) == 23)
+        assert wait_for(lambda: r.xlen("events") == 0)
+    finally:
+        if replica:
+            replica.stop()
+        master.stop()
