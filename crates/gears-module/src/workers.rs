@@ -1,12 +1,46 @@
 //! The execution threads.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-
-use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
+use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The jobs waiting for a worker. A mutex and a condition variable, not a channel: waiting
+/// workers sleep at once (a channel's receivers spin and yield before they park, and with
+/// frequent small jobs, a registration's batches, that spinning took a tenth of the workers'
+/// CPU from Redis's own threads on a small machine).
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn push(&self, job: Job) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job, or `None` after `wait` with none.
+    fn pop(&self, wait: Duration) -> Option<Job> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(job) = jobs.pop_front() {
+            return Some(job);
+        }
+        let (mut jobs, _) = self
+            .ready
+            .wait_timeout_while(jobs, wait, |jobs| jobs.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        jobs.pop_front()
+    }
+}
 
 /// Counts the times another thread freed what workers allocated (a dropped execution).
 static FREED_ELSEWHERE: AtomicU64 = AtomicU64::new(0);
@@ -28,14 +62,14 @@ const WORKER_STACK: usize = 64 * 1024 * 1024;
 
 /// A fixed pool of worker threads fed by a channel.
 pub(crate) struct WorkerPool {
-    sender: Sender<Job>,
+    queue: Arc<Queue>,
 }
 
 impl WorkerPool {
     pub fn new(threads: usize) -> Self {
-        let (sender, receiver) = unbounded::<Job>();
+        let queue = Arc::new(Queue::default());
         for i in 0..threads.max(1) {
-            let receiver = receiver.clone();
+            let receiver = queue.clone();
             let spawned = thread::Builder::new()
                 .name(format!("gears-worker-{i}"))
                 // Scripts recurse (Python, Lua, Rhai and conversions of nested values); a
@@ -49,8 +83,8 @@ impl WorkerPool {
                     let mut used = false;
                     loop {
                         let wait = if used { IDLE_COLLECT } else { IDLE_RELEASE };
-                        match receiver.recv_timeout(wait) {
-                            Ok(job) => {
+                        match receiver.pop(wait) {
+                            Some(job) => {
                                 // A job answers its own client even when it panics (see
                                 // commands::execute); this only keeps the thread alive.
                                 let _ = catch_unwind(AssertUnwindSafe(job));
@@ -59,7 +93,7 @@ impl WorkerPool {
                             // Idle after work: return what the jobs freed. Not at once after
                             // each job: a stream of small jobs (a registration's events) would
                             // give pages back and map them again every time.
-                            Err(RecvTimeoutError::Timeout) if used => {
+                            None if used => {
                                 used = false;
                                 collected = FREED_ELSEWHERE.load(Ordering::Relaxed);
                                 release_free_memory();
@@ -67,14 +101,13 @@ impl WorkerPool {
                             // What this worker allocated may be freed later by another thread
                             // (RG.DROPEXECUTION of a stored reply): mimalloc returns those
                             // pages when this thread collects.
-                            Err(RecvTimeoutError::Timeout) => {
+                            None => {
                                 let freed = FREED_ELSEWHERE.load(Ordering::Relaxed);
                                 if freed != collected {
                                     collected = freed;
                                     release_free_memory();
                                 }
                             }
-                            Err(RecvTimeoutError::Disconnected) => break,
                         }
                     }
                 });
@@ -82,12 +115,12 @@ impl WorkerPool {
                 break;
             }
         }
-        WorkerPool { sender }
+        WorkerPool { queue }
     }
 
-    /// Queues a job. If no worker can take it, the job is dropped unrun.
+    /// Queues a job for the next free worker.
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
-        let _ = self.sender.send(Box::new(job));
+        self.queue.push(Box::new(job));
     }
 }
 

@@ -107,6 +107,9 @@ fn dispatch(ctx: &Context, event: &str, key: &[u8]) {
         let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
         super::streams::on_event(ctx, event, key, db);
     }
+    if super::keys_count() == 0 {
+        return;
+    }
     let (list, index) = super::snapshot();
     let matching: Vec<Arc<Registration>> = super::index::matching(&list, &index, key)
         .into_iter()

@@ -169,6 +169,12 @@ impl Registration {
 static REGISTRY: RwLock<Option<Arc<Vec<Arc<Registration>>>>> = RwLock::new(None);
 /// How many registrations exist: the event callback's fast path when there are none.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// How many KeysReader registrations exist: keyspace events skip them when there are none.
+static KEYS_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn keys_count() -> usize {
+    KEYS_COUNT.load(Ordering::Relaxed)
+}
 
 /// The registrations now, with their key index (taken together: they always agree).
 fn snapshot() -> (Arc<Vec<Arc<Registration>>>, Arc<index::KeyIndex>) {
@@ -199,6 +205,10 @@ fn update(change: impl FnOnce(&mut Vec<Arc<Registration>>)) {
     let mut list: Vec<Arc<Registration>> = registry.as_deref().cloned().unwrap_or_default();
     change(&mut list);
     COUNT.store(list.len(), Ordering::Relaxed);
+    KEYS_COUNT.store(
+        list.iter().filter(|r| keys_trigger(r).is_some()).count(),
+        Ordering::Relaxed,
+    );
     hooks::rebuild(&list);
     index::rebuild(&list);
     removals::rebuild(&list);

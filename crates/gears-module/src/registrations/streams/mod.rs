@@ -90,8 +90,9 @@ impl Lag {
     }
 }
 
-/// A registration's cursors, by database and stream name.
-type Cursors = HashMap<(i32, Vec<u8>), Arc<Cursor>>;
+/// A registration's cursors, by database and stream name (looked up by a borrowed name on
+/// every `XADD`).
+type Cursors = HashMap<i32, HashMap<Vec<u8>, Arc<Cursor>>>;
 
 /// What a StreamReader registration keeps besides the common state of a registration.
 pub(crate) struct StreamState {
@@ -140,6 +141,7 @@ impl StreamState {
     pub fn backlog(&self) -> u64 {
         lock(&self.cursors)
             .values()
+            .flat_map(|db| db.values())
             .map(|cursor| {
                 let state = lock(&cursor.state);
                 state.undelivered.unwrap_or(0) + state.in_flight
@@ -148,7 +150,25 @@ impl StreamState {
     }
 
     fn cursors(&self) -> Vec<Arc<Cursor>> {
-        lock(&self.cursors).values().cloned().collect()
+        lock(&self.cursors)
+            .values()
+            .flat_map(|db| db.values().cloned())
+            .collect()
+    }
+
+    /// The cursor of a stream, if the registration has one.
+    fn cursor(&self, db: i32, key: &[u8]) -> Option<Arc<Cursor>> {
+        lock(&self.cursors).get(&db)?.get(key).cloned()
+    }
+
+    /// Adds a cursor unless the stream has one already; the stream's cursor.
+    fn add_cursor(&self, cursor: Arc<Cursor>) -> Arc<Cursor> {
+        lock(&self.cursors)
+            .entry(cursor.db)
+            .or_default()
+            .entry(cursor.key.clone())
+            .or_insert(cursor)
+            .clone()
     }
 }
 
@@ -288,20 +308,17 @@ fn cursor_for(
     db: i32,
     key: &[u8],
 ) -> Option<Arc<Cursor>> {
-    let mut cursors = lock(&state.cursors);
-    if let Some(cursor) = cursors.get(&(db, key.to_vec())) {
-        return Some(cursor.clone());
+    if let Some(cursor) = state.cursor(db, key) {
+        return Some(cursor);
     }
     if !may_consume(ctx, registration, key) {
         return None;
     }
-    let cursor = Arc::new(Cursor {
+    Some(state.add_cursor(Arc::new(Cursor {
         db,
         key: key.to_vec(),
         state: Mutex::new(CursorState::default()),
-    });
-    cursors.insert((db, key.to_vec()), cursor.clone());
-    Some(cursor)
+    })))
 }
 
 /// Whether the registration's user may read the stream through its group.
@@ -325,7 +342,10 @@ fn may_consume(ctx: &Context, registration: &Registration, key: &[u8]) -> bool {
 /// Drops the cursor of a stream that was deleted (one whose job runs counts again instead).
 fn forget(state: &StreamState, db: i32, key: &[u8]) {
     let mut cursors = lock(&state.cursors);
-    let Some(cursor) = cursors.get(&(db, key.to_vec())) else {
+    let Some(streams) = cursors.get_mut(&db) else {
+        return;
+    };
+    let Some(cursor) = streams.get(key) else {
         return;
     };
     let mut cursor_state = lock(&cursor.state);
@@ -334,7 +354,10 @@ fn forget(state: &StreamState, db: i32, key: &[u8]) {
         cursor_state.flush = false;
     } else {
         drop(cursor_state);
-        cursors.remove(&(db, key.to_vec()));
+        streams.remove(key);
+        if streams.is_empty() {
+            cursors.remove(&db);
+        }
     }
 }
 

@@ -65,27 +65,20 @@ pub(super) fn restart(registration: &Arc<Registration>) {
             let Some(state) = &registration.stream else {
                 return;
             };
-            let cursor = {
-                let existing = lock(&state.cursors).get(&(db, key.to_vec())).cloned();
-                match existing {
-                    Some(cursor) => cursor,
-                    None => {
-                        if !may_consume(ctx, &registration, key) {
-                            return;
-                        }
-                        let cursor = Arc::new(super::Cursor {
-                            db,
-                            key: key.to_vec(),
-                            state: std::sync::Mutex::new(super::CursorState {
-                                flush: true,
-                                ..Default::default()
-                            }),
-                        });
-                        lock(&state.cursors)
-                            .entry((db, key.to_vec()))
-                            .or_insert(cursor)
-                            .clone()
+            let cursor = match state.cursor(db, key) {
+                Some(cursor) => cursor,
+                None => {
+                    if !may_consume(ctx, &registration, key) {
+                        return;
                     }
+                    state.add_cursor(Arc::new(super::Cursor {
+                        db,
+                        key: key.to_vec(),
+                        state: std::sync::Mutex::new(super::CursorState {
+                            flush: true,
+                            ..Default::default()
+                        }),
+                    }))
                 }
             };
             schedule(&registration, &cursor, false);
