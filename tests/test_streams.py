@@ -163,9 +163,10 @@ def test_prefix_and_exact_names(rr):
     assert rr.lrange("e", 0, -1) == ["exact"]
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("trim", [True, False])
-def test_trim_stream_or_not(rr, trim):
-    gears(rr, "python", counting("python", "t", "n", trimStream=trim))
+def test_trim_stream_or_not(rr, trim, language):
+    gears(rr, language, counting(language, "t", "n", trimStream=trim))
     ids = [rr.xadd("t", {"f": str(i)}) for i in range(5)]
     assert wait_for(lambda: count(rr, "n") == 5)
     time.sleep(0.1)
@@ -209,12 +210,22 @@ def test_trimming_waits_for_the_slowest_registration(rr):
     assert first != second
 
 
-FAILING = ("GB('StreamReader').foreach(lambda x: execute('incr', 'ok') if execute('get', 'fail') != '1' "
-           "else execute('nosuchcommand')).register('f'%s)")
+def failing(language, **opts):
+    """A registration on `f` that INCRs `ok` per entry, or fails while `fail` is 1."""
+    o = options(language, opts)
+    if language == "python":
+        return ("GB('StreamReader').foreach(lambda x: execute('incr', 'ok') if execute('get', 'fail') != '1' "
+                "else execute('nosuchcommand')).register('f'%s)" % o)
+    if language == "lua":
+        return ("GB('StreamReader'):foreach(function(x) if execute('get', 'fail') == '1' then "
+                "execute('nosuchcommand') else execute('incr', 'ok') end end):register('f'%s)" % o)
+    return ('GB("StreamReader").foreach(|x| { if execute("get", "fail") == "1" { execute("nosuchcommand"); } '
+            'else { execute("incr", "ok"); } }).register("f"%s)' % o)
 
 
-def test_continue_acknowledges_a_failed_batch(rr):
-    gears(rr, "python", FAILING % "")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_continue_acknowledges_a_failed_batch(rr, language):
+    gears(rr, language, failing(language))
     rr.set("fail", "1")
     rr.xadd("f", {"x": "1"})
     assert wait_for(lambda: data(only(rr))["numFailures"] == 1)
@@ -228,8 +239,9 @@ def test_continue_acknowledges_a_failed_batch(rr):
     assert wait_for(lambda: data(only(rr))["lastError"] is None)
 
 
-def test_abort_stops_the_registration(rr):
-    gears(rr, "python", FAILING % ", onFailedPolicy='abort'")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_abort_stops_the_registration(rr, language):
+    gears(rr, language, failing(language, onFailedPolicy="abort"))
     rr.set("fail", "1")
     rr.xadd("f", {"x": "1"})
     assert wait_for(lambda: data(only(rr))["status"] == "ABORTED")
@@ -245,8 +257,9 @@ def test_abort_stops_the_registration(rr):
     assert data(only(rr))["status"] == "OK"
 
 
-def test_retry_runs_the_same_batch_again(rr):
-    gears(rr, "python", FAILING % ", onFailedPolicy='retry', onFailedRetryInterval=1")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_retry_runs_the_same_batch_again(rr, language):
+    gears(rr, language, failing(language, onFailedPolicy="retry", onFailedRetryInterval=1))
     rr.set("fail", "1")
     rr.xadd("f", {"x": "1"})
     assert wait_for(lambda: data(only(rr))["status"] == "WAITING_FOR_RETRY_ON_FAILURE")
