@@ -27,6 +27,7 @@ pub struct Executor {
     plan: ExecutionPlan,
     session: Arc<dyn Session>,
     progress: Arc<Progress>,
+    exchange: Option<Arc<dyn crate::operators::RecordExchange>>,
 }
 
 /// Where the records of a run are and what the run may hold.
@@ -44,6 +45,7 @@ impl Executor {
             plan,
             session,
             progress: Arc::new(Progress::default()),
+            exchange: None,
         }
     }
 
@@ -53,13 +55,26 @@ impl Executor {
         self
     }
 
+    /// Runs the plan as one shard's part of a distributed execution: its `collect` and
+    /// `repartition` steps move records through `exchange`.
+    pub fn distributed(mut self, exchange: Arc<dyn crate::operators::RecordExchange>) -> Self {
+        self.exchange = Some(exchange);
+        self
+    }
+
     /// Reads every batch, pushes it through the steps, flushes the stateful steps at the end
     /// of input, and converts the results to core records. The execution's control (if the
     /// thread works for one) bounds the errors listed and the records held, and stops the run.
     pub fn run(&self, reader: &mut dyn RecordReader) -> ExecutionOutcome {
         let limits = control::current().map(|c| c.limits()).unwrap_or_default();
         let mut run = Run {
-            operators: self.plan.steps.iter().map(operators::build).collect(),
+            operators: self
+                .plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, step)| operators::build_step(step, i, self.exchange.as_ref()))
+                .collect(),
             results: Vec::new(),
             errors: ErrorList::new(usize::try_from(limits.max_errors).unwrap_or(usize::MAX)),
             progress: &self.progress,

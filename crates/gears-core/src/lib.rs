@@ -27,6 +27,7 @@ mod record;
 pub mod registration;
 mod reply;
 mod repr;
+pub mod wire;
 
 pub use builder::PlanBuilder;
 pub use dict_order::{gears_dict_order, in_gears_dict_order, siphash_1_2_zero_key};

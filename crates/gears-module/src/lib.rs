@@ -9,8 +9,10 @@
 //!   the Redis lock, yielding only keys the user may read;
 //! - the worker pool: scripts compile and executions run on worker threads while the calling
 //!   client is blocked, never the server;
-//! - `limits`: memory limits and what `INFO` reports about Gears.
+//! - `limits`: memory limits and what `INFO` reports about Gears;
+//! - `cluster/`: topology, the cluster bus, and executions that run on every shard.
 
+mod cluster;
 mod commands;
 mod config;
 mod executions;
@@ -184,6 +186,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
+    cluster::subscribe(ctx);
     if let Err(e) = registrations::hooks::register_filter(ctx) {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
@@ -243,5 +246,7 @@ redis_module! {
         ["RG.TRIGGER", registrations::triggers::trigger, "may-replicate", 0, 0, 0, ""],
         ["RG.TRIGGERONKEY", registrations::triggers::trigger_on_key, "may-replicate", 2, 2, 1, ""],
         ["RG.INNERHOOK", registrations::hooks::inner_hook, "may-replicate", 0, 0, 0, ""],
+        ["RG.INFOCLUSTER", cluster::info_cluster, "readonly", 0, 0, 0, ""],
+        ["RG.REFRESHCLUSTER", cluster::refresh_cluster, "readonly", 0, 0, 0, ""],
     ],
 }

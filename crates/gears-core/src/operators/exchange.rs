@@ -1,14 +1,127 @@
 //! `collect` and `repartition`: steps that move records between shards. On a single node every
-//! record is already where it must be, so the operator passes records through; the cluster
-//! transport replaces it through [`crate::RecordExchange`].
+//! record is already where it must be, so the operator passes records through; in a cluster
+//! the executor is given a [`RecordExchange`] that moves them.
+
+use std::sync::Arc;
 
 use super::{Operator, StepContext};
-use crate::record::Record;
+use crate::error::Result;
+use crate::plan::KeySource;
+use crate::record::{GroupKey, Record};
 
-pub struct Exchange;
+/// Moves the records of one execution's exchange steps between the shards that run it. Every
+/// shard runs the same plan; an exchange step's records leave through [`RecordExchange::send`]
+/// and the ones sent to this shard come back from [`RecordExchange::finish`] once every shard
+/// has finished sending for that step.
+pub trait RecordExchange: Send + Sync {
+    /// `collect`: sends `records` to the initiator; returns those that stay here (all of them
+    /// on the initiator).
+    fn collect(&self, step: usize, records: Vec<Record>) -> Result<Vec<Record>>;
+
+    /// `repartition`: sends each record to the shard that owns its key's slot; returns those
+    /// that stay here.
+    fn repartition(&self, step: usize, records: Vec<(GroupKey, Record)>) -> Result<Vec<Record>>;
+
+    /// The end of this shard's records for `step`: waits until every shard has sent its
+    /// records for the step, and returns those sent here.
+    fn finish(&self, step: usize) -> Result<Vec<Record>>;
+}
+
+pub struct Exchange {
+    route: Option<Route>,
+}
+
+struct Route {
+    exchange: Arc<dyn RecordExchange>,
+    step: usize,
+    /// `None`: collect; else repartition by this key.
+    key: Option<KeySource>,
+}
+
+impl Exchange {
+    /// A single node's exchange: records pass through.
+    pub fn local() -> Self {
+        Exchange { route: None }
+    }
+
+    /// Step `step` of a distributed execution.
+    pub fn distributed(
+        exchange: Arc<dyn RecordExchange>,
+        step: usize,
+        key: Option<KeySource>,
+    ) -> Self {
+        Exchange {
+            route: Some(Route {
+                exchange,
+                step,
+                key,
+            }),
+        }
+    }
+}
+
+/// Records a language owns become core records (they travel).
+fn core_records(records: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        match record {
+            Record::Native(_) => match ctx.runtime.to_core(record) {
+                Ok(core) => out.push(core),
+                Err(e) => ctx.error(e),
+            },
+            core => out.push(core),
+        }
+    }
+    out
+}
 
 impl Operator for Exchange {
-    fn process(&mut self, input: Vec<Record>, _ctx: &mut StepContext<'_>) -> Vec<Record> {
-        input
+    fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        let Some(route) = &self.route else {
+            return input;
+        };
+        let moved = match route.key {
+            None => {
+                let records = core_records(input, ctx);
+                route.exchange.collect(route.step, records)
+            }
+            Some(source) => {
+                let mut keyed = Vec::with_capacity(input.len());
+                for record in input {
+                    match ctx.key_of(source, &record) {
+                        Ok(key) => keyed.push((key, record)),
+                        Err(e) => ctx.error(e),
+                    }
+                }
+                let (keys, records): (Vec<GroupKey>, Vec<Record>) = keyed.into_iter().unzip();
+                let records = core_records(records, ctx);
+                if records.len() != keys.len() {
+                    return Vec::new();
+                }
+                route
+                    .exchange
+                    .repartition(route.step, keys.into_iter().zip(records).collect())
+            }
+        };
+        match moved {
+            Ok(records) => records,
+            Err(e) => {
+                ctx.error(e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        let Some(route) = &self.route else {
+            return Vec::new();
+        };
+        match route.exchange.finish(route.step) {
+            Ok(records) => records,
+            Err(e) => {
+                ctx.error(e);
+                Vec::new()
+            }
+        }
     }
 }

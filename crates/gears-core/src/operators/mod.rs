@@ -26,7 +26,7 @@ pub use batch_reduce_by_key::BatchReduceByKey;
 pub use count::Count;
 pub use count_by::CountBy;
 pub use distinct::Distinct;
-pub use exchange::Exchange;
+pub use exchange::{Exchange, RecordExchange};
 pub use filter::Filter;
 pub use flatmap::FlatMap;
 pub use foreach::ForEach;
@@ -113,7 +113,26 @@ pub trait Operator: Send {
 
 /// Builds the running operator of a step.
 pub fn build(step: &Step) -> Box<dyn Operator> {
+    build_step(step, 0, None)
+}
+
+/// Builds the running operator of step `index` of a plan; with `exchange`, its `collect` and
+/// `repartition` steps move records between shards.
+pub fn build_step(
+    step: &Step,
+    index: usize,
+    exchange: Option<&std::sync::Arc<dyn RecordExchange>>,
+) -> Box<dyn Operator> {
     use crate::plan::Phase;
+    match (step, exchange) {
+        (Step::Collect, Some(exchange)) => {
+            return Box::new(Exchange::distributed(exchange.clone(), index, None))
+        }
+        (Step::Repartition { key }, Some(exchange)) => {
+            return Box::new(Exchange::distributed(exchange.clone(), index, Some(*key)))
+        }
+        _ => {}
+    }
     match step {
         Step::Map(cb) => Box::new(Map::new(*cb)),
         Step::FlatMap(cb) => Box::new(FlatMap::new(*cb)),
@@ -128,7 +147,7 @@ pub fn build(step: &Step) -> Box<dyn Operator> {
         } => Box::new(ReduceByKey::new(*key, *reducer, *zero, *reduce_value)),
         Step::BatchReduceByKey { key, reducer } => Box::new(BatchReduceByKey::new(*key, *reducer)),
         Step::Limit { length, start } => Box::new(Limit::new(*length, *start)),
-        Step::Collect | Step::Repartition { .. } => Box::new(Exchange),
+        Step::Collect | Step::Repartition { .. } => Box::new(Exchange::local()),
         Step::Aggregate { aggregation, phase } => {
             let partial = *phase == Phase::Partial;
             match aggregation {

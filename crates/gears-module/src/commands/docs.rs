@@ -409,6 +409,22 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         args: &INNER_HOOK_ARGS,
     },
     CommandDoc {
+        name: "RG.INFOCLUSTER",
+        categories: "gears slow",
+        summary: "Shows the cluster as Gears sees it: this node and every shard with its slots",
+        complexity: "O(N) for N shards",
+        arity: 1,
+        args: &[],
+    },
+    CommandDoc {
+        name: "RG.REFRESHCLUSTER",
+        categories: "gears slow",
+        summary: "Reads the cluster's topology now (Gears also follows it by itself every second)",
+        complexity: "O(N) for N shards",
+        arity: 1,
+        args: &[],
+    },
+    CommandDoc {
         name: "RG.CONFIGSET",
         categories: "gears admin dangerous slow",
         summary: "Changes Gears settings at runtime",

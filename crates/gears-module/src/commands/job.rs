@@ -10,7 +10,7 @@ use gears_core::{encode_outcome, Executor, Frontend, GearsError, Language, Reply
 
 use crate::executions::{stats, Execution, Finished};
 use crate::guard::panic_message;
-use crate::host::{Access, BlockedReply, Caller, RedisHost, SessionHost};
+use crate::host::{Access, BlockedReply, Caller, RedisHost, SessionHost, TopLevel};
 use crate::registrations::sessions::{self, NewSession, SessionOptions};
 
 /// What a command asks of a worker.
@@ -193,7 +193,13 @@ fn compute(
     // for other executions (a registration's events).
     let session_host = SessionHost::new(host.clone());
     let _host_scope = session_host.enter(host);
-    let compiled = match frontend.compile(script, session_host.clone()) {
+    // In a cluster the top level's replies are recorded: the other shards replay them.
+    if crate::cluster::enabled() {
+        host.set_top_level(TopLevel::Record(Vec::new()));
+    }
+    let compiled = frontend.compile(script, session_host.clone());
+    let calls = host.end_top_level();
+    let compiled = match compiled {
         Ok(compiled) => compiled,
         Err(e) => return Finished::failed(stopped_or(host, e)),
     };
@@ -240,11 +246,44 @@ fn compute(
         })
         .collect();
     execution.set_plan(plan.clone(), step_args);
+    let distributed = match crate::cluster::participants(&plan) {
+        Some(topology) => {
+            match crate::cluster::Distributed::start(
+                &topology,
+                &execution.id,
+                language,
+                script,
+                &execution.caller.user,
+                execution.caller.db,
+                calls,
+                &plan,
+                host,
+            ) {
+                Ok(distributed) => Some(distributed),
+                Err(e) => return Finished::failed(e),
+            }
+        }
+        None => None,
+    };
     let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
-    let outcome = Executor::new(plan, compiled.session)
-        .observed(execution.progress.clone())
-        .run(reader.as_mut());
+    let mut executor = Executor::new(plan, compiled.session).observed(execution.progress.clone());
+    if let Some(distributed) = &distributed {
+        executor = executor.distributed(distributed.exchange.clone());
+    }
+    let mut outcome = executor.run(reader.as_mut());
     drop(reader);
+    if let Some(distributed) = distributed {
+        let (errors, aborted) = distributed.finish();
+        if aborted {
+            // Not every shard's records arrived: no partial answer, only why.
+            outcome.results.clear();
+            outcome
+                .errors
+                .retain(|e| !e.starts_with("Execution max idle reached"));
+        }
+        outcome.errors.extend(errors);
+        outcome.errors.dedup();
+    }
     let reply = encode_outcome(&outcome);
     drop(outcome);
     let max = execution.control.limits().max_reply_bytes;

@@ -67,6 +67,24 @@ pub(crate) struct RedisHost {
     db: AtomicI32,
     /// The hooked command this execution runs for (`call_next`, `override_reply`).
     hook: Option<Arc<HookCall>>,
+    /// The commands of a script's top level, recorded (the initiator of a distributed
+    /// execution) or replayed (the other shards: the top level has its effects once).
+    top_level: std::sync::Mutex<TopLevel>,
+}
+
+/// One command of a script's top level and its reply.
+pub(crate) type TopLevelCall = (Vec<Vec<u8>>, Result<Record>);
+
+/// What [`RedisHost`] does with the commands of a script's top level.
+#[derive(Default)]
+pub(crate) enum TopLevel {
+    /// Runs them.
+    #[default]
+    Run,
+    /// Runs them and keeps them with their replies.
+    Record(Vec<TopLevelCall>),
+    /// Gives the recorded replies instead of running them, in order.
+    Replay(std::collections::VecDeque<TopLevelCall>),
 }
 
 // SAFETY: a thread-safe context may be used from any thread; Gears only uses it while holding
@@ -110,6 +128,51 @@ impl RedisHost {
             home_db: caller.db,
             db: AtomicI32::new(caller.db),
             hook: None,
+            top_level: std::sync::Mutex::new(TopLevel::Run),
+        }
+    }
+
+    /// Records (or replays) the commands of the script's top level until
+    /// [`RedisHost::end_top_level`].
+    pub fn set_top_level(&self, mode: TopLevel) {
+        *self
+            .top_level
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
+    }
+
+    /// The end of the script's top level: its commands run from now on; returns the recorded
+    /// calls (or, replaying, those not replayed).
+    pub fn end_top_level(&self) -> Vec<TopLevelCall> {
+        let mode = std::mem::take(
+            &mut *self
+                .top_level
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        match mode {
+            TopLevel::Run => Vec::new(),
+            TopLevel::Record(calls) => calls,
+            TopLevel::Replay(calls) => calls.into(),
+        }
+    }
+
+    /// Runs a command (see [`RedisAccess::execute`]).
+    fn execute_now(&self, args: &[Vec<u8>]) -> Result<Record> {
+        loop {
+            self.check_running()?;
+            match self.with_lock(|ctx| self.call_in_db(ctx, args)) {
+                Called::Reply(result) => return result,
+                // A sync registration runs inside the event: it can not let the pause end.
+                Called::Paused if SyncRun::active() => {
+                    return Err(GearsError::Redis(
+                        "ERR writes are paused (CLIENT PAUSE); a sync registration can not wait"
+                            .into(),
+                    ))
+                }
+                // Inside an atomic block the lock is ours, so no pause can have begun.
+                Called::Paused => self.wait_for_pause_end()?,
+            }
         }
     }
 
@@ -292,19 +355,38 @@ impl RedisHost {
 
 impl RedisAccess for RedisHost {
     fn execute(&self, args: &[Vec<u8>]) -> Result<Record> {
-        loop {
-            self.check_running()?;
-            match self.with_lock(|ctx| self.call_in_db(ctx, args)) {
-                Called::Reply(result) => return result,
-                // A sync registration runs inside the event: it can not let the pause end.
-                Called::Paused if SyncRun::active() => {
-                    return Err(GearsError::Redis(
-                        "ERR writes are paused (CLIENT PAUSE); a sync registration can not wait"
+        let mut top_level = self
+            .top_level
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &mut *top_level {
+            TopLevel::Run => {
+                drop(top_level);
+                self.execute_now(args)
+            }
+            TopLevel::Replay(calls) => {
+                self.check_running()?;
+                match calls.pop_front() {
+                    Some((recorded, reply)) if recorded == args => reply,
+                    _ => Err(GearsError::Redis(
+                        "ERR the script's top level ran differently on this shard than on the \
+                         initiator (its commands must not depend on the shard)"
                             .into(),
-                    ))
+                    )),
                 }
-                // Inside an atomic block the lock is ours, so no pause can have begun.
-                Called::Paused => self.wait_for_pause_end()?,
+            }
+            TopLevel::Record(_) => {
+                // Not held while the command runs (a thread of the script may call too).
+                drop(top_level);
+                let reply = self.execute_now(args);
+                if let TopLevel::Record(calls) = &mut *self
+                    .top_level
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
+                    calls.push((args.to_vec(), reply.clone()));
+                }
+                reply
             }
         }
     }

@@ -1,0 +1,133 @@
+//! Messages between shards, over the Redis cluster bus (`RedisModule_SendClusterMessage`):
+//! the connections, authentication and failure detection Redis Cluster already has. Each
+//! message is one bincode-encoded [`Message`]; record sets are sent in chunks of at most
+//! [`CHUNK_BYTES`], so that one large exchange never holds the bus (and the gossip behind it)
+//! for long.
+
+use std::os::raw::{c_char, c_uchar};
+
+use gears_core::Language;
+use redis_module::{raw, Context};
+use serde::{Deserialize, Serialize};
+
+/// The module message type Gears uses on the cluster bus.
+const GEARS_MESSAGE: u8 = 71;
+
+/// The most bytes of records one message carries.
+pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
+
+/// A distributed execution is named by its initiator and its id there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ExecutionKey {
+    pub initiator: String,
+    pub id: String,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Message {
+    /// Run your part of an execution.
+    Run {
+        key: ExecutionKey,
+        language: Language,
+        script: String,
+        user: Vec<u8>,
+        db: i32,
+        /// The initiator's top-level commands and replies (`gears_core::wire` pairs).
+        calls: Vec<u8>,
+        /// The shards taking part, in order.
+        shards: Vec<String>,
+        /// Slot ranges and their owners, as the initiator saw them.
+        slots: Vec<(u16, u16, String)>,
+    },
+    /// Records of an exchange step (`gears_core::wire`).
+    Records {
+        key: ExecutionKey,
+        step: u32,
+        from: String,
+        records: Vec<u8>,
+    },
+    /// The sender has sent all its records of an exchange step.
+    StepDone {
+        key: ExecutionKey,
+        step: u32,
+        from: String,
+    },
+    /// The sender's part is over, with its errors.
+    Finished {
+        key: ExecutionKey,
+        from: String,
+        errors: Vec<String>,
+    },
+    /// The execution is aborted (by the initiator, or a shard that failed).
+    Abort { key: ExecutionKey, reason: String },
+}
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Message> {
+        let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+        bincode::serde::decode_from_slice(bytes, config)
+            .ok()
+            .map(|(message, _)| message)
+    }
+}
+
+/// Sends `message` to the node `target`, holding the Redis lock (`_locked` proves it). False if
+/// the bus refused it (an unknown node, or no cluster).
+pub(crate) fn send(_locked: &Context, target: &str, message: &Message) -> bool {
+    send_bytes(target, &message.encode())
+}
+
+/// Sends an encoded message (holding the Redis lock).
+pub(crate) fn send_bytes(target: &str, bytes: &[u8]) -> bool {
+    let Ok(target) = std::ffi::CString::new(target) else {
+        return false;
+    };
+    // The bus names the sending module from the context: the module's own detached context
+    // (an execution's thread-safe context has no module).
+    let Some(ctx) = crate::gears().map(|g| g.log_context.0) else {
+        return false;
+    };
+    // SAFETY: called holding the Redis lock; the buffers live across the call (the bus copies
+    // them).
+    unsafe {
+        raw::RedisModule_SendClusterMessage.unwrap()(
+            ctx,
+            target.as_ptr(),
+            GEARS_MESSAGE,
+            bytes.as_ptr().cast::<c_char>(),
+            bytes.len() as u32,
+        ) == raw::REDISMODULE_OK as i32
+    }
+}
+
+/// Registers the receiver of Gears' messages (at load).
+pub(crate) fn subscribe(ctx: &Context) {
+    // SAFETY: a module API call during load with a callback that lives as long as the module.
+    unsafe {
+        raw::RedisModule_RegisterClusterMessageReceiver.unwrap()(
+            ctx.ctx,
+            GEARS_MESSAGE,
+            Some(on_message),
+        );
+    }
+}
+
+unsafe extern "C" fn on_message(
+    ctx: *mut raw::RedisModuleCtx,
+    _sender: *const c_char,
+    _kind: u8,
+    payload: *const c_uchar,
+    len: u32,
+) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: the bus passes the message's payload for the call.
+        let bytes = unsafe { std::slice::from_raw_parts(payload, len as usize) };
+        if let Some(message) = Message::decode(bytes) {
+            super::receive(&Context::new(ctx), message);
+        }
+    });
+}

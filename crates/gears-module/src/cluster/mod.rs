@@ -1,0 +1,368 @@
+//! Redis Cluster: every shard runs its part of an execution over its own keys, and the plan's
+//! `collect` and `repartition` steps move records between shards (see docs/cluster.md).
+//!
+//! - [`topology`]: the shards and their slots, read from Redis every second (no command needed);
+//! - [`bus`]: messages over the cluster bus;
+//! - [`exchange`]: mailboxes and the `RecordExchange` of one shard;
+//! - [`remote`]: a shard running its part of another shard's execution.
+//!
+//! The initiator runs the script's top level once, recording its commands' replies; every
+//! other shard runs the same script with those replies given back instead of running the
+//! commands again (`host::TopLevel::Replay`), so the top level has its effects once and builds
+//! the same plan and values everywhere. Each shard then runs the whole plan over its own keys;
+//! records leave at the exchange steps, and the initiator's results are the reply.
+
+pub(crate) mod bus;
+pub(crate) mod exchange;
+mod remote;
+pub(crate) mod topology;
+
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gears_core::{ExecutionMode, ExecutionPlan, Record, ReplyValue, Step};
+use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
+
+use bus::{ExecutionKey, Message};
+use exchange::{ClusterExchange, Mailbox};
+
+use crate::guard::guarded;
+use crate::host::{RedisHost, TopLevelCall};
+use crate::reply::send;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// True on a cluster node.
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// At load: on a cluster node, listens to the bus and follows the topology.
+pub(crate) fn subscribe(ctx: &Context) {
+    // SAFETY: a plain query of the server's mode.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+    if flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER == 0 {
+        return;
+    }
+    ENABLED.store(true, Ordering::Relaxed);
+    bus::subscribe(ctx);
+    arm_refresh(ctx);
+}
+
+/// Reads the topology now and every second.
+fn arm_refresh(ctx: &Context) {
+    unsafe extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+        let _ = std::panic::catch_unwind(|| {
+            let ctx = Context::new(ctx);
+            topology::refresh(&ctx);
+            arm_refresh(&ctx);
+        });
+    }
+    // SAFETY: on the main thread; the timer has no data to free.
+    unsafe {
+        raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, 1000, Some(tick), std::ptr::null_mut());
+    }
+}
+
+/// A message from another shard (on Redis's main thread).
+pub(crate) fn receive(_ctx: &Context, message: Message) {
+    match message {
+        Message::Run { .. } => {
+            if let Some(gears) = crate::gears() {
+                gears.workers.submit(move || remote::run(message));
+            }
+        }
+        Message::Records { ref key, .. }
+        | Message::StepDone { ref key, .. }
+        | Message::Finished { ref key, .. }
+        | Message::Abort { ref key, .. } => {
+            let mailbox = exchange::mailbox(key);
+            deliver(&mailbox, message);
+        }
+    }
+}
+
+/// Puts a message into an execution's mailbox.
+pub(crate) fn deliver(mailbox: &Mailbox, message: Message) {
+    match message {
+        Message::Records { step, records, .. } => {
+            match gears_core::wire::decode_records(&records) {
+                Ok(records) => mailbox.records(step, records),
+                Err(e) => mailbox.abort(format!("ERR records from another shard: {e}")),
+            }
+        }
+        Message::StepDone { step, from, .. } => mailbox.step_done(step, from),
+        Message::Finished { from, errors, .. } => mailbox.finished(from, errors),
+        Message::Abort { reason, .. } => mailbox.abort(reason),
+        Message::Run { .. } => {}
+    }
+}
+
+/// The shards a plan runs on, if it runs on more than this one: a cluster node that owns
+/// slots, more than one shard, and a mode that is not `async_local`.
+pub(crate) fn participants(plan: &ExecutionPlan) -> Option<Arc<topology::Topology>> {
+    if !enabled() || plan.options.mode == ExecutionMode::AsyncLocal {
+        return None;
+    }
+    let topology = topology::current()?;
+    (topology.shards.len() > 1 && topology.i_am_a_shard()).then_some(topology)
+}
+
+/// How long a distributed execution waits with nothing arriving.
+fn idle() -> Duration {
+    let millis = crate::gears()
+        .map(|g| g.config.integer(crate::config::EXECUTION_MAX_IDLE_TIME))
+        .unwrap_or(5000)
+        .max(1);
+    Duration::from_millis(millis as u64)
+}
+
+/// The exchange steps of a plan that are `collect`.
+fn collects(plan: &ExecutionPlan) -> std::collections::HashSet<u32> {
+    plan.steps
+        .iter()
+        .enumerate()
+        .filter(|(_, step)| matches!(step, Step::Collect))
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// The initiator's side: sends every other shard its part (the script, the recorded replies),
+/// and gives the exchange its executor runs through. `finish` must be called after the run.
+pub(crate) struct Distributed {
+    pub exchange: Arc<ClusterExchange>,
+}
+
+impl Distributed {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        topology: &topology::Topology,
+        execution_id: &str,
+        language: gears_core::Language,
+        script: &str,
+        user: &[u8],
+        db: i32,
+        calls: Vec<TopLevelCall>,
+        plan: &ExecutionPlan,
+        host: &Arc<RedisHost>,
+    ) -> Result<Self, String> {
+        let key = ExecutionKey {
+            initiator: topology.my_id.clone(),
+            id: execution_id.to_string(),
+        };
+        let shards: Vec<String> = topology.shards.iter().map(|s| s.id.clone()).collect();
+        let slots: Vec<(u16, u16, String)> = topology
+            .shards
+            .iter()
+            .flat_map(|s| s.ranges.iter().map(move |(a, b)| (*a, *b, s.id.clone())))
+            .collect();
+        let mailbox = exchange::mailbox(&key);
+        let exchange = Arc::new(ClusterExchange {
+            key: key.clone(),
+            me: topology.my_id.clone(),
+            shards: shards.clone(),
+            slots: slots.clone(),
+            host: host.clone(),
+            mailbox,
+            idle: idle(),
+            collects: collects(plan),
+        });
+        let message = Message::Run {
+            key,
+            language,
+            script: script.to_string(),
+            user: user.to_vec(),
+            db,
+            calls: encode_calls(&calls),
+            shards: shards.clone(),
+            slots,
+        };
+        let bytes = message.encode();
+        let refused: Vec<String> = host.with_lock(|_| {
+            shards
+                .iter()
+                .filter(|id| **id != topology.my_id)
+                .filter(|id| !bus::send_bytes(id, &bytes))
+                .cloned()
+                .collect()
+        });
+        if !refused.is_empty() {
+            exchange::forget(&exchange.key);
+            return Err(format!(
+                "ERR could not reach shard {} (cluster bus)",
+                refused.join(", ")
+            ));
+        }
+        Ok(Distributed { exchange })
+    }
+
+    /// Waits for every other shard's part to end; their errors, and whether the execution was
+    /// aborted (a shard did not answer: the results are not whole). Aborts the others then.
+    pub fn finish(self) -> (Vec<String>, bool) {
+        let others: Vec<String> = self
+            .exchange
+            .shards
+            .iter()
+            .filter(|s| **s != self.exchange.me)
+            .cloned()
+            .collect();
+        let errors = match self
+            .exchange
+            .mailbox
+            .wait_finished(&others, self.exchange.idle)
+        {
+            Ok(errors) => errors,
+            Err(e) => {
+                let reason = self
+                    .exchange
+                    .mailbox
+                    .aborted()
+                    .unwrap_or_else(|| e.to_string());
+                let key = self.exchange.key.clone();
+                self.exchange.host.with_lock(|ctx| {
+                    for shard in &others {
+                        bus::send(
+                            ctx,
+                            shard,
+                            &Message::Abort {
+                                key: key.clone(),
+                                reason: reason.clone(),
+                            },
+                        );
+                    }
+                });
+                // Once: a wait of the run may have listed it already.
+                vec![reason]
+            }
+        };
+        let aborted = self.exchange.mailbox.aborted().is_some();
+        exchange::forget(&self.exchange.key);
+        (errors, aborted)
+    }
+}
+
+/// The top level's calls, as `[[args...], reply-or-error]` pairs in the wire format.
+fn encode_calls(calls: &[TopLevelCall]) -> Vec<u8> {
+    let records: Vec<Record> = calls
+        .iter()
+        .map(|(args, reply)| {
+            Record::List(vec![
+                Record::List(args.iter().map(|a| Record::Bytes(a.clone())).collect()),
+                match reply {
+                    Ok(record) => Record::List(vec![record.clone()]),
+                    Err(e) => Record::Error(e.to_string()),
+                },
+            ])
+        })
+        .collect();
+    let mut out = Vec::new();
+    let _ = gears_core::wire::encode_records(&records, &mut out);
+    out
+}
+
+/// The calls of [`encode_calls`].
+fn decode_calls(bytes: &[u8]) -> Option<Vec<TopLevelCall>> {
+    let records = gears_core::wire::decode_records(bytes).ok()?;
+    records
+        .into_iter()
+        .map(|record| {
+            let Record::List(mut pair) = record else {
+                return None;
+            };
+            let reply = pair.pop()?;
+            let Record::List(args) = pair.pop()? else {
+                return None;
+            };
+            let args = args
+                .into_iter()
+                .map(|a| match a {
+                    Record::Bytes(b) => Some(b),
+                    Record::String(s) => Some(s.into_bytes()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let reply = match reply {
+                Record::List(mut one) => Ok(one.pop()?),
+                Record::Error(e) => Err(gears_core::GearsError::Redis(e)),
+                _ => return None,
+            };
+            Some((args, reply))
+        })
+        .collect()
+}
+
+/// `RG.INFOCLUSTER`: `no cluster mode`, or RedisGears 1.2's shape.
+pub(crate) fn info_cluster(ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
+    guarded(|| {
+        let Some(topology) = topology::current().filter(|_| enabled()) else {
+            return Ok(RedisValue::SimpleStringStatic("no cluster mode"));
+        };
+        let run_id = run_id(ctx);
+        let bulk = |s: &str| ReplyValue::Bulk(s.as_bytes().to_vec());
+        let shards = topology
+            .shards
+            .iter()
+            .map(|shard| {
+                let min = shard.ranges.iter().map(|r| r.0).min().unwrap_or(0);
+                let max = shard.ranges.iter().map(|r| r.1).max().unwrap_or(0);
+                ReplyValue::Array(vec![
+                    bulk("id"),
+                    bulk(&shard.id),
+                    bulk("ip"),
+                    bulk(&shard.ip),
+                    bulk("port"),
+                    ReplyValue::Integer(shard.port),
+                    bulk("unixSocket"),
+                    bulk("None"),
+                    bulk("runid"),
+                    if shard.id == topology.my_id {
+                        bulk(&run_id)
+                    } else {
+                        ReplyValue::Null
+                    },
+                    bulk("minHslot"),
+                    ReplyValue::Integer(i64::from(min)),
+                    bulk("maxHslot"),
+                    ReplyValue::Integer(i64::from(max)),
+                    bulk("pendingMessages"),
+                    ReplyValue::Integer(0),
+                ])
+            })
+            .collect();
+        send(
+            ctx,
+            &ReplyValue::Array(vec![
+                bulk("MyId"),
+                bulk(&topology.my_id),
+                bulk("MyRunId"),
+                bulk(&run_id),
+                ReplyValue::Array(shards),
+            ]),
+        )
+    })
+}
+
+fn run_id(ctx: &Context) -> String {
+    match crate::host::call_internal(ctx, &[b"INFO".to_vec(), b"server".to_vec()]) {
+        Ok(Record::String(info)) => info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `RG.REFRESHCLUSTER`: reads the topology now (Gears follows it by itself; kept for
+/// RedisGears' scripts and tools). `OK`.
+pub(crate) fn refresh_cluster(ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
+    guarded(|| {
+        if enabled() {
+            topology::refresh(ctx);
+        }
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}

@@ -1,0 +1,99 @@
+//! A shard's part of an execution another shard started: the same script, its top level
+//! replayed from the initiator's replies, the same plan over this shard's keys; its errors go
+//! back to the initiator when it ends.
+
+use std::sync::Arc;
+
+use gears_core::control::{ControlScope, ExecutionControl};
+use gears_core::Executor;
+
+use super::bus::Message;
+use super::exchange::{self, ClusterExchange};
+use crate::host::{Access, Caller, RedisHost, SessionHost, TopLevel};
+
+/// Runs this shard's part (on a worker) and reports its end to the initiator.
+pub(super) fn run(message: Message) {
+    let Message::Run {
+        key,
+        language,
+        script,
+        user,
+        db,
+        calls,
+        shards,
+        slots,
+    } = message
+    else {
+        return;
+    };
+    let Some(gears) = crate::gears() else {
+        return;
+    };
+    let Some(topology) = super::topology::current() else {
+        return;
+    };
+    crate::executions::stats::worker_busy();
+    let control = ExecutionControl::new(gears.execution_limits());
+    control.start_clock();
+    let _scope = ControlScope::enter(&control);
+    let caller = Caller { user, db };
+    let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
+    let mailbox = exchange::mailbox(&key);
+    let errors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let Some(calls) = super::decode_calls(&calls) else {
+            return vec!["ERR the initiator's top level could not be read".to_string()];
+        };
+        let frontend = match crate::commands::frontend(language) {
+            Ok(frontend) => frontend,
+            Err(e) => return vec![e],
+        };
+        host.set_top_level(TopLevel::Replay(calls.into()));
+        let session_host = SessionHost::new(host.clone());
+        let _host_scope = session_host.enter(&host);
+        let compiled = frontend.compile(&script, session_host.clone());
+        let left = host.end_top_level();
+        let compiled = match compiled {
+            Ok(compiled) => compiled,
+            Err(e) => return vec![format!("shard {}: {e}", topology.my_id)],
+        };
+        if !left.is_empty() {
+            return vec![format!(
+                "ERR shard {}: the script's top level ran differently than on the initiator",
+                topology.my_id
+            )];
+        }
+        let Some(plan) = compiled.plans.into_iter().next() else {
+            return vec![format!(
+                "ERR shard {}: the script did not call run() here",
+                topology.my_id
+            )];
+        };
+        control.apply_run_limits(&plan.options.limits);
+        let exchange = Arc::new(ClusterExchange {
+            key: key.clone(),
+            me: topology.my_id.clone(),
+            shards: shards.clone(),
+            slots: slots.clone(),
+            host: host.clone(),
+            mailbox: mailbox.clone(),
+            idle: super::idle(),
+            collects: super::collects(&plan),
+        });
+        let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
+        let outcome = Executor::new(plan, compiled.session)
+            .distributed(exchange)
+            .run(reader.as_mut());
+        outcome.errors
+    }))
+    .unwrap_or_else(|_| vec!["Gears internal error on a shard".to_string()]);
+    let me = topology.my_id.clone();
+    let finished = Message::Finished {
+        key: key.clone(),
+        from: me,
+        errors,
+    };
+    host.with_lock(|ctx| super::bus::send(ctx, &key.initiator, &finished));
+    host.finish();
+    exchange::forget(&key);
+    crate::executions::stats::worker_free();
+}

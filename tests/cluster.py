@@ -1,0 +1,56 @@
+"""A loopback Redis Cluster made by the tests: masters (and optional replicas) on 127.0.0.1,
+each with the Gears module, joined with `redis-cli --cluster create`, stopped by pid."""
+import shutil
+import subprocess
+import time
+
+import redis
+
+from conftest import RedisServer
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+class Cluster:
+    def __init__(self, masters=3, replicas=0, module_args=()):
+        self.nodes = []
+        try:
+            for _ in range(masters * (1 + replicas)):
+                self.nodes.append(RedisServer(
+                    extra_args=module_args,
+                    server_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                 "--cluster-node-timeout", "5000")))
+            addresses = ["127.0.0.1:%d" % n.port for n in self.nodes]
+            subprocess.run([REDIS_CLI, "--cluster", "create", *addresses,
+                            "--cluster-replicas", str(replicas), "--cluster-yes"],
+                           check=True, capture_output=True, timeout=60)
+            deadline = time.time() + 30
+            while not all(self._ok(n) for n in self.nodes):
+                if time.time() > deadline:
+                    raise RuntimeError("the cluster did not become ok")
+                time.sleep(0.1)
+            # Gears reads the topology every second.
+            time.sleep(1.2)
+        except Exception:
+            self.stop()
+            raise
+
+    @staticmethod
+    def _ok(node):
+        try:
+            info = node.client.execute_command("CLUSTER", "INFO")
+            return "cluster_state:ok" in info
+        except redis.RedisError:
+            return False
+
+    @property
+    def masters(self):
+        return [n for n in self.nodes if n.client.execute_command("ROLE")[0] == "master"]
+
+    def client(self):
+        """A cluster client (follows redirections)."""
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()

@@ -1,0 +1,161 @@
+"""Redis Cluster: a batch run on any shard of a loopback 3-master cluster gives the same reply
+as on a single instance with the same data; the script's top level has its effects once;
+records meet at collect and repartition steps; a shard that does not answer gives an error
+naming it, not a hang."""
+import os
+import signal
+import time
+
+import pytest
+
+from cluster import Cluster
+from conftest import RedisServer
+from helpers import gears, gears_error, wait_for
+
+IDLE = ("ExecutionMaxIdleTime", "2000")
+
+
+def load(client):
+    for i in range(60):
+        client.set("key:%d" % i, str(i % 3))
+        client.hset("user:%d" % i, mapping={"name": "u%d" % i, "age": str(20 + i % 40)})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(masters=3, module_args=IDLE)
+    load(c.client())
+    yield c
+    alive = all(n.alive() for n in c.nodes)
+    c.stop()
+    assert alive, "a cluster node died"
+
+
+@pytest.fixture(scope="module")
+def single():
+    s = RedisServer(extra_args=IDLE)
+    load(s.new_client())
+    yield s
+    s.stop()
+
+
+SCENARIOS = [
+    ("python", "GB().count().run()"),
+    ("python", "GB().count().run('key:*')"),
+    ("python", "GB().map(lambda x: x['key']).run('key:*')"),
+    ("python", "GB().countby(lambda x: x['value']).run('key:*')"),
+    ("python", "GB().groupby(lambda x: x['value'], lambda k, a, r: (a or 0) + 1).run('key:*')"),
+    ("python", "GB().map(lambda x: int(x['value']['age'])).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run('user:*')"),
+    ("python", "GB().map(lambda x: int(x['value']['age'])).avg().run('user:*')"),
+    ("python", "GB().map(lambda x: x['value']).distinct().run('key:*')"),
+    ("python", "GB().map(lambda x: int(x['value']['age'])).sort().run('user:*')"),
+    ("python", "GB().filter(lambda x: int(x['value']['age']) > 35).count().run('user:*')"),
+    ("python", "GB().flatmap(lambda x: [x['key'], x['key']]).count().run('key:*')"),
+    ("python", "GB('ShardsIDReader').count().run()"),
+    ("lua", "GB():count():run('key:*')"),
+    ("lua", "GB():countby(function(x) return x.value end):run('key:*')"),
+    ("lua", "GB():map(function(x) return x.key end):run('user:*')"),
+    ("rhai", 'GB().count().run("user:*")'),
+    ("rhai", 'GB().map(|x| x.key).run("key:*")'),
+    ("rhai", 'GB().countby(|x| x.value).run("key:*")'),
+]
+
+
+def normalized(reply):
+    results, errors = reply
+    return sorted(map(str, results)), errors
+
+
+@pytest.mark.parametrize("language,script", SCENARIOS)
+def test_every_shard_answers_as_a_single_instance(cluster, single, language, script):
+    expected = gears(single.new_client(), language, script)
+    if "ShardsIDReader" in script:
+        # One record per shard.
+        expected = [["3"], []]
+    for node in cluster.masters:
+        got = gears(node.new_client(), language, script)
+        if "sort()" in script:
+            assert got == expected, node.port
+        else:
+            assert normalized(got) == normalized(expected), node.port
+
+
+def test_collect_false_and_async_local_stay_local(cluster):
+    node = cluster.masters[0]
+    local = node.client.dbsize()
+    c = node.new_client()
+    assert gears(c, "python", "GB().count().run(mode='async_local')") == [[str(local)], []]
+    assert gears(c, "python", "GB().count().run()") == [["120"], []]
+
+
+def test_repartition_moves_records_to_the_owner_of_their_key(cluster):
+    node = cluster.masters[1]
+    reply = gears(node.new_client(), "python",
+                  "GB().repartition(lambda x: x['value']).foreach(lambda x: execute('incr', x['value']))"
+                  ".count().run('key:*')")
+    assert reply == [["60"], []]
+    client = cluster.client()
+    assert [client.get(k) for k in ("0", "1", "2")] == ["20", "20", "20"]
+    for k in ("0", "1", "2"):
+        client.delete(k)
+
+
+def owner_of(cluster, key):
+    slot = cluster.nodes[0].client.execute_command("CLUSTER", "KEYSLOT", key)
+    for node in cluster.masters:
+        for start, end, *_ in node.client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return [n for n in cluster.nodes if n.port == _[0][1]][0]
+    raise AssertionError("no owner")
+
+
+def test_the_top_level_runs_once_and_its_values_reach_every_shard(cluster):
+    node = owner_of(cluster, "{t}threshold")
+    c = node.new_client()
+    c.set("{t}threshold", "50")
+    script = ("threshold = int(execute('get', '{t}threshold'))\n"
+              "execute('incr', '{t}runs')\n"
+              "GB().filter(lambda x: int(x['value']['age']) > threshold).count().run('user:*')")
+    # Ages are 20..59: 9 of every 40 are over 50.
+    assert gears(c, "python", script) == [[str(sum(1 for i in range(60) if 20 + i % 40 > 50))], []]
+    assert c.get("{t}runs") == "1"
+    c.delete("{t}threshold", "{t}runs")
+
+
+def test_a_key_of_another_shard_is_a_clear_error(cluster):
+    node = owner_of(cluster, "{t}x")
+    other = [n for n in cluster.masters if n.port != node.port][0]
+    error = gears_error(other.new_client(), "python", "execute('set', '{t}x', '1')")
+    assert "ERR Attempted to access a non local key in a cluster node" in error
+
+
+def test_info_cluster(cluster, single):
+    node = cluster.masters[0]
+    info = node.client.execute_command("RG.INFOCLUSTER")
+    assert info[0::2][:2] == ["MyId", "MyRunId"]
+    assert info[1] == node.client.execute_command("CLUSTER", "MYID")
+    shards = info[4]
+    assert len(shards) == 3
+    assert all(s[0::2] == ["id", "ip", "port", "unixSocket", "runid", "minHslot", "maxHslot",
+                           "pendingMessages"] for s in shards)
+    assert sorted(s[5] for s in shards) == sorted(n.port for n in cluster.masters)
+    assert node.client.execute_command("RG.REFRESHCLUSTER") == "OK"
+    assert single.client.execute_command("RG.INFOCLUSTER") == "no cluster mode"
+
+
+def test_a_shard_that_does_not_answer_is_named_within_the_idle_time(cluster):
+    [first, second, third] = cluster.masters
+    third_id = third.client.execute_command("CLUSTER", "MYID")
+    os.kill(third.process.pid, signal.SIGSTOP)
+    try:
+        started = time.time()
+        reply = gears(first.new_client(), "python", "GB().count().run()")
+        elapsed = time.time() - started
+        assert "Execution max idle reached" in str(reply)
+        assert third_id in str(reply)
+        assert 1.5 < elapsed < 10, elapsed
+    finally:
+        os.kill(third.process.pid, signal.SIGCONT)
+    # The cluster recovers: the next run is whole again.
+    assert wait_for(lambda: all(cluster._ok(n) for n in cluster.nodes))
+    assert gears(first.new_client(), "python", "GB().count().run()") == [["120"], []]
