@@ -29,6 +29,9 @@ enum Ended {
     Empty,
     /// Ran (and was acknowledged or not): go on.
     Ran,
+    /// The group is gone (the stream was deleted, flushed or made again, or the group
+    /// destroyed): the cursor recovers (makes the group again) at its next turn.
+    NoGroup,
     /// The job stops: the registration stopped, or the stream can not be read.
     Stop,
 }
@@ -92,6 +95,7 @@ fn run_batches(registration: &Arc<Registration>, cursor: &Arc<Cursor>, access: A
         }
         match run_batch(registration, trigger, cursor, Source::New, access) {
             Ended::Ran => {}
+            Ended::NoGroup => lock(&cursor.state).undelivered = None,
             Ended::Empty => {
                 lock(&cursor.state).flush = false;
                 return;
@@ -176,6 +180,11 @@ fn recover_pending(
         match run_batch(registration, trigger, cursor, Source::Pending, access) {
             Ended::Ran => continue,
             Ended::Empty => break,
+            // Destroyed meanwhile: made again at the job's next turn (at most a few per job).
+            Ended::NoGroup => {
+                lock(&cursor.state).undelivered = None;
+                return true;
+            }
             Ended::Stop => return false,
         }
     }
@@ -254,6 +263,7 @@ fn run_batch(
     };
     let batch = Arc::new(Mutex::new(Batch::default()));
     let opened = batch.clone();
+    let opened_error = batch.clone();
     // The group is read as the registration's user with full access, whatever the pipeline's
     // commands may do (inside a notification on Redis 7.0 they may not write).
     let Some(reading) = bookkeeping_host(registration, cursor).map(Arc::new) else {
@@ -270,19 +280,29 @@ fn run_batch(
         ) {
             Ok(Some(reader)) => Some(Ok(Box::new(reader) as Box<dyn RecordReader>)),
             Ok(None) => None,
-            Err(e) => Some(Err(e.to_string())),
+            // Not a batch: no execution for it (see below).
+            Err(e) => {
+                lock(&opened_error).read_error = Some(e.to_string());
+                None
+            }
         }
     });
     reading.finish();
     let ids = std::mem::take(&mut lock(&batch).ids);
     let no_group = lock(&batch).no_group;
+    let read_error = lock(&batch).read_error.take();
     let outcome = match outcome {
-        None if no_group => {
-            // The stream was made again: its group too, at the next job.
-            lock(&cursor.state).undelivered = None;
-            return Ended::Ran;
+        None if no_group => return Ended::NoGroup,
+        None => {
+            if let Some(error) = read_error {
+                // The stream could not be read (the user may no longer, writes are paused):
+                // counted once as a failure; the cursor tries again when entries arrive.
+                registration.record_run(Duration::ZERO, Some(error), false);
+                lock(&cursor.state).undelivered = None;
+                return Ended::Stop;
+            }
+            return Ended::Empty;
         }
-        None => return Ended::Empty,
         Some(outcome) => outcome,
     };
     let read = ids.len() as u64;

@@ -27,6 +27,8 @@ pub(super) struct Batch {
     pub ids: Vec<String>,
     /// The group does not exist (the stream was deleted and made again, or flushed).
     pub no_group: bool,
+    /// Reading failed (the user may no longer read the stream, writes are paused): no batch.
+    pub read_error: Option<String>,
 }
 
 pub(super) struct GroupReader {
