@@ -271,8 +271,17 @@ def test_retry_runs_the_same_batch_again(rr, language):
     assert data(only(rr))["args"][-4:] == ["onFailedPolicy", "retry", "retryInterval", 1]
 
 
+def sync_done(server, check):
+    """A sync registration's effect: there when XADD replies where the server has
+    post-notification jobs (Redis 7.2+, Valkey); on Redis 7.0 right after (see docs/streams.md)."""
+    name, version = server.kind
+    if name == "valkey" or version >= (7, 2):
+        return check()
+    return wait_for(check)
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_an_error_starting_with_pause_pauses(rr, language):
+def test_an_error_starting_with_pause_pauses(server, rr, language):
     script = {
         "python": "GB('StreamReader').foreach(lambda x: flat_error('PAUSE now') "
                   "if execute('get', 'paused') == 'yes' else execute('incr', 'n')).register('p', mode='sync')",
@@ -284,30 +293,32 @@ def test_an_error_starting_with_pause_pauses(rr, language):
     assert gears(rr, language, script) == "OK"
     rr.xadd("p", {"f": "1"})
     # Sync: done before XADD replied.
-    assert count(rr, "n") == 1
+    assert sync_done(server, lambda: count(rr, "n") == 1)
     rr.set("paused", "yes")
     rr.xadd("p", {"f": "2"})
-    d = data(only(rr))
-    assert d["status"] == "PAUSED" and d["lastError"].startswith("PAUSE now")
+    assert sync_done(server, lambda: data(only(rr))["status"] == "PAUSED")
+    assert data(only(rr))["lastError"].startswith("PAUSE now")
     rr.set("paused", "no")
     rr.xadd("p", {"f": "3"})
+    time.sleep(0.1)
     assert count(rr, "n") == 1
     assert rr.execute_command("RG.UNPAUSEREGISTRATIONS", only(rr)[1]) == "OK"
     assert wait_for(lambda: count(rr, "n") == 3)
 
 
-def test_pause_and_unpause_commands(rr):
+def test_pause_and_unpause_commands(server, rr):
     gears(rr, "python", counting("python", "pu", "n", mode="sync"))
     gears(rr, "python", "GB().register('k:*')")
     [stream_id, keys_id] = [r[1] for r in registrations(rr)]
     rr.xadd("pu", {"f": "1"})
-    assert count(rr, "n") == 1
+    assert sync_done(server, lambda: count(rr, "n") == 1)
     assert rr.execute_command("RG.PAUSEREGISTRATIONS", stream_id) == "OK"
     # Pausing twice changes nothing.
     assert rr.execute_command("RG.PAUSEREGISTRATIONS", stream_id) == "OK"
     assert data(only_id(rr, stream_id))["status"] == "PAUSED"
     rr.xadd("pu", {"f": "2"})
     rr.xadd("pu", {"f": "3"})
+    time.sleep(0.1)
     assert count(rr, "n") == 1
     assert rr.execute_command("RG.UNPAUSEREGISTRATIONS", stream_id) == "OK"
     assert wait_for(lambda: count(rr, "n") == 3)
@@ -645,3 +656,65 @@ def test_a_sync_registration_fired_by_a_worker_waits_for_its_command(server, rr)
     gears(rr, "python", "GB('StreamReader').foreach(lambda x: execute('del', x['key'])).register('w', mode='sync')")
     gears(rr, "python", "GB('ShardsIDReader').foreach(lambda x: execute('xadd', 'w', 'MAXLEN', '1', '*', 'f', 'v')).run()")
     assert rr.ping() and rr.exists("w") == 0
+
+
+def test_the_audit_pipeline_with_a_sync_keys_registration(rr):
+    # Its XADDs run inside a keyspace notification, where Redis 7.0 raises no event for Gears.
+    gears(rr, "python", AUDIT_KEYS["python"].replace(".register()", ".register(mode='sync')"))
+    gears(rr, "python", AUDIT_STREAM["python"])
+    for i in range(3):
+        rr.set("audited-%d" % i, "a")
+    stream = [r for r in registrations(rr) if r[3] == "StreamReader"][0]
+    assert wait_for(lambda: data(only_id(rr, stream[1]))["numSuccess"] == 3)
+    assert wait_for(lambda: rr.xlen("audit-logs") == 0)
+
+
+def test_a_user_who_may_not_read_a_stream_does_not_stop_its_trimming(server, rr):
+    gears(rr, "python", counting("python", "audit", "n"))
+    rr.execute_command("ACL", "SETUSER", "other", "on", ">pw", "~other:*", "+@all")
+    try:
+        other = server.new_client(username="other", password="pw")
+        gears(other, "python", counting("python", "*", "other:n"))
+        for i in range(5):
+            rr.xadd("audit", {"f": str(i)})
+        assert wait_for(lambda: count(rr, "n") == 5)
+        assert wait_for(lambda: rr.xlen("audit") == 0)
+    finally:
+        for r in registrations(rr):
+            rr.execute_command("RG.UNREGISTER", r[1])
+        rr.execute_command("ACL", "DELUSER", "other")
+
+
+def test_flushall_rename_and_move_leave_no_stale_backlog(server, rr):
+    gears(rr, "python", counting("python", "*", "n", batch=10))
+    for _ in range(5):
+        rr.xadd("s1", {"f": "1"})
+    assert wait_for(lambda: rr.info("rg")["rg_stream_backlog"] == 5)
+    rr.flushall()
+    assert wait_for(lambda: rr.info("rg")["rg_stream_backlog"] == 0)
+    rr.xadd("s2", {"f": "1"})
+    rr.rename("s2", "s3")
+    # The renamed stream's entries run (whole batch or not) and nothing stays counted.
+    assert wait_for(lambda: count(rr, "n") == 1 and rr.info("rg")["rg_stream_backlog"] == 0)
+    rr.xadd("mv", {"f": "1"})
+    rr.move("mv", 1)
+    # Run in the stream's database, as its registration's records are.
+    db1 = server.new_client(db=1)
+    assert wait_for(lambda: count(db1, "n") == 1)
+    db1.flushdb()
+
+
+def test_an_upgrade_does_not_run_the_batch_in_flight_twice(rr):
+    gears(rr, "python", "import time\n"
+                        "def f(x):\n"
+                        "    execute('rpush', 'seen', x['id'])\n"
+                        "    time.sleep(1)\n"
+                        "GB('StreamReader').foreach(f).register('up2', trimStream=False)", "ID", "u2")
+    rr.xadd("up2", {"f": "1"}, id="1-1")
+    rr.xadd("up2", {"f": "2"}, id="2-1")
+    time.sleep(0.3)
+    gears(rr, "python", "GB('StreamReader').foreach(lambda x: execute('rpush', 'seen', 'v2:' + x['id']))"
+                        ".register('up2', trimStream=False)", "ID", "u2", "UPGRADE")
+    assert wait_for(lambda: rr.llen("seen") == 2, timeout=5)
+    time.sleep(1.5)
+    assert rr.lrange("seen", 0, -1) == ["1-1", "v2:2-1"]

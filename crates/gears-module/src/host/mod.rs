@@ -362,7 +362,16 @@ impl RedisAccess for RedisHost {
         match &mut *top_level {
             TopLevel::Run => {
                 drop(top_level);
-                self.execute_now(args)
+                let reply = self.execute_now(args);
+                if reply.is_ok()
+                    && args.len() > 1
+                    && args[0].eq_ignore_ascii_case(b"xadd")
+                    && crate::registrations::events::inside_notification()
+                {
+                    let db = self.db.load(Ordering::Relaxed);
+                    self.with_lock(|ctx| crate::registrations::events::own_xadd(ctx, &args[1], db));
+                }
+                reply
             }
             TopLevel::Replay(calls) => {
                 self.check_running()?;

@@ -88,9 +88,45 @@ unsafe extern "C" fn on_keyspace_event(
             let ptr = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
             (event, std::slice::from_raw_parts(ptr.cast::<u8>(), len))
         };
+        let _inside = Inside::enter();
         dispatch(&Context::new(ctx), &event, key);
     });
     raw::REDISMODULE_OK as c_int
+}
+
+thread_local! {
+    /// How deep this thread is in Gears' keyspace-event callback.
+    static INSIDE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as inside the keyspace-event callback while alive.
+struct Inside;
+
+impl Inside {
+    fn enter() -> Inside {
+        INSIDE.with(|depth| depth.set(depth.get() + 1));
+        Inside
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let _ = INSIDE.try_with(|depth| depth.set(depth.get().saturating_sub(1)));
+    }
+}
+
+/// True while this thread runs inside Gears' keyspace-event callback. Redis does not call a
+/// module's callback again from inside it: events raised by writes made there (a sync run)
+/// never arrive, so Gears reports its own `XADD`s there to the stream registrations itself.
+pub(crate) fn inside_notification() -> bool {
+    INSIDE.with(|depth| depth.get() > 0)
+}
+
+/// An `XADD` Gears ran inside its own keyspace-event callback (see [`inside_notification`]).
+pub(crate) fn own_xadd(ctx: &Context, key: &[u8], db: i32) {
+    if super::streams::any() && may_fire(ctx) {
+        super::streams::on_event(ctx, "xadd", key, db);
+    }
 }
 
 /// True on a master that is not loading: the only place registrations fire.

@@ -157,29 +157,9 @@ fn in_post_job() -> bool {
     IN_POST_JOB.with(|in_job| in_job.get())
 }
 
-/// True inside a post-notification job Gears runs.
-pub(super) fn in_post_notification_job() -> bool {
-    in_post_job()
-}
-
 /// True if the server has post-notification jobs.
 pub(super) fn post_jobs_available() -> bool {
     post_notification_job().is_some()
-}
-
-/// How a sync run inside a keyspace notification may act: on a server without
-/// post-notification jobs (Redis 7.0) commands with side effects are refused unless the
-/// operator accepts the risk (`SyncRegistrationWrites 1`).
-pub(super) fn access_inside_notification() -> Access {
-    match crate::gears() {
-        Some(gears)
-            if post_notification_job().is_none()
-                && !gears.config.flag(SYNC_REGISTRATION_WRITES) =>
-        {
-            Access::InsideNotification
-        }
-        _ => Access::ReadWrite,
-    }
 }
 
 unsafe extern "C" fn post_job(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {

@@ -37,14 +37,9 @@ enum Ended {
 }
 
 /// Runs the cursor's ready batches; clears `busy` when done and lets the cursor run again if
-/// more became ready. `inside_event`: a sync job inside the keyspace notification (Redis 7.0),
-/// where the pipeline's writes follow `SyncRegistrationWrites`.
-pub(super) fn job(registration: &Arc<Registration>, cursor: &Arc<Cursor>, inside_event: bool) {
-    let access = if inside_event {
-        super::super::run::access_inside_notification()
-    } else {
-        Access::ReadWrite
-    };
+/// more became ready.
+pub(super) fn job(registration: &Arc<Registration>, cursor: &Arc<Cursor>) {
+    let access = Access::ReadWrite;
     let sync = registration.mode() == ExecutionMode::Sync;
     // A sync job runs on Redis's main thread, which holds the lock.
     let _sync = sync.then(SyncRun::enter);
@@ -409,13 +404,34 @@ fn trim_point(
     last: &str,
 ) -> Option<String> {
     let mine = next_id(last)?;
-    let others: Vec<String> = super::super::all()
+    // The other live registrations on this stream: those that read it, or may (one whose
+    // user may not read it never will: it holds nothing back).
+    let candidates: Vec<Arc<Registration>> = super::super::all()
         .iter()
         .filter(|r| !r.is_removed() && r.id != registration.id)
-        .filter_map(|r| super::trigger(r))
-        .filter(|t| t.group != trigger.group && t.matches_key(&cursor.key))
-        .map(|t| t.group.clone())
+        .filter(|r| {
+            super::trigger(r)
+                .is_some_and(|t| t.group != trigger.group && t.matches_key(&cursor.key))
+        })
+        .cloned()
         .collect();
+    let others: Vec<String> = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        host.with_lock(|ctx| {
+            candidates
+                .iter()
+                .filter(|r| {
+                    let reads = r
+                        .stream
+                        .as_ref()
+                        .is_some_and(|s| s.cursor(cursor.db, &cursor.key).is_some());
+                    reads || super::may_consume(ctx, r, &cursor.key)
+                })
+                .filter_map(|r| super::trigger(r).map(|t| t.group.clone()))
+                .collect()
+        })
+    };
     if others.is_empty() {
         return Some(mine);
     }

@@ -149,6 +149,11 @@ impl StreamState {
             .sum()
     }
 
+    /// True if a job runs on one of its streams.
+    fn any_busy(&self) -> bool {
+        self.cursors().iter().any(|c| lock(&c.state).busy)
+    }
+
     fn cursors(&self) -> Vec<Arc<Cursor>> {
         lock(&self.cursors)
             .values()
@@ -280,10 +285,12 @@ pub(super) fn on_event(ctx: &Context, event: &str, key: &[u8], db: i32) {
                 }
                 schedule(registration, &cursor, true);
             }
-            // The stream is gone: so is the registration's place in it.
-            "del" | "expired" | "evicted" => forget(state, db, key),
+            // The stream is gone (or no longer a stream): so is the registration's place in it.
+            "del" | "expired" | "evicted" | "rename_from" | "move_from" | "set" => {
+                forget(state, db, key)
+            }
             // A stream arrived whole: run what it holds.
-            "rename_to" | "restore" | "copy_to" => {
+            "rename_to" | "restore" | "copy_to" | "move_to" => {
                 let Some(cursor) = cursor_for(ctx, registration, state, db, key) else {
                     continue;
                 };
@@ -371,6 +378,14 @@ fn schedule(registration: &Arc<Registration>, cursor: &Arc<Cursor>, from_event: 
     if state.status() != Status::Ok || registration.is_removed() {
         return;
     }
+    // A cursor dropped since (its stream was deleted; a timer or a re-arm still held it): the
+    // stream's current cursor, if any, runs on its own.
+    if !state
+        .cursor(cursor.db, &cursor.key)
+        .is_some_and(|current| Arc::ptr_eq(&current, cursor))
+    {
+        return;
+    }
     let duration = Duration::from_millis(trigger.duration_ms);
     let mut cursor_state = lock(&cursor.state);
     if cursor_state.busy {
@@ -410,11 +425,17 @@ fn start(registration: &Arc<Registration>, cursor: Arc<Cursor>, from_event: bool
     let Some(gears) = crate::gears() else {
         return;
     };
+    if predecessor_busy(registration, &cursor) {
+        // The code it upgraded still runs a batch here: try again in a moment.
+        lock(&cursor.state).busy = false;
+        arm_timer(registration, &cursor, Duration::from_millis(10));
+        return;
+    }
     let registration = registration.clone();
     if registration.mode() != ExecutionMode::Sync {
         gears
             .workers
-            .submit(move || consume::job(&registration, &cursor, false));
+            .submit(move || consume::job(&registration, &cursor));
         return;
     }
     if from_event {
@@ -422,21 +443,21 @@ fn start(registration: &Arc<Registration>, cursor: Arc<Cursor>, from_event: bool
         // worker) runs it when its own work is done.
         if super::run::post_jobs_available() {
             let (r, c) = (registration.clone(), cursor.clone());
-            if super::run::add_post_job(move || consume::job(&r, &c, false)) {
+            if super::run::add_post_job(move || consume::job(&r, &c)) {
                 return;
             }
         }
-        // Redis 7.0 (no post-notification jobs), or an event inside one: inside the event, as
-        // RedisGears 1.2 ran it.
-        let inside = !super::run::in_post_notification_job();
-        consume::job(&registration, &cursor, inside);
+        // Redis 7.0 (no post-notification jobs), or an event inside a job: not inside the
+        // event, where the group's commands would reach replicas and the AOF before the XADD
+        // that made the stream (a replica would have no group), but right after, from a timer.
+        on_main_thread_soon(move || consume::job(&registration, &cursor));
         return;
     }
     if on_main_thread() {
-        consume::job(&registration, &cursor, false);
+        consume::job(&registration, &cursor);
         return;
     }
-    on_main_thread_soon(move || consume::job(&registration, &cursor, false));
+    on_main_thread_soon(move || consume::job(&registration, &cursor));
 }
 
 /// Runs `f` on Redis's main thread, holding the Redis lock, soon: in a timer callback (a
@@ -584,6 +605,11 @@ pub(super) fn started(added: &[Arc<Registration>]) {
     }
 }
 
+/// Registrations that left while their upgrade goes on with their group: the upgrade's jobs
+/// on a stream wait until theirs there are over (else the upgrade would read the batch in
+/// flight from the group's pending list and run it a second time).
+static HANDED_OVER: Mutex<Vec<Arc<Registration>>> = Mutex::new(Vec::new());
+
 /// A registration left: its group is destroyed on its streams unless a live registration (its
 /// upgrade) goes on with it.
 pub(super) fn retired(registration: &Arc<Registration>) {
@@ -593,8 +619,57 @@ pub(super) fn retired(registration: &Arc<Registration>) {
     let kept = super::all()
         .iter()
         .any(|r| self::trigger(r).is_some_and(|t| t.group == trigger.group));
-    if !kept {
+    if kept {
+        let mut handed = lock(&HANDED_OVER);
+        handed.retain(|old| old.stream.as_ref().is_some_and(|s| s.any_busy()));
+        handed.push(registration.clone());
+    } else {
         scan::destroy_groups(registration);
+    }
+}
+
+/// True while a registration that left, whose group `registration` goes on with, still runs
+/// a job on the stream.
+fn predecessor_busy(registration: &Registration, cursor: &Cursor) -> bool {
+    let Some(trigger) = trigger(registration) else {
+        return false;
+    };
+    lock(&HANDED_OVER).iter().any(|old| {
+        old.id != registration.id
+            && self::trigger(old).is_some_and(|t| t.group == trigger.group)
+            && old.stream.as_ref().is_some_and(|s| {
+                s.cursor(cursor.db, &cursor.key)
+                    .is_some_and(|c| lock(&c.state).busy)
+            })
+    })
+}
+
+/// `FLUSHDB`/`FLUSHALL` (`db` -1) and `SWAPDB`: the cursors of those databases go (idle ones;
+/// a running one counts again), and every registration looks for its streams again.
+pub(crate) fn databases_changed(dbs: &[i32]) {
+    for registration in registrations().iter() {
+        let Some(state) = &registration.stream else {
+            continue;
+        };
+        {
+            let mut cursors = lock(&state.cursors);
+            cursors.retain(|db, streams| {
+                if !dbs.contains(&-1) && !dbs.contains(db) {
+                    return true;
+                }
+                streams.retain(|_, cursor| {
+                    let mut cursor_state = lock(&cursor.state);
+                    if cursor_state.busy {
+                        cursor_state.undelivered = None;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                !streams.is_empty()
+            });
+        }
+        scan::restart(registration);
     }
 }
 

@@ -27,11 +27,57 @@ pub(crate) fn subscribe(ctx: &Context) -> Result<(), String> {
     let status = unsafe {
         raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx.ctx, event, Some(on_role_changed))
     };
-    if status == raw::REDISMODULE_OK as c_int {
-        Ok(())
-    } else {
-        Err("could not subscribe to replication role changes".into())
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err("could not subscribe to replication role changes".into());
     }
+    for id in [
+        raw::REDISMODULE_EVENT_FLUSHDB,
+        raw::REDISMODULE_EVENT_SWAPDB,
+    ] {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
+        // SAFETY: as above.
+        let status = unsafe {
+            raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx.ctx, event, Some(on_databases))
+        };
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err("could not subscribe to flush and swapdb events".into());
+        }
+    }
+    Ok(())
+}
+
+/// The data of a flush or swapdb event: its version, then the database numbers.
+#[repr(C)]
+struct DatabasesInfo {
+    version: u64,
+    first: i32,
+    second: i32,
+}
+
+unsafe extern "C" fn on_databases(
+    _ctx: *mut raw::RedisModuleCtx,
+    event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    let _ = std::panic::catch_unwind(|| {
+        if data.is_null() {
+            return;
+        }
+        // SAFETY: FlushInfo {version, sync, dbnum} and SwapDbInfo {version, dbnum_first,
+        // dbnum_second} share this layout.
+        let info = unsafe { &*data.cast::<DatabasesInfo>() };
+        let dbs = if event.id == raw::REDISMODULE_EVENT_FLUSHDB {
+            // After the flush, not before.
+            if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
+                return;
+            }
+            vec![info.second]
+        } else {
+            vec![info.first, info.second]
+        };
+        super::databases_changed(&dbs);
+    });
 }
 
 unsafe extern "C" fn on_role_changed(
