@@ -35,11 +35,17 @@ class Cluster:
             self.stop()
             raise
 
-    @staticmethod
-    def _ok(node):
+    def _ok(self, node):
+        """The node sees the cluster ok and knows every other node (the bus drops messages
+        from a node it does not know yet)."""
         try:
             info = node.client.execute_command("CLUSTER", "INFO")
-            return "cluster_state:ok" in info
+            if "cluster_state:ok" not in info:
+                return False
+            lines = [l for l in node.client.execute_command("CLUSTER", "NODES").splitlines() if l]
+            return (len(lines) == len(self.nodes)
+                    and all("connected" in l and "handshake" not in l and "fail" not in l
+                            for l in lines))
         except redis.RedisError:
             return False
 

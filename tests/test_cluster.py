@@ -159,3 +159,58 @@ def test_a_shard_that_does_not_answer_is_named_within_the_idle_time(cluster):
     # The cluster recovers: the next run is whole again.
     assert wait_for(lambda: all(cluster._ok(n) for n in cluster.nodes))
     assert gears(first.new_client(), "python", "GB().count().run()") == [["120"], []]
+
+
+def registration_ids(node):
+    return sorted(r[1] for r in node.client.execute_command("RG.DUMPREGISTRATIONS"))
+
+
+def test_a_registration_is_made_on_every_shard_and_fires_where_the_key_lives(cluster):
+    [first, second, third] = cluster.masters
+    assert gears(first.new_client(), "python",
+                 "GB().foreach(lambda x: execute('incr', '{' + x['key'] + '}:n')).register('reg:*')") == "OK"
+    ids = registration_ids(first)
+    assert len(ids) == 1 and registration_ids(second) == ids and registration_ids(third) == ids
+    client = cluster.client()
+    keys = ["reg:%d" % i for i in range(30)]
+    for key in keys:
+        client.set(key, "v")
+    assert wait_for(lambda: all(client.get("{%s}:n" % key) == "1" for key in keys))
+    # Every shard fired for its own keys.
+    assert all(node.client.dbsize() > 0 for node in cluster.masters)
+    # Unregistered on another shard: gone everywhere.
+    assert second.client.execute_command("RG.UNREGISTER", ids[0]) == "OK"
+    assert wait_for(lambda: all(registration_ids(n) == [] for n in cluster.masters))
+    for key in keys:
+        client.delete(key, "{%s}:n" % key)
+
+
+def test_a_registration_that_fails_on_one_shard_is_made_on_none(cluster):
+    [first, second, third] = cluster.masters
+    third.client.execute_command("RG.CONFIGSET", "FailHere", "1")
+    try:
+        reply = first.new_client().execute_command(
+            "RG.PYEXECUTE",
+            "def check():\n"
+            "    if gearsConfigGet('FailHere', '0') == '1':\n"
+            "        raise Exception('not on this shard')\n"
+            "GB().register('never:*', onRegistered=check)")
+        third_id = third.client.execute_command("CLUSTER", "MYID")
+        assert len(reply) == 1 and "shard-%s" % third_id in str(reply[0])
+        assert "not on this shard" in str(reply[0])
+        assert all(registration_ids(n) == [] for n in cluster.masters)
+    finally:
+        third.client.execute_command("RG.CONFIGSET", "FailHere", "0")
+
+
+def test_an_upgrade_reaches_every_shard(cluster):
+    [first, second, third] = cluster.masters
+    gears(first.new_client(), "python", "GB().register('up:*')", "ID", "cs")
+    old = registration_ids(second)
+    gears(second.new_client(), "python", "GB().register('up2:*')", "ID", "cs", "UPGRADE")
+    new = registration_ids(first)
+    assert new != old and all(registration_ids(n) == new for n in cluster.masters)
+    sessions = third.client.execute_command("RG.PYDUMPSESSIONS")
+    assert [s[1] for s in sessions] == ["cs"]
+    third.client.execute_command("RG.UNREGISTER", new[0])
+    assert wait_for(lambda: all(registration_ids(n) == [] for n in cluster.masters))

@@ -37,6 +37,17 @@ fn fields(gears: &crate::Gears) -> Vec<(&'static str, i64)> {
         ("executions", executions.len() as i64),
     ];
     fields.extend(stats::fields(memory_held));
+    if crate::cluster::enabled() {
+        use std::sync::atomic::Ordering;
+        fields.push((
+            "cluster_messages_sent",
+            crate::cluster::bus::MESSAGES_SENT.load(Ordering::Relaxed) as i64,
+        ));
+        fields.push((
+            "cluster_bytes_sent",
+            crate::cluster::bus::BYTES_SENT.load(Ordering::Relaxed) as i64,
+        ));
+    }
     fields
 }
 

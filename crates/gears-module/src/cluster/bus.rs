@@ -60,6 +60,16 @@ pub(crate) enum Message {
     },
     /// The execution is aborted (by the initiator, or a shard that failed).
     Abort { key: ExecutionKey, reason: String },
+    /// Make (or replace) this session (`SessionSpec`, bincode); answer with `Finished` to
+    /// `reply_to` (its errors: why it could not).
+    Session {
+        reply_to: Option<ExecutionKey>,
+        spec: Vec<u8>,
+    },
+    /// End this session (a registration that could not be made everywhere is undone).
+    SessionEnd { id: String },
+    /// Remove this registration (`RG.UNREGISTER` on another shard).
+    Unregister { id: String, abort_pending: bool },
 }
 
 impl Message {
@@ -81,8 +91,16 @@ pub(crate) fn send(_locked: &Context, target: &str, message: &Message) -> bool {
     send_bytes(target, &message.encode())
 }
 
+/// Messages and bytes Gears sent over the cluster bus (`INFO gears`).
+pub(crate) static MESSAGES_SENT: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+pub(crate) static BYTES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Sends an encoded message (holding the Redis lock).
 pub(crate) fn send_bytes(target: &str, bytes: &[u8]) -> bool {
+    use std::sync::atomic::Ordering;
+    MESSAGES_SENT.fetch_add(1, Ordering::Relaxed);
+    BYTES_SENT.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     let Ok(target) = std::ffi::CString::new(target) else {
         return false;
     };

@@ -15,6 +15,7 @@
 pub(crate) mod bus;
 pub(crate) mod exchange;
 mod remote;
+pub(crate) mod sessions;
 pub(crate) mod topology;
 
 use std::os::raw::c_void;
@@ -67,12 +68,15 @@ fn arm_refresh(ctx: &Context) {
 }
 
 /// A message from another shard (on Redis's main thread).
-pub(crate) fn receive(_ctx: &Context, message: Message) {
+pub(crate) fn receive(ctx: &Context, message: Message) {
     match message {
         Message::Run { .. } => {
             if let Some(gears) = crate::gears() {
                 gears.workers.submit(move || remote::run(message));
             }
+        }
+        Message::Session { .. } | Message::SessionEnd { .. } | Message::Unregister { .. } => {
+            sessions::receive(ctx, message)
         }
         Message::Records { ref key, .. }
         | Message::StepDone { ref key, .. }
@@ -96,7 +100,7 @@ pub(crate) fn deliver(mailbox: &Mailbox, message: Message) {
         Message::StepDone { step, from, .. } => mailbox.step_done(step, from),
         Message::Finished { from, errors, .. } => mailbox.finished(from, errors),
         Message::Abort { reason, .. } => mailbox.abort(reason),
-        Message::Run { .. } => {}
+        _ => {}
     }
 }
 
@@ -111,7 +115,7 @@ pub(crate) fn participants(plan: &ExecutionPlan) -> Option<Arc<topology::Topolog
 }
 
 /// How long a distributed execution waits with nothing arriving.
-fn idle() -> Duration {
+pub(crate) fn idle() -> Duration {
     let millis = crate::gears()
         .map(|g| g.config.integer(crate::config::EXECUTION_MAX_IDLE_TIME))
         .unwrap_or(5000)
@@ -244,7 +248,7 @@ impl Distributed {
 }
 
 /// The top level's calls, as `[[args...], reply-or-error]` pairs in the wire format.
-fn encode_calls(calls: &[TopLevelCall]) -> Vec<u8> {
+pub(crate) fn encode_calls(calls: &[TopLevelCall]) -> Vec<u8> {
     let records: Vec<Record> = calls
         .iter()
         .map(|(args, reply)| {
@@ -263,7 +267,7 @@ fn encode_calls(calls: &[TopLevelCall]) -> Vec<u8> {
 }
 
 /// The calls of [`encode_calls`].
-fn decode_calls(bytes: &[u8]) -> Option<Vec<TopLevelCall>> {
+pub(crate) fn decode_calls(bytes: &[u8]) -> Option<Vec<TopLevelCall>> {
     let records = gears_core::wire::decode_records(bytes).ok()?;
     records
         .into_iter()

@@ -215,9 +215,19 @@ fn compute(
             execution_id: &execution.id,
             session: &compiled.session,
             session_host: &session_host,
+            calls: crate::cluster::enabled().then(|| crate::cluster::encode_calls(&calls)),
         };
         match sessions::establish(new, compiled.registrations, host) {
-            Ok(_) => {}
+            Ok((spec, replaced)) => {
+                // In a cluster: on every shard, or on none.
+                if let Err(errors) =
+                    crate::cluster::sessions::apply_everywhere(&spec, replaced.as_ref(), host)
+                {
+                    return Finished::ran(ReplyValue::Array(
+                        errors.into_iter().map(ReplyValue::Error).collect(),
+                    ));
+                }
+            }
             Err(e) => {
                 return Finished::failed(match execution.control.stop_message() {
                     Some(stopped) => stopped,

@@ -207,6 +207,8 @@ pub(crate) fn unregister(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Some(Err(ended)) => super::persist::propagate_del(ctx, &ended),
             None => {}
         }
+        // And on every shard.
+        crate::cluster::sessions::unregistered(ctx, &id, abort_pending);
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
 }

@@ -356,6 +356,11 @@ pub(crate) fn on_registered(
     Ok(())
 }
 
+/// Removes a registration on this shard only (another shard's `RG.UNREGISTER`).
+pub(crate) fn remove_here(id: &str, abort_pending: bool) -> bool {
+    remove(id, abort_pending)
+}
+
 /// Removes a registration: no more events reach it; its queued events are dropped with
 /// `abortpending`, else they still run.
 pub(crate) fn remove(id: &str, abort_pending: bool) -> bool {

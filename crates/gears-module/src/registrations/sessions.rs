@@ -39,6 +39,11 @@ pub(crate) struct SessionSpec {
     /// The ids of its registrations, in the order its script creates them; `None` for one
     /// removed by `RG.UNREGISTER`.
     pub registrations: Vec<Option<String>>,
+    /// In a cluster: its top level's commands and replies on the shard that ran it first
+    /// (`cluster::encode_calls`). Made again (on another shard, after a restart, on a
+    /// replica), the script's top level gets these replies instead of running its commands.
+    #[serde(default)]
+    pub calls: Option<Vec<u8>>,
 }
 
 impl SessionSpec {
@@ -120,6 +125,8 @@ pub(crate) struct NewSession<'a> {
     pub execution_id: &'a str,
     pub session: &'a Arc<dyn Session>,
     pub session_host: &'a Arc<SessionHost>,
+    /// In a cluster: the top level's recorded commands (see [`SessionSpec::calls`]).
+    pub calls: Option<Vec<u8>>,
 }
 
 /// Which session a new one replaces (`UPGRADE`, `REPLACE_WITH`), after checking the options
@@ -167,7 +174,7 @@ pub(crate) fn establish(
     new: NewSession<'_>,
     specs: Vec<RegistrationSpec>,
     host: &RedisHost,
-) -> Result<SessionSpec, String> {
+) -> Result<(SessionSpec, Option<SessionSpec>), String> {
     let id = match &new.options.id {
         Some(id) => id.clone(),
         None => fresh_id(new.execution_id),
@@ -196,6 +203,7 @@ pub(crate) fn establish(
         db: new.caller.db,
         description: new.options.description.clone(),
         registrations: created.iter().map(|r| Some(r.id.clone())).collect(),
+        calls: new.calls.clone(),
     };
     host.with_lock_unpaused(|ctx| {
         if read_only_replica(ctx) {
@@ -221,13 +229,16 @@ pub(crate) fn establish(
         if let Some(old) = &replaced {
             failed_sessions().retain(|(s, _)| s.id != old.id);
         }
-        match replaced.and_then(|old| sessions.iter().position(|s| s.id == old.id)) {
+        match replaced
+            .as_ref()
+            .and_then(|old| sessions.iter().position(|s| s.id == old.id))
+        {
             Some(index) => sessions[index] = spec.clone(),
             None => sessions.push(spec.clone()),
         }
         drop(sessions);
         super::persist::propagate_set(ctx, &spec);
-        Ok(spec.clone())
+        Ok((spec.clone(), replaced))
     })
 }
 
@@ -303,10 +314,15 @@ pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
     control.begin_atomic();
     let _control_scope = ControlScope::enter(&control);
     let host = Arc::new(RedisHost::new(&caller, Access::Replay, control.clone()));
+    // Recorded in a cluster: the top level gets the first shard's replies.
+    if let Some(calls) = spec.calls.as_deref().and_then(crate::cluster::decode_calls) {
+        host.set_top_level(crate::host::TopLevel::Replay(calls.into()));
+    }
     let _sync = SyncRun::enter();
     let session_host = SessionHost::new(host.clone());
     let _host_scope = session_host.enter(&host);
     let compiled = frontend.compile(&spec.script, session_host.clone());
+    host.end_top_level();
     let compiled = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {

@@ -548,6 +548,9 @@ fn stop(registration: &Arc<Registration>, status: Status) {
     }
 }
 
+/// The shortest wait before a retry (`onFailedRetryInterval=0`).
+const MIN_RETRY_MS: u64 = 100;
+
 /// Arms the retry timer of a registration waiting after a failure.
 fn retry_after(registration: Arc<Registration>, seconds: u64) {
     unsafe extern "C" fn fire(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
@@ -560,7 +563,7 @@ fn retry_after(registration: Arc<Registration>, seconds: u64) {
             state.retrying.store(false, Ordering::Release);
             if state.status() == Status::WaitingForRetry && !registration.is_removed() {
                 state.set_status(Status::Ok);
-                scan::restart(&registration);
+                resume(&registration);
             }
         }));
     }
@@ -568,11 +571,13 @@ fn retry_after(registration: Arc<Registration>, seconds: u64) {
         return;
     };
     let data = Box::into_raw(Box::new(registration));
+    // At least MIN_RETRY_MS apart: `onFailedRetryInterval=0` retries at once, not in a loop.
+    let millis = seconds.saturating_mul(1000).max(MIN_RETRY_MS);
     // SAFETY: on the main thread; the callback takes the box back.
     unsafe {
         raw::RedisModule_CreateTimer.unwrap()(
             ctx,
-            seconds.saturating_mul(1000).min(i64::MAX as u64) as i64,
+            millis.min(i64::MAX as u64) as i64,
             Some(fire),
             data.cast(),
         );
@@ -590,11 +595,35 @@ pub(crate) fn pause(registration: &Arc<Registration>) {
     }
 }
 
-/// `RG.UNPAUSEREGISTRATIONS`: the registration runs again, from its pending entries.
+/// `RG.UNPAUSEREGISTRATIONS`: the registration runs again, from its pending entries. Unpausing
+/// a running registration changes nothing.
 pub(crate) fn unpause(registration: &Arc<Registration>) {
     if let Some(state) = &registration.stream {
-        state.set_status(Status::Ok);
-        scan::restart(registration);
+        let mut status = lock(&state.status);
+        if *status == Status::Ok {
+            return;
+        }
+        *status = Status::Ok;
+        drop(status);
+        resume(registration);
+    }
+}
+
+/// Runs the registration again on the streams it knows (events made cursors for new streams
+/// while it was stopped): each recovers its pending entries, then runs what waits. No keyspace
+/// scan (that is for a start: registration, loading, promotion, flush).
+fn resume(registration: &Arc<Registration>) {
+    let Some(state) = &registration.stream else {
+        return;
+    };
+    for cursor in state.cursors() {
+        {
+            let mut cursor_state = lock(&cursor.state);
+            cursor_state.undelivered = None;
+            cursor_state.flush = true;
+        }
+        let (registration, cursor) = (registration.clone(), cursor.clone());
+        on_main_thread_soon(move || schedule(&registration, &cursor, false));
     }
 }
 
