@@ -5,8 +5,10 @@ It loads N hashes `user:<i>` (`age` = i % 80) into a single instance and into a 
 3-master cluster (same machine), then runs on each:
 - `count`: `GB().filter(lambda x: int(x['value']['age']) > 35).count().run('user:*')` (W1's
   query), and
-- `countby`: `GB().countby(lambda x: x['value']['age']).run('user:*')` (a repartition by key,
-  80 groups),
+- `countby`: `GB().countby(lambda x: x['value']['age']).run('user:*')` (partial counts per
+  shard, merged after a collect, 80 groups), and
+- `groupby`: the same with a Python reducer (`groupby(extractor, reducer)`: every record is
+  repartitioned to the shard that owns its group's key, then reduced there),
 checking every answer against the known one. It prints seconds, records per second, the bytes
 the shards sent each other over the cluster bus per run (`INFO gears`: `rg_cluster_bytes_sent`),
 and the ratio 3-shard / 1-shard.
@@ -38,6 +40,8 @@ from conftest import RedisServer  # noqa: E402
 QUERIES = {
     "count": "GB().filter(lambda x: int(x['value']['age']) > 35).count().run('user:*')",
     "countby": "GB().countby(lambda x: x['value']['age']).run('user:*')",
+    # A Python reducer: records repartitioned by key, then reduced where their key lives.
+    "groupby": "GB().groupby(lambda x: x['value']['age'], lambda k, a, r: (a or 0) + 1).run('user:*')",
 }
 
 
@@ -79,6 +83,7 @@ def check(name, reply, keys):
     assert errors == [], errors
     if name == "count":
         assert results == [str(over)], results
+        return
     else:
         got = {}
         for r in results:
@@ -125,19 +130,54 @@ def main():
                 one.append(seconds)
             three = []
             before = bus_bytes(cluster.masters)
+            pings = PingWatch(cluster.masters)
             for _ in range(args.runs):
                 seconds, reply = run(cluster.masters[0].new_client(), query)
                 check(name, reply, args.keys)
                 three.append(seconds)
+            slowest, failing = pings.stop()
             moved = (bus_bytes(cluster.masters) - before) / args.runs
             a, b = min(one), min(three)
             print("  %-8s 1 shard %6.2f s (%9.0f rec/s)   3 shards %6.2f s (%9.0f rec/s)   "
                   "bus bytes/run %9.0f   ratio %.2fx" % (
                       name, a, args.keys / a, b, args.keys / b, moved, b / a))
+            print("           while it ran: slowest PING to a shard %.0f ms; nodes flagged failing: %s"
+                  % (slowest * 1000, failing or "none"))
     finally:
         single.stop()
         if cluster:
             cluster.stop()
+
+
+class PingWatch:
+    """PINGs every node from a thread while the runs go on, and watches whether any node
+    flags another as failing (gossip and failure detection must keep working)."""
+
+    def __init__(self, nodes):
+        import threading
+        self.nodes = nodes
+        self.done = False
+        self.slowest = 0.0
+        self.failing = set()
+        self.thread = threading.Thread(target=self.watch)
+        self.thread.start()
+
+    def watch(self):
+        clients = [n.new_client() for n in self.nodes]
+        while not self.done:
+            for c in clients:
+                started = time.time()
+                c.ping()
+                self.slowest = max(self.slowest, time.time() - started)
+                for line in c.execute_command("CLUSTER", "NODES").splitlines():
+                    if "fail" in line.split()[2]:
+                        self.failing.add(line.split()[0][:8])
+            time.sleep(0.01)
+
+    def stop(self):
+        self.done = True
+        self.thread.join()
+        return self.slowest, sorted(self.failing)
 
 
 def crc_slot(key):
