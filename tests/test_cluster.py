@@ -4,11 +4,13 @@ records meet at collect and repartition steps; a shard that does not answer give
 naming it, not a hang."""
 import os
 import signal
+import subprocess
 import time
 
 import pytest
+import redis
 
-from cluster import Cluster
+from cluster import REDIS_CLI, Cluster
 from conftest import RedisServer
 from helpers import gears, gears_error, wait_for
 
@@ -214,3 +216,61 @@ def test_an_upgrade_reaches_every_shard(cluster):
     assert [s[1] for s in sessions] == ["cs"]
     third.client.execute_command("RG.UNREGISTER", new[0])
     assert wait_for(lambda: all(registration_ids(n) == [] for n in cluster.masters))
+
+
+def test_a_failover_keeps_registrations_firing_and_runs_whole():
+    c = Cluster(masters=3, replicas=1, module_args=IDLE)
+    try:
+        masters = c.masters
+        first = masters[0]
+        assert gears(first.new_client(), "python",
+                     "GB().foreach(lambda x: execute('incr', '{' + x['key'] + '}:n')).register('fo:*')") == "OK"
+        client = c.client()
+        keys = ["fo:%d" % i for i in range(12)]
+        for key in keys:
+            client.set(key, "1")
+        assert wait_for(lambda: all(client.get("{%s}:n" % k) == "1" for k in keys))
+        # The replicas have the registration too (sessions replicate).
+        assert wait_for(lambda: all(len(n.client.execute_command("RG.DUMPREGISTRATIONS")) == 1
+                                    for n in c.nodes))
+        victim = masters[1]
+        os.kill(victim.process.pid, signal.SIGKILL)
+        victim.process.wait(timeout=10)
+        survivors = [n for n in c.nodes if n is not victim]
+
+        def promoted():
+            slots = first.client.execute_command("CLUSTER", "SLOTS")
+            owners = {r[2][1] for r in slots}
+            return victim.port not in owners and all(
+                "cluster_state:ok" in n.client.execute_command("CLUSTER", "INFO") for n in survivors)
+        assert wait_for(promoted, timeout=30)
+        time.sleep(1.5)  # Gears reads the new topology within a second.
+        client = redis.RedisCluster(host="127.0.0.1", port=first.port, decode_responses=True)
+        for key in keys:
+            client.set(key, "2")
+        # Every key's shard fired, the promoted replica included.
+        assert wait_for(lambda: all(client.get("{%s}:n" % k) == "2" for k in keys), timeout=10)
+        assert gears(first.new_client(), "python", "GB().count().run('fo:*')") == [["12"], []]
+    finally:
+        c.stop()
+
+
+def test_a_node_added_later_gets_the_registrations(cluster):
+    [first, second, third] = cluster.masters
+    gears(first.new_client(), "python", "GB().register('late:*')", "ID", "late")
+    node = RedisServer(extra_args=IDLE, server_args=("--cluster-enabled", "yes", "--cluster-config-file",
+                                                     "nodes.conf", "--cluster-node-timeout", "5000"))
+    try:
+        subprocess.run([REDIS_CLI, "--cluster", "add-node", "127.0.0.1:%d" % node.port,
+                        "127.0.0.1:%d" % first.port], check=True, capture_output=True, timeout=60)
+        assert wait_for(lambda: registration_ids(node) == registration_ids(first), timeout=20)
+        assert [s[1] for s in node.client.execute_command("RG.PYDUMPSESSIONS")] == ["late"]
+    finally:
+        first.client.execute_command("RG.UNREGISTER", registration_ids(first)[0])
+        node_id = node.client.execute_command("CLUSTER", "MYID")
+        for n in cluster.nodes:
+            try:
+                n.client.execute_command("CLUSTER", "FORGET", node_id)
+            except redis.RedisError:
+                pass
+        node.stop()

@@ -70,6 +70,10 @@ pub(crate) enum Message {
     SessionEnd { id: String },
     /// Remove this registration (`RG.UNREGISTER` on another shard).
     Unregister { id: String, abort_pending: bool },
+    /// A node that joined (or restarted) asks a shard for the sessions.
+    SessionsWanted { from: String },
+    /// After the sessions it sent: the ids of all of them (others are gone).
+    SessionsSent { ids: Vec<String> },
 }
 
 impl Message {

@@ -58,6 +58,7 @@ fn arm_refresh(ctx: &Context) {
         let _ = std::panic::catch_unwind(|| {
             let ctx = Context::new(ctx);
             topology::refresh(&ctx);
+            sessions::catch_up(&ctx);
             arm_refresh(&ctx);
         });
     }
@@ -75,9 +76,11 @@ pub(crate) fn receive(ctx: &Context, message: Message) {
                 gears.workers.submit(move || remote::run(message));
             }
         }
-        Message::Session { .. } | Message::SessionEnd { .. } | Message::Unregister { .. } => {
-            sessions::receive(ctx, message)
-        }
+        Message::Session { .. }
+        | Message::SessionEnd { .. }
+        | Message::Unregister { .. }
+        | Message::SessionsWanted { .. }
+        | Message::SessionsSent { .. } => sessions::receive(ctx, message),
         Message::Records { ref key, .. }
         | Message::StepDone { ref key, .. }
         | Message::Finished { ref key, .. }

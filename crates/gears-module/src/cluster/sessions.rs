@@ -115,6 +115,53 @@ pub(crate) fn unregistered(ctx: &Context, id: &str, abort_pending: bool) {
     }
 }
 
+/// Whether this node has the cluster's sessions (asked once it is in a cluster with shards).
+static CAUGHT_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A node that joined the cluster, or started again, asks a shard for the sessions (every
+/// second until one answers): it then has every registration the others have, and none they
+/// removed meanwhile. On Redis's main thread.
+pub(super) fn catch_up(ctx: &Context) {
+    use std::sync::atomic::Ordering;
+    if CAUGHT_UP.load(Ordering::Relaxed) || !is_master(ctx) {
+        return;
+    }
+    let Some(topology) = topology::current() else {
+        return;
+    };
+    let Some(source) = topology
+        .shards
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| *id != topology.my_id)
+        .min()
+    else {
+        return;
+    };
+    // Only sessions this node had when it asked can be found gone (one made meanwhile on
+    // every shard may reach it before the answer).
+    *ASKED_WITH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(local::all().into_iter().map(|s| s.id).collect());
+    bus::send(
+        ctx,
+        source,
+        &Message::SessionsWanted {
+            from: topology.my_id.clone(),
+        },
+    );
+}
+
+/// The sessions this node had when it last asked for the cluster's.
+static ASKED_WITH: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+fn is_master(ctx: &Context) -> bool {
+    // SAFETY: a plain query of the server's role.
+    let flags = unsafe { redis_module::raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+    flags & redis_module::raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+}
+
 /// A session message from another shard (on Redis's main thread, holding the lock).
 pub(super) fn receive(ctx: &Context, message: Message) {
     let me = topology::current()
@@ -146,6 +193,34 @@ pub(super) fn receive(ctx: &Context, message: Message) {
             }
         }
         Message::SessionEnd { id } if local::end(&id) => persist::propagate_del(ctx, &id),
+        Message::SessionsWanted { from } => {
+            let sessions = local::all();
+            for spec in &sessions {
+                bus::send(
+                    ctx,
+                    &from,
+                    &Message::Session {
+                        reply_to: None,
+                        spec: spec.encode(),
+                    },
+                );
+            }
+            let ids = sessions.into_iter().map(|s| s.id).collect();
+            bus::send(ctx, &from, &Message::SessionsSent { ids });
+        }
+        Message::SessionsSent { ids } => {
+            let had = ASKED_WITH
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .unwrap_or_default();
+            for id in had {
+                if !ids.contains(&id) && local::end(&id) {
+                    persist::propagate_del(ctx, &id);
+                }
+            }
+            CAUGHT_UP.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Message::Unregister { id, abort_pending }
             if crate::registrations::remove_here(&id, abort_pending) =>
         {
