@@ -722,3 +722,15 @@ def test_an_upgrade_does_not_run_the_batch_in_flight_twice(rr):
     assert wait_for(lambda: rr.llen("seen") == 2, timeout=5)
     time.sleep(1.5)
     assert rr.lrange("seen", 0, -1) == ["1-1", "v2:2-1"]
+
+
+def test_a_write_pause_delays_a_sync_batch_without_freezing_the_server(server, rr):
+    gears(rr, "python", counting("python", "cp", "n", mode="sync", batch=5, duration=200))
+    rr.xadd("cp", {"f": "1"})
+    rr.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
+    other = server.new_client()
+    started = time.time()
+    assert other.ping() and time.time() - started < 0.5
+    # The waiting entry runs once writes may go on.
+    assert wait_for(lambda: count(rr, "n") == 1, timeout=5)
+    assert data(only(rr))["numFailures"] == 0

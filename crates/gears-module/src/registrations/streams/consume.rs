@@ -159,8 +159,13 @@ fn recover_pending(
         Ok(_) => {}
         Err(GearsError::Redis(e)) if e.starts_with("BUSYGROUP") => {}
         Err(e) => {
-            // No stream (deleted meanwhile), or the user may no longer create the group.
             let error = e.to_string();
+            // Writes paused (CLIENT PAUSE, a failover): again once they may be.
+            if paused(&error) {
+                super::retry_soon(registration, cursor);
+                return false;
+            }
+            // No stream (deleted meanwhile), or the user may no longer create the group.
             if !error.contains("requires the key to exist") {
                 registration.record_run(Duration::ZERO, Some(error), false);
             }
@@ -290,10 +295,15 @@ fn run_batch(
         None if no_group => return Ended::NoGroup,
         None => {
             if let Some(error) = read_error {
-                // The stream could not be read (the user may no longer, writes are paused):
-                // counted once as a failure; the cursor tries again when entries arrive.
-                registration.record_run(Duration::ZERO, Some(error), false);
                 lock(&cursor.state).undelivered = None;
+                if paused(&error) {
+                    // Writes paused: again once they may be, not a failure.
+                    super::retry_soon(registration, cursor);
+                } else {
+                    // The user may no longer read the stream: counted once as a failure; the
+                    // cursor tries again when entries arrive.
+                    registration.record_run(Duration::ZERO, Some(error), false);
+                }
                 return Ended::Stop;
             }
             return Ended::Empty;
@@ -350,6 +360,11 @@ fn run_batch(
     } else {
         Ended::Stop
     }
+}
+
+/// True for the refusal of a write while clients are paused (a sync job can not wait).
+fn paused(error: &str) -> bool {
+    error.contains("writes are paused")
 }
 
 /// The batch's first error (a failed read, or an error record of its run).

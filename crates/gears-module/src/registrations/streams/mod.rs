@@ -200,6 +200,8 @@ struct CursorState {
     waiting_since: Option<Instant>,
     /// A `duration` timer is armed.
     timer: bool,
+    /// Writes were paused: a timer runs the cursor again (nothing else starts it meanwhile).
+    paused_retry: bool,
 }
 
 /// The StreamReader registrations, rebuilt with the registry: events ask on every write.
@@ -388,7 +390,7 @@ fn schedule(registration: &Arc<Registration>, cursor: &Arc<Cursor>, from_event: 
     }
     let duration = Duration::from_millis(trigger.duration_ms);
     let mut cursor_state = lock(&cursor.state);
-    if cursor_state.busy {
+    if cursor_state.busy || cursor_state.paused_retry {
         return;
     }
     let waited = cursor_state
@@ -501,7 +503,11 @@ fn arm_timer(registration: &Arc<Registration>, cursor: &Arc<Cursor>, wait: Durat
             let pair = unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Arc<Cursor>)>()) };
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let (registration, cursor) = *pair;
-                lock(&cursor.state).timer = false;
+                {
+                    let mut cursor_state = lock(&cursor.state);
+                    cursor_state.timer = false;
+                    cursor_state.paused_retry = false;
+                }
                 schedule(&registration, &cursor, false);
             }));
         }
@@ -521,6 +527,12 @@ fn arm_timer(registration: &Arc<Registration>, cursor: &Arc<Cursor>, wait: Durat
         }
     };
     on_main_thread_soon(arm);
+}
+
+/// A job that could not write (clients paused) runs again in a moment.
+fn retry_soon(registration: &Arc<Registration>, cursor: &Arc<Cursor>) {
+    lock(&cursor.state).paused_retry = true;
+    arm_timer(registration, cursor, Duration::from_millis(100));
 }
 
 /// After a job: lets the cursor run again if more is ready (on the main thread, which sees the
