@@ -274,3 +274,29 @@ def test_a_node_added_later_gets_the_registrations(cluster):
             except redis.RedisError:
                 pass
         node.stop()
+
+
+def test_execution_ids_parts_abort_and_drop_reach_every_shard(cluster):
+    [first, second, third] = cluster.masters
+    first_id = first.client.execute_command("CLUSTER", "MYID")
+    c = first.new_client()
+    eid = c.execute_command("RG.PYEXECUTE", "GB().count().run()", "UNBLOCKING")
+    assert eid.startswith(first_id + "-")
+    assert c.execute_command("RG.GETRESULTSBLOCKING", eid) == [["120"], []]
+    # Every shard lists its part under the initiator's id.
+    for node in (second, third):
+        listed = {e[1]: e[3] for e in node.client.execute_command("RG.DUMPEXECUTIONS")}
+        assert listed.get(eid) == "done", listed
+    assert c.execute_command("RG.DROPEXECUTION", eid) == "OK"
+    assert wait_for(lambda: all(eid not in [e[1] for e in n.client.execute_command("RG.DUMPEXECUTIONS")]
+                                for n in (second, third)))
+    # Aborted on the initiator: every shard's part stops.
+    slow = c.execute_command("RG.PYEXECUTE", "import time\nGB().map(lambda x: time.sleep(0.2)).count().run()",
+                             "UNBLOCKING")
+    time.sleep(0.5)
+    assert c.execute_command("RG.ABORTEXECUTION", slow) == "OK"
+    for node in (second, third):
+        assert wait_for(lambda: {e[1]: e[3] for e in node.client.execute_command("RG.DUMPEXECUTIONS")}
+                        .get(slow) in ("done", "aborted"), timeout=5)
+    assert wait_for(lambda: c.execute_command("RG.DUMPEXECUTIONS") and
+                    {e[1]: e[3] for e in c.execute_command("RG.DUMPEXECUTIONS")}[slow] in ("done", "aborted"))

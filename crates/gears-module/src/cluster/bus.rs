@@ -74,6 +74,8 @@ pub(crate) enum Message {
     SessionsWanted { from: String },
     /// After the sessions it sent: the ids of all of them (others are gone).
     SessionsSent { ids: Vec<String> },
+    /// `RG.DROPEXECUTION`: drop this execution's part here (if it has finished).
+    Drop { id: String },
 }
 
 impl Message {

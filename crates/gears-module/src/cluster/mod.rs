@@ -81,10 +81,31 @@ pub(crate) fn receive(ctx: &Context, message: Message) {
         | Message::Unregister { .. }
         | Message::SessionsWanted { .. }
         | Message::SessionsSent { .. } => sessions::receive(ctx, message),
+        Message::Abort { ref key, .. } => {
+            // This shard's part of another shard's execution stops with it.
+            let mine = topology::current().is_some_and(|t| t.my_id == key.initiator);
+            if !mine {
+                if let Some(part) = crate::gears().and_then(|g| g.executions.get(&key.id)) {
+                    part.abort(gears_core::control::ABORTED);
+                }
+            }
+            let mailbox = exchange::mailbox(key);
+            deliver(&mailbox, message);
+        }
+        Message::Drop { id } => {
+            if let Some(gears) = crate::gears() {
+                if gears
+                    .executions
+                    .get(&id)
+                    .is_some_and(|e| e.status().finished())
+                {
+                    gears.executions.drop_execution(&id);
+                }
+            }
+        }
         Message::Records { ref key, .. }
         | Message::StepDone { ref key, .. }
-        | Message::Finished { ref key, .. }
-        | Message::Abort { ref key, .. } => {
+        | Message::Finished { ref key, .. } => {
             let mailbox = exchange::mailbox(key);
             deliver(&mailbox, message);
         }
@@ -298,6 +319,32 @@ pub(crate) fn decode_calls(bytes: &[u8]) -> Option<Vec<TopLevelCall>> {
             Some((args, reply))
         })
         .collect()
+}
+
+/// The other shards (holding the Redis lock): `RG.ABORTEXECUTION` and `RG.DROPEXECUTION` reach
+/// an execution's parts on every shard.
+pub(crate) fn broadcast_execution(ctx: &Context, id: &str, abort: bool) {
+    let Some(topology) = topology::current().filter(|_| enabled()) else {
+        return;
+    };
+    // A distributed execution's id starts with its initiator's node id.
+    let Some((initiator, _)) = id.rsplit_once('-') else {
+        return;
+    };
+    let message = if abort {
+        Message::Abort {
+            key: ExecutionKey {
+                initiator: initiator.to_string(),
+                id: id.to_string(),
+            },
+            reason: gears_core::control::ABORTED.to_string(),
+        }
+    } else {
+        Message::Drop { id: id.to_string() }
+    };
+    for shard in topology.shards.iter().filter(|s| s.id != topology.my_id) {
+        bus::send(ctx, &shard.id, &message);
+    }
 }
 
 /// `RG.INFOCLUSTER`: `no cluster mode`, or RedisGears 1.2's shape.

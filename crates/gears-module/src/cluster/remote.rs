@@ -34,9 +34,20 @@ pub(super) fn run(message: Message) {
     };
     crate::executions::stats::worker_busy();
     let control = ExecutionControl::new(gears.execution_limits());
-    control.start_clock();
-    let _scope = ControlScope::enter(&control);
     let caller = Caller { user, db };
+    // Listed here under the initiator's id; aborted with it.
+    let execution = gears.executions.create_part(
+        &key.id,
+        language,
+        caller.clone(),
+        control.clone(),
+        crate::executions::TableLimits {
+            max_executions: gears.max_executions(),
+            max_queued: gears.max_queued(),
+            profile: gears.config.flag(crate::config::PROFILE_EXECUTIONS),
+        },
+    );
+    let _scope = ControlScope::enter(&control);
     let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
     let mailbox = exchange::mailbox(&key);
     let errors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -69,6 +80,17 @@ pub(super) fn run(message: Message) {
             )];
         };
         control.apply_run_limits(&plan.options.limits);
+        let step_args = plan
+            .steps
+            .iter()
+            .map(|step| {
+                step.callbacks()
+                    .first()
+                    .map(|cb| compiled.session.describe(*cb))
+                    .unwrap_or_default()
+            })
+            .collect();
+        execution.set_plan(plan.clone(), step_args);
         let exchange = Arc::new(ClusterExchange {
             key: key.clone(),
             me: topology.my_id.clone(),
@@ -81,11 +103,18 @@ pub(super) fn run(message: Message) {
         });
         let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
         let outcome = Executor::new(plan, compiled.session)
+            .observed(execution.progress.clone())
             .distributed(exchange)
             .run(reader.as_mut());
         outcome.errors
     }))
     .unwrap_or_else(|_| vec!["Gears internal error on a shard".to_string()]);
+    execution.finish(crate::executions::Finished::ran(
+        gears_core::encode_outcome(&gears_core::ExecutionOutcome {
+            results: Vec::new(),
+            errors: errors.clone(),
+        }),
+    ));
     let me = topology.my_id.clone();
     let finished = Message::Finished {
         key: key.clone(),

@@ -111,6 +111,7 @@ pub(crate) fn drop_execution(ctx: &Context, args: Vec<RedisString>) -> RedisResu
             ));
         }
         crate::loaded()?.executions.drop_execution(&execution.id);
+        crate::cluster::broadcast_execution(ctx, &execution.id, false);
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
 }
@@ -124,6 +125,7 @@ pub(crate) fn abort_execution(ctx: &Context, args: Vec<RedisString>) -> RedisRes
         }
         let execution = named(ctx, &args, "execution does not exist")?;
         execution.abort(ABORTED);
+        crate::cluster::broadcast_execution(ctx, &execution.id, true);
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
 }

@@ -526,12 +526,43 @@ impl Executions {
         }
     }
 
-    /// A new execution id (a registration's id is one, as in RedisGears).
+    /// A new execution id (a registration's id is one, as in RedisGears): `<shard id>-<n>`,
+    /// with this node's cluster id in a cluster (ids are then unique cluster-wide), forty
+    /// zeros on a single node.
     pub fn next_id(&self) -> String {
-        format!(
-            "{STANDALONE_SHARD}-{}",
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        match crate::cluster::topology::current().filter(|_| crate::cluster::enabled()) {
+            Some(topology) if !topology.my_id.is_empty() => format!("{}-{seq}", topology.my_id),
+            _ => format!("{STANDALONE_SHARD}-{seq}"),
+        }
+    }
+
+    /// Creates this shard's part of another shard's execution, under that execution's id,
+    /// already running on the calling thread (listed like any execution; aborted with it).
+    pub fn create_part(
+        &self,
+        id: &str,
+        language: Language,
+        caller: Caller,
+        control: Arc<ExecutionControl>,
+        limits: TableLimits,
+    ) -> Arc<Execution> {
+        let execution = Arc::new(Execution::new(
+            id.to_string(),
+            language,
+            caller,
+            false,
+            control,
+            limits.profile,
+            false,
+        ));
+        let mut table = self.table();
+        table.insert(execution.clone());
+        evict(&mut table, limits.max_executions);
+        drop(table);
+        stats::created(&execution);
+        execution.start();
+        execution
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Execution>> {
