@@ -140,6 +140,12 @@ pub(crate) fn get_execution(ctx: &Context, args: Vec<RedisString>) -> RedisResul
         if let Some(scope) = args.get(2) {
             let scope = scope.to_string_lossy();
             if scope.eq_ignore_ascii_case("cluster") {
+                if crate::cluster::enabled() {
+                    return Err(RedisError::Str(
+                        "RG.GETEXECUTION <id> CLUSTER is not built yet: ask each shard with \
+                         `RG.GETEXECUTION <id> SHARD`",
+                    ));
+                }
                 return Err(RedisError::Str(
                     "no cluster detected - use `RG.GETEXECUTION <id> [SHARD]` instead",
                 ));
@@ -152,7 +158,12 @@ pub(crate) fn get_execution(ctx: &Context, args: Vec<RedisString>) -> RedisResul
             ctx,
             &ReplyValue::Array(vec![ReplyValue::Array(vec![
                 bulk("shard_id"),
-                bulk(STANDALONE_SHARD),
+                bulk(
+                    crate::cluster::topology::current()
+                        .filter(|_| crate::cluster::enabled())
+                        .map(|t| t.my_id.clone())
+                        .unwrap_or_else(|| STANDALONE_SHARD.to_string()),
+                ),
                 bulk("execution_plan"),
                 execution_plan(&execution),
             ])]),
