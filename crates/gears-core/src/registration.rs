@@ -101,13 +101,7 @@ pub fn stream_trigger(
     kwargs: &[Kwarg],
     mode: ExecutionMode,
 ) -> Result<StreamTrigger> {
-    let get = |name: &str| {
-        kwargs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-            .filter(|v| !matches!(v, Record::Nil))
-    };
+    let get = |name: &str| kwarg(kwargs, name);
     let prefix = match (arg, get("prefix").or_else(|| get("regex"))) {
         (RunArg::Text(text), _) if !text.is_empty() => text,
         (_, Some(Record::String(s))) => s.clone().into_bytes(),
@@ -347,13 +341,7 @@ pub fn keys_trigger(default_arg: &str, arg: RunArg, kwargs: &[Kwarg]) -> Result<
 /// `register()`'s keyword arguments for the CommandReader: `trigger=`, or `hook=` with an
 /// optional `keyprefix=`, and `inorder=`. The positional `prefix` means nothing here.
 pub fn command_trigger(kwargs: &[Kwarg]) -> Result<CommandTrigger> {
-    let get = |name: &str| {
-        kwargs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-            .filter(|v| !matches!(v, Record::Nil))
-    };
+    let get = |name: &str| kwarg(kwargs, name);
     let text = |name: &str| -> Result<Option<Vec<u8>>> {
         match get(name) {
             None => Ok(None),
@@ -408,6 +396,15 @@ fn names(value: Option<&Record>, what: &str) -> Result<Option<Vec<String>>> {
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// A keyword argument's value; `None` when absent or `None`.
+fn kwarg<'a>(kwargs: &'a [Kwarg], name: &str) -> Option<&'a Record> {
+    kwargs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !matches!(v, Record::Nil))
 }
 
 fn plan_error(text: &str) -> GearsError {

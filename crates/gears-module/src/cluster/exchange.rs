@@ -175,6 +175,27 @@ pub(crate) struct ClusterExchange {
 }
 
 impl ClusterExchange {
+    /// One shard's side of the execution `key` (`me` is this node): the shards taking part and
+    /// the slot map, as the initiator saw them.
+    pub fn new(
+        key: ExecutionKey,
+        me: &str,
+        (shards, slots): (Vec<String>, Vec<(u16, u16, String)>),
+        host: Arc<RedisHost>,
+        plan: &gears_core::ExecutionPlan,
+    ) -> Arc<Self> {
+        Arc::new(ClusterExchange {
+            mailbox: mailbox(&key),
+            key,
+            me: me.to_string(),
+            shards,
+            slots,
+            host,
+            idle: super::idle(),
+            collects: super::collects(plan),
+        })
+    }
+
     fn others(&self) -> impl Iterator<Item = &String> {
         self.shards.iter().filter(move |s| **s != self.me)
     }

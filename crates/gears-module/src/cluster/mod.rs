@@ -186,17 +186,13 @@ impl Distributed {
             .iter()
             .flat_map(|s| s.ranges.iter().map(move |(a, b)| (*a, *b, s.id.clone())))
             .collect();
-        let mailbox = exchange::mailbox(&key);
-        let exchange = Arc::new(ClusterExchange {
-            key: key.clone(),
-            me: topology.my_id.clone(),
-            shards: shards.clone(),
-            slots: slots.clone(),
-            host: host.clone(),
-            mailbox,
-            idle: idle(),
-            collects: collects(plan),
-        });
+        let exchange = ClusterExchange::new(
+            key.clone(),
+            &topology.my_id,
+            (shards.clone(), slots.clone()),
+            host.clone(),
+            plan,
+        );
         let message = Message::Run {
             key,
             language,

@@ -49,7 +49,6 @@ pub(super) fn run(message: Message) {
     );
     let _scope = ControlScope::enter(&control);
     let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
-    let mailbox = exchange::mailbox(&key);
     let errors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let Some(calls) = super::decode_calls(&calls) else {
             return vec!["ERR the initiator's top level could not be read".to_string()];
@@ -80,27 +79,17 @@ pub(super) fn run(message: Message) {
             )];
         };
         control.apply_run_limits(&plan.options.limits);
-        let step_args = plan
-            .steps
-            .iter()
-            .map(|step| {
-                step.callbacks()
-                    .first()
-                    .map(|cb| compiled.session.describe(*cb))
-                    .unwrap_or_default()
-            })
-            .collect();
-        execution.set_plan(plan.clone(), step_args);
-        let exchange = Arc::new(ClusterExchange {
-            key: key.clone(),
-            me: topology.my_id.clone(),
-            shards: shards.clone(),
-            slots: slots.clone(),
-            host: host.clone(),
-            mailbox: mailbox.clone(),
-            idle: super::idle(),
-            collects: super::collects(&plan),
-        });
+        execution.set_plan(
+            plan.clone(),
+            crate::commands::step_args(&plan, &compiled.session),
+        );
+        let exchange = ClusterExchange::new(
+            key.clone(),
+            &topology.my_id,
+            (shards.clone(), slots.clone()),
+            host.clone(),
+            &plan,
+        );
         let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
         let outcome = Executor::new(plan, compiled.session)
             .observed(execution.progress.clone())

@@ -165,6 +165,22 @@ fn run_execution(
     execution.finish(finished);
 }
 
+/// A description of each step's callback (`RG.GETEXECUTION`'s `arg`).
+pub(crate) fn step_args(
+    plan: &gears_core::ExecutionPlan,
+    session: &Arc<dyn gears_core::Session>,
+) -> Vec<String> {
+    plan.steps
+        .iter()
+        .map(|step| {
+            step.callbacks()
+                .first()
+                .map(|cb| session.describe(*cb))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 pub(crate) fn frontend(language: Language) -> Result<Box<dyn Frontend>, String> {
     match language {
         Language::Python => {
@@ -245,17 +261,7 @@ fn compute(
         };
     };
     execution.control.apply_run_limits(&plan.options.limits);
-    let step_args = plan
-        .steps
-        .iter()
-        .map(|step| {
-            step.callbacks()
-                .first()
-                .map(|cb| compiled.session.describe(*cb))
-                .unwrap_or_default()
-        })
-        .collect();
-    execution.set_plan(plan.clone(), step_args);
+    execution.set_plan(plan.clone(), step_args(&plan, &compiled.session));
     let distributed = match crate::cluster::participants(&plan) {
         Some(topology) => {
             match crate::cluster::Distributed::start(

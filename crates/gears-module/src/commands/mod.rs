@@ -7,5 +7,5 @@ mod job;
 mod stats;
 
 pub(crate) use execute::{explain, lua_execute, py_execute, rhai_execute, CAN_NOT_BLOCK};
-pub(crate) use job::frontend;
+pub(crate) use job::{frontend, step_args};
 pub(crate) use stats::py_stats;

@@ -210,10 +210,32 @@ fn recover_pending(
 /// The entries the group has not read yet: its `lag` (`XINFO GROUPS`), else the stream's
 /// length (an overestimate: the next read finds out).
 fn undelivered(host: &RedisHost, key: &[u8], group: &str) -> Option<u64> {
-    let groups = host.execute(&command(&[b"XINFO", b"GROUPS", key])).ok()?;
-    let Record::List(groups) = groups else {
+    let groups = groups(host, key)?;
+    let lag = groups.iter().find(|g| g.name == group).and_then(|g| g.lag);
+    if let Some(lag) = lag {
+        return Some(lag.max(0) as u64);
+    }
+    match host.execute(&command(&[b"XLEN", key])).ok()? {
+        Record::Integer(n) => Some(n.max(0) as u64),
+        _ => None,
+    }
+}
+
+/// What `XINFO GROUPS` says of one group.
+struct GroupInfo {
+    name: String,
+    pending: i64,
+    last_delivered: String,
+    /// `None` when the server can not tell (entries deleted past the group's position).
+    lag: Option<i64>,
+}
+
+/// The stream's groups (`XINFO GROUPS`, RESP2 lists or RESP3 maps).
+fn groups(host: &RedisHost, key: &[u8]) -> Option<Vec<GroupInfo>> {
+    let Ok(Record::List(groups)) = host.execute(&command(&[b"XINFO", b"GROUPS", key])) else {
         return None;
     };
+    let mut infos = Vec::with_capacity(groups.len());
     for info in groups {
         let fields = match info {
             Record::List(items) => items,
@@ -226,18 +248,25 @@ fn undelivered(host: &RedisHost, key: &[u8], group: &str) -> Option<u64> {
                 .find(|pair| text(&pair[0]).as_deref() == Some(name))
                 .map(|pair| pair[1].clone())
         };
-        if field("name").and_then(|n| text(&n)).as_deref() != Some(group) {
+        let (Some(name), Some(Record::Integer(pending)), Some(last_delivered)) = (
+            field("name").and_then(|n| text(&n)),
+            field("pending"),
+            field("last-delivered-id").and_then(|d| text(&d)),
+        ) else {
             continue;
-        }
-        if let Some(Record::Integer(lag)) = field("lag") {
-            return Some(lag.max(0) as u64);
-        }
-        break;
+        };
+        let lag = match field("lag") {
+            Some(Record::Integer(lag)) => Some(lag),
+            _ => None,
+        };
+        infos.push(GroupInfo {
+            name,
+            pending,
+            last_delivered,
+            lag,
+        });
     }
-    match host.execute(&command(&[b"XLEN", key])).ok()? {
-        Record::Integer(n) => Some(n.max(0) as u64),
-        _ => None,
-    }
+    Some(infos)
 }
 
 fn text(record: &Record) -> Option<String> {
@@ -451,34 +480,11 @@ fn trim_point(
         return Some(mine);
     }
     let key = cursor.key.as_slice();
-    let Ok(Record::List(groups)) = host.execute(&command(&[b"XINFO", b"GROUPS", key])) else {
-        return None;
-    };
-    let mut positions: Vec<(String, i64, String)> = Vec::new();
-    for info in groups {
-        let fields = match info {
-            Record::List(items) => items,
-            Record::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            _ => continue,
-        };
-        let field = |name: &str| {
-            fields
-                .chunks(2)
-                .find(|pair| text(&pair[0]).as_deref() == Some(name))
-                .map(|pair| pair[1].clone())
-        };
-        let (Some(name), Some(Record::Integer(pending)), Some(delivered)) = (
-            field("name").and_then(|n| text(&n)),
-            field("pending"),
-            field("last-delivered-id").and_then(|d| text(&d)),
-        ) else {
-            continue;
-        };
-        positions.push((name, pending, delivered));
-    }
+    let positions = groups(host, key)?;
     let mut keep = mine;
     for group in &others {
-        let (_, pending, delivered) = positions.iter().find(|(name, _, _)| name == group)?;
+        let position = positions.iter().find(|g| &g.name == group)?;
+        let (pending, delivered) = (&position.pending, &position.last_delivered);
         let first_needed = if *pending > 0 {
             // XPENDING's summary: [count, smallest id, largest id, consumers].
             match host.execute(&command(&[b"XPENDING", key, group.as_bytes()])) {

@@ -149,6 +149,18 @@ impl StreamState {
             .sum()
     }
 
+    /// Makes every cursor recover (its pending entries first) and then run what waits, whole
+    /// batch or not; the cursors.
+    fn recover_all(&self) -> Vec<Arc<Cursor>> {
+        let cursors = self.cursors();
+        for cursor in &cursors {
+            let mut cursor_state = lock(&cursor.state);
+            cursor_state.undelivered = None;
+            cursor_state.flush = true;
+        }
+        cursors
+    }
+
     /// True if a job runs on one of its streams.
     fn any_busy(&self) -> bool {
         self.cursors().iter().any(|c| lock(&c.state).busy)
@@ -628,12 +640,7 @@ fn resume(registration: &Arc<Registration>) {
     let Some(state) = &registration.stream else {
         return;
     };
-    for cursor in state.cursors() {
-        {
-            let mut cursor_state = lock(&cursor.state);
-            cursor_state.undelivered = None;
-            cursor_state.flush = true;
-        }
+    for cursor in state.recover_all() {
         let (registration, cursor) = (registration.clone(), cursor.clone());
         on_main_thread_soon(move || schedule(&registration, &cursor, false));
     }

@@ -9,7 +9,7 @@ use gears_core::control::ExecutionControl;
 use gears_core::{Record, RedisAccess};
 use redis_module::{raw, Context};
 
-use super::{lock, may_consume, schedule, trigger, Registration, MAIN_THREAD};
+use super::{may_consume, schedule, trigger, Registration, MAIN_THREAD};
 use crate::host::{call_internal, Access, Caller, RedisHost};
 
 /// Keys per `SCAN` page.
@@ -97,11 +97,7 @@ pub(super) fn restart(registration: &Arc<Registration>) {
     let Some(state) = &registration.stream else {
         return;
     };
-    for cursor in state.cursors() {
-        let mut cursor_state = lock(&cursor.state);
-        cursor_state.undelivered = None;
-        cursor_state.flush = true;
-    }
+    state.recover_all();
     let Some(gears) = crate::gears() else {
         return;
     };
