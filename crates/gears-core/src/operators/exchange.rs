@@ -60,19 +60,46 @@ impl Exchange {
     }
 }
 
-/// Records a language owns become core records (they travel).
+/// Records a language owns become core records (they travel), also inside lists and maps.
 fn core_records(records: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
     let mut out = Vec::with_capacity(records.len());
     for record in records {
-        match record {
-            Record::Native(_) => match ctx.runtime.to_core(record) {
-                Ok(core) => out.push(core),
-                Err(e) => ctx.error(e),
-            },
-            core => out.push(core),
+        match to_core(record, ctx) {
+            Ok(core) => out.push(core),
+            Err(e) => ctx.error(e),
         }
     }
     out
+}
+
+fn to_core(record: Record, ctx: &mut StepContext<'_>) -> Result<Record> {
+    if !record.contains_native() {
+        return Ok(record);
+    }
+    match record {
+        Record::Native(_) => {
+            match ctx.runtime.to_core(record)? {
+                Record::Native(_) => Err(crate::GearsError::Callback(
+                    "a value that can not be sent to another shard".into(),
+                )),
+                // A language's conversion may leave values it holds inside (an accumulator).
+                core => to_core(core, ctx),
+            }
+        }
+        Record::List(items) => Ok(Record::List(
+            items
+                .into_iter()
+                .map(|item| to_core(item, ctx))
+                .collect::<Result<_>>()?,
+        )),
+        Record::Map(pairs) => Ok(Record::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Ok((to_core(k, ctx)?, to_core(v, ctx)?)))
+                .collect::<Result<_>>()?,
+        )),
+        other => Ok(other),
+    }
 }
 
 impl Operator for Exchange {

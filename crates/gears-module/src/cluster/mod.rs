@@ -138,6 +138,22 @@ pub(crate) fn participants(plan: &ExecutionPlan) -> Option<Arc<topology::Topolog
     (topology.shards.len() > 1 && topology.i_am_a_shard()).then_some(topology)
 }
 
+/// True unless this node is in a cluster whose topology gives `key`'s slot to another shard.
+pub(crate) fn owns_key(key: &[u8]) -> bool {
+    if !enabled() {
+        return true;
+    }
+    let Some(topology) = topology::current() else {
+        return true;
+    };
+    let slot = topology::key_slot(key);
+    topology
+        .shards
+        .iter()
+        .find(|s| s.ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+        .is_none_or(|owner| owner.id == topology.my_id)
+}
+
 /// How long a distributed execution waits with nothing arriving.
 pub(crate) fn idle() -> Duration {
     let millis = crate::gears()

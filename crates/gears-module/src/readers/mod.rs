@@ -72,7 +72,16 @@ fn build_reader(
     host: Arc<RedisHost>,
     session: Arc<dyn Session>,
 ) -> Box<dyn RecordReader> {
+    // In a cluster, a reader of one named key (`noScan`, a stream) reads on the shard that
+    // owns it only: every shard runs the plan.
+    let elsewhere = |key: &[u8]| !crate::cluster::owns_key(key);
     match spec {
+        ReaderSpec::Keys {
+            pattern, no_scan, ..
+        } if *no_scan && elsewhere(pattern) => Box::new(gears_core::VecReader::new(Vec::new(), 1)),
+        ReaderSpec::Stream { key, .. } if elsewhere(key) => {
+            Box::new(gears_core::VecReader::new(Vec::new(), 1))
+        }
         ReaderSpec::Keys {
             pattern,
             no_scan,
