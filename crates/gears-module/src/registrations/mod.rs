@@ -272,17 +272,7 @@ pub(crate) fn build(
             language,
             user: user.to_vec(),
             description: spec.plan.description.clone(),
-            step_args: spec
-                .plan
-                .steps
-                .iter()
-                .map(|step| {
-                    step.callbacks()
-                        .first()
-                        .map(|cb| session.describe(*cb))
-                        .unwrap_or_default()
-                })
-                .collect(),
+            step_args: crate::commands::step_args(&spec.plan, session),
             hooks,
             spec,
             session: session.clone(),
