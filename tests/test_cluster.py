@@ -301,3 +301,23 @@ def test_execution_ids_parts_abort_and_drop_reach_every_shard(cluster):
                         .get(slow) in ("done", "aborted"), timeout=5)
     assert wait_for(lambda: c.execute_command("RG.DUMPEXECUTIONS") and
                     {e[1]: e[3] for e in c.execute_command("RG.DUMPEXECUTIONS")}[slow] in ("done", "aborted"))
+
+
+def test_getexecution_cluster_lists_every_shard(cluster, single):
+    [first, second, third] = cluster.masters
+    c = first.new_client()
+    eid = c.execute_command("RG.PYEXECUTE", "GB().count().run()", "UNBLOCKING")
+    assert c.execute_command("RG.GETRESULTSBLOCKING", eid) == [["120"], []]
+    for reply in (c.execute_command("RG.GETEXECUTION", eid),
+                  c.execute_command("RG.GETEXECUTION", eid, "CLUSTER")):
+        shards = [entry[1] for entry in reply]
+        assert sorted(shards) == sorted(n.client.execute_command("CLUSTER", "MYID") for n in cluster.masters)
+        assert all(entry[2] == "execution_plan" and entry[3][1] == "done" for entry in reply)
+    local = c.execute_command("RG.GETEXECUTION", eid, "SHARD")
+    assert len(local) == 1 and local[0][1] == first.client.execute_command("CLUSTER", "MYID")
+    assert "execution plan does not exist" in str(
+        pytest.raises(redis.ResponseError, c.execute_command, "RG.GETEXECUTION", "nope", "CLUSTER").value)
+    sid = single.client.execute_command("RG.PYEXECUTE", "GB().run()", "UNBLOCKING")
+    single.client.execute_command("RG.GETRESULTSBLOCKING", sid)
+    assert "no cluster detected" in str(
+        pytest.raises(redis.ResponseError, single.client.execute_command, "RG.GETEXECUTION", sid, "CLUSTER").value)

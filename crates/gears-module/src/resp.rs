@@ -42,6 +42,35 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<(ReplyValue, usize)> {
     }
 }
 
+/// The RESP2 bytes of a reply (what [`parse`] reads back).
+pub(crate) fn encode(value: &ReplyValue, out: &mut Vec<u8>) {
+    match value {
+        ReplyValue::Status(s) => {
+            out.push(b'+');
+            out.extend(s.replace(['\r', '\n'], " ").as_bytes());
+            out.extend(b"\r\n");
+        }
+        ReplyValue::Error(s) => {
+            out.push(b'-');
+            out.extend(s.replace(['\r', '\n'], " ").as_bytes());
+            out.extend(b"\r\n");
+        }
+        ReplyValue::Integer(i) => out.extend(format!(":{i}\r\n").as_bytes()),
+        ReplyValue::Bulk(b) => {
+            out.extend(format!("${}\r\n", b.len()).as_bytes());
+            out.extend(b);
+            out.extend(b"\r\n");
+        }
+        ReplyValue::Null => out.extend(b"$-1\r\n"),
+        ReplyValue::Array(items) => {
+            out.extend(format!("*{}\r\n", items.len()).as_bytes());
+            for item in items {
+                encode(item, out);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,20 @@ pub(crate) enum Message {
     SessionsSent { ids: Vec<String> },
     /// `RG.DROPEXECUTION`: drop this execution's part here (if it has finished).
     Drop { id: String },
+    /// `RG.GETEXECUTION <id> CLUSTER`: this shard's part, answered with `Part` to `reply_to`.
+    GetPart {
+        reply_to: ExecutionKey,
+        id: String,
+        /// The ACL user who asks, and whether they may see anyone's executions.
+        user: Vec<u8>,
+        admin: bool,
+    },
+    /// A shard's part of an execution (RESP2 bytes of its `execution_plan`), or none.
+    Part {
+        key: ExecutionKey,
+        from: String,
+        plan: Option<Vec<u8>>,
+    },
 }
 
 impl Message {

@@ -22,6 +22,8 @@ struct MailState {
     done: HashMap<u32, HashSet<String>>,
     /// Shards whose part is over, with their errors.
     finished: HashMap<String, Vec<String>>,
+    /// Shards' answers to a question (`RG.GETEXECUTION ... CLUSTER`).
+    parts: HashMap<String, Option<Vec<u8>>>,
     aborted: Option<String>,
     /// When something last arrived (for `ExecutionMaxIdleTime`).
     last: Option<Instant>,
@@ -89,6 +91,37 @@ impl Mailbox {
         self.change(|s| {
             s.finished.insert(from, errors);
         });
+    }
+
+    pub fn part(&self, from: String, plan: Option<Vec<u8>>) {
+        self.change(|s| {
+            s.parts.insert(from, plan);
+        });
+    }
+
+    /// Waits for every shard's answer (at most `idle`); the answers that came.
+    pub fn wait_parts(
+        &self,
+        shards: &[String],
+        idle: Duration,
+    ) -> HashMap<String, Option<Vec<u8>>> {
+        let result = self.wait(idle, |s| {
+            shards
+                .iter()
+                .filter(|id| !s.parts.contains_key(*id))
+                .cloned()
+                .collect()
+        });
+        match result {
+            Ok(mut state) => std::mem::take(&mut state.parts),
+            Err(_) => std::mem::take(
+                &mut self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .parts,
+            ),
+        }
     }
 
     pub fn abort(&self, reason: String) {

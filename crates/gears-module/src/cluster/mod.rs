@@ -69,7 +69,7 @@ fn arm_refresh(ctx: &Context) {
 }
 
 /// A message from another shard (on Redis's main thread).
-pub(crate) fn receive(ctx: &Context, message: Message) {
+pub(crate) fn receive(_ctx: &Context, message: Message) {
     match message {
         Message::Run { .. } => {
             if let Some(gears) = crate::gears() {
@@ -80,7 +80,7 @@ pub(crate) fn receive(ctx: &Context, message: Message) {
         | Message::SessionEnd { .. }
         | Message::Unregister { .. }
         | Message::SessionsWanted { .. }
-        | Message::SessionsSent { .. } => sessions::receive(ctx, message),
+        | Message::SessionsSent { .. } => sessions::receive(_ctx, message),
         Message::Abort { ref key, .. } => {
             // This shard's part of another shard's execution stops with it.
             let mine = topology::current().is_some_and(|t| t.my_id == key.initiator);
@@ -103,8 +103,34 @@ pub(crate) fn receive(ctx: &Context, message: Message) {
                 }
             }
         }
+        Message::GetPart {
+            reply_to,
+            id,
+            user,
+            admin,
+        } => {
+            let plan = crate::executions::commands::part_of(&id, &user, admin).map(|plan| {
+                let mut bytes = Vec::new();
+                crate::resp::encode(&plan, &mut bytes);
+                bytes
+            });
+            let me = topology::current()
+                .map(|t| t.my_id.clone())
+                .unwrap_or_default();
+            let initiator = reply_to.initiator.clone();
+            bus::send(
+                _ctx,
+                &initiator,
+                &Message::Part {
+                    key: reply_to,
+                    from: me,
+                    plan,
+                },
+            );
+        }
         Message::Records { ref key, .. }
         | Message::StepDone { ref key, .. }
+        | Message::Part { ref key, .. }
         | Message::Finished { ref key, .. } => {
             let mailbox = exchange::mailbox(key);
             deliver(&mailbox, message);
@@ -124,6 +150,7 @@ pub(crate) fn deliver(mailbox: &Mailbox, message: Message) {
         Message::StepDone { step, from, .. } => mailbox.step_done(step, from),
         Message::Finished { from, errors, .. } => mailbox.finished(from, errors),
         Message::Abort { reason, .. } => mailbox.abort(reason),
+        Message::Part { from, plan, .. } => mailbox.part(from, plan),
         _ => {}
     }
 }
@@ -357,6 +384,81 @@ pub(crate) fn broadcast_execution(ctx: &Context, id: &str, abort: bool) {
     for shard in topology.shards.iter().filter(|s| s.id != topology.my_id) {
         bus::send(ctx, &shard.id, &message);
     }
+}
+
+/// `RG.GETEXECUTION <id> CLUSTER`: asks every other shard for its part of the execution and
+/// answers the blocked client with `[[shard_id, id, "execution_plan", plan], ...]`, this shard
+/// first, for every shard that has a part (on a worker; the others answer on their main
+/// threads).
+pub(crate) fn get_execution_everywhere(
+    id: String,
+    (user, admin): (Vec<u8>, bool),
+    local: Option<ReplyValue>,
+    client: crate::host::BlockedReply,
+) {
+    let Some(gears) = crate::gears() else {
+        return;
+    };
+    gears.workers.submit(move || {
+        let Some(topology) = topology::current() else {
+            client.reply(&ReplyValue::Error("ERR no cluster topology yet".into()));
+            return;
+        };
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let key = ExecutionKey {
+            initiator: topology.my_id.clone(),
+            id: format!("get:{id}:{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+        };
+        let mailbox = exchange::mailbox(&key);
+        let others: Vec<String> = topology
+            .shards
+            .iter()
+            .map(|s| s.id.clone())
+            .filter(|s| *s != topology.my_id)
+            .collect();
+        let message = Message::GetPart {
+            reply_to: key.clone(),
+            id: id.clone(),
+            user,
+            admin,
+        };
+        if let Some(ctx) = crate::gears().map(|g| g.log_context.0) {
+            // SAFETY: the module's detached context; the lock is taken and released here.
+            unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(ctx) };
+            let locked = Context::new(ctx);
+            for shard in &others {
+                bus::send(&locked, shard, &message);
+            }
+            // SAFETY: locked just above by this thread.
+            unsafe { raw::RedisModule_ThreadSafeContextUnlock.unwrap()(ctx) };
+        }
+        let parts = mailbox.wait_parts(&others, Duration::from_millis(1000));
+        exchange::forget(&key);
+        let entry = |shard: &str, plan: ReplyValue| {
+            ReplyValue::Array(vec![
+                ReplyValue::Bulk(b"shard_id".to_vec()),
+                ReplyValue::Bulk(shard.as_bytes().to_vec()),
+                ReplyValue::Bulk(b"execution_plan".to_vec()),
+                plan,
+            ])
+        };
+        let mut shards = Vec::new();
+        if let Some(plan) = local {
+            shards.push(entry(&topology.my_id, plan));
+        }
+        for shard in &others {
+            if let Some(Some(bytes)) = parts.get(shard) {
+                if let Some((plan, _)) = crate::resp::parse(bytes) {
+                    shards.push(entry(shard, plan));
+                }
+            }
+        }
+        if shards.is_empty() {
+            client.reply(&ReplyValue::Error("execution plan does not exist".into()));
+        } else {
+            client.reply(&ReplyValue::Array(shards));
+        }
+    });
 }
 
 /// `RG.INFOCLUSTER`: `no cluster mode`, or RedisGears 1.2's shape.

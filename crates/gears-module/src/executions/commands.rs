@@ -136,21 +136,33 @@ pub(crate) fn get_execution(ctx: &Context, args: Vec<RedisString>) -> RedisResul
         if !(2..=3).contains(&args.len()) {
             return Err(RedisError::WrongArity);
         }
+        let scope = args
+            .get(2)
+            .map(|s| s.to_string_lossy().to_ascii_lowercase());
+        // In a cluster, CLUSTER (the default there) gathers every shard's part.
+        let cluster = crate::cluster::enabled();
+        if cluster && scope.as_deref() != Some("shard") {
+            if scope.as_deref().is_some_and(|s| s != "cluster") {
+                return Err(RedisError::Str("unknown subcommand"));
+            }
+            let id = args[1].to_string_lossy();
+            let local = named(ctx, &args, NO_SUCH_PLAN)
+                .ok()
+                .map(|e| execution_plan(&e));
+            let caller = Caller::of(ctx);
+            let admin = is_admin(ctx, &caller);
+            let client = crate::host::BlockedReply::block(ctx, crate::commands::CAN_NOT_BLOCK)?;
+            crate::cluster::get_execution_everywhere(id, (caller.user, admin), local, client);
+            return Ok(RedisValue::NoReply);
+        }
         let execution = named(ctx, &args, NO_SUCH_PLAN)?;
-        if let Some(scope) = args.get(2) {
-            let scope = scope.to_string_lossy();
-            if scope.eq_ignore_ascii_case("cluster") {
-                if crate::cluster::enabled() {
-                    return Err(RedisError::Str(
-                        "RG.GETEXECUTION <id> CLUSTER is not built yet: ask each shard with \
-                         `RG.GETEXECUTION <id> SHARD`",
-                    ));
-                }
+        if let Some(scope) = &scope {
+            if scope == "cluster" {
                 return Err(RedisError::Str(
                     "no cluster detected - use `RG.GETEXECUTION <id> [SHARD]` instead",
                 ));
             }
-            if !scope.eq_ignore_ascii_case("shard") {
+            if scope != "shard" {
                 return Err(RedisError::Str("unknown subcommand"));
             }
         }
@@ -177,6 +189,16 @@ fn millis(duration: std::time::Duration) -> ReplyValue {
 
 /// The `execution_plan` part of `RG.GETEXECUTION`: RedisGears 1.2's fields (steps last to
 /// first), and, while the execution runs, how far it got.
+/// This shard's `execution_plan` of an execution, if it has one and `user` may see it (another
+/// shard asks for its caller).
+pub(crate) fn part_of(id: &str, user: &[u8], admin: bool) -> Option<ReplyValue> {
+    crate::gears()?
+        .executions
+        .get(id)
+        .filter(|e| admin || e.caller.user == user)
+        .map(|e| execution_plan(&e))
+}
+
 fn execution_plan(execution: &Execution) -> ReplyValue {
     let snapshot = execution.snapshot();
     let finished = snapshot.status.finished();
