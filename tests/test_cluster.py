@@ -321,3 +321,25 @@ def test_getexecution_cluster_lists_every_shard(cluster, single):
     single.client.execute_command("RG.GETRESULTSBLOCKING", sid)
     assert "no cluster detected" in str(
         pytest.raises(redis.ResponseError, single.client.execute_command, "RG.GETEXECUTION", sid, "CLUSTER").value)
+
+
+def test_a_stream_registration_runs_on_each_stream_s_shard(cluster):
+    [first, second, third] = cluster.masters
+    gears(first.new_client(), "python",
+          "GB('StreamReader').foreach(lambda x: execute('incr', '{' + x['key'] + '}:n'))"
+          ".register('st:*', batch=2)")
+    client = cluster.client()
+    streams = ["st:%d" % i for i in range(9)]
+    for stream in streams:
+        client.xadd(stream, {"f": "1"})
+        client.xadd(stream, {"f": "2"})
+    assert wait_for(lambda: all(client.get("{%s}:n" % s) == "2" for s in streams))
+    # Processed where each stream lives, and trimmed there.
+    assert all(client.xlen(s) == 0 for s in streams)
+    assert sum(1 for n in cluster.masters
+               if any(n.client.exists("{%s}:n" % s) for s in streams if n.client.execute_command(
+                   "CLUSTER", "COUNTKEYSINSLOT", n.client.execute_command("CLUSTER", "KEYSLOT", s)))) >= 2
+    first.client.execute_command("RG.UNREGISTER", registration_ids(first)[0])
+    assert wait_for(lambda: all(registration_ids(n) == [] for n in cluster.masters))
+    for s in streams:
+        client.delete(s, "{%s}:n" % s)
