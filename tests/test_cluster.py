@@ -343,3 +343,43 @@ def test_a_stream_registration_runs_on_each_stream_s_shard(cluster):
     assert wait_for(lambda: all(registration_ids(n) == [] for n in cluster.masters))
     for s in streams:
         client.delete(s, "{%s}:n" % s)
+
+
+def test_overlapping_distributed_python_runs_all_answer(cluster):
+    # A shard waiting for others' records does not hold Python's lock: the parts of other
+    # executions on it run meanwhile.
+    import threading
+    replies = []
+
+    def run(node):
+        replies.append(gears(node.new_client(), "python",
+                             "GB().repartition(lambda x: x['key']).count().run('key:*')"))
+
+    threads = [threading.Thread(target=run, args=(node,)) for node in cluster.masters * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert replies == [[["60"], []]] * 6
+
+
+def test_concurrent_upgrades_end_the_same_on_every_shard(cluster):
+    import threading
+    masters = cluster.masters
+    gears(masters[0].new_client(), "python", "GB().register('cu:*')", "ID", "cu")
+
+    def upgrade(node, n):
+        node.new_client().execute_command(
+            "RG.PYEXECUTE", "GB(desc='v%d').register('cu:*')" % n, "ID", "cu", "UPGRADE")
+
+    threads = [threading.Thread(target=upgrade, args=(node, n)) for n, node in enumerate(masters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    def descriptions():
+        return [[(r[1], r[5]) for r in n.client.execute_command("RG.DUMPREGISTRATIONS")] for n in masters]
+    assert wait_for(lambda: all(d == descriptions()[0] and len(d) == 1 for d in descriptions()))
+    masters[0].client.execute_command("RG.UNREGISTER", registration_ids(masters[0])[0])
+    assert wait_for(lambda: all(registration_ids(n) == [] for n in masters))

@@ -289,6 +289,9 @@ impl Runtime for Checked<'_, '_> {
         control::check_current()?;
         guarded(|| self.0.start_generator(callback))
     }
+    fn released(&mut self, f: &mut dyn FnMut()) {
+        self.0.released(f)
+    }
     fn next_from_generator(&mut self, generator: &Record, max: usize) -> Result<Vec<Record>> {
         control::check_current()?;
         guarded(|| self.0.next_from_generator(generator, max))

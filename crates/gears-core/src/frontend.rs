@@ -162,6 +162,12 @@ pub trait Runtime {
         })
     }
 
+    /// Runs `f`, which does not touch the language, with the language released for other
+    /// threads meanwhile (Python's GIL): a wait for other shards' records must not hold it.
+    fn released(&mut self, f: &mut dyn FnMut()) {
+        f()
+    }
+
     /// Starts a generator reader: calls the user's function and returns its iterator.
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
         let _ = callback;

@@ -274,6 +274,21 @@ impl Runtime for PyRuntime<'_, '_> {
         }
     }
 
+    fn released(&mut self, f: &mut dyn FnMut()) {
+        /// Takes the GIL back when dropped, also on unwinding.
+        struct Restore(*mut pyo3::ffi::PyThreadState);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                // SAFETY: the thread state saved below, on this thread.
+                unsafe { pyo3::ffi::PyEval_RestoreThread(self.0) };
+            }
+        }
+        // SAFETY: this thread holds the GIL (inside `enter`); it is given back by `Restore`,
+        // and `f` does not touch Python.
+        let _restore = Restore(unsafe { pyo3::ffi::PyEval_SaveThread() });
+        f();
+    }
+
     fn to_str(&mut self, value: &Record) -> Result<String> {
         let obj = self.bound(value)?;
         let s = obj.str().map_err(|e| self.callback_error(e))?;

@@ -143,7 +143,14 @@ impl Operator for Exchange {
         let Some(route) = &self.route else {
             return Vec::new();
         };
-        match route.exchange.finish(route.step) {
+        // The wait for the other shards does not hold the language (other executions on this
+        // shard, parts of other shards' executions among them, need it meanwhile).
+        let mut finished = None;
+        let (exchange, step) = (route.exchange.clone(), route.step);
+        ctx.runtime
+            .released(&mut || finished = Some(exchange.finish(step)));
+        let finished = finished.unwrap_or_else(|| Ok(Vec::new()));
+        match finished {
             Ok(records) => records,
             Err(e) => {
                 ctx.error(e);

@@ -73,8 +73,11 @@ pub(crate) fn apply_everywhere(
     host.with_lock(|ctx| {
         let undo = match replaced {
             Some(old) => {
+                // The old session again, as the newest version (it must win everywhere).
+                let mut old = old.clone();
+                old.version = local::new_version();
                 if local::recreate(ctx, old.clone()).is_ok() {
-                    persist::propagate_set(ctx, old);
+                    persist::propagate_set(ctx, &old);
                 }
                 Message::Session {
                     reply_to: None,
@@ -162,6 +165,14 @@ fn is_master(ctx: &Context) -> bool {
     flags & redis_module::raw::REDISMODULE_CTX_FLAGS_MASTER != 0
 }
 
+/// True if this shard has the session in a later version than `spec`.
+fn newer_here(spec: &SessionSpec) -> bool {
+    local::all()
+        .iter()
+        .find(|s| s.id == spec.id)
+        .is_some_and(|here| here.version > spec.version)
+}
+
 /// A session message from another shard (on Redis's main thread, holding the lock).
 pub(super) fn receive(ctx: &Context, message: Message) {
     let me = topology::current()
@@ -171,6 +182,8 @@ pub(super) fn receive(ctx: &Context, message: Message) {
         Message::Session { reply_to, spec } => {
             let result = match SessionSpec::decode(&spec) {
                 None => Err("the session could not be read".to_string()),
+                // A later version made here meanwhile wins (another shard will get it too).
+                Some(spec) if newer_here(&spec) => Ok(()),
                 Some(spec) => local::recreate(ctx, spec.clone()).map(|()| {
                     persist::propagate_set(ctx, &spec);
                 }),

@@ -290,7 +290,9 @@ fn compute(
     drop(reader);
     if let Some(distributed) = distributed {
         let (errors, aborted) = distributed.finish();
-        if aborted {
+        // A shard that gave up waiting for another sent what it had: not a whole answer.
+        let idle = |e: &String| e.starts_with("Execution max idle reached");
+        if aborted || errors.iter().any(idle) || outcome.errors.iter().any(idle) {
             // Not every shard's records arrived: no partial answer, only why.
             outcome.results.clear();
             outcome

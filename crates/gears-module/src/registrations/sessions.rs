@@ -44,6 +44,24 @@ pub(crate) struct SessionSpec {
     /// replica), the script's top level gets these replies instead of running its commands.
     #[serde(default)]
     pub calls: Option<Vec<u8>>,
+    /// In a cluster: when and where this version of the session was made (ms since the epoch,
+    /// node id). Two shards changing one session at once: the later version (then the larger
+    /// node id) wins on every shard.
+    #[serde(default)]
+    pub version: Option<(u64, String)>,
+}
+
+/// A version for a session made now on this node (see [`SessionSpec::version`]).
+pub(crate) fn new_version() -> Option<(u64, String)> {
+    let node = crate::cluster::topology::current()
+        .filter(|_| crate::cluster::enabled())?
+        .my_id
+        .clone();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Some((millis, node))
 }
 
 impl SessionSpec {
@@ -204,6 +222,7 @@ pub(crate) fn establish(
         description: new.options.description.clone(),
         registrations: created.iter().map(|r| Some(r.id.clone())).collect(),
         calls: new.calls.clone(),
+        version: new_version(),
     };
     host.with_lock_unpaused(|ctx| {
         if read_only_replica(ctx) {
