@@ -156,16 +156,50 @@ pub(crate) fn subscribe(ctx: &Context) {
 
 unsafe extern "C" fn on_message(
     ctx: *mut raw::RedisModuleCtx,
-    _sender: *const c_char,
+    sender: *const c_char,
     _kind: u8,
     payload: *const c_uchar,
     len: u32,
 ) {
     let _ = std::panic::catch_unwind(|| {
-        // SAFETY: the bus passes the message's payload for the call.
-        let bytes = unsafe { std::slice::from_raw_parts(payload, len as usize) };
-        if let Some(message) = Message::decode(bytes) {
-            super::receive(&Context::new(ctx), message);
+        // SAFETY: the bus passes the message's payload and the sender's node id (40 bytes)
+        // for the call.
+        let (bytes, sender) = unsafe {
+            let sender = (!sender.is_null()).then(|| {
+                let id = std::slice::from_raw_parts(
+                    sender.cast::<u8>(),
+                    raw::REDISMODULE_NODE_ID_LEN as usize,
+                );
+                String::from_utf8_lossy(id).into_owned()
+            });
+            (std::slice::from_raw_parts(payload, len as usize), sender)
+        };
+        let Some(message) = Message::decode(bytes) else {
+            return;
+        };
+        // A message speaks for the node that sent it only.
+        if sender.is_none()
+            || message
+                .claimed_sender()
+                .is_some_and(|c| Some(c) != sender.as_deref())
+        {
+            return;
         }
+        super::receive(&Context::new(ctx), message);
     });
+}
+
+impl Message {
+    /// The node a message says it comes from, where it says.
+    fn claimed_sender(&self) -> Option<&str> {
+        match self {
+            Message::Records { from, .. }
+            | Message::StepDone { from, .. }
+            | Message::Finished { from, .. }
+            | Message::Part { from, .. }
+            | Message::SessionsWanted { from } => Some(from),
+            Message::Run { key, .. } => Some(&key.initiator),
+            _ => None,
+        }
+    }
 }
