@@ -57,6 +57,14 @@ pub(crate) fn mailbox(key: &ExecutionKey) -> Arc<Mailbox> {
     mailbox
 }
 
+/// Executions whose part here is over, latest last: a message that arrives for one later (a
+/// shard that answered after an abort) is dropped, not kept in a new mailbox.
+static FORGOTTEN: Mutex<std::collections::VecDeque<ExecutionKey>> =
+    Mutex::new(std::collections::VecDeque::new());
+
+/// How many ended executions [`FORGOTTEN`] remembers.
+const FORGOTTEN_MAX: usize = 4096;
+
 /// Drops the execution's mailbox (its part is over).
 pub(crate) fn forget(key: &ExecutionKey) {
     if let Some(boxes) = MAILBOXES
@@ -66,6 +74,24 @@ pub(crate) fn forget(key: &ExecutionKey) {
     {
         boxes.remove(key);
     }
+    let mut forgotten = FORGOTTEN.lock().unwrap_or_else(PoisonError::into_inner);
+    forgotten.push_back(key.clone());
+    while forgotten.len() > FORGOTTEN_MAX {
+        forgotten.pop_front();
+    }
+}
+
+/// The mailbox a message from another shard goes to; `None` for an execution whose part here
+/// is over.
+pub(crate) fn mailbox_for_message(key: &ExecutionKey) -> Option<Arc<Mailbox>> {
+    if FORGOTTEN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(key)
+    {
+        return None;
+    }
+    Some(mailbox(key))
 }
 
 impl Mailbox {

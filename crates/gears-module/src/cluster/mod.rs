@@ -89,8 +89,9 @@ pub(crate) fn receive(_ctx: &Context, message: Message) {
                     part.abort(gears_core::control::ABORTED);
                 }
             }
-            let mailbox = exchange::mailbox(key);
-            deliver(&mailbox, message);
+            if let Some(mailbox) = exchange::mailbox_for_message(key) {
+                deliver(&mailbox, message);
+            }
         }
         Message::Drop { id } => {
             if let Some(gears) = crate::gears() {
@@ -132,8 +133,9 @@ pub(crate) fn receive(_ctx: &Context, message: Message) {
         | Message::StepDone { ref key, .. }
         | Message::Part { ref key, .. }
         | Message::Finished { ref key, .. } => {
-            let mailbox = exchange::mailbox(key);
-            deliver(&mailbox, message);
+            if let Some(mailbox) = exchange::mailbox_for_message(key) {
+                deliver(&mailbox, message);
+            }
         }
     }
 }
