@@ -1,6 +1,9 @@
 """A loopback Redis Cluster made by the tests: masters (and optional replicas) on 127.0.0.1,
 each with the Gears module, joined with `redis-cli --cluster create`, stopped by pid."""
+import itertools
+import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -11,12 +14,35 @@ from conftest import RedisServer
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
+# Cluster nodes also listen on port + 10000 (the cluster bus). Both must be free, and the bus
+# port below Linux's ephemeral range (32768 and up), where a client connection may hold it.
+_cluster_ports = itertools.count(12000 + (os.getpid() % 400) * 20)
+
+
+def _free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def cluster_port():
+    for port in _cluster_ports:
+        if port + 10000 >= 32768:
+            raise RuntimeError("no free port pair for a cluster node")
+        if _free(port) and _free(port + 10000):
+            return port
+
+
 class Cluster:
     def __init__(self, masters=3, replicas=0, module_args=()):
         self.nodes = []
         try:
             for _ in range(masters * (1 + replicas)):
                 self.nodes.append(RedisServer(
+                    port=cluster_port(),
                     extra_args=module_args,
                     server_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                  "--cluster-node-timeout", "5000")))

@@ -39,11 +39,11 @@ def _free_port():
 class RedisServer:
     """A redis-server child process with the module loaded."""
 
-    def __init__(self, extra_args=(), server_args=(), dir=None):
+    def __init__(self, extra_args=(), server_args=(), dir=None, port=None):
         """`extra_args`: module arguments; `server_args`: the server's own options (they come
         last, so they override the defaults above); `dir`: a data directory to start from (a
         restart), else a new one."""
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.dir = dir or tempfile.mkdtemp(prefix="gears-test-")
         self.log = os.path.join(self.dir, "redis.log")
         args = [

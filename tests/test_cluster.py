@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from cluster import REDIS_CLI, Cluster
+from cluster import REDIS_CLI, Cluster, cluster_port
 from conftest import RedisServer
 from helpers import gears, gears_error, wait_for
 
@@ -259,7 +259,7 @@ def test_a_failover_keeps_registrations_firing_and_runs_whole():
 def test_a_node_added_later_gets_the_registrations(cluster):
     [first, second, third] = cluster.masters
     gears(first.new_client(), "python", "GB().register('late:*')", "ID", "late")
-    node = RedisServer(extra_args=IDLE, server_args=("--cluster-enabled", "yes", "--cluster-config-file",
+    node = RedisServer(port=cluster_port(), extra_args=IDLE, server_args=("--cluster-enabled", "yes", "--cluster-config-file",
                                                      "nodes.conf", "--cluster-node-timeout", "5000"))
     try:
         subprocess.run([REDIS_CLI, "--cluster", "add-node", "127.0.0.1:%d" % node.port,
