@@ -102,3 +102,14 @@ def data(registration):
     """A registration's RegistrationData as a dict."""
     fields = registration[7]
     return dict(zip(fields[0::2], fields[1::2]))
+
+
+# The seed's audit example, and the same in Lua and Rhai.
+AUDIT = {
+    "python": "GearsBuilder().filter(lambda x: x['key'].startswith('audited-'))"
+              ".foreach(lambda x: execute('xadd', 'audit-logs', '*', 'key', x['key'])).register()",
+    "lua": "GB():filter(function(x) return x.key:sub(1, 8) == 'audited-' end)"
+           ":foreach(function(x) execute('xadd', 'audit-logs', '*', 'key', x.key) end):register()",
+    "rhai": 'GB().filter(|x| x.key.starts_with("audited-"))'
+            '.foreach(|x| execute("xadd", "audit-logs", "*", "key", x.key)).register()',
+}

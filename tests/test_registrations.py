@@ -5,7 +5,7 @@ import time
 import pytest
 import redis
 
-from helpers import data, gears, gears_error, raw_error, registrations, wait_for
+from helpers import AUDIT, data, gears, gears_error, raw_error, registrations, wait_for
 
 SHARD = "0" * 40
 
@@ -20,15 +20,6 @@ def server():
     yield from serve(*SYNC_WRITES)
 
 
-# The seed's audit example, and the same in Lua and Rhai.
-AUDIT = {
-    "python": "GearsBuilder().filter(lambda x: x['key'].startswith('audited-'))"
-              ".foreach(lambda x: execute('xadd', 'audit-logs', '*', 'key', x['key'])).register()",
-    "lua": "GB():filter(function(x) return x.key:sub(1, 8) == 'audited-' end)"
-           ":foreach(function(x) execute('xadd', 'audit-logs', '*', 'key', x.key) end):register()",
-    "rhai": 'GB().filter(|x| x.key.starts_with("audited-"))'
-            '.foreach(|x| execute("xadd", "audit-logs", "*", "key", x.key)).register()',
-}
 
 
 @pytest.mark.parametrize("language", sorted(AUDIT))

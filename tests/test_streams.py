@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from conftest import RedisServer
-from helpers import data, gears, gears_error, raw_error, registrations, wait_for
+from helpers import AUDIT, data, gears, gears_error, raw_error, registrations, wait_for
 
 SHARD = "0" * 40
 SYNC_WRITES = ("SyncRegistrationWrites", "1")
@@ -64,14 +64,7 @@ def count(client, key):
 
 
 # The seed's two event examples, chained: keys -> audit-logs stream -> audit-counts.
-AUDIT_KEYS = {
-    "python": "GearsBuilder().filter(lambda x: x['key'].startswith('audited-'))"
-              ".foreach(lambda x: execute('xadd', 'audit-logs', '*', 'key', x['key'])).register()",
-    "lua": "GB():filter(function(x) return x.key:sub(1, 8) == 'audited-' end)"
-           ":foreach(function(x) execute('xadd', 'audit-logs', '*', 'key', x.key) end):register()",
-    "rhai": 'GB().filter(|x| x.key.starts_with("audited-"))'
-            '.foreach(|x| execute("xadd", "audit-logs", "*", "key", x.key)).register()',
-}
+AUDIT_KEYS = AUDIT
 AUDIT_STREAM = {
     "python": "GearsBuilder('StreamReader').foreach(lambda x: execute('zadd', 'audit-counts', '1', "
               "x['key'])).register('audit-logs')",
