@@ -33,6 +33,10 @@ def counter(language, key=None):
     return COUNTER[language] % (key or language)
 
 
+def session_ids(client):
+    return [s[1] for s in client.execute_command("RG.PYDUMPSESSIONS")]
+
+
 def registration_ids(client):
     return [r[1] for r in client.execute_command("RG.DUMPREGISTRATIONS")]
 
@@ -227,6 +231,15 @@ def test_registrations_reach_a_replica_and_fire_once_it_is_promoted():
         m.set("k:1", 1)
         assert wait_for(lambda: r.get("rhai") == "1")
         assert (r.get("python"), r.get("lua")) == ("1", "1")
+        # A session replaced under a new id (REPLACE_WITH) is gone there too.
+        kept = registration_ids(m)
+        gears(m, "python", "GB().register('rw:*')", "ID", "rw1")
+        gears(m, "python", "GB().register('rw2:*')", "ID", "rw2", "REPLACE_WITH", "rw1")
+        assert wait_for(lambda: session_ids(r) == session_ids(m))
+        assert session_ids(r) == ["before", "rw2"]  # the Python sessions
+        [added] = [i for i in registration_ids(m) if i not in kept]
+        m.execute_command("RG.UNREGISTER", added)
+        assert wait_for(lambda: registration_ids(r) == registration_ids(m) == kept)
         # Unregistering reaches it too.
         m.execute_command("RG.UNREGISTER", registration_ids(m)[0])
         assert wait_for(lambda: registration_ids(r) == registration_ids(m))

@@ -60,14 +60,23 @@ pub(crate) enum Message {
     },
     /// The execution is aborted (by the initiator, or a shard that failed).
     Abort { key: ExecutionKey, reason: String },
-    /// Make (or replace) this session (`SessionSpec`, bincode); answer with `Finished` to
-    /// `reply_to` (its errors: why it could not).
-    Session {
-        reply_to: Option<ExecutionKey>,
+    /// Make (or replace) this session (`SessionSpec`, bincode): the sessions a node that joins
+    /// asked for.
+    Session { spec: Vec<u8> },
+    /// Prepare this session change (`SessionSpec`, bincode; and the id of the session it
+    /// replaces): answer with `Finished` to `reply_to` (its errors: why it could not).
+    SessionPrepare {
+        reply_to: ExecutionKey,
         spec: Vec<u8>,
+        replaces: Option<String>,
     },
-    /// End this session (a registration that could not be made everywhere is undone).
-    SessionEnd { id: String },
+    /// Make the prepared change `key` live; answer with `Finished` to `reply_to`.
+    SessionCommit {
+        key: ExecutionKey,
+        reply_to: ExecutionKey,
+    },
+    /// Discard the prepared change.
+    SessionAbort { key: ExecutionKey },
     /// Remove this registration (`RG.UNREGISTER` on another shard).
     Unregister { id: String, abort_pending: bool },
     /// A node that joined (or restarted) asks a shard for the sessions.
@@ -198,7 +207,10 @@ impl Message {
             | Message::Finished { from, .. }
             | Message::Part { from, .. }
             | Message::SessionsWanted { from } => Some(from),
-            Message::Run { key, .. } => Some(&key.initiator),
+            Message::Run { key, .. }
+            | Message::SessionPrepare { reply_to: key, .. }
+            | Message::SessionCommit { key, .. }
+            | Message::SessionAbort { key } => Some(&key.initiator),
             _ => None,
         }
     }

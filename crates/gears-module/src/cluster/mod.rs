@@ -77,7 +77,9 @@ pub(crate) fn receive(_ctx: &Context, message: Message) {
             }
         }
         Message::Session { .. }
-        | Message::SessionEnd { .. }
+        | Message::SessionPrepare { .. }
+        | Message::SessionCommit { .. }
+        | Message::SessionAbort { .. }
         | Message::Unregister { .. }
         | Message::SessionsWanted { .. }
         | Message::SessionsSent { .. } => sessions::receive(_ctx, message),

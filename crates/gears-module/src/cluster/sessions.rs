@@ -1,12 +1,18 @@
 //! Registrations on every shard, all or nothing: a session made (or upgraded) on one shard is
-//! made on every other from the same script and the same recorded top-level replies; if a
-//! shard can not, it is undone everywhere (an upgrade goes back to the old session) and the
-//! reply lists why, per shard, as RedisGears 1.2 did (`ERR shard-<id>: ...`). `RG.UNREGISTER`
-//! reaches every shard.
+//! made on every other from the same script and the same recorded top-level replies, in two
+//! phases. The shard that runs the script holds the session's id on every shard and each
+//! prepares the session (runs the script, builds and checks the registrations, runs
+//! `onRegistered`) without making it live; only when every shard could does each make it live
+//! (commit). If a shard can not, none does, and the reply lists why, per shard, as RedisGears 1.2
+//! did (`ERR shard-<id>: ...`). Two shards changing one session at once: a shard that already
+//! holds the session's id for another change answers busy; the change that did not get every
+//! shard lets go and tries again after a random pause, so changes of one session happen one
+//! after the other, in the same order on every shard. `RG.UNREGISTER` reaches every shard.
 
-use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use redis_module::Context;
+use redis_module::{logging::RedisLogLevel, Context};
 
 use super::bus::{self, ExecutionKey, Message};
 use super::{exchange, topology};
@@ -14,21 +20,147 @@ use crate::host::RedisHost;
 use crate::registrations::persist;
 use crate::registrations::sessions::{self as local, SessionSpec};
 
-/// Makes `spec` on every other shard; on a failure, undoes it everywhere (back to `replaced`,
-/// the session it upgraded, if any) and gives the errors.
-pub(crate) fn apply_everywhere(
+/// A shard's answer to a prepare when another change holds the session.
+const BUSY: &str = "BUSY the session is being changed from another shard";
+
+/// A change of sessions in progress on this shard: the change (its initiator and number), the
+/// session ids it holds, since when, and (on a shard other than the initiator) the prepared
+/// session waiting for its commit.
+struct Hold {
+    key: ExecutionKey,
+    ids: Vec<String>,
+    since: Instant,
+    prepared: Option<local::Prepared>,
+}
+
+static HOLDS: Mutex<Vec<Hold>> = Mutex::new(Vec::new());
+
+/// How long a hold lasts without its commit or abort (its initiator died or was cut off).
+fn lease() -> Duration {
+    super::idle() * 3
+}
+
+/// Holds `ids` for the change `key`, unless another change holds one of them.
+fn try_hold(key: &ExecutionKey, ids: &[String]) -> bool {
+    let lease = lease();
+    let mut holds = HOLDS.lock().unwrap_or_else(PoisonError::into_inner);
+    // Expired holds let go (their prepared sessions are dropped once the list is unlocked).
+    let (expired, live): (Vec<Hold>, Vec<Hold>) = std::mem::take(&mut *holds)
+        .into_iter()
+        .partition(|h| h.since.elapsed() >= lease);
+    *holds = live;
+    let _expired = expired;
+    if holds
+        .iter()
+        .any(|h| h.key != *key && h.ids.iter().any(|id| ids.contains(id)))
+    {
+        return false;
+    }
+    if !holds.iter().any(|h| h.key == *key) {
+        holds.push(Hold {
+            key: key.clone(),
+            ids: ids.to_vec(),
+            since: Instant::now(),
+            prepared: None,
+        });
+    }
+    true
+}
+
+/// Ends the hold of the change `key`; its prepared session, if any.
+fn release(key: &ExecutionKey) -> Option<local::Prepared> {
+    let mut holds = HOLDS.lock().unwrap_or_else(PoisonError::into_inner);
+    let index = holds.iter().position(|h| h.key == *key)?;
+    holds.remove(index).prepared
+}
+
+/// A change every shard prepared: [`Agreement::commit`] makes it live everywhere,
+/// [`Agreement::abort`] discards it.
+pub(crate) struct Agreement {
+    key: ExecutionKey,
+    others: Vec<String>,
+}
+
+impl Agreement {
+    /// Tells the other shards to make the session live (holding the Redis lock, right after
+    /// this shard did). [`Agreement::wait_committed`] then waits until they did.
+    pub(crate) fn commit(&self, ctx: &Context) {
+        exchange::mailbox(&self.committed());
+        self.finish(
+            ctx,
+            Message::SessionCommit {
+                key: self.key.clone(),
+                reply_to: self.committed(),
+            },
+        );
+    }
+
+    /// Waits (not holding the Redis lock) until every other shard made the committed session
+    /// live, so that the reply comes when every shard fires for it; a shard that did not answer
+    /// within `ExecutionMaxIdleTime` is logged.
+    pub(crate) fn wait_committed(&self) {
+        let key = self.committed();
+        let outcome = exchange::mailbox(&key).wait_finished(&self.others, super::idle());
+        exchange::forget(&key);
+        let problems = match outcome {
+            Ok(errors) => errors,
+            Err(e) => vec![e.to_string()],
+        };
+        if !problems.is_empty() {
+            if let Some(gears) = crate::gears() {
+                let ctx = Context::new(gears.log_context.0);
+                ctx.log(
+                    RedisLogLevel::Warning,
+                    &format!("GEARS: a session change: {}", problems.join("; ")),
+                );
+            }
+        }
+    }
+
+    /// The key the commit's answers come to.
+    fn committed(&self) -> ExecutionKey {
+        ExecutionKey {
+            initiator: self.key.initiator.clone(),
+            id: format!("{}:commit", self.key.id),
+        }
+    }
+
+    /// Tells the other shards to discard the prepared session (this shard could not make it).
+    pub(crate) fn abort(&self, ctx: &Context) {
+        self.finish(
+            ctx,
+            Message::SessionAbort {
+                key: self.key.clone(),
+            },
+        );
+    }
+
+    fn finish(&self, ctx: &Context, message: Message) {
+        for id in &self.others {
+            bus::send(ctx, id, &message);
+        }
+        release(&self.key);
+    }
+}
+
+/// The first phase of a session change in a cluster: holds the session (and the one it
+/// replaces) on every shard and has every other shard prepare it. `None` outside a cluster;
+/// the shards' errors if one could not (then none keeps anything). A shard busy with another
+/// change of the session: lets go everywhere and tries again after a random pause, until
+/// `ExecutionMaxIdleTime` has passed.
+pub(crate) fn agree(
     spec: &SessionSpec,
-    replaced: Option<&SessionSpec>,
-    host: &Arc<RedisHost>,
-) -> Result<(), Vec<String>> {
+    replaces: Option<&str>,
+    host: &RedisHost,
+) -> Result<Option<Agreement>, Vec<String>> {
     if !super::enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let Some(topology) = topology::current() else {
-        return Ok(());
+        return Ok(None);
     };
     if topology.shards.len() < 2 || !topology.i_am_a_shard() {
-        return Ok(());
+        return Ok(None);
     }
     let others: Vec<String> = topology
         .shards
@@ -36,19 +168,72 @@ pub(crate) fn apply_everywhere(
         .map(|s| s.id.clone())
         .filter(|id| *id != topology.my_id)
         .collect();
+    let mut ids = vec![spec.id.clone()];
+    ids.extend(replaces.filter(|old| *old != spec.id).map(str::to_string));
+    let encoded = spec.encode();
+    let deadline = Instant::now() + super::idle();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let key = ExecutionKey {
-        initiator: topology.my_id.clone(),
-        id: format!(
-            "session:{}:{}",
-            spec.id,
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ),
-    };
-    let mailbox = exchange::mailbox(&key);
-    let message = Message::Session {
-        reply_to: Some(key.clone()),
-        spec: spec.encode(),
+    for attempt in 0u32.. {
+        let key = ExecutionKey {
+            initiator: topology.my_id.clone(),
+            id: format!(
+                "session:{}:{}",
+                spec.id,
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        };
+        if try_hold(&key, &ids) {
+            match prepare_everywhere(&key, &others, &encoded, replaces, host) {
+                Ok(()) => return Ok(Some(Agreement { key, others })),
+                Err(errors) => {
+                    host.with_lock(|ctx| {
+                        Agreement {
+                            key: key.clone(),
+                            others: others.clone(),
+                        }
+                        .abort(ctx)
+                    });
+                    let refused: Vec<String> =
+                        errors.into_iter().filter(|e| !e.ends_with(BUSY)).collect();
+                    if !refused.is_empty() {
+                        return Err(refused);
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(vec![format!(
+                "ERR the session {} is being changed from another shard, try again",
+                spec.id
+            )]);
+        }
+        std::thread::sleep(pause(attempt));
+    }
+    unreachable!("the loop returns")
+}
+
+/// A random pause before trying a busy change again, longer after each try (10 ms to 200 ms).
+fn pause(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(attempt);
+    let most = 10 + 20 * u64::from(attempt.min(9));
+    Duration::from_millis(10 + hasher.finish() % most)
+}
+
+/// Sends the prepare of a change to the other shards and waits for their answers.
+fn prepare_everywhere(
+    key: &ExecutionKey,
+    others: &[String],
+    spec: &[u8],
+    replaces: Option<&str>,
+    host: &RedisHost,
+) -> Result<(), Vec<String>> {
+    let mailbox = exchange::mailbox(key);
+    let message = Message::SessionPrepare {
+        reply_to: key.clone(),
+        spec: spec.to_vec(),
+        replaces: replaces.map(str::to_string),
     };
     let unreachable: Vec<String> = host.with_lock(|ctx| {
         others
@@ -58,46 +243,19 @@ pub(crate) fn apply_everywhere(
             .collect()
     });
     let errors = if unreachable.is_empty() {
-        match mailbox.wait_finished(&others, super::idle()) {
+        match mailbox.wait_finished(others, super::idle()) {
             Ok(errors) => errors,
             Err(e) => vec![format!("ERR {e}")],
         }
     } else {
         unreachable
     };
-    exchange::forget(&key);
+    exchange::forget(key);
     if errors.is_empty() {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(errors)
     }
-    // Undone everywhere: back to the session it replaced, or none.
-    host.with_lock(|ctx| {
-        let undo = match replaced {
-            Some(old) => {
-                // The old session again, as the newest version (it must win everywhere).
-                let mut old = old.clone();
-                old.version = local::new_version();
-                if local::recreate(ctx, old.clone()).is_ok() {
-                    persist::propagate_set(ctx, &old);
-                }
-                Message::Session {
-                    reply_to: None,
-                    spec: old.encode(),
-                }
-            }
-            None => {
-                if local::end(&spec.id) {
-                    persist::propagate_del(ctx, &spec.id);
-                }
-                Message::SessionEnd {
-                    id: spec.id.clone(),
-                }
-            }
-        };
-        for id in &others {
-            bus::send(ctx, id, &undo);
-        }
-    });
-    Err(errors)
 }
 
 /// Tells every other shard that a registration was removed here (`RG.UNREGISTER`), holding
@@ -179,33 +337,66 @@ pub(super) fn receive(ctx: &Context, message: Message) {
         .map(|t| t.my_id.clone())
         .unwrap_or_default();
     match message {
-        Message::Session { reply_to, spec } => {
-            let result = match SessionSpec::decode(&spec) {
+        Message::Session { spec } => {
+            let made = match SessionSpec::decode(&spec) {
                 None => Err("the session could not be read".to_string()),
-                // A later version made here meanwhile wins (another shard will get it too).
-                Some(spec) if newer_here(&spec) => Ok(()),
+                // The same here already, or a later version made here meanwhile (another
+                // shard will get it too).
+                Some(spec) if newer_here(&spec) || local::all().contains(&spec) => Ok(()),
                 Some(spec) => local::recreate(ctx, spec.clone()).map(|()| {
                     persist::propagate_set(ctx, &spec);
                 }),
             };
-            if let Some(key) = reply_to {
-                let errors = match result {
-                    Ok(()) => Vec::new(),
-                    Err(e) => vec![format!("ERR shard-{me}: {e}")],
-                };
-                let initiator = key.initiator.clone();
-                bus::send(
-                    ctx,
-                    &initiator,
-                    &Message::Finished {
-                        key,
-                        from: me,
-                        errors,
-                    },
+            if let Err(e) = made {
+                ctx.log(
+                    RedisLogLevel::Warning,
+                    &format!("GEARS: a session from another shard could not be made: {e}"),
                 );
             }
         }
-        Message::SessionEnd { id } if local::end(&id) => persist::propagate_del(ctx, &id),
+        Message::SessionPrepare {
+            reply_to,
+            spec,
+            replaces,
+        } => {
+            let errors = match prepare_here(ctx, &reply_to, &spec, replaces) {
+                Ok(()) => Vec::new(),
+                Err(e) => vec![format!("ERR shard-{me}: {e}")],
+            };
+            let initiator = reply_to.initiator.clone();
+            bus::send(
+                ctx,
+                &initiator,
+                &Message::Finished {
+                    key: reply_to,
+                    from: me,
+                    errors,
+                },
+            );
+        }
+        Message::SessionCommit { key, reply_to } => {
+            let errors = match commit_here(ctx, &key) {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    let e = format!("shard-{me}: {e}");
+                    ctx.log(RedisLogLevel::Warning, &format!("GEARS: {e}"));
+                    vec![e]
+                }
+            };
+            let initiator = reply_to.initiator.clone();
+            bus::send(
+                ctx,
+                &initiator,
+                &Message::Finished {
+                    key: reply_to,
+                    from: me,
+                    errors,
+                },
+            );
+        }
+        Message::SessionAbort { key } => {
+            release(&key);
+        }
         Message::SessionsWanted { from } => {
             let sessions = local::all();
             for spec in &sessions {
@@ -213,7 +404,6 @@ pub(super) fn receive(ctx: &Context, message: Message) {
                     ctx,
                     &from,
                     &Message::Session {
-                        reply_to: None,
                         spec: spec.encode(),
                     },
                 );
@@ -245,4 +435,58 @@ pub(super) fn receive(ctx: &Context, message: Message) {
         }
         _ => {}
     }
+}
+
+/// Prepares another shard's session change here (holding the Redis lock): holds its ids, runs
+/// its script and keeps the registrations until the commit.
+fn prepare_here(
+    ctx: &Context,
+    key: &ExecutionKey,
+    spec: &[u8],
+    replaces: Option<String>,
+) -> Result<(), String> {
+    let spec = SessionSpec::decode(spec).ok_or("the session could not be read")?;
+    let mut ids = vec![spec.id.clone()];
+    ids.extend(replaces.clone().filter(|old| *old != spec.id));
+    if !try_hold(key, &ids) {
+        return Err(BUSY.to_string());
+    }
+    match local::prepare(ctx, spec, replaces) {
+        Ok(prepared) => {
+            let mut holds = HOLDS.lock().unwrap_or_else(PoisonError::into_inner);
+            match holds.iter_mut().find(|h| h.key == *key) {
+                Some(hold) => hold.prepared = Some(prepared),
+                None => return Err("the change was let go while it was prepared".into()),
+            }
+            Ok(())
+        }
+        Err(e) => {
+            release(key);
+            Err(e)
+        }
+    }
+}
+
+/// Makes another shard's prepared session change live here (holding the Redis lock).
+fn commit_here(ctx: &Context, key: &ExecutionKey) -> Result<(), String> {
+    let Some(prepared) = release(key) else {
+        return Err(format!(
+            "a session change from {} came to be made live after this shard let it go (3 x \
+             ExecutionMaxIdleTime without an answer)",
+            key.initiator
+        ));
+    };
+    let spec = prepared.spec.clone();
+    let replaces = prepared.replaces.clone();
+    local::commit(prepared).map_err(|e| {
+        format!(
+            "session {}: the cluster made it, this shard could not: {e}",
+            spec.id
+        )
+    })?;
+    if let Some(old) = replaces.filter(|old| *old != spec.id) {
+        persist::propagate_del(ctx, &old);
+    }
+    persist::propagate_set(ctx, &spec);
+    Ok(())
 }

@@ -233,18 +233,15 @@ fn compute(
             session_host: &session_host,
             calls: crate::cluster::enabled().then(|| crate::cluster::encode_calls(&calls)),
         };
+        // In a cluster: on every shard, or on none.
         match sessions::establish(new, compiled.registrations, host) {
-            Ok((spec, replaced)) => {
-                // In a cluster: on every shard, or on none.
-                if let Err(errors) =
-                    crate::cluster::sessions::apply_everywhere(&spec, replaced.as_ref(), host)
-                {
-                    return Finished::ran(ReplyValue::Array(
-                        errors.into_iter().map(ReplyValue::Error).collect(),
-                    ));
-                }
+            Ok(_) => {}
+            Err(sessions::Refused::Shards(errors)) => {
+                return Finished::ran(ReplyValue::Array(
+                    errors.into_iter().map(ReplyValue::Error).collect(),
+                ));
             }
-            Err(e) => {
+            Err(sessions::Refused::Here(e)) => {
                 return Finished::failed(match execution.control.stop_message() {
                     Some(stopped) => stopped,
                     None => e,

@@ -292,6 +292,17 @@ pub(crate) fn build(
 /// In one step, removes the registrations `removed` and publishes `added` where the first
 /// removed one was (else at the end): no event sees both or neither. Refused, changing
 /// nothing, if an added one takes a trigger name or a hook that the others forbid.
+/// Whether [`swap`] would accept these registrations now (their triggers and hooks do not
+/// clash with the ones that stay), without changing anything.
+pub(crate) fn check_swap(removed: &[String], added: &[Arc<Registration>]) -> Result<(), String> {
+    let kept: Vec<Arc<Registration>> = all()
+        .iter()
+        .filter(|r| !removed.contains(&r.id))
+        .cloned()
+        .collect();
+    triggers::verify(&kept, added).and_then(|()| hooks::verify(&kept, added))
+}
+
 pub(crate) fn swap(removed: &[String], added: Vec<Arc<Registration>>) -> Result<(), String> {
     let mut gone = Vec::new();
     let mut refused = None;

@@ -188,16 +188,19 @@ fn replaced_by(
 /// registrations (running their `onRegistered`, outside any lock), then under the Redis lock
 /// (once writes are not paused) checks again, replaces those of the session it upgrades or
 /// replaces in one step, and propagates the session to replicas and the AOF.
+///
+/// In a cluster, every other shard prepares the same session first (see
+/// [`crate::cluster::sessions::agree`]); it becomes live here and there only if all could.
 pub(crate) fn establish(
     new: NewSession<'_>,
     specs: Vec<RegistrationSpec>,
     host: &RedisHost,
-) -> Result<(SessionSpec, Option<SessionSpec>), String> {
+) -> Result<(SessionSpec, Option<SessionSpec>), Refused> {
     let id = match &new.options.id {
         Some(id) => id.clone(),
         None => fresh_id(new.execution_id),
     };
-    replaced_by(&known(), &id, new.options, new.caller)?;
+    let replacing = replaced_by(&known(), &id, new.options, new.caller)?;
     super::removals::check(&specs)?;
     let mut specs = specs;
     super::streams::name_groups(&id, &mut specs);
@@ -224,7 +227,10 @@ pub(crate) fn establish(
         calls: new.calls.clone(),
         version: new_version(),
     };
-    host.with_lock_unpaused(|ctx| {
+    let agreement =
+        crate::cluster::sessions::agree(&spec, replacing.as_ref().map(|old| old.id.as_str()), host)
+            .map_err(Refused::Shards)?;
+    let made = host.with_lock_unpaused(|ctx| {
         if read_only_replica(ctx) {
             return Err("READONLY You can't write against a read only replica.".to_string());
         }
@@ -256,9 +262,38 @@ pub(crate) fn establish(
             None => sessions.push(spec.clone()),
         }
         drop(sessions);
+        if let Some(old) = replaced.as_ref().filter(|old| old.id != spec.id) {
+            // Replicas and the AOF drop the session it replaced (`REPLACE_WITH`).
+            super::persist::propagate_del(ctx, &old.id);
+        }
         super::persist::propagate_set(ctx, &spec);
+        if let Some(agreement) = &agreement {
+            agreement.commit(ctx);
+        }
         Ok((spec.clone(), replaced))
-    })
+    });
+    if let Some(agreement) = &agreement {
+        match &made {
+            Ok(_) => agreement.wait_committed(),
+            Err(_) => host.with_lock(|ctx| agreement.abort(ctx)),
+        }
+    }
+    made.map_err(Refused::Here)
+}
+
+/// Why a script's registrations did not become a session.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// This shard refused (RedisGears' error text).
+    Here(String),
+    /// Other shards of the cluster refused: one error each (`ERR shard-<id>: ...`).
+    Shards(Vec<String>),
+}
+
+impl From<String> for Refused {
+    fn from(error: String) -> Self {
+        Refused::Here(error)
+    }
 }
 
 /// Live and failed sessions: the ids a new session may not take without replacing them.
@@ -316,6 +351,35 @@ pub(crate) fn forget_registration(registration_id: &str) -> Option<Result<Sessio
 /// lock (Redis's main thread at the end of loading, or running `RG.INNERSESSION`). A session of
 /// the same id is replaced.
 pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
+    commit(prepare(ctx, spec, None)?)
+}
+
+/// A session made again but not live yet: its registrations exist (their `onRegistered` ran)
+/// and were checked against the live ones; [`commit`] publishes them, dropping it discards them
+/// (a cluster's change that another shard refused).
+pub(crate) struct Prepared {
+    pub spec: SessionSpec,
+    /// The id of another session it replaces (`REPLACE_WITH`).
+    pub replaces: Option<String>,
+    created: Vec<Arc<Registration>>,
+}
+
+/// The registrations of the sessions `ids` (those a change of them removes).
+fn live_of(sessions: &[SessionSpec], ids: &[&str]) -> Vec<String> {
+    sessions
+        .iter()
+        .filter(|s| ids.contains(&s.id.as_str()))
+        .flat_map(|s| s.live().cloned().collect::<Vec<_>>())
+        .collect()
+}
+
+/// The first half of [`recreate`]: runs the session's script again (holding the Redis lock)
+/// and checks its registrations could replace those of `spec.id` (and of `replaces`).
+pub(crate) fn prepare(
+    ctx: &Context,
+    spec: SessionSpec,
+    replaces: Option<String>,
+) -> Result<Prepared, String> {
     let Some(gears) = crate::gears() else {
         return Err("Gears is not initialised".into());
     };
@@ -386,15 +450,49 @@ pub(crate) fn recreate(ctx: &Context, spec: SessionSpec) -> Result<(), String> {
     let registered = super::on_registered(&created, &compiled.session);
     host.finish();
     registered.map_err(|e| e.to_string())?;
-    let mut sessions = sessions();
-    let removed: Vec<String> = sessions
-        .iter()
-        .filter(|s| s.id == spec.id)
-        .flat_map(|s| s.live().cloned().collect::<Vec<_>>())
+    let ids: Vec<&str> = std::iter::once(spec.id.as_str())
+        .chain(replaces.as_deref())
         .collect();
-    super::swap(&removed, created)?;
-    failed_sessions().retain(|(s, _)| s.id != spec.id);
-    put(&mut sessions, spec);
+    super::check_swap(&live_of(&sessions(), &ids), &created)?;
+    Ok(Prepared {
+        spec,
+        replaces,
+        created,
+    })
+}
+
+/// Publishes a prepared session: its registrations replace those of the session of its id
+/// (and of the one it replaces), in one step.
+pub(crate) fn commit(prepared: Prepared) -> Result<(), String> {
+    let Prepared {
+        spec,
+        replaces,
+        created,
+    } = prepared;
+    let ids: Vec<&str> = std::iter::once(spec.id.as_str())
+        .chain(replaces.as_deref())
+        .collect();
+    let mut sessions = sessions();
+    super::swap(&live_of(&sessions, &ids), created)?;
+    failed_sessions().retain(|(s, _)| !ids.contains(&s.id.as_str()));
+    // In the place of the session it replaces (as on the shard that made it), else last.
+    match replaces
+        .as_deref()
+        .filter(|old| *old != spec.id)
+        .and_then(|old| sessions.iter().position(|s| s.id == old))
+    {
+        Some(index) => {
+            let id = spec.id.clone();
+            sessions[index] = spec;
+            let mut at = 0;
+            sessions.retain(|s| {
+                let keep = at == index || s.id != id;
+                at += 1;
+                keep
+            });
+        }
+        None => put(&mut sessions, spec),
+    }
     Ok(())
 }
 
