@@ -23,6 +23,7 @@ mod limits;
 mod readers;
 mod registrations;
 mod reply;
+mod requirements;
 mod resp;
 mod workers;
 
@@ -242,6 +243,7 @@ redis_module! {
         ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
         ["RG.PYDUMPSESSIONS", registrations::commands::py_dump_sessions, "readonly", 0, 0, 0, ""],
+        ["RG.PYDUMPREQS", requirements::py_dump_reqs, "readonly", 0, 0, 0, ""],
         ["RG.DUMPSESSIONS", registrations::commands::dump_all_sessions, "readonly", 0, 0, 0, ""],
         ["RG.TRIGGER", registrations::triggers::trigger, "may-replicate", 0, 0, 0, ""],
         ["RG.TRIGGERONKEY", registrations::triggers::trigger_on_key, "may-replicate", 2, 2, 1, ""],

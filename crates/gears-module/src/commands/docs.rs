@@ -361,6 +361,14 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         args: &DUMP_SESSIONS_ARGS,
     },
     CommandDoc {
+        name: "RG.PYDUMPREQS",
+        categories: "gears slow",
+        summary: "Lists the installed Python requirements",
+        complexity: "O(N) for N requirements",
+        arity: -1,
+        args: &[],
+    },
+    CommandDoc {
         name: "RG.DUMPSESSIONS",
         categories: "gears slow",
         summary: "Lists the sessions of every language (scripts that registered pipelines)",

@@ -153,14 +153,17 @@ fn parse_options(options: &[RedisString], language: Language) -> Result<Options,
                 parsed.session.upgrade = true;
                 i += 1;
             }
-            "FORCE_REINSTALL_REQUIREMENTS" => {
-                return Err(RedisError::String(format!(
-                    "{} is not supported yet",
-                    option.to_ascii_uppercase()
-                )));
+            "FORCE_REINSTALL_REQUIREMENTS" if language == Language::Python => {
+                parsed.session.force_reinstall = true;
+                i += 1;
             }
+            // Every argument after it is a requirement (RedisGears 1.2), none is allowed.
             "REQUIREMENTS" if language == Language::Python => {
-                return Err(RedisError::Str("REQUIREMENTS is not supported yet"));
+                parsed.session.requirements = options[i + 1..]
+                    .iter()
+                    .map(|r| r.to_string_lossy())
+                    .collect();
+                i = options.len();
             }
             _ => {
                 return Err(RedisError::String(format!(

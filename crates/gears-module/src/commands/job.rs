@@ -205,6 +205,18 @@ fn compute(
         Ok(frontend) => frontend,
         Err(e) => return Finished::failed(e),
     };
+    // Requirements are installed here, on the execution's worker (pip never runs on Redis's
+    // main thread).
+    if !options.requirements.is_empty() {
+        if let Err(e) = crate::requirements::ensure(&options.requirements, options.force_reinstall)
+        {
+            crate::host::log_line(
+                gears_core::LogLevel::Warning,
+                &format!("requirements {:?}: {e}", options.requirements),
+            );
+            return Finished::failed(crate::requirements::NOT_SATISFIED.to_string());
+        }
+    }
     // The session reaches Redis through this thread's current host: its callbacks may also run
     // for other executions (a registration's events).
     let session_host = SessionHost::new(host.clone());

@@ -90,6 +90,8 @@ pub(crate) const PLUGIN: &str = "Plugin";
 pub(crate) const PYTHON_ATTEMPT_TRACEBACK: &str = "PythonAttemptTraceback";
 pub(crate) const PYTHON_INSTALL_REQ_MAX_IDLE_TIME: &str = "PythonInstallReqMaxIdleTime";
 pub(crate) const PYTHON_VENV: &str = "PythonVenv";
+pub(crate) const PYTHON_INSTALLATION_DIR: &str = "PythonInstallationDir";
+pub(crate) const PYTHON_WHEELS_DIR: &str = "PythonWheelsDir";
 pub(crate) const PYTHON_ENABLED: &str = "PythonEnabled";
 pub(crate) const MEMORY_LIMIT: &str = "MemoryLimit";
 pub(crate) const EXECUTION_MEMORY_LIMIT: &str = "ExecutionMemoryLimit";
@@ -128,9 +130,10 @@ pub(crate) static SETTINGS: &[Setting] = &[
     setting(PYTHON_INSTALL_REQ_MAX_IDLE_TIME, Family::Python, true, Kind::Integer { min: 1 }, || integer(30000)),
     setting("DependenciesUrl", Family::Python, false, Kind::Text, || Value::Text(String::new())),
     setting("DependenciesSha256", Family::Python, false, Kind::Text, || Value::Text(String::new())),
-    setting("PythonInstallationDir", Family::Python, false, Kind::Text, || Value::Text(String::new())),
+    setting(PYTHON_INSTALLATION_DIR, Family::Python, false, Kind::Text, || Value::Text(String::new())),
     setting(PYTHON_VENV, Family::Gears, false, Kind::Text, || Value::Text(String::new())),
     setting(PYTHON_ENABLED, Family::Gears, false, Kind::Bool, || integer(1)),
+    setting(PYTHON_WHEELS_DIR, Family::Gears, true, Kind::Text, || Value::Text(String::new())),
     setting(MEMORY_LIMIT, Family::Gears, true, Kind::Bytes, || integer(0)),
     setting(EXECUTION_MEMORY_LIMIT, Family::Gears, true, Kind::Bytes, || integer(0)),
     setting(ATOMIC_BLOCK_MAX_TIME, Family::Gears, true, Kind::Integer { min: 1 }, || integer(5000)),

@@ -336,9 +336,26 @@ fn dump_sessions(
             bulk("dead"),
             bulk(if dead { "true" } else { "false" }),
             bulk("requirementInstallationNeeded"),
-            ReplyValue::Integer(0),
+            ReplyValue::Integer(i64::from(!session.requirements.is_empty())),
             bulk("requirements"),
-            ReplyValue::Array(Vec::new()),
+            ReplyValue::Array(
+                session
+                    .requirements
+                    .iter()
+                    .map(|name| {
+                        let installed = crate::requirements::all()
+                            .into_iter()
+                            .find(|r| &r.name == name);
+                        match (verbose, installed) {
+                            (true, Some(r)) => crate::requirements::describe(
+                                &r,
+                                crate::requirements::ref_count(name),
+                            ),
+                            _ => bulk(name.as_str()),
+                        }
+                    })
+                    .collect(),
+            ),
             bulk("registrations"),
             ReplyValue::Array(ids),
         ];

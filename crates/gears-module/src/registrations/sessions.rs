@@ -49,6 +49,9 @@ pub(crate) struct SessionSpec {
     /// node id) wins on every shard.
     #[serde(default)]
     pub version: Option<(u64, String)>,
+    /// The Python requirements its script needs (installed before it is made again).
+    #[serde(default)]
+    pub requirements: Vec<String>,
 }
 
 /// A version for a session made now on this node (see [`SessionSpec::version`]).
@@ -93,6 +96,10 @@ pub(crate) struct SessionOptions {
     pub replace_with: Option<String>,
     /// The caller may act on other users' sessions (may run `CLIENT KILL`).
     pub admin: bool,
+    /// Python requirements (`REQUIREMENTS ...`), installed before the script runs.
+    pub requirements: Vec<String>,
+    /// `FORCE_REINSTALL_REQUIREMENTS`.
+    pub force_reinstall: bool,
 }
 
 static SESSIONS: Mutex<Vec<SessionSpec>> = Mutex::new(Vec::new());
@@ -226,6 +233,7 @@ pub(crate) fn establish(
         registrations: created.iter().map(|r| Some(r.id.clone())).collect(),
         calls: new.calls.clone(),
         version: new_version(),
+        requirements: new.options.requirements.clone(),
     };
     let agreement =
         crate::cluster::sessions::agree(&spec, replacing.as_ref().map(|old| old.id.as_str()), host)
@@ -387,6 +395,7 @@ pub(crate) fn prepare(
         gears.executions.bump_past(id);
     }
     let frontend = crate::commands::frontend(spec.language)?;
+    crate::requirements::use_installed(&spec.requirements)?;
     let caller = Caller {
         user: spec.user.clone(),
         db: spec.db,

@@ -1,0 +1,84 @@
+//! Installed requirements become importable: their folder goes first on `sys.path`, and the
+//! modules of the same names loaded from elsewhere (another version of the requirement, another
+//! requirement that brought the same package) are forgotten, so the next `import` loads this
+//! folder's. Scripts share one interpreter: the requirement made importable last wins, as when
+//! pip installs into one environment.
+
+use std::path::Path;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+/// The top-level modules a `pip install --target` folder holds: its packages and `.py` files.
+fn top_level_names(folder: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') || name == "__pycache__" || name == "bin" {
+                return None;
+            }
+            if path.is_dir() {
+                (!name.ends_with(".dist-info") && !name.ends_with(".data")).then_some(name)
+            } else {
+                // `six.py`, or an extension module `name.cpython-311-x86_64-linux-gnu.so`.
+                let stem = name.split('.').next()?.to_string();
+                (name.ends_with(".py") || name.ends_with(".so")).then_some(stem)
+            }
+        })
+        .collect()
+}
+
+/// Puts `add` first on `sys.path`, takes `remove` off it, and forgets the modules loaded from
+/// `remove`, and those named as one of `add`'s but loaded from elsewhere.
+pub fn use_requirement_folder(add: &Path, remove: &[&Path]) -> Result<(), String> {
+    if !crate::interpreter::is_started() {
+        return Err("Python is not available".into());
+    }
+    let names = top_level_names(add);
+    let new = add.to_string_lossy().into_owned();
+    let removed: Vec<String> = remove
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    Python::attach(|py| -> PyResult<()> {
+        let sys = py.import("sys")?;
+        let path = sys.getattr("path")?.cast_into::<PyList>()?;
+        for folder in removed.iter().chain(std::iter::once(&new)) {
+            while path.contains(folder)? {
+                path.call_method1("remove", (folder,))?;
+            }
+        }
+        path.insert(0, &new)?;
+        let modules = sys.getattr("modules")?.cast_into::<PyDict>()?;
+        let mut stale = Vec::new();
+        for (name, module) in modules.iter() {
+            let Ok(name_text) = name.extract::<String>() else {
+                continue;
+            };
+            let top = name_text.split('.').next().unwrap_or_default();
+            let file = module
+                .getattr("__file__")
+                .ok()
+                .and_then(|f| f.extract::<String>().ok());
+            let from_removed = file
+                .as_deref()
+                .is_some_and(|f| removed.iter().any(|r| f.starts_with(r.as_str())));
+            let shadowed = names.iter().any(|n| n == top)
+                && !file.as_deref().is_some_and(|f| f.starts_with(new.as_str()));
+            if from_removed || shadowed {
+                stale.push(name);
+            }
+        }
+        for name in stale {
+            modules.del_item(name)?;
+        }
+        py.import("importlib")?.call_method0("invalidate_caches")?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
