@@ -244,6 +244,8 @@ redis_module! {
         ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
         ["RG.PYDUMPSESSIONS", registrations::commands::py_dump_sessions, "readonly", 0, 0, 0, ""],
         ["RG.PYDUMPREQS", requirements::py_dump_reqs, "readonly", 0, 0, 0, ""],
+        ["RG.PYEXPORTREQ", requirements::py_export_req, "readonly", 0, 0, 0, ""],
+        ["RG.PYIMPORTREQ", requirements::py_import_req, "admin blocking", 0, 0, 0, ""],
         ["RG.DUMPSESSIONS", registrations::commands::dump_all_sessions, "readonly", 0, 0, 0, ""],
         ["RG.TRIGGER", registrations::triggers::trigger, "may-replicate", 0, 0, 0, ""],
         ["RG.TRIGGERONKEY", registrations::triggers::trigger_on_key, "may-replicate", 2, 2, 1, ""],

@@ -198,6 +198,16 @@ static DUMP_SESSIONS_ARGS: [Arg; 3] = [
     },
 ];
 
+static EXPORT_REQ_ARGS: [Arg; 1] = [arg(
+    "requirement",
+    "the requirement, as RG.PYDUMPREQS names it",
+)];
+
+static IMPORT_REQ_ARGS: [Arg; 1] = [Arg {
+    multiple: true,
+    ..arg("chunk", "the chunks RG.PYEXPORTREQ gave, in order")
+}];
+
 static INNER_SESSION_ARGS: [Arg; 2] = [
     arg("action", "SET or DEL"),
     arg("session", "the encoded session, or its id"),
@@ -367,6 +377,22 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         complexity: "O(N) for N requirements",
         arity: -1,
         args: &[],
+    },
+    CommandDoc {
+        name: "RG.PYEXPORTREQ",
+        categories: "gears slow",
+        summary: "Exports an installed Python requirement's wheels (for RG.PYIMPORTREQ)",
+        complexity: "O(N) for N bytes of wheels",
+        arity: 2,
+        args: &EXPORT_REQ_ARGS,
+    },
+    CommandDoc {
+        name: "RG.PYIMPORTREQ",
+        categories: "gears slow",
+        summary: "Installs a Python requirement exported by RG.PYEXPORTREQ, with no package index",
+        complexity: "Depends on the requirement's wheels",
+        arity: -2,
+        args: &IMPORT_REQ_ARGS,
     },
     CommandDoc {
         name: "RG.DUMPSESSIONS",

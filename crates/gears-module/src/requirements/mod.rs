@@ -17,6 +17,9 @@
 //! served meanwhile. Two scripts that need the same requirement wait for one installation.
 
 mod pip;
+mod transfer;
+
+pub(crate) use transfer::{py_export_req, py_import_req};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -185,58 +188,67 @@ fn wheels_in(dir: &Path) -> Vec<String> {
     wheels
 }
 
+fn idle() -> Duration {
+    Duration::from_millis(
+        crate::gears()
+            .map(|g| g.config.integer(PYTHON_INSTALL_REQ_MAX_IDLE_TIME))
+            .unwrap_or(30_000)
+            .max(1) as u64,
+    )
+}
+
 /// Downloads (or builds) the requirement's wheels and installs them into a new folder.
 fn install(name: &str) -> Result<Requirement, String> {
     let gears = crate::loaded().map_err(|e| e.to_string())?;
-    let idle = Duration::from_millis(
-        gears
-            .config
-            .integer(PYTHON_INSTALL_REQ_MAX_IDLE_TIME)
-            .max(1) as u64,
-    );
     let wheels_dir = gears.config.text(PYTHON_WHEELS_DIR);
     let path = installation_dir()?.join(folder_name(name));
     let wheels = path.join("wheels");
-    let site = path.join("site");
-    std::fs::create_dir_all(&wheels)
-        .map_err(|e| format!("could not make {}: {e}", wheels.display()))?;
-    let result = (|| {
-        let python = python();
-        let wheels_text = wheels.to_string_lossy().into_owned();
-        let site_text = site.to_string_lossy().into_owned();
-        let mut download = vec!["wheel", "--wheel-dir", &wheels_text];
-        if !wheels_dir.is_empty() {
-            // Offline: only the wheels in this directory.
-            download.extend(["--no-index", "--find-links", &wheels_dir]);
-        }
-        download.extend(["--", name]);
-        pip::pip(&python, name, &download, idle)?;
-        pip::pip(
-            &python,
-            name,
-            &[
-                "install",
-                "--no-index",
-                "--find-links",
-                &wheels_text,
-                "--target",
-                &site_text,
-                "--no-warn-script-location",
-                "--",
-                name,
-            ],
-            idle,
-        )?;
-        std::fs::write(path.join(MARKER), name).map_err(|e| e.to_string())
-    })();
-    if let Err(e) = result {
+    let result = std::fs::create_dir_all(&wheels)
+        .map_err(|e| format!("could not make {}: {e}", wheels.display()))
+        .and_then(|()| {
+            let wheels_text = wheels.to_string_lossy().into_owned();
+            let mut download = vec!["wheel", "--wheel-dir", &wheels_text];
+            if !wheels_dir.is_empty() {
+                // Offline: only the wheels in this directory.
+                download.extend(["--no-index", "--find-links", &wheels_dir]);
+            }
+            download.extend(["--", name]);
+            pip::pip(&python(), name, &download, idle())
+        })
+        .and_then(|()| install_from_wheels(name, &path));
+    if result.is_err() {
         let _ = std::fs::remove_dir_all(&path);
-        return Err(e);
     }
+    result
+}
+
+/// Installs a requirement from the wheels in `<path>/wheels` only, into `<path>/site`, and
+/// marks the folder complete.
+fn install_from_wheels(name: &str, path: &Path) -> Result<Requirement, String> {
+    let wheels = path.join("wheels");
+    let wheels_text = wheels.to_string_lossy().into_owned();
+    let site_text = path.join("site").to_string_lossy().into_owned();
+    pip::pip(
+        &python(),
+        name,
+        &[
+            "install",
+            "--no-index",
+            "--find-links",
+            &wheels_text,
+            "--target",
+            &site_text,
+            "--no-warn-script-location",
+            "--",
+            name,
+        ],
+        idle(),
+    )?;
+    std::fs::write(path.join(MARKER), name).map_err(|e| e.to_string())?;
     Ok(Requirement {
         name: name.to_string(),
         wheels: wheels_in(&wheels),
-        path,
+        path: path.to_path_buf(),
     })
 }
 
