@@ -37,13 +37,14 @@ def cluster_port():
 
 
 class Cluster:
-    def __init__(self, masters=3, replicas=0, module_args=()):
+    def __init__(self, masters=3, replicas=0, module_args=(), node_args=lambda i: ()):
+        """`node_args(i)`: more module arguments for node i."""
         self.nodes = []
         try:
-            for _ in range(masters * (1 + replicas)):
+            for i in range(masters * (1 + replicas)):
                 self.nodes.append(RedisServer(
                     port=cluster_port(),
-                    extra_args=module_args,
+                    extra_args=(*module_args, *node_args(i)),
                     server_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                  "--cluster-node-timeout", "5000")))
             addresses = ["127.0.0.1:%d" % n.port for n in self.nodes]

@@ -191,21 +191,33 @@ def test_a_replica_makes_the_session_with_the_installed_requirement(installs):
     master = RedisServer(extra_args=("PythonInstallationDir", installs),
                          server_args=("--repl-diskless-sync-delay", "0"))
     replica = None
+    replica_dir = tempfile.mkdtemp(prefix="gears-reqs-")
+    offline = tempfile.mkdtemp(prefix="gears-wheels-")
     try:
         m = master.new_client()
         assert gears(m, "python", "import six\nGB('CommandReader').map(lambda x: six.__version__)"
                      ".register(trigger='six')", "ID", "r1", "REQUIREMENTS", "six==1.16.0") == "OK"
-        replica = RedisServer(extra_args=("PythonInstallationDir", installs),
+        # The replica has its own installation directory and no package index: the wheels come
+        # with the full sync (RDB), then with the replication stream.
+        replica = RedisServer(extra_args=("PythonInstallationDir", replica_dir,
+                                          "PythonWheelsDir", offline),
                               server_args=("--replicaof", "127.0.0.1", str(master.port)))
         r = replica.new_client()
         assert wait_for(lambda: len(r.execute_command("RG.DUMPREGISTRATIONS")) == 1)
         assert [metadata(x)["Name"] for x in r.execute_command("RG.PYDUMPREQS")] == ["six==1.16.0"]
+        assert gears(m, "python", "import six\nGB('CommandReader').map(lambda x: six.__version__)"
+                     ".register(trigger='six2')", "ID", "r2", "REQUIREMENTS", "six==1.17.0") == "OK"
+        assert wait_for(lambda: len(r.execute_command("RG.DUMPREGISTRATIONS")) == 2)
+        assert all(metadata(x)["Path"].startswith(replica_dir)
+                   for x in r.execute_command("RG.PYDUMPREQS"))
         r.execute_command("REPLICAOF", "NO", "ONE")
-        assert r.execute_command("RG.TRIGGER", "six") == ["1.16.0"]
+        assert r.execute_command("RG.TRIGGER", "six2") == ["1.17.0"]
     finally:
         if replica:
             replica.stop()
         master.stop()
+        shutil.rmtree(replica_dir, ignore_errors=True)
+        shutil.rmtree(offline, ignore_errors=True)
 
 
 def test_requirements_options(installs):
@@ -226,16 +238,44 @@ def test_requirements_options(installs):
         s.stop()
 
 
-def test_a_session_whose_requirement_is_not_installed_here_is_dead(installs):
+def test_a_restart_on_another_machine_gets_the_requirements_from_the_rdb(installs):
+    # The RDB carries the sessions' requirements with their wheels: a server started from it
+    # with an empty installation directory and no package index makes the sessions.
+    s = server(installs)
+    other = tempfile.mkdtemp(prefix="gears-reqs-")
+    offline = tempfile.mkdtemp(prefix="gears-wheels-")
+    try:
+        c = s.new_client()
+        assert gears(c, "python", "import six\nGB('CommandReader').map(lambda x: six.__version__)"
+                     ".register(trigger='six')", "ID", "needs", "REQUIREMENTS", "six==1.16.0") == "OK"
+        c.execute_command("SAVE")
+        s.stop(keep_dir=True)
+        s = RedisServer(extra_args=("PythonInstallationDir", other, "PythonWheelsDir", offline),
+                        dir=s.dir)
+        c = s.new_client()
+        assert c.execute_command("RG.TRIGGER", "six") == ["1.16.0"]
+        [req] = c.execute_command("RG.PYDUMPREQS")
+        assert metadata(req)["Name"] == "six==1.16.0"
+        assert metadata(req)["Path"].startswith(other + "/six__1.16.0_")
+        assert "GEARS: pip " not in s.read_log().split("Ready to accept connections")[-1]
+    finally:
+        s.stop()
+        shutil.rmtree(other, ignore_errors=True)
+        shutil.rmtree(offline, ignore_errors=True)
+
+
+def test_a_session_whose_requirement_is_not_there_is_dead(installs):
     s = server(installs)
     other = tempfile.mkdtemp(prefix="gears-reqs-")
     try:
         c = s.new_client()
         assert gears(c, "python", "import six\nGB().register('k:*')", "ID", "needs",
                      "REQUIREMENTS", "six==1.16.0") == "OK"
+        # Its folder deleted before the save: the RDB has no wheels for it.
+        for folder in os.listdir(installs):
+            shutil.rmtree(os.path.join(installs, folder))
         c.execute_command("SAVE")
         s.stop(keep_dir=True)
-        # Started again with an installation directory that does not have it (another machine).
         s = RedisServer(extra_args=("PythonInstallationDir", other), dir=s.dir)
         c = s.new_client()
         assert c.execute_command("RG.DUMPREGISTRATIONS") == []
@@ -245,3 +285,34 @@ def test_a_session_whose_requirement_is_not_installed_here_is_dead(installs):
     finally:
         s.stop()
         shutil.rmtree(other, ignore_errors=True)
+
+
+def test_requirements_reach_every_shard_of_a_cluster_with_their_wheels():
+    # Each shard has its own installation directory; only the initiator may reach the package
+    # index. The others get the wheels with the run and with the registration.
+    from cluster import Cluster
+    folders = [tempfile.mkdtemp(prefix="gears-reqs-") for _ in range(4)]
+    offline = folders[3]
+    c = Cluster(masters=3, module_args=("ExecutionMaxIdleTime", "20000"),
+                node_args=lambda i: ("PythonInstallationDir", folders[i]) +
+                (("PythonWheelsDir", offline) if i else ()))
+    try:
+        client = c.client()
+        for i in range(30):
+            client.set("rq:%d" % i, i)
+        first = c.nodes[0]
+        assert all(n.client.dbsize() > 0 for n in c.masters)
+        assert gears(first.new_client(), "python",
+                     "GB().map(lambda x: __import__('six').__version__).run('rq:*')",
+                     "REQUIREMENTS", "six==1.16.0") == [["1.16.0"] * 30, []]
+        assert gears(first.new_client(), "python",
+                     "import six\nGB('CommandReader').map(lambda x: six.__version__)"
+                     ".register(trigger='six')", "REQUIREMENTS", "six==1.17.0") == "OK"
+        for node in c.masters:
+            assert node.client.execute_command("RG.TRIGGER", "six") == ["1.17.0"]
+            paths = [metadata(r)["Path"] for r in node.client.execute_command("RG.PYDUMPREQS")]
+            assert len(paths) == 2 and all(p.startswith(folders[c.nodes.index(node)]) for p in paths)
+    finally:
+        c.stop()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

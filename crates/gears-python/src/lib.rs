@@ -36,7 +36,7 @@ mod watchdog;
 
 pub use interpreter::{keep_thread_state, set_attempt_traceback, start_interpreter, PythonConfig};
 pub use output::{set_log_sink, LogSink};
-pub use requirements::use_requirement_folder;
+pub use requirements::{unpack_wheels, use_requirement_folder};
 pub use session::{PythonFrontend, PythonSession};
 
 #[cfg(test)]

@@ -82,3 +82,49 @@ pub fn use_requirement_folder(add: &Path, remove: &[&Path]) -> Result<(), String
     })
     .map_err(|e| e.to_string())
 }
+
+/// Unpacks wheels into `site` as an installer would (a wheel's root and its `.data/purelib` and
+/// `.data/platlib` go to `site`; scripts and headers are left out): a requirement whose wheels
+/// came with a session (RDB, replication, another shard) becomes importable without pip, on the
+/// thread that makes the session.
+pub fn unpack_wheels(wheels: &[std::path::PathBuf], site: &Path) -> Result<(), String> {
+    if !crate::interpreter::is_started() {
+        return Err("Python is not available".into());
+    }
+    const UNPACK: &std::ffi::CStr = cr#"
+def unpack(wheels, site):
+    import os, shutil, zipfile
+    os.makedirs(site, exist_ok=True)
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.infolist():
+                parts = member.filename.split('/')
+                if any(p in ('', '.', '..') for p in parts[:-1]) or member.filename.startswith('/'):
+                    raise ValueError('unsafe path in wheel: %r' % member.filename)
+                if parts[0].endswith('.data'):
+                    if len(parts) < 3 or parts[1] not in ('purelib', 'platlib'):
+                        continue
+                    parts = parts[2:]
+                if member.is_dir() or not parts[-1]:
+                    continue
+                target = os.path.join(site, *parts)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with archive.open(member) as source, open(target, 'wb') as out:
+                    shutil.copyfileobj(source, out)
+"#;
+    let site = site.to_string_lossy().into_owned();
+    let wheels: Vec<String> = wheels
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    Python::attach(|py| -> PyResult<()> {
+        let namespace = PyDict::new(py);
+        py.run(UNPACK, Some(&namespace), Some(&namespace))?;
+        let unpack = namespace
+            .get_item("unpack")?
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no unpack"))?;
+        unpack.call1((wheels, site))?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}

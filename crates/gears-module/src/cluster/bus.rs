@@ -38,6 +38,8 @@ pub(crate) enum Message {
         shards: Vec<String>,
         /// Slot ranges and their owners, as the initiator saw them.
         slots: Vec<(u16, u16, String)>,
+        /// The Python requirements the script names, with their wheels (export format).
+        requirements: Vec<Vec<u8>>,
     },
     /// Records of an exchange step (`gears_core::wire`).
     Records {
@@ -62,13 +64,19 @@ pub(crate) enum Message {
     Abort { key: ExecutionKey, reason: String },
     /// Make (or replace) this session (`SessionSpec`, bincode): the sessions a node that joins
     /// asked for.
-    Session { spec: Vec<u8> },
+    Session {
+        spec: Vec<u8>,
+        /// Its Python requirements, with their wheels (export format).
+        requirements: Vec<Vec<u8>>,
+    },
     /// Prepare this session change (`SessionSpec`, bincode; and the id of the session it
     /// replaces): answer with `Finished` to `reply_to` (its errors: why it could not).
     SessionPrepare {
         reply_to: ExecutionKey,
         spec: Vec<u8>,
         replaces: Option<String>,
+        /// The session's Python requirements, with their wheels (export format).
+        requirements: Vec<Vec<u8>>,
     },
     /// Make the prepared change `key` live; answer with `Finished` to `reply_to`.
     SessionCommit {

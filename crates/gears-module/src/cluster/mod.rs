@@ -222,6 +222,7 @@ impl Distributed {
         calls: Vec<TopLevelCall>,
         plan: &ExecutionPlan,
         host: &Arc<RedisHost>,
+        requirements: Vec<Vec<u8>>,
     ) -> Result<Self, String> {
         let key = ExecutionKey {
             initiator: topology.my_id.clone(),
@@ -249,6 +250,7 @@ impl Distributed {
             calls: encode_calls(&calls),
             shards: shards.clone(),
             slots,
+            requirements,
         };
         let bytes = message.encode();
         let refused: Vec<String> = host.with_lock(|_| {

@@ -22,6 +22,7 @@ pub(super) fn run(message: Message) {
         calls,
         shards,
         slots,
+        requirements,
     } = message
     else {
         return;
@@ -57,6 +58,13 @@ pub(super) fn run(message: Message) {
             Ok(frontend) => frontend,
             Err(e) => return vec![e],
         };
+        // The initiator's requirements, from the wheels it sent (no package index here).
+        for blob in &requirements {
+            if let Err(e) = crate::requirements::install_blob(blob) {
+                crate::host::log_line(gears_core::LogLevel::Warning, &e);
+                return vec![format!("ERR {}", crate::requirements::NOT_SATISFIED)];
+            }
+        }
         host.set_top_level(TopLevel::Replay(calls.into()));
         let session_host = SessionHost::new(host.clone());
         let _host_scope = session_host.enter(&host);

@@ -230,10 +230,14 @@ fn prepare_everywhere(
     host: &RedisHost,
 ) -> Result<(), Vec<String>> {
     let mailbox = exchange::mailbox(key);
+    let requirements = SessionSpec::decode(spec)
+        .map(|s| crate::requirements::blobs(&s.requirements))
+        .unwrap_or_default();
     let message = Message::SessionPrepare {
         reply_to: key.clone(),
         spec: spec.to_vec(),
         replaces: replaces.map(str::to_string),
+        requirements,
     };
     let unreachable: Vec<String> = host.with_lock(|ctx| {
         others
@@ -337,7 +341,12 @@ pub(super) fn receive(ctx: &Context, message: Message) {
         .map(|t| t.my_id.clone())
         .unwrap_or_default();
     match message {
-        Message::Session { spec } => {
+        Message::Session { spec, requirements } => {
+            for blob in &requirements {
+                if let Err(e) = crate::requirements::install_blob(blob) {
+                    ctx.log(RedisLogLevel::Warning, &format!("GEARS: {e}"));
+                }
+            }
             let made = match SessionSpec::decode(&spec) {
                 None => Err("the session could not be read".to_string()),
                 // The same here already, or a later version made here meanwhile (another
@@ -358,8 +367,13 @@ pub(super) fn receive(ctx: &Context, message: Message) {
             reply_to,
             spec,
             replaces,
+            requirements,
         } => {
-            let errors = match prepare_here(ctx, &reply_to, &spec, replaces) {
+            let installed = requirements
+                .iter()
+                .try_for_each(|blob| crate::requirements::install_blob(blob));
+            let prepared = installed.and_then(|()| prepare_here(ctx, &reply_to, &spec, replaces));
+            let errors = match prepared {
                 Ok(()) => Vec::new(),
                 Err(e) => vec![format!("ERR shard-{me}: {e}")],
             };
@@ -405,6 +419,7 @@ pub(super) fn receive(ctx: &Context, message: Message) {
                     &from,
                     &Message::Session {
                         spec: spec.encode(),
+                        requirements: crate::requirements::blobs(&spec.requirements),
                     },
                 );
             }

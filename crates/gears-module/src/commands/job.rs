@@ -283,6 +283,7 @@ fn compute(
                 calls,
                 &plan,
                 host,
+                crate::requirements::blobs(&options.requirements),
             ) {
                 Ok(distributed) => Some(distributed),
                 Err(e) => return Finished::failed(e),

@@ -23,8 +23,8 @@ use redis_module::{CallResult, RedisValue};
 use super::sessions::{self, SessionSpec};
 use crate::guard::guarded;
 
-/// Aux data format version.
-const ENCODING: i32 = 1;
+/// Aux data format version (2: the sessions' requirements follow them, with their wheels).
+const ENCODING: i32 = 2;
 
 pub(crate) static SESSIONS_TYPE: RedisType = RedisType::new(
     "gears-ses",
@@ -74,13 +74,31 @@ unsafe extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
 unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
     let all = sessions::saved();
     let encoded: Vec<Vec<u8>> = all.iter().map(SessionSpec::encode).collect();
+    // The requirements the sessions name, with their wheels: a restart or a replica on another
+    // machine makes the sessions with no package index.
+    let mut names: Vec<String> = all.iter().flat_map(|s| s.requirements.clone()).collect();
+    names.sort();
+    names.dedup();
+    let requirements = crate::requirements::blobs_on_disk(&names);
     // SAFETY: the IO handle Redis passes for this call.
     unsafe {
-        raw::RedisModule_SaveUnsigned.unwrap()(rdb, encoded.len() as u64);
-        for bytes in &encoded {
-            raw::RedisModule_SaveStringBuffer.unwrap()(rdb, bytes.as_ptr().cast(), bytes.len());
+        for list in [&encoded, &requirements] {
+            raw::RedisModule_SaveUnsigned.unwrap()(rdb, list.len() as u64);
+            for bytes in list {
+                raw::RedisModule_SaveStringBuffer.unwrap()(rdb, bytes.as_ptr().cast(), bytes.len());
+            }
         }
     }
+}
+
+/// Requirements read while loading (RDB aux data, `RG.INNERSESSION REQ` of an AOF), installed
+/// when loading ends, before the sessions are made.
+static LOADED_REQUIREMENTS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn loaded_requirements() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+    LOADED_REQUIREMENTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Sessions read while loading (an RDB, or the RDB part of an AOF, then its commands), made
@@ -96,10 +114,19 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when
         return raw::REDISMODULE_ERR as c_int;
     }
     // SAFETY: the IO handle Redis passes for this call. No panic may cross into Redis.
-    let loaded_ok = std::panic::catch_unwind(|| unsafe { load_sessions(rdb) });
+    let loaded_ok = std::panic::catch_unwind(|| unsafe {
+        let specs = load_sessions(rdb)?;
+        let requirements = if encver >= 2 {
+            load_buffers(rdb)?
+        } else {
+            Vec::new()
+        };
+        Some((specs, requirements))
+    });
     match loaded_ok {
-        Ok(Some(specs)) => {
+        Ok(Some((specs, requirements))) => {
             *loaded() = Some(specs);
+            *loaded_requirements() = requirements;
             raw::REDISMODULE_OK as c_int
         }
         _ => raw::REDISMODULE_ERR as c_int,
@@ -134,6 +161,36 @@ unsafe fn load_sessions(rdb: *mut raw::RedisModuleIO) -> Option<Vec<SessionSpec>
     Some(specs)
 }
 
+/// Reads a counted list of buffers; `None` when the RDB can not be read.
+unsafe fn load_buffers(rdb: *mut raw::RedisModuleIO) -> Option<Vec<Vec<u8>>> {
+    let mut buffers = Vec::new();
+    // SAFETY: the IO handle of this load; each buffer is copied, then freed.
+    unsafe {
+        let count = raw::RedisModule_LoadUnsigned.unwrap()(rdb);
+        for _ in 0..count {
+            let mut len = 0usize;
+            let buffer = raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len);
+            if buffer.is_null() || raw::RedisModule_IsIOError.is_some_and(|e| e(rdb) != 0) {
+                return None;
+            }
+            buffers.push(std::slice::from_raw_parts(buffer.cast::<u8>(), len).to_vec());
+            raw::RedisModule_Free.unwrap()(buffer.cast());
+        }
+    }
+    Some(buffers)
+}
+
+/// Installs the requirements that came with loaded sessions (at the end of loading, before the
+/// sessions are made).
+fn install_loaded_requirements(ctx: &Context) {
+    let requirements = std::mem::take(&mut *loaded_requirements());
+    for blob in requirements {
+        if let Err(e) = crate::requirements::install_blob(&blob) {
+            ctx.log(RedisLogLevel::Warning, &format!("GEARS: {e}"));
+        }
+    }
+}
+
 /// Subscribes to the end of loading (called once, at load).
 pub(crate) fn subscribe(ctx: &Context) -> Result<(), String> {
     SESSIONS_TYPE
@@ -164,6 +221,7 @@ unsafe extern "C" fn on_loading(
         let ctx = Context::new(ctx);
         match subevent {
             raw::REDISMODULE_SUBEVENT_LOADING_ENDED => {
+                install_loaded_requirements(&ctx);
                 if let Some(specs) = loaded().take() {
                     converge(&ctx, specs);
                 }
@@ -171,6 +229,7 @@ unsafe extern "C" fn on_loading(
             }
             raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
                 loaded().take();
+                loaded_requirements().clear();
             }
             _ => {}
         }
@@ -219,6 +278,11 @@ thread_local! {
 /// Propagates a session (created, upgraded, or changed by `RG.UNREGISTER`) to replicas and the
 /// AOF. Called under the Redis lock.
 pub(crate) fn propagate_set(ctx: &Context, spec: &SessionSpec) {
+    // Its requirements first, with their wheels: a replica (or the AOF) installs them before it
+    // makes the session.
+    for blob in crate::requirements::blobs(&spec.requirements) {
+        propagate(ctx, &[b"REQ".as_slice(), &blob]);
+    }
     propagate(ctx, &[b"SET".as_slice(), &spec.encode()]);
 }
 
@@ -280,6 +344,13 @@ pub(crate) fn inner_session(ctx: &Context, args: Vec<RedisString>) -> RedisResul
                     sessions::put(loaded.get_or_insert_with(sessions::saved), spec);
                 } else if !sessions::all().contains(&spec) {
                     make_again(ctx, spec);
+                }
+            }
+            "REQ" => {
+                if loading {
+                    loaded_requirements().push(args[2].as_slice().to_vec());
+                } else if let Err(e) = crate::requirements::install_blob(args[2].as_slice()) {
+                    ctx.log(RedisLogLevel::Warning, &format!("GEARS: {e}"));
                 }
             }
             "DEL" => {

@@ -155,6 +155,11 @@ fn find(name: &str) -> Option<Requirement> {
             return Some(known);
         }
     }
+    find_on_disk(name)
+}
+
+/// The newest complete folder of the requirement `name` under the installation directory.
+fn find_on_disk(name: &str) -> Option<Requirement> {
     let dir = installation_dir().ok()?;
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
         .ok()?
@@ -269,6 +274,80 @@ fn activate(requirement: Requirement) -> Result<(), String> {
     gears_python::use_requirement_folder(&requirement.path.join("site"), &replaced)?;
     installed.push(requirement);
     Ok(())
+}
+
+/// A requirement's wheels in RedisGears 1.2's export format (see [`transfer`]).
+fn blob_of(requirement: &Requirement) -> Result<Vec<u8>, String> {
+    let dir = requirement.path.join("wheels");
+    let mut wheels = Vec::new();
+    for file in &requirement.wheels {
+        let bytes = std::fs::read(dir.join(file))
+            .map_err(|e| format!("could not read the wheel {file}: {e}"))?;
+        wheels.push((file.clone(), bytes));
+    }
+    Ok(transfer::encode(&requirement.name, &wheels))
+}
+
+/// The wheels of the installed requirements `names`, each in the export format, to travel with
+/// a session (RDB, replication, other shards). One that is not installed here is left out (it
+/// is logged).
+pub(crate) fn blobs(names: &[String]) -> Vec<Vec<u8>> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let found = find(name)?;
+            match blob_of(&found) {
+                Ok(blob) => Some(blob),
+                Err(e) => {
+                    crate::host::log_line(gears_core::LogLevel::Warning, &e);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// [`blobs`] from the installed folders only, taking no lock Gears' threads hold: for an RDB
+/// save, which may run in a forked child.
+pub(crate) fn blobs_on_disk(names: &[String]) -> Vec<Vec<u8>> {
+    names
+        .iter()
+        .filter_map(|name| blob_of(&find_on_disk(name)?).ok())
+        .collect()
+}
+
+/// Makes a requirement that came with a session (its wheels, in the export format) installed
+/// and importable here without pip: one already installed is used as it is; otherwise its
+/// wheels are written to a new folder and unpacked into `site`. Runs on the thread that makes
+/// the session (Redis's main thread too).
+pub(crate) fn install_blob(blob: &[u8]) -> Result<(), String> {
+    let exported = transfer::decode(blob)?;
+    let lock = installing(&exported.name);
+    let _one_at_a_time = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = find(&exported.name) {
+        return activate(found);
+    }
+    let path = installation_dir()?.join(folder_name(&exported.name));
+    let wheels = path.join("wheels");
+    let result = (|| {
+        std::fs::create_dir_all(&wheels).map_err(|e| e.to_string())?;
+        let mut files = Vec::new();
+        for (file, bytes) in &exported.wheels {
+            std::fs::write(wheels.join(file), bytes).map_err(|e| e.to_string())?;
+            files.push(wheels.join(file));
+        }
+        gears_python::unpack_wheels(&files, &path.join("site"))?;
+        std::fs::write(path.join(MARKER), &exported.name).map_err(|e| e.to_string())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&path);
+        return Err(format!("requirement {}: {e}", exported.name));
+    }
+    activate(Requirement {
+        name: exported.name,
+        wheels: wheels_in(&wheels),
+        path,
+    })
 }
 
 /// The operating system and machine requirements were built on (`CompiledOs`).

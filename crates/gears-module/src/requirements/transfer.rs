@@ -20,9 +20,9 @@ use crate::reply::send;
 const CHUNK: usize = 10 * 1024 * 1024;
 
 /// Everything an import needs: the requirement's text and its wheels.
-struct Exported {
-    name: String,
-    wheels: Vec<(String, Vec<u8>)>,
+pub(super) struct Exported {
+    pub name: String,
+    pub wheels: Vec<(String, Vec<u8>)>,
 }
 
 fn put_long(out: &mut Vec<u8>, value: i64) {
@@ -40,7 +40,7 @@ fn put_buffer(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn encode(name: &str, wheels: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn encode(name: &str, wheels: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     put_long(&mut out, 2);
     put_string(&mut out, name);
@@ -55,7 +55,7 @@ fn encode(name: &str, wheels: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Reads the blob; RedisGears 1.2's error for the part that is missing or wrong.
-fn decode(bytes: &[u8]) -> Result<Exported, String> {
+pub(super) fn decode(bytes: &[u8]) -> Result<Exported, String> {
     let mut reader = Reader { bytes, at: 0 };
     let version = reader.long("version")?;
     if version != 2 && version != 1 {
@@ -129,14 +129,7 @@ pub(crate) fn py_export_req(ctx: &Context, args: Vec<RedisString>) -> RedisResul
         let Some(requirement) = super::all().into_iter().find(|r| r.name == name) else {
             return Err(RedisError::Str("requirement does not exists"));
         };
-        let wheels_dir = requirement.path.join("wheels");
-        let mut wheels = Vec::new();
-        for file in &requirement.wheels {
-            let bytes = std::fs::read(wheels_dir.join(file))
-                .map_err(|e| RedisError::String(format!("could not read the wheel {file}: {e}")))?;
-            wheels.push((file.clone(), bytes));
-        }
-        let blob = encode(&requirement.name, &wheels);
+        let blob = super::blob_of(&requirement).map_err(RedisError::String)?;
         let chunks = blob
             .chunks(CHUNK)
             .map(|c| ReplyValue::Bulk(c.to_vec()))
