@@ -87,6 +87,20 @@ pub(crate) enum Message {
     SessionAbort { key: ExecutionKey },
     /// Remove this registration (`RG.UNREGISTER` on another shard).
     Unregister { id: String, abort_pending: bool },
+    /// `RG.PAUSEREGISTRATIONS` / `RG.UNPAUSEREGISTRATIONS` on another shard; answered with
+    /// `Finished` to `reply_to`.
+    Pause {
+        reply_to: ExecutionKey,
+        id: String,
+        pause: bool,
+    },
+    /// `RG.CLEARREGISTRATIONSSTATS` on another shard, for this user (every user's: admin);
+    /// answered with `Finished` to `reply_to`.
+    ClearStats {
+        reply_to: ExecutionKey,
+        user: Vec<u8>,
+        admin: bool,
+    },
     /// A node that joined (or restarted) asks a shard for the sessions.
     SessionsWanted { from: String },
     /// After the sessions it sent: the ids of all of them (others are gone).
@@ -218,7 +232,9 @@ impl Message {
             Message::Run { key, .. }
             | Message::SessionPrepare { reply_to: key, .. }
             | Message::SessionCommit { key, .. }
-            | Message::SessionAbort { key } => Some(&key.initiator),
+            | Message::SessionAbort { key }
+            | Message::Pause { reply_to: key, .. }
+            | Message::ClearStats { reply_to: key, .. } => Some(&key.initiator),
             _ => None,
         }
     }

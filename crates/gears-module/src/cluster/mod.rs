@@ -95,6 +95,22 @@ pub(crate) fn receive(_ctx: &Context, message: Message) {
                 deliver(&mailbox, message);
             }
         }
+        Message::Pause {
+            reply_to,
+            id,
+            pause,
+        } => {
+            crate::registrations::commands::pause_here(&id, pause);
+            acknowledge(_ctx, reply_to);
+        }
+        Message::ClearStats {
+            reply_to,
+            user,
+            admin,
+        } => {
+            crate::registrations::commands::clear_stats_here(&user, admin);
+            acknowledge(_ctx, reply_to);
+        }
         Message::Drop { id } => {
             if let Some(gears) = crate::gears() {
                 if gears
@@ -364,6 +380,75 @@ pub(crate) fn decode_calls(bytes: &[u8]) -> Option<Vec<TopLevelCall>> {
             Some((args, reply))
         })
         .collect()
+}
+
+/// Answers an acknowledged message: `Finished`, no errors.
+fn acknowledge(ctx: &Context, reply_to: ExecutionKey) {
+    let me = topology::current()
+        .map(|t| t.my_id.clone())
+        .unwrap_or_default();
+    let initiator = reply_to.initiator.clone();
+    bus::send(
+        ctx,
+        &initiator,
+        &Message::Finished {
+            key: reply_to,
+            from: me,
+            errors: Vec::new(),
+        },
+    );
+}
+
+/// Makes a command's action reach every other shard of a cluster before its client gets
+/// `reply` (on Redis's main thread, after the action was done here): sends `message(key)` to
+/// each, and answers the client once every one acknowledged it, or after
+/// `ExecutionMaxIdleTime` with an error naming the shards that did not. Outside a cluster (or
+/// alone in it), `reply` at once.
+pub(crate) fn everywhere(
+    ctx: &Context,
+    message: impl Fn(ExecutionKey) -> Message,
+    reply: &'static str,
+) -> RedisResult {
+    let Some(topology) = topology::current().filter(|t| enabled() && t.shards.len() > 1) else {
+        return Ok(RedisValue::SimpleStringStatic(reply));
+    };
+    let others: Vec<String> = topology
+        .shards
+        .iter()
+        .map(|s| s.id.clone())
+        .filter(|s| *s != topology.my_id)
+        .collect();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let key = ExecutionKey {
+        initiator: topology.my_id.clone(),
+        id: format!("ack:{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+    };
+    let mailbox = exchange::mailbox(&key);
+    let client = crate::host::BlockedReply::block(ctx, crate::commands::CAN_NOT_BLOCK)?;
+    let unreachable: Vec<String> = others
+        .iter()
+        .filter(|shard| !bus::send(ctx, shard, &message(key.clone())))
+        .cloned()
+        .collect();
+    let gears = crate::loaded()?;
+    gears.workers.submit(move || {
+        let outcome = if unreachable.is_empty() {
+            mailbox
+                .wait_finished(&others, idle())
+                .map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "could not reach shard {} (cluster bus)",
+                unreachable.join(", ")
+            ))
+        };
+        exchange::forget(&key);
+        client.reply(&match outcome {
+            Ok(_) => ReplyValue::Status(reply.into()),
+            Err(e) => ReplyValue::Error(format!("ERR {e}")),
+        });
+    });
+    Ok(RedisValue::NoReply)
 }
 
 /// The other shards (holding the Redis lock): `RG.ABORTEXECUTION` and `RG.DROPEXECUTION` reach

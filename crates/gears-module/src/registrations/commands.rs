@@ -215,11 +215,27 @@ pub(crate) fn unregister(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 pub(crate) fn clear_registrations_stats(ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
     guarded(|| {
-        for registration in super::all().iter().filter(|r| visible(ctx, r)) {
-            registration.clear_stats();
-        }
-        Ok(RedisValue::SimpleStringStatic("OK"))
+        let caller = Caller::of(ctx);
+        let admin = is_admin(ctx, &caller);
+        clear_stats_here(&caller.user, admin);
+        // In a cluster: every shard's statistics (as RedisGears 1.2).
+        crate::cluster::everywhere(
+            ctx,
+            |reply_to| crate::cluster::bus::Message::ClearStats {
+                reply_to,
+                user: caller.user.clone(),
+                admin,
+            },
+            "OK",
+        )
     })
+}
+
+/// Clears the statistics of the registrations `user` may see (all of them for an `admin`).
+pub(crate) fn clear_stats_here(user: &[u8], admin: bool) {
+    for registration in super::all().iter().filter(|r| admin || r.user == user) {
+        registration.clear_stats();
+    }
 }
 
 fn pause_or_unpause(ctx: &Context, args: &[RedisString], what: &str) -> RedisResult {
@@ -236,16 +252,38 @@ fn pause_or_unpause(ctx: &Context, args: &[RedisString], what: &str) -> RedisRes
         Trigger::Keys(_) => "KeysReader",
         Trigger::Command(_) => "CommandReader",
         Trigger::Stream(_) => {
-            match what {
-                "pause" => super::streams::pause(&registration),
-                _ => super::streams::unpause(&registration),
-            }
-            return Ok(RedisValue::SimpleStringStatic("OK"));
+            let pause = what == "pause";
+            pause_here(&registration.id, pause);
+            // In a cluster: on every shard (its streams are there), as RedisGears 1.2.
+            return crate::cluster::everywhere(
+                ctx,
+                |reply_to| crate::cluster::bus::Message::Pause {
+                    reply_to,
+                    id: registration.id.clone(),
+                    pause,
+                },
+                "OK",
+            );
         }
     };
     Err(RedisError::String(format!(
         "Reader {reader} does not support {what}"
     )))
+}
+
+/// Pauses (or unpauses) the stream registration `id` on this shard.
+pub(crate) fn pause_here(id: &str, pause: bool) {
+    let Some(registration) = super::get(id) else {
+        return;
+    };
+    if !matches!(registration.spec.trigger, Trigger::Stream(_)) {
+        return;
+    }
+    if pause {
+        super::streams::pause(&registration);
+    } else {
+        super::streams::unpause(&registration);
+    }
 }
 
 pub(crate) fn pause_registrations(ctx: &Context, args: Vec<RedisString>) -> RedisResult {

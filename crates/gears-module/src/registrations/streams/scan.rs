@@ -225,8 +225,12 @@ fn each_stream(
                 if !super::consume::is_master_now(ctx) || (live && registration.is_removed()) {
                     return None;
                 }
-                // SAFETY: a plain query of the context's database.
-                if unsafe { raw::RedisModule_DbSize.unwrap()(ctx.ctx) } == 0 {
+                // A database the server does not have here (a cluster: Redis has only 0, Valkey
+                // `cluster-databases`) is not selected: the context stays on another one.
+                // SAFETY: plain queries of the context's database.
+                if unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) } != db
+                    || unsafe { raw::RedisModule_DbSize.unwrap()(ctx.ctx) } == 0
+                {
                     return None;
                 }
                 let page = call_internal(
