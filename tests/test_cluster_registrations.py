@@ -13,7 +13,6 @@ the keys a registration writes carry its event key as hash tag (`'{' + key + '}:
 of each scenario span the three shards (checked). After every scenario all registrations are
 removed (and must be gone from every master) and the data is flushed.
 """
-import os
 import time
 
 import pytest
