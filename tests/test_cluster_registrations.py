@@ -463,10 +463,6 @@ for language in LANGUAGES:
 # then runs on the shard owning that key, docs/cluster.md). RedisGears 1.2 runs an `async`
 # registration's execution across the cluster, repartition included (its
 # testStreamReaderDuration, run on clusters, repartitions stream records to 'counter').
-REPARTITION_BUG = ("Gears bug: an async registration's run stays on the event's shard, its repartition "
-                   "step moves nothing: execute('incr', <key of another shard>) fails there with 'ERR "
-                   "Attempted to access a non local key in a cluster node' (RedisGears 1.2 and "
-                   "docs/cluster.md: the record runs on the shard owning its key)")
 REPARTITION = {
     "python": "GB(%s).repartition(lambda x: %s).foreach(lambda x: execute('incr', %s)).register('%s')",
     "lua": "GB(%s):repartition(function(x) return %s end):foreach(function(x) execute('incr', %s) end):register('%s')",
@@ -481,13 +477,13 @@ for language in LANGUAGES:
         [(REPARTITION[language] % ("", VALUE[language], VALUE[language], "rp:*"),)],
         lambda env, ks=ks: [env.data.set(k, "total" if i % 2 else "sum") for i, k in enumerate(ks)],
         lambda env: (env.data.get("total"), env.data.get("sum"), stats(env, "numFailures")),
-        ([True] * 6, ("3", "3", 0)), ks, timeout=2, xfail=REPARTITION_BUG)
+        ([True] * 6, ("3", "3", 0)), ks, timeout=2)
     ks = keys("sr:")
     add("stream-repartition", language,
         [(REPARTITION[language] % (STREAM_READER[language], STREAM_TOTAL[language], STREAM_TOTAL[language],
                                    "sr:*"),)],
         xadd_all(ks, 2), lambda env: (env.data.get("total"), stats(env, "numFailures")),
-        (None, ("12", 0)), ks, timeout=2, xfail=REPARTITION_BUG)
+        (None, ("12", 0)), ks, timeout=2)
 
 # expired events fire on the shard where the key expires.
 for language in LANGUAGES:

@@ -124,6 +124,25 @@ impl WorkerPool {
     }
 }
 
+/// Runs a shard's part of another shard's execution on a thread of its own, not on a worker:
+/// parts wait for records from the other shards, whose own executions may hold every worker
+/// there while they wait for this shard's part (a pool could starve both ways).
+pub(crate) fn spawn_part(job: impl FnOnce() + Send + 'static) {
+    let spawned = thread::Builder::new()
+        .name("gears-part".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || {
+            let _ = catch_unwind(AssertUnwindSafe(job));
+            release_free_memory();
+        });
+    if let Err(e) = spawned {
+        crate::host::log_line(
+            gears_core::LogLevel::Warning,
+            &format!("could not start a thread for an execution's part: {e}"),
+        );
+    }
+}
+
 /// Gives the memory this worker freed back to the system, once it has nothing more to do.
 /// mimalloc keeps a thread's freed pages for its next allocations, so without this an idle
 /// worker would hold what its last execution used (hundreds of megabytes after a big key).

@@ -41,6 +41,16 @@ pub(crate) enum Message {
         /// The Python requirements the script names, with their wheels (export format).
         requirements: Vec<Vec<u8>>,
     },
+    /// Run your part of an event's execution of a registration (every shard has it) whose plan
+    /// moves records: no records of your own, the ones that reach you at its exchange steps.
+    RunRegistration {
+        key: ExecutionKey,
+        registration: String,
+        user: Vec<u8>,
+        db: i32,
+        shards: Vec<String>,
+        slots: Vec<(u16, u16, String)>,
+    },
     /// Records of an exchange step (`gears_core::wire`).
     Records {
         key: ExecutionKey,
@@ -230,6 +240,7 @@ impl Message {
             | Message::Part { from, .. }
             | Message::SessionsWanted { from } => Some(from),
             Message::Run { key, .. }
+            | Message::RunRegistration { key, .. }
             | Message::SessionPrepare { reply_to: key, .. }
             | Message::SessionCommit { key, .. }
             | Message::SessionAbort { key }

@@ -71,10 +71,9 @@ fn arm_refresh(ctx: &Context) {
 /// A message from another shard (on Redis's main thread).
 pub(crate) fn receive(_ctx: &Context, message: Message) {
     match message {
-        Message::Run { .. } => {
-            if let Some(gears) = crate::gears() {
-                gears.workers.submit(move || remote::run(message));
-            }
+        Message::Run { .. } => crate::workers::spawn_part(move || remote::run(message)),
+        Message::RunRegistration { .. } => {
+            crate::workers::spawn_part(move || remote::run_registration(message))
         }
         Message::Session { .. }
         | Message::SessionPrepare { .. }
@@ -210,6 +209,16 @@ pub(crate) fn idle() -> Duration {
     Duration::from_millis(millis as u64)
 }
 
+/// True if a plan sends records to other shards (a `repartition` step, which `groupby`,
+/// `countby` and the like have too): an event's execution of a registration with such a plan
+/// runs on every shard, as in RedisGears 1.2. Others (a trailing `collect` included) stay on
+/// the shard of the event, where their records already are.
+pub(crate) fn moves_records(plan: &ExecutionPlan) -> bool {
+    plan.steps
+        .iter()
+        .any(|step| matches!(step, Step::Repartition { .. }))
+}
+
 /// The exchange steps of a plan that are `collect`.
 fn collects(plan: &ExecutionPlan) -> std::collections::HashSet<u32> {
     plan.steps
@@ -240,6 +249,50 @@ impl Distributed {
         host: &Arc<RedisHost>,
         requirements: Vec<Vec<u8>>,
     ) -> Result<Self, String> {
+        Self::launch(topology, execution_id, plan, host, |key, shards, slots| {
+            Message::Run {
+                key,
+                language,
+                script: script.to_string(),
+                user: user.to_vec(),
+                db,
+                calls: encode_calls(&calls),
+                shards,
+                slots,
+                requirements,
+            }
+        })
+    }
+
+    /// The initiator's side of an event's execution of a registration whose plan moves
+    /// records ([`moves_records`]): every other shard runs its part of the registration.
+    pub fn start_registration(
+        topology: &topology::Topology,
+        execution_id: &str,
+        registration: &str,
+        (user, db): (&[u8], i32),
+        plan: &ExecutionPlan,
+        host: &Arc<RedisHost>,
+    ) -> Result<Self, String> {
+        Self::launch(topology, execution_id, plan, host, |key, shards, slots| {
+            Message::RunRegistration {
+                key,
+                registration: registration.to_string(),
+                user: user.to_vec(),
+                db,
+                shards,
+                slots,
+            }
+        })
+    }
+
+    fn launch(
+        topology: &topology::Topology,
+        execution_id: &str,
+        plan: &ExecutionPlan,
+        host: &Arc<RedisHost>,
+        message: impl FnOnce(ExecutionKey, Vec<String>, Vec<(u16, u16, String)>) -> Message,
+    ) -> Result<Self, String> {
         let key = ExecutionKey {
             initiator: topology.my_id.clone(),
             id: execution_id.to_string(),
@@ -257,17 +310,7 @@ impl Distributed {
             host.clone(),
             plan,
         );
-        let message = Message::Run {
-            key,
-            language,
-            script: script.to_string(),
-            user: user.to_vec(),
-            db,
-            calls: encode_calls(&calls),
-            shards: shards.clone(),
-            slots,
-            requirements,
-        };
+        let message = message(key, shards.clone(), slots);
         let bytes = message.encode();
         let refused: Vec<String> = host.with_lock(|_| {
             shards

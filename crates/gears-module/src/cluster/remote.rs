@@ -123,3 +123,99 @@ pub(super) fn run(message: Message) {
     exchange::forget(&key);
     crate::executions::stats::worker_free();
 }
+
+/// Runs this shard's part of an event's execution of a registration (on a worker): no records
+/// of its own, the ones the exchange steps bring. The part runs the registration's plan with a
+/// session made for it from the registration's session (its script, with the recorded
+/// top-level replies): a Lua or Rhai session is not shared with this shard's own events, whose
+/// runs may be waiting for records from the shard that sent this.
+pub(super) fn run_registration(message: Message) {
+    let Message::RunRegistration {
+        key,
+        registration,
+        user,
+        db,
+        shards,
+        slots,
+    } = message
+    else {
+        return;
+    };
+    let (Some(gears), Some(topology)) = (crate::gears(), super::topology::current()) else {
+        return;
+    };
+    let me = topology.my_id.clone();
+    crate::executions::stats::worker_busy();
+    let control = ExecutionControl::new(gears.execution_limits());
+    let caller = Caller { user, db };
+    let _scope = ControlScope::enter(&control);
+    let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
+    let found = crate::registrations::get(&registration).and_then(|r| {
+        crate::registrations::sessions::all()
+            .into_iter()
+            .find(|s| s.id == r.session_id)
+            .map(|s| (r, s))
+    });
+    let errors = match found {
+        None => vec![format!(
+            "ERR shard {me}: registration {registration} does not exist here"
+        )],
+        Some((registration, session)) => {
+            let execution = gears.executions.create_part(
+                &key.id,
+                registration.language,
+                caller.clone(),
+                control.clone(),
+                crate::executions::TableLimits {
+                    max_executions: gears.max_executions(),
+                    max_queued: gears.max_queued(),
+                    profile: gears.config.flag(crate::config::PROFILE_EXECUTIONS),
+                },
+            );
+            let errors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let frontend = crate::commands::frontend(registration.language)?;
+                if let Some(calls) = session.calls.as_deref().and_then(super::decode_calls) {
+                    host.set_top_level(TopLevel::Replay(calls.into()));
+                }
+                let session_host = SessionHost::new(host.clone());
+                let _host_scope = session_host.enter(&host);
+                let compiled = frontend.compile(&session.script, session_host.clone());
+                host.end_top_level();
+                let compiled = compiled.map_err(|e| format!("shard {me}: {e}"))?;
+                let plan = registration.spec.plan.clone();
+                execution.set_plan(plan.clone(), registration.step_args.clone());
+                let exchange = ClusterExchange::new(
+                    key.clone(),
+                    &me,
+                    (shards.clone(), slots.clone()),
+                    host.clone(),
+                    &plan,
+                );
+                let mut nothing = gears_core::VecReader::new(Vec::new(), 1);
+                let outcome = Executor::new(plan, compiled.session)
+                    .observed(execution.progress.clone())
+                    .distributed(exchange)
+                    .run(&mut nothing);
+                Ok::<_, String>(outcome.errors)
+            }))
+            .unwrap_or_else(|_| Err("Gears internal error on a shard".to_string()))
+            .unwrap_or_else(|e| vec![e]);
+            execution.finish(crate::executions::Finished::ran(
+                gears_core::encode_outcome(&gears_core::ExecutionOutcome {
+                    results: Vec::new(),
+                    errors: errors.clone(),
+                }),
+            ));
+            errors
+        }
+    };
+    let finished = Message::Finished {
+        key: key.clone(),
+        from: me,
+        errors,
+    };
+    host.with_lock(|ctx| super::bus::send(ctx, &key.initiator, &finished));
+    host.finish();
+    exchange::forget(&key);
+    crate::executions::stats::worker_free();
+}

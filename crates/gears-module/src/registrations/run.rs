@@ -590,6 +590,7 @@ pub(super) fn execute_reader<'r>(
         host.finish();
         return None;
     };
+    let db = caller.db;
     let execution = gears.executions.create_registered(
         registration.language,
         caller,
@@ -598,14 +599,51 @@ pub(super) fn execute_reader<'r>(
     );
     let plan = registration.spec.plan.clone();
     execution.set_plan(plan.clone(), registration.step_args.clone());
-    let outcome = reader.and_then(|mut reader| {
-        catch_unwind(AssertUnwindSafe(|| {
-            Executor::new(plan, registration.session.clone())
-                .observed(execution.progress.clone())
-                .run(&mut *reader)
-        }))
-        .map_err(|_| "Gears internal error while running the registration".to_string())
-    });
+    // In a cluster, a plan that moves records runs on every shard (not a sync run: it holds
+    // the Redis lock, and the other shards' records could not arrive).
+    let distributed = match crate::cluster::participants(&plan) {
+        Some(topology)
+            if crate::cluster::moves_records(&plan)
+                && registration.mode() == gears_core::ExecutionMode::Async
+                && !SyncRun::active() =>
+        {
+            Some(crate::cluster::Distributed::start_registration(
+                &topology,
+                &execution.id,
+                &registration.id,
+                (&registration.user, db),
+                &plan,
+                &host,
+            ))
+        }
+        _ => None,
+    };
+    let outcome = match distributed {
+        Some(Err(e)) => Err(e),
+        distributed => reader.and_then(|mut reader| {
+            let distributed = distributed.and_then(Result::ok);
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                let mut executor = Executor::new(plan, registration.session.clone())
+                    .observed(execution.progress.clone());
+                if let Some(distributed) = &distributed {
+                    executor = executor.distributed(distributed.exchange.clone());
+                }
+                executor.run(&mut *reader)
+            }))
+            .map_err(|_| "Gears internal error while running the registration".to_string());
+            match (run, distributed) {
+                (Ok(mut outcome), Some(distributed)) => {
+                    let (errors, aborted) = distributed.finish();
+                    if aborted {
+                        outcome.results.clear();
+                    }
+                    outcome.errors.extend(errors);
+                    Ok(outcome)
+                }
+                (run, _) => run,
+            }
+        }),
+    };
     host.finish();
     control.end_atomic();
     let duration = started.elapsed();
