@@ -290,6 +290,7 @@ fn compute(
         }
         None => None,
     };
+    let profiler = compiled.session.profiler();
     let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
     let mut executor = Executor::new(plan, compiled.session).observed(execution.progress.clone());
     if let Some(distributed) = &distributed {
@@ -297,6 +298,10 @@ fn compute(
     }
     let mut outcome = executor.run(reader.as_mut());
     drop(reader);
+    // A `run()` is a session of its own in RedisGears 1.2: its profile is found by its id.
+    if let Some(profiler) = profiler.filter(|p| p.profiled()) {
+        execution.keep_profiler(profiler);
+    }
     if let Some(distributed) = distributed {
         let (errors, aborted) = distributed.finish();
         // A shard that gave up waiting for another sent what it had: not a whole answer.
