@@ -298,7 +298,8 @@ fn compute(
     }
     let mut outcome = executor.run(reader.as_mut());
     drop(reader);
-    // A `run()` is a session of its own in RedisGears 1.2: its profile is found by its id.
+    // A script's `run()` is a session of its own (RedisGears 1.2 gave it a random id that
+    // RG.PYPROFILE could not find): while the execution is kept, its id finds its profile.
     if let Some(profiler) = profiler.filter(|p| p.profiled()) {
         execution.keep_profiler(profiler);
     }
