@@ -110,6 +110,26 @@ pub trait Session: Send + Sync {
         let _ = callback;
         String::new()
     }
+
+    /// The profiler of the session's callbacks (`RG.PYPROFILE`), where the language has one.
+    /// It may outlive the session (a finished execution keeps what it profiled).
+    fn profiler(&self) -> Option<Arc<dyn Profiler>> {
+        None
+    }
+}
+
+/// What a language profiled of one session's callbacks while profiling was on
+/// (`ProfileExecutions`): Python's cProfile, shown as pstats text.
+pub trait Profiler: Send + Sync {
+    /// True once something was profiled (since the start, or since the last [`Profiler::reset`]).
+    fn profiled(&self) -> bool;
+
+    /// The statistics as text, sorted by `order` (a column name); `Ok(None)` when nothing was
+    /// profiled. Takes the language's interpreter lock: never call it on Redis's main thread.
+    fn stats(&self, order: &str) -> std::result::Result<Option<String>, String>;
+
+    /// Forgets everything profiled so far. Never waits for the interpreter lock.
+    fn reset(&self);
 }
 
 /// The operations the executor needs from a language while inside [`Session::enter`].

@@ -63,6 +63,7 @@ impl Gears {
     /// Applies settings that take effect when changed (after `RG.CONFIGSET`).
     pub fn apply_config(&self) {
         gears_python::set_attempt_traceback(self.config.flag(PYTHON_ATTEMPT_TRACEBACK));
+        gears_python::set_profiling(self.config.flag(PROFILE_EXECUTIONS));
         self.limits.apply(&self.config);
         self.executions.trim(self.max_executions());
     }
@@ -243,6 +244,7 @@ redis_module! {
         ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
         ["RG.PYDUMPSESSIONS", registrations::commands::py_dump_sessions, "readonly", 0, 0, 0, ""],
+        ["RG.PYPROFILE", commands::py_profile, "readonly blocking", 0, 0, 0, ""],
         ["RG.PYDUMPREQS", requirements::py_dump_reqs, "readonly", 0, 0, 0, ""],
         ["RG.PYEXPORTREQ", requirements::py_export_req, "readonly", 0, 0, 0, ""],
         ["RG.PYIMPORTREQ", requirements::py_import_req, "admin blocking", 0, 0, 0, ""],

@@ -119,6 +119,7 @@ fn start(config: &PythonConfig) -> std::result::Result<(), String> {
         crate::exceptions::install(py);
         crate::sleep::install(py)?;
         crate::isolation::install(py)?;
+        crate::profile::install(py)?;
         crate::output::install(py)?;
         crate::watchdog::start(py)
     });

@@ -84,6 +84,15 @@ pub(crate) fn format_exception(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     Ok(shared(py)?.format_exception.bind(py).clone())
 }
 
+/// A fresh dict of the builtins taken at start-up (for Gears' own Python code too).
+pub(crate) fn builtins(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let builtins = PyDict::new(py);
+    for (name, value) in &shared(py)?.builtins {
+        builtins.set_item(name.bind(py), value.bind(py))?;
+    }
+    Ok(builtins)
+}
+
 /// True for a builtin a session may share with the others: nothing about it can be changed
 /// (built-in functions, built-in types, and str, int, bool, None, Ellipsis, NotImplemented).
 fn unchangeable(value: &Bound<'_, PyAny>) -> bool {
@@ -140,10 +149,7 @@ impl Namespaces {
     /// Fresh API objects for one script, bound to `link`.
     pub(crate) fn new(py: Python<'_>, link: &Arc<Link>) -> PyResult<Namespaces> {
         let shared = shared(py)?;
-        let builtins = PyDict::new(py);
-        for (name, value) in &shared.builtins {
-            builtins.set_item(name.bind(py), value.bind(py))?;
-        }
+        let builtins = builtins(py)?;
         let api = PyDict::new(py);
         api.set_item("__builtins__", &builtins)?;
         api.set_item("__name__", "gears")?;

@@ -17,6 +17,8 @@
 //!   execution's memory limit (`memory`), a watchdog thread interrupts Python code whose
 //!   execution was stopped (`watchdog`), and `time.sleep` never sleeps holding the Redis lock
 //!   and wakes up when its execution is stopped (`sleep`).
+//! - While `ProfileExecutions` is 1, a session's callbacks run under cProfile, one profiler per
+//!   session and thread, held in Rust (`profile`); `RG.PYPROFILE` shows them as pstats text.
 
 mod api;
 mod classes;
@@ -29,6 +31,7 @@ mod memory;
 mod module;
 mod output;
 mod plan;
+mod profile;
 mod requirements;
 mod session;
 mod sleep;
@@ -36,6 +39,7 @@ mod watchdog;
 
 pub use interpreter::{keep_thread_state, set_attempt_traceback, start_interpreter, PythonConfig};
 pub use output::{set_log_sink, LogSink};
+pub use profile::set_profiling;
 pub use requirements::{unpack_wheels, use_requirement_folder};
 pub use session::{PythonFrontend, PythonSession};
 

@@ -16,6 +16,7 @@ use crate::classes::ReaderIterator;
 use crate::convert::{native, to_core, to_py};
 use crate::isolation::Namespaces;
 use crate::link::Link;
+use crate::profile::{profiled, Profile};
 use crate::watchdog::{self, Running};
 
 /// Compiles Python scripts. The interpreter must have been started with
@@ -63,6 +64,7 @@ impl Frontend for PythonFrontend {
                     values: state.values,
                 }),
                 link,
+                profile: Profile::new(),
             };
             // On failure the session is dropped here, so what the script built is freed now.
             outcome.map_err(|e| stopped_or(|| GearsError::Script(format_error(py, &e))))?;
@@ -106,6 +108,8 @@ pub struct PythonSession {
     state: ManuallyDrop<SessionState>,
     /// What the script's API functions are bound to; ended with the session.
     link: Arc<Link>,
+    /// What its callbacks' profiling recorded (`RG.PYPROFILE`); a finished execution may keep it.
+    profile: Arc<Profile>,
 }
 
 impl PythonSession {
@@ -170,6 +174,10 @@ impl Session for PythonSession {
                 .unwrap_or_default()
         })
     }
+
+    fn profiler(&self) -> Option<Arc<dyn gears_core::Profiler>> {
+        Some(self.profile.clone())
+    }
 }
 
 struct PyRuntime<'py, 's> {
@@ -216,7 +224,7 @@ impl Runtime for PyRuntime<'_, '_> {
         }
         let args = pyo3::types::PyTuple::new(py, py_args)
             .map_err(|e| GearsError::Internal(e.to_string()))?;
-        let result = function.bind(py).call1(args);
+        let result = profiled(py, &self.session.profile, || function.bind(py).call1(args));
         // An atomic block the callback left open ends with the callback.
         self.session.link.end_atomic();
         match result {
@@ -319,10 +327,11 @@ impl Runtime for PyRuntime<'_, '_> {
         let reader = reader
             .cast::<ReaderIterator>()
             .map_err(|e| GearsError::Internal(e.to_string()))?;
-        let items = reader
-            .get()
-            .take(self.py, max)
-            .map_err(|e| self.callback_error(e))?;
+        // The generator's steps run the reader function's code: profiled like a callback.
+        let items = profiled(self.py, &self.session.profile, || {
+            reader.get().take(self.py, max)
+        })
+        .map_err(|e| self.callback_error(e))?;
         Ok(items.into_iter().map(native).collect())
     }
 }

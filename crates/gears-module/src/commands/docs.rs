@@ -371,6 +371,14 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         args: &DUMP_SESSIONS_ARGS,
     },
     CommandDoc {
+        name: "RG.PYPROFILE",
+        categories: "gears slow",
+        summary: "Shows (as pstats text) or resets what cProfile recorded of a Python session",
+        complexity: "O(N) for N functions profiled",
+        arity: -2,
+        args: &super::profile::PROFILE_ARGS,
+    },
+    CommandDoc {
         name: "RG.PYDUMPREQS",
         categories: "gears slow",
         summary: "Lists the installed Python requirements",

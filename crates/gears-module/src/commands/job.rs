@@ -291,6 +291,7 @@ fn compute(
         }
         None => None,
     };
+    let profiler = compiled.session.profiler();
     let mut reader = crate::readers::build(&plan, host.clone(), compiled.session.clone());
     let mut executor = Executor::new(plan, compiled.session).observed(execution.progress.clone());
     if let Some(distributed) = &distributed {
@@ -298,6 +299,11 @@ fn compute(
     }
     let mut outcome = executor.run(reader.as_mut());
     drop(reader);
+    // A script's `run()` is a session of its own (RedisGears 1.2 gave it a random id that
+    // RG.PYPROFILE could not find): while the execution is kept, its id finds its profile.
+    if let Some(profiler) = profiler.filter(|p| p.profiled()) {
+        execution.keep_profiler(profiler);
+    }
     if let Some(distributed) = distributed {
         let (errors, aborted) = distributed.finish();
         // A shard that gave up waiting for another sent what it had: not a whole answer.

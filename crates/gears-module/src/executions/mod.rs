@@ -178,6 +178,8 @@ struct State {
     blocking: bool,
     /// True once aborted (`RG.ABORTEXECUTION`, its client gone): it ends `aborted`.
     aborted: bool,
+    /// What profiling recorded of its script's callbacks (`RG.PYPROFILE <id>`).
+    profiler: Option<Arc<dyn gears_core::Profiler>>,
 }
 
 /// One execution.
@@ -219,6 +221,7 @@ impl Execution {
                 waiters: Vec::new(),
                 blocking,
                 aborted: false,
+                profiler: None,
             }),
         }
     }
@@ -254,6 +257,15 @@ impl Execution {
         let mut state = self.state();
         state.plan = Some(plan);
         state.step_args = step_args;
+    }
+
+    /// Keeps what profiling recorded of its script's callbacks, for as long as it is kept.
+    pub fn keep_profiler(&self, profiler: Arc<dyn gears_core::Profiler>) {
+        self.state().profiler = Some(profiler);
+    }
+
+    pub fn profiler(&self) -> Option<Arc<dyn gears_core::Profiler>> {
+        self.state().profiler.clone()
     }
 
     /// Finishes the execution: records what it replies and answers everyone waiting. A blocking
