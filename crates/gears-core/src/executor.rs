@@ -264,6 +264,19 @@ impl Runtime for Checked<'_, '_> {
         control::check_current()?;
         guarded(|| self.0.call(callback, args))
     }
+    fn call_each(&mut self, callback: CallbackId, records: &[Record]) -> Vec<Result<Record>> {
+        if let Err(stopped) = control::check_current() {
+            return records.iter().map(|_| Err(stopped.clone())).collect();
+        }
+        match guarded(|| Ok(self.0.call_each(callback, records))) {
+            Ok(results) => results,
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+    fn call_now(&mut self, callback: CallbackId, args: &[&Record], what: &str) -> Result<Record> {
+        control::check_current()?;
+        guarded(|| self.0.call_now(callback, args, what))
+    }
     fn to_core(&mut self, value: Record) -> Result<Record> {
         guarded(|| self.0.to_core(value))
     }

@@ -71,6 +71,27 @@ pub trait RedisAccess: Send + Sync {
     fn get_command(&self) -> Result<Vec<Vec<u8>>> {
         Err(no_hook_context())
     }
+    /// The execution this thread now runs the session's code for, to run more of that code on
+    /// another thread ([`RedisAccess::enter_captured`]): an `async def` callback's coroutine on
+    /// the language's event loop. `None` where the host has no such notion.
+    fn capture(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+    /// Runs the session's calls on this thread for a captured execution until the returned
+    /// guard is dropped (on this thread).
+    fn enter_captured(
+        &self,
+        captured: &Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Option<Box<dyn std::any::Any>> {
+        let _ = captured;
+        None
+    }
+    /// True if this thread may wait for code running on another thread (a coroutine): false
+    /// while it holds the Redis lock (a sync run, an atomic block), where that code's commands
+    /// could never run.
+    fn may_wait(&self) -> bool {
+        true
+    }
 }
 
 /// The error of `call_next`, `override_reply` and `get_command` outside a command hook.
@@ -138,8 +159,26 @@ pub trait Profiler: Send + Sync {
 /// usually native. The default methods work on core records, converting natives with
 /// [`Runtime::to_core`]; a language overrides them where its own semantics differ.
 pub trait Runtime {
-    /// Calls a user callback.
+    /// Calls a user callback. A language with coroutines (`async def`) waits for one the
+    /// callback returns and gives its result.
     fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record>;
+
+    /// Calls a callback once per record (`map`, `flatmap`, `filter`, `foreach`); a language
+    /// with coroutines runs those the calls return concurrently, then gives every result in
+    /// order.
+    fn call_each(&mut self, callback: CallbackId, records: &[Record]) -> Vec<Result<Record>> {
+        records
+            .iter()
+            .map(|record| self.call(callback, &[record]))
+            .collect()
+    }
+
+    /// Calls a callback whose result is needed at once (an extractor, a batch reducer): a
+    /// coroutine it returns is an error naming `what` (RedisGears 1.2's texts).
+    fn call_now(&mut self, callback: CallbackId, args: &[&Record], what: &str) -> Result<Record> {
+        let _ = what;
+        self.call(callback, args)
+    }
 
     /// Converts a value (deeply) into a core record.
     fn to_core(&mut self, value: Record) -> Result<Record>;

@@ -102,6 +102,13 @@ pub(crate) fn bind<'py>(
         })?;
         functions.push((name.to_str().unwrap_or_default(), function));
     }
+    for (name, body) in crate::aio::FUNCTIONS {
+        let link = link.clone();
+        let function = PyCFunction::new_closure(py, Some(name), None, move |args, kwargs| {
+            body(&link, args, kwargs)
+        })?;
+        functions.push((name.to_str().unwrap_or_default(), function));
+    }
     Ok(functions)
 }
 

@@ -37,7 +37,7 @@ use crate::module::{ApiModule, MODULE_NAMES};
 const PRELUDE: &str = include_str!("prelude.py");
 
 /// The names a script's globals start with, taken from its API namespace.
-const SCRIPT_NAMES: [&str; 13] = [
+const SCRIPT_NAMES: [&str; 19] = [
     "GearsBuilder",
     "GB",
     "execute",
@@ -51,6 +51,12 @@ const SCRIPT_NAMES: [&str; 13] = [
     "override_reply",
     "get_command",
     "flat_error",
+    "gearsFuture",
+    "createFuture",
+    "setFutureResults",
+    "setFutureException",
+    "runCoroutine",
+    "isAsyncAllow",
 ];
 
 /// What every session is made from. Built once, at interpreter start; held only by Rust.

@@ -20,6 +20,7 @@
 //! - While `ProfileExecutions` is 1, a session's callbacks run under cProfile, one profiler per
 //!   session and thread, held in Rust (`profile`); `RG.PYPROFILE` shows them as pstats text.
 
+mod aio;
 mod api;
 mod classes;
 mod convert;

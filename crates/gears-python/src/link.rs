@@ -87,6 +87,11 @@ impl Link {
             }
     }
 
+    /// True while the session has an atomic block open.
+    pub(crate) fn is_atomic(&self) -> bool {
+        *lock(&self.atomic)
+    }
+
     /// Marks this thread as running the session's callbacks for the current execution until
     /// the guard is dropped.
     pub(crate) fn entered(&self) -> Entered {

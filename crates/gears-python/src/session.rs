@@ -11,6 +11,7 @@ use gears_core::{
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
+use crate::aio::{self, InStep, StepKind};
 use crate::api::format_error;
 use crate::classes::ReaderIterator;
 use crate::convert::{native, to_core, to_py};
@@ -185,7 +186,61 @@ struct PyRuntime<'py, 's> {
     session: &'s PythonSession,
 }
 
+/// What a callback call gave: a value, or something its record waits for.
+enum Called {
+    Now(Record),
+    Waiting(Py<PyAny>),
+}
+
 impl PyRuntime<'_, '_> {
+    /// Calls a callback as a step of `kind`. A coroutine or `gearsFuture()` it returns starts
+    /// (or, where the step may not wait, is refused).
+    fn invoke(&self, callback: CallbackId, args: &[&Record], kind: StepKind) -> Result<Called> {
+        let py = self.py;
+        let function = self
+            .session
+            .state()
+            .callbacks
+            .get(callback.0 as usize)
+            .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))?;
+        let mut py_args = Vec::with_capacity(args.len());
+        for arg in args {
+            py_args.push(to_py(py, arg)?);
+        }
+        let args = pyo3::types::PyTuple::new(py, py_args)
+            .map_err(|e| GearsError::Internal(e.to_string()))?;
+        let step = InStep::enter(kind);
+        let result = profiled(py, &self.session.profile, || function.bind(py).call1(args));
+        let created_future = step.take_created();
+        drop(step);
+        // An atomic block the callback left open ends with the callback.
+        self.session.link.end_atomic();
+        let result = result.map_err(|e| self.callback_error(e))?;
+        if let Some(created) = created_future {
+            if !created.bind(py).is(&result) {
+                // Created, then not returned: it can not continue (RedisGears 1.2).
+                aio::discard(py, created);
+            }
+        }
+        if !aio::is_async(&result) {
+            return Ok(Called::Now(native(result)));
+        }
+        if kind == StepKind::NoAsync {
+            if let Ok(close) = result.getattr("close") {
+                let _ = close.call0();
+            }
+            return Ok(Called::Waiting(py.None()));
+        }
+        aio::start(&self.session.link, result)
+            .map(Called::Waiting)
+            .map_err(|e| self.callback_error(e))
+    }
+
+    /// Waits for what a callback returned; the record's value.
+    fn finish_waiting(&self, future: &Py<PyAny>) -> Result<Record> {
+        aio::wait(self.py, future).map(|value| native(value.into_bound(self.py)))
+    }
+
     /// A failed Python call as a callback error, or as the stop of a stopped execution.
     fn callback_error(&self, err: PyErr) -> GearsError {
         stopped_or(|| {
@@ -211,25 +266,33 @@ impl PyRuntime<'_, '_> {
 
 impl Runtime for PyRuntime<'_, '_> {
     fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
-        let py = self.py;
-        let function = self
-            .session
-            .state()
-            .callbacks
-            .get(callback.0 as usize)
-            .ok_or_else(|| GearsError::Internal(format!("unknown callback {}", callback.0)))?;
-        let mut py_args = Vec::with_capacity(args.len());
-        for arg in args {
-            py_args.push(to_py(py, arg)?);
+        match self.invoke(callback, args, StepKind::Async)? {
+            Called::Now(value) => Ok(value),
+            Called::Waiting(future) => self.finish_waiting(&future),
         }
-        let args = pyo3::types::PyTuple::new(py, py_args)
-            .map_err(|e| GearsError::Internal(e.to_string()))?;
-        let result = profiled(py, &self.session.profile, || function.bind(py).call1(args));
-        // An atomic block the callback left open ends with the callback.
-        self.session.link.end_atomic();
-        match result {
-            Ok(result) => Ok(native(result)),
-            Err(e) => Err(self.callback_error(e)),
+    }
+
+    fn call_each(&mut self, callback: CallbackId, records: &[Record]) -> Vec<Result<Record>> {
+        // Every callback runs first (coroutines start), then the step waits for them all.
+        let called: Vec<Result<Called>> = records
+            .iter()
+            .map(|record| self.invoke(callback, &[record], StepKind::Async))
+            .collect();
+        called
+            .into_iter()
+            .map(|called| match called? {
+                Called::Now(value) => Ok(value),
+                Called::Waiting(future) => self.finish_waiting(&future),
+            })
+            .collect()
+    }
+
+    fn call_now(&mut self, callback: CallbackId, args: &[&Record], what: &str) -> Result<Record> {
+        match self.invoke(callback, args, StepKind::NoAsync)? {
+            Called::Now(value) => Ok(value),
+            Called::Waiting(_) => Err(GearsError::Callback(format!(
+                "coroutine are not allow on {what}"
+            ))),
         }
     }
 

@@ -52,7 +52,7 @@ impl Operator for BatchReduceByKey {
         for (key, records) in std::mem::take(&mut self.groups).into_iter().rev() {
             let key = key.into_record();
             let list = Record::List(records);
-            match ctx.runtime.call(self.reducer, &[&key, &list]) {
+            match ctx.runtime.call_now(self.reducer, &[&key, &list], "reduce") {
                 Ok(value) => out.push(Record::key_value(key, value)),
                 Err(e) => ctx.error(e),
             }

@@ -17,20 +17,17 @@ impl Filter {
 
 impl Operator for Filter {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
-        let mut out = Vec::with_capacity(input.len());
+        let mut prepared = Vec::with_capacity(input.len());
         for record in input {
-            let record = match ctx.runtime.prepare(record) {
-                Ok(record) => record,
-                Err(e) => {
-                    ctx.error(e);
-                    continue;
-                }
-            };
-            let keep = ctx
-                .runtime
-                .call(self.callback, &[&record])
-                .and_then(|verdict| ctx.runtime.truthy(&verdict));
-            match keep {
+            match ctx.runtime.prepare(record) {
+                Ok(record) => prepared.push(record),
+                Err(e) => ctx.error(e),
+            }
+        }
+        let verdicts = ctx.runtime.call_each(self.callback, &prepared);
+        let mut out = Vec::with_capacity(prepared.len());
+        for (record, verdict) in prepared.into_iter().zip(verdicts) {
+            match verdict.and_then(|verdict| ctx.runtime.truthy(&verdict)) {
                 Ok(true) => out.push(record),
                 Ok(false) => {}
                 Err(e) => ctx.error(e),

@@ -18,11 +18,8 @@ impl FlatMap {
 impl Operator for FlatMap {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         let mut out = Vec::with_capacity(input.len());
-        for record in input {
-            let expanded = ctx
-                .runtime
-                .call(self.callback, &[&record])
-                .and_then(|value| ctx.runtime.expand_list(value));
+        for value in ctx.runtime.call_each(self.callback, &input) {
+            let expanded = value.and_then(|value| ctx.runtime.expand_list(value));
             match expanded {
                 Ok(Ok(items)) => out.extend(items.into_iter().rev()),
                 Ok(Err(single)) => out.push(single),

@@ -16,16 +16,17 @@ impl ForEach {
 
 impl Operator for ForEach {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
-        let mut out = Vec::with_capacity(input.len());
+        let mut prepared = Vec::with_capacity(input.len());
         for record in input {
-            let record = match ctx.runtime.prepare(record) {
-                Ok(record) => record,
-                Err(e) => {
-                    ctx.error(e);
-                    continue;
-                }
-            };
-            match ctx.runtime.call(self.callback, &[&record]) {
+            match ctx.runtime.prepare(record) {
+                Ok(record) => prepared.push(record),
+                Err(e) => ctx.error(e),
+            }
+        }
+        let done = ctx.runtime.call_each(self.callback, &prepared);
+        let mut out = Vec::with_capacity(prepared.len());
+        for (record, done) in prepared.into_iter().zip(done) {
+            match done {
                 Ok(_) => out.push(record),
                 Err(e) => ctx.error(e),
             }

@@ -17,8 +17,8 @@ impl Map {
 impl Operator for Map {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         let mut out = Vec::with_capacity(input.len());
-        for record in input {
-            match ctx.runtime.call(self.callback, &[&record]) {
+        for result in ctx.runtime.call_each(self.callback, &input) {
+            match result {
                 Ok(mapped) => out.push(mapped),
                 Err(e) => ctx.error(e),
             }

@@ -61,7 +61,7 @@ impl StepContext<'_> {
     pub fn key_of(&mut self, source: KeySource, record: &Record) -> Result<GroupKey> {
         match source {
             KeySource::Callback(cb) => {
-                let key = self.runtime.call(cb, &[record])?;
+                let key = self.runtime.call_now(cb, &[record], "extractor")?;
                 self.runtime.group_key(key)
             }
             KeySource::RecordKey => {

@@ -140,4 +140,22 @@ impl RedisAccess for SessionHost {
     fn get_command(&self) -> Result<Vec<Vec<u8>>> {
         self.host().get_command()
     }
+
+    fn capture(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(self.host() as Arc<dyn std::any::Any + Send + Sync>)
+    }
+
+    fn enter_captured(
+        &self,
+        captured: &Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Option<Box<dyn std::any::Any>> {
+        let host = captured.clone().downcast::<RedisHost>().ok()?;
+        Some(Box::new(self.enter(&host)))
+    }
+
+    fn may_wait(&self) -> bool {
+        // A sync run or an atomic block holds the Redis lock (Redis's main thread, which always
+        // does, the language checks itself).
+        !SyncRun::active() && !super::HOLDS_LOCK.with(|held| held.get())
+    }
 }

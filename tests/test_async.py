@@ -1,0 +1,213 @@
+"""async/await and futures in Python callbacks (RedisGears 1.2's async API): coroutines run on
+Gears' asyncio loop and the record waits for them; gearsFuture() with continueRun and
+continueFailed; createFuture / setFutureResults / setFutureException; runCoroutine;
+isAsyncAllow; RedisGears 1.2's errors."""
+import threading
+import time
+
+from helpers import gears, gears_error, py_error, wait_for
+
+SLEEPY = "import asyncio\nasync def c(x):\n    await asyncio.sleep(0.1)\n    return x\n"
+
+
+def test_async_callbacks_in_every_step_that_takes_them(rr):
+    # RedisGears 1.2's testAsyncAwait.
+    assert gears(rr, "python", SLEEPY + "GB('ShardsIDReader').map(c).flatmap(c).foreach(c)"
+                 ".filter(c).count().run()") == [["1"], []]
+
+
+def test_coroutines_of_one_batch_run_concurrently_and_reach_their_execution(rr):
+    for i in range(20):
+        rr.set("ak:%d" % i, i)
+    started = time.time()
+    reply = gears(rr, "python",
+                  "import asyncio\n"
+                  "async def slow(x):\n"
+                  "    await asyncio.sleep(0.5)\n"
+                  "    execute('incr', 'async:count')\n"
+                  "    return int(x['value'])\n"
+                  "GB().map(slow).run('ak:*')")
+    elapsed = time.time() - started
+    assert sorted(int(v) for v in reply[0]) == list(range(20)) and reply[1] == []
+    # One after the other they would take 10 s.
+    assert elapsed < 5, elapsed
+    assert rr.get("async:count") == "20"
+
+
+def test_accumulate_and_aggregate_await(rr):
+    for i in range(5):
+        rr.set("acc:%d" % i, i)
+    assert gears(rr, "python",
+                 "import asyncio\n"
+                 "async def add(a, x):\n"
+                 "    await asyncio.sleep(0.01)\n"
+                 "    return (a or 0) + int(x['value'])\n"
+                 "GB().accumulate(add).run('acc:*')") == [["10"], []]
+    assert gears(rr, "python",
+                 "import asyncio\n"
+                 "async def seq(a, x):\n"
+                 "    await asyncio.sleep(0.01)\n"
+                 "    return a + int(x['value'])\n"
+                 "GB().aggregate(0, seq, lambda a, b: a + b).run('acc:*')") == [["10"], []]
+
+
+def test_errors_of_coroutines(rr):
+    rr.set("e:1", "1")
+    # An exception in a coroutine: its text, no traceback (RedisGears 1.2).
+    assert gears(rr, "python", "async def f(x):\n    raise Exception('failed')\n"
+                 "GB('ShardsIDReader').map(f).run()") == [[], ["failed"]]
+    assert gears(rr, "python",
+                 "import asyncio\n"
+                 "async def f(x):\n"
+                 "    with atomic():\n"
+                 "        await asyncio.sleep(0.01)\n"
+                 "    return x\n"
+                 "GB('ShardsIDReader').map(f).run()") == [[], ["await is not allow inside atomic block"]]
+    assert gears(rr, "python", "async def k(x):\n    return 'k'\n"
+                 "GB().groupby(k, lambda k, a, r: 1).run('e:*')") == \
+        [[], ["coroutine are not allow on extractor"]]
+    assert gears(rr, "python", "async def red(k, l):\n    return 1\n"
+                 "GB().batchgroupby(lambda x: 'k', red).run('e:*')") == \
+        [[], ["coroutine are not allow on reduce"]]
+    # The server goes on.
+    assert rr.ping()
+
+
+def test_gears_future_continued_by_another_execution(rr, server):
+    gears(rr, "python",
+          "fs = []\n"
+          "def block(x):\n"
+          "    f = gearsFuture()\n"
+          "    fs.append(f)\n"
+          "    return f\n"
+          "def unblock(x):\n"
+          "    f = fs.pop()\n"
+          "    f.continueRun(x[1])\n"
+          "    return 'unblocked'\n"
+          "def fail(x):\n"
+          "    fs.pop().continueFailed('it failed')\n"
+          "    return 'failed'\n"
+          "GB('CommandReader').map(block).register(trigger='block', mode='async_local')\n"
+          "GB('CommandReader').map(unblock).register(trigger='unblock', mode='async_local')\n"
+          "GB('CommandReader').map(fail).register(trigger='fail', mode='async_local')",
+          "ID", "futures")
+    client = server.new_client(decode_responses=True)
+    result = []
+    t = threading.Thread(target=lambda: result.append(client.execute_command("RG.TRIGGER", "block")))
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive()
+    assert rr.execute_command("RG.TRIGGER", "unblock", "value") == ["unblocked"]
+    t.join(5)
+    assert result == [["value"]]
+    # continueFailed: the record's error.
+    result.clear()
+    t = threading.Thread(target=lambda: result.append(
+        gears_trigger_error(client, "block")))
+    t.start()
+    time.sleep(0.3)
+    assert rr.execute_command("RG.TRIGGER", "fail") == ["failed"]
+    t.join(5)
+    assert result == ["it failed"]
+
+
+def gears_trigger_error(client, trigger):
+    try:
+        return client.execute_command("RG.TRIGGER", trigger)
+    except Exception as e:
+        return str(e)
+
+
+def test_gears_future_errors(rr):
+    rr.set("gf:1", "1")
+    assert gears_error(rr, "python", "gearsFuture()") == \
+        py_error("<module>", "gears.error: Future object can only be created inside certain execution steps")
+    assert gears(rr, "python", "def f(x):\n    gearsFuture()\n    return gearsFuture()\n"
+                 "GB('ShardsIDReader').map(f).run()")[1] == \
+        [py_error("f", "gears.error: Can not create async record twice on the same step", 3)]
+    [error] = gears(rr, "python", "def f(x):\n    g = gearsFuture()\n    g.continueRun(1)\n    return g\n"
+                    "GB('ShardsIDReader').map(f).run()")[1]
+    assert error.endswith("'gears.error: Can not handle future untill it returned from the callback\\n']")
+    assert gears(rr, "python", "def k(x):\n    return gearsFuture()\n"
+                 "GB().groupby(k, lambda k, a, r: 1).run('gf:*')")[1] == \
+        [py_error("k", "gears.error: Step does not support async", 2)]
+    # Returned and dropped without a continue: the record fails, nothing hangs.
+    assert gears(rr, "python", "def f(x):\n    return gearsFuture()\n"
+                 "GB('ShardsIDReader').map(f).run()") == [[], ["Async record did not called continue"]]
+    # Created but not returned: the callback's own value counts.
+    assert gears(rr, "python", "def f(x):\n    gearsFuture()\n    return 'own'\n"
+                 "GB('ShardsIDReader').map(f).run()") == [["own"], []]
+    assert gears(rr, "python", "def f(x):\n    return isAsyncAllow()\n"
+                 "GB('ShardsIDReader').map(f).run()") == [["True"], []]
+    assert gears(rr, "python", "GB('ShardsIDReader').map(lambda x: str(isAsyncAllow())).run()\n"
+                 "assert not isAsyncAllow()") == [["True"], []]
+
+
+def test_publish_consume_with_create_future(rr, server):
+    # RedisGears 1.2's documentation example (publish/consume), with createFuture and
+    # setFutureResults; and its timeout variant with runCoroutine and setFutureException.
+    gears(rr, "python",
+          "import asyncio, threading\n"
+          "publishers = []\n"
+          "lock = threading.Lock()\n"
+          "async def consume(x):\n"
+          "    f = createFuture()\n"
+          "    with lock:\n"
+          "        publishers.append(f)\n"
+          "    return await f\n"
+          "def publish(x):\n"
+          "    with lock:\n"
+          "        f = publishers.pop()\n"
+          "    setFutureResults(f, x[1])\n"
+          "    return 'OK'\n"
+          "async def timeout(f):\n"
+          "    with lock:\n"
+          "        publishers.remove(f)\n"
+          "    setFutureException(f, 'timedout')\n"
+          "async def consume_or_timeout(x):\n"
+          "    f = createFuture()\n"
+          "    with lock:\n"
+          "        publishers.append(f)\n"
+          "    runCoroutine(timeout(f), delay=0.5)\n"
+          "    return await f\n"
+          "GB('CommandReader').map(consume).register(trigger='MSG_CONSUME', mode='async_local')\n"
+          "GB('CommandReader').map(publish).register(trigger='MSG_PUBLISH', mode='async_local')\n"
+          "GB('CommandReader').map(consume_or_timeout).register(trigger='MSG_CONSUME1', mode='async_local')",
+          "ID", "pubsub")
+    client = server.new_client(decode_responses=True)
+    result = []
+    t = threading.Thread(target=lambda: result.append(client.execute_command("RG.TRIGGER", "MSG_CONSUME")))
+    t.start()
+    # The consumer waits for its future.
+    time.sleep(0.5)
+    assert t.is_alive()
+    assert rr.execute_command("RG.TRIGGER", "MSG_PUBLISH", "this is a message") == ["OK"]
+    t.join(5)
+    assert result == [["this is a message"]]
+    started = time.time()
+    assert gears_trigger_error(rr, "MSG_CONSUME1") == "timedout"
+    assert 0.4 < time.time() - started < 5
+
+
+def test_abort_while_a_coroutine_waits(rr):
+    execution = rr.execute_command(
+        "RG.PYEXECUTE", "import asyncio\nasync def f(x):\n    await asyncio.sleep(60)\n"
+        "GB('ShardsIDReader').map(f).run()", "UNBLOCKING")
+    time.sleep(0.3)
+    started = time.time()
+    assert rr.execute_command("RG.ABORTEXECUTION", execution) == "OK"
+    assert wait_for(lambda: dict(zip(*[iter(rr.execute_command("RG.GETEXECUTION", execution)[0][3][:2])] * 2))
+                    .get("status") == "aborted", timeout=5)
+    assert time.time() - started < 5
+
+
+def test_where_nothing_may_wait(rr):
+    # A sync run holds the Redis lock: a coroutine there is refused.
+    gears(rr, "python", "async def f(x):\n    return x\n"
+          "GB('CommandReader').map(f).register(trigger='syncasync', mode='sync')", "ID", "sync")
+    # RedisGears 1.2's text for it (raised with no traceback).
+    assert gears_trigger_error(rr, "syncasync") == \
+        "Error type: <class 'gears.error'>, Value: Creating async record is not allowed"
+    assert gears(rr, "python", "def f(x):\n    return str(isAsyncAllow())\n"
+                 "GB('CommandReader').map(f).register(trigger='syncallow', mode='sync')") == "OK"
+    assert rr.execute_command("RG.TRIGGER", "syncallow") == ["False"]
