@@ -100,7 +100,7 @@ pub(crate) fn receive(_ctx: &Context, message: Message) {
             pause,
         } => {
             crate::registrations::commands::pause_here(&id, pause);
-            acknowledge(_ctx, reply_to);
+            finished(_ctx, reply_to, Vec::new());
         }
         Message::ClearStats {
             reply_to,
@@ -108,7 +108,7 @@ pub(crate) fn receive(_ctx: &Context, message: Message) {
             admin,
         } => {
             crate::registrations::commands::clear_stats_here(&user, admin);
-            acknowledge(_ctx, reply_to);
+            finished(_ctx, reply_to, Vec::new());
         }
         Message::Drop { id } => {
             if let Some(gears) = crate::gears() {
@@ -425,8 +425,9 @@ pub(crate) fn decode_calls(bytes: &[u8]) -> Option<Vec<TopLevelCall>> {
         .collect()
 }
 
-/// Answers an acknowledged message: `Finished`, no errors.
-fn acknowledge(ctx: &Context, reply_to: ExecutionKey) {
+/// Answers a message that wants one (`reply_to`): `Finished` from this shard, with its errors
+/// (none: done). Holding the Redis lock.
+pub(super) fn finished(ctx: &Context, reply_to: ExecutionKey, errors: Vec<String>) {
     let me = topology::current()
         .map(|t| t.my_id.clone())
         .unwrap_or_default();
@@ -437,7 +438,7 @@ fn acknowledge(ctx: &Context, reply_to: ExecutionKey) {
         &Message::Finished {
             key: reply_to,
             from: me,
-            errors: Vec::new(),
+            errors,
         },
     );
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gears_core::control::{ControlScope, ExecutionControl};
 use gears_core::Executor;
 
-use super::bus::Message;
+use super::bus::{ExecutionKey, Message};
 use super::exchange::{self, ClusterExchange};
 use crate::host::{Access, Caller, RedisHost, SessionHost, TopLevel};
 
@@ -112,13 +112,12 @@ pub(super) fn run(message: Message) {
             errors: errors.clone(),
         }),
     ));
-    let me = topology.my_id.clone();
-    let finished = Message::Finished {
-        key: key.clone(),
-        from: me,
-        errors,
-    };
-    host.with_lock(|ctx| super::bus::send(ctx, &key.initiator, &finished));
+    end_part(&host, key, errors);
+}
+
+/// Tells the initiator this shard's part is over, with its errors, and lets the part go.
+fn end_part(host: &RedisHost, key: ExecutionKey, errors: Vec<String>) {
+    host.with_lock(|ctx| super::finished(ctx, key.clone(), errors));
     host.finish();
     exchange::forget(&key);
     crate::executions::stats::worker_free();
@@ -209,13 +208,5 @@ pub(super) fn run_registration(message: Message) {
             errors
         }
     };
-    let finished = Message::Finished {
-        key: key.clone(),
-        from: me,
-        errors,
-    };
-    host.with_lock(|ctx| super::bus::send(ctx, &key.initiator, &finished));
-    host.finish();
-    exchange::forget(&key);
-    crate::executions::stats::worker_free();
+    end_part(&host, key, errors);
 }

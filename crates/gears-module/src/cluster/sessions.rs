@@ -377,16 +377,7 @@ pub(super) fn receive(ctx: &Context, message: Message) {
                 Ok(()) => Vec::new(),
                 Err(e) => vec![format!("ERR shard-{me}: {e}")],
             };
-            let initiator = reply_to.initiator.clone();
-            bus::send(
-                ctx,
-                &initiator,
-                &Message::Finished {
-                    key: reply_to,
-                    from: me,
-                    errors,
-                },
-            );
+            super::finished(ctx, reply_to, errors);
         }
         Message::SessionCommit { key, reply_to } => {
             let errors = match commit_here(ctx, &key) {
@@ -397,16 +388,7 @@ pub(super) fn receive(ctx: &Context, message: Message) {
                     vec![e]
                 }
             };
-            let initiator = reply_to.initiator.clone();
-            bus::send(
-                ctx,
-                &initiator,
-                &Message::Finished {
-                    key: reply_to,
-                    from: me,
-                    errors,
-                },
-            );
+            super::finished(ctx, reply_to, errors);
         }
         Message::SessionAbort { key } => {
             release(&key);

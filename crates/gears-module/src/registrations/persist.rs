@@ -136,26 +136,16 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when
 /// Reads the sessions of an RDB. A session that can not be decoded is skipped and logged (the
 /// data still loads); `None` when the RDB itself can not be read.
 unsafe fn load_sessions(rdb: *mut raw::RedisModuleIO) -> Option<Vec<SessionSpec>> {
+    // SAFETY: the IO handle of this load.
+    let buffers = unsafe { load_buffers(rdb)? };
     let mut specs = Vec::new();
-    // SAFETY: the IO handle of this load; each buffer is freed after decoding.
-    unsafe {
-        let count = raw::RedisModule_LoadUnsigned.unwrap()(rdb);
-        for _ in 0..count {
-            let mut len = 0usize;
-            let buffer = raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len);
-            if buffer.is_null() || raw::RedisModule_IsIOError.is_some_and(|e| e(rdb) != 0) {
-                return None;
-            }
-            let bytes = std::slice::from_raw_parts(buffer.cast::<u8>(), len);
-            let spec = SessionSpec::decode(bytes);
-            raw::RedisModule_Free.unwrap()(buffer.cast());
-            match spec {
-                Some(spec) => specs.push(spec),
-                None => crate::host::log_line(
-                    gears_core::LogLevel::Warning,
-                    "a stored session could not be read and is skipped",
-                ),
-            }
+    for bytes in buffers {
+        match SessionSpec::decode(&bytes) {
+            Some(spec) => specs.push(spec),
+            None => crate::host::log_line(
+                gears_core::LogLevel::Warning,
+                "a stored session could not be read and is skipped",
+            ),
         }
     }
     Some(specs)

@@ -257,6 +257,12 @@ fn install_from_wheels(name: &str, path: &Path) -> Result<Requirement, String> {
     })
 }
 
+/// `pip install` of a requirement from the wheels in `<path>/wheels` only (for
+/// `RG.PYIMPORTREQ`, on a worker).
+fn pip_install_from_wheels(name: &str, path: &Path) -> Result<(), String> {
+    install_from_wheels(name, path).map(|_| ())
+}
+
 /// Puts a requirement's `site` first on `sys.path` (taking off the folder of the version it
 /// replaces) and lists it.
 fn activate(requirement: Requirement) -> Result<(), String> {
@@ -321,7 +327,18 @@ pub(crate) fn blobs_on_disk(names: &[String]) -> Vec<Vec<u8>> {
 /// wheels are written to a new folder and unpacked into `site`. Runs on the thread that makes
 /// the session (Redis's main thread too).
 pub(crate) fn install_blob(blob: &[u8]) -> Result<(), String> {
-    let exported = transfer::decode(blob)?;
+    install_exported(transfer::decode(blob)?, |path, files| {
+        gears_python::unpack_wheels(files, &path.join("site"))
+    })
+}
+
+/// Installs an exported requirement into a new folder from its wheels only, with `install`
+/// (given the folder and the wheel files written there); then marks the folder complete and
+/// makes it importable. One already installed here is used as it is.
+fn install_exported(
+    exported: transfer::Exported,
+    install: impl FnOnce(&Path, &[PathBuf]) -> Result<(), String>,
+) -> Result<(), String> {
     let lock = installing(&exported.name);
     let _one_at_a_time = lock.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(found) = find(&exported.name) {
@@ -336,7 +353,7 @@ pub(crate) fn install_blob(blob: &[u8]) -> Result<(), String> {
             std::fs::write(wheels.join(file), bytes).map_err(|e| e.to_string())?;
             files.push(wheels.join(file));
         }
-        gears_python::unpack_wheels(&files, &path.join("site"))?;
+        install(&path, &files)?;
         std::fs::write(path.join(MARKER), &exported.name).map_err(|e| e.to_string())
     })();
     if let Err(e) = result {

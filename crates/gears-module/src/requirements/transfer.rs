@@ -11,7 +11,7 @@
 use gears_core::ReplyValue;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::{activate, compiled_os, describe, find, folder_name, installation_dir, ref_count};
+use super::{compiled_os, describe, ref_count};
 use crate::guard::guarded;
 use crate::host::BlockedReply;
 use crate::reply::send;
@@ -175,29 +175,10 @@ pub(crate) fn py_import_req(ctx: &Context, args: Vec<RedisString>) -> RedisResul
     })
 }
 
-/// Writes the wheels into a new folder and installs from them only.
+/// Writes the wheels into a new folder and installs from them only, with pip.
 fn import(exported: Exported) -> Result<(), String> {
-    let lock = super::installing(&exported.name);
-    let _one_at_a_time = lock
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(found) = find(&exported.name) {
-        return activate(found);
-    }
-    let path = installation_dir()?.join(folder_name(&exported.name));
-    let wheels = path.join("wheels");
-    let result = (|| {
-        std::fs::create_dir_all(&wheels).map_err(|e| e.to_string())?;
-        for (file, bytes) in &exported.wheels {
-            std::fs::write(wheels.join(file), bytes).map_err(|e| e.to_string())?;
-        }
-        super::install_from_wheels(&exported.name, &path)
-    })();
-    match result {
-        Ok(requirement) => activate(requirement),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&path);
-            Err(e)
-        }
-    }
+    let name = exported.name.clone();
+    super::install_exported(exported, |path, _| {
+        super::pip_install_from_wheels(&name, path)
+    })
 }
