@@ -260,6 +260,42 @@ def test_a_registration_while_a_shard_does_not_answer_is_made_on_none(cluster):
     assert wait_for(lambda: all(registration_ids(n) == [] for n in cluster.masters))
 
 
+def test_a_shard_killed_mid_run_is_named_within_the_idle_time():
+    # kill -9 of a shard while every shard runs its part: the reply names it (no hang, no
+    # partial answer), and the surviving shards go on serving.
+    c = Cluster(masters=3, module_args=IDLE)
+    try:
+        client = c.client()
+        for i in range(90):
+            client.set("slow:%d" % i, i)
+        [first, second, victim] = c.masters
+        victim_id = victim.client.execute_command("CLUSTER", "MYID")
+        assert all(n.client.dbsize() > 0 for n in c.masters)
+        execution = first.new_client().execute_command(
+            "RG.PYEXECUTE",
+            "import time\n"
+            "def slow(x):\n"
+            "    time.sleep(0.1)\n"
+            "    return x['key']\n"
+            "GB().map(slow).repartition(lambda x: x).count().run('slow:*')", "UNBLOCKING")
+        time.sleep(0.5)
+        os.kill(victim.process.pid, signal.SIGKILL)
+        victim.process.wait(timeout=10)
+        killed = time.time()
+        results = first.new_client().execute_command("RG.GETRESULTSBLOCKING", execution)
+        assert time.time() - killed < 10
+        [partial, errors] = results
+        # No partial answer; every error names the dead shard (a send to it may fail first).
+        assert partial == []
+        assert "Execution max idle reached (no answer from shard %s)" % victim_id in errors
+        assert set(errors) <= {
+            "Execution max idle reached (no answer from shard %s)" % victim_id,
+            "ERR could not send to shard %s (cluster bus)" % victim_id}
+        assert first.client.ping() and second.client.ping()
+    finally:
+        c.stop()
+
+
 def test_a_failover_keeps_registrations_firing_and_runs_whole():
     c = Cluster(masters=3, replicas=1, module_args=IDLE)
     try:
