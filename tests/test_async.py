@@ -211,3 +211,31 @@ def test_where_nothing_may_wait(rr):
     assert gears(rr, "python", "def f(x):\n    return str(isAsyncAllow())\n"
                  "GB('CommandReader').map(f).register(trigger='syncallow', mode='sync')") == "OK"
     assert rr.execute_command("RG.TRIGGER", "syncallow") == ["False"]
+
+
+def test_limits_stop_a_coroutine_and_the_loop_survives_what_a_script_does_to_it(rr):
+    # A coroutine that spins inside an atomic block holds the Redis lock: AtomicBlockMaxTime
+    # stops it as it stops a plain callback (it froze the server).
+    rr.execute_command("RG.CONFIGSET", "AtomicBlockMaxTime", "500")
+    try:
+        started = time.time()
+        reply = gears(rr, "python", "async def f(x):\n    with atomic():\n"
+                      "        execute('set', 'spun', '1')\n        while True:\n            pass\n"
+                      "GB('ShardsIDReader').map(f).run()")
+        assert reply[0] == [] and reply[1][0].startswith(
+            "BUSY the atomic block ran longer than 500 ms (AtomicBlockMaxTime)")
+        assert time.time() - started < 5
+        assert rr.ping()
+    finally:
+        rr.execute_command("RG.CONFIGSET", "AtomicBlockMaxTime", "5000")
+    ok = SLEEPY + "GB('ShardsIDReader').map(c).run()"
+    # What a coroutine may do to the loop does not end it for the others.
+    for bad in ["raise SystemExit(3)", "raise KeyboardInterrupt()",
+                "asyncio.get_running_loop().stop()"]:
+        gears(rr, "python", "import asyncio\nasync def f(x):\n    %s\n    return 1\n"
+              "GB('ShardsIDReader').map(f).run()" % bad)
+        assert gears(rr, "python", ok)[1] == []
+    assert gears(rr, "python", "async def f(x):\n    raise SystemExit(3)\n"
+                 "GB('ShardsIDReader').map(f).run()") == [[], ["SystemExit: 3"]]
+    assert gears(rr, "python", "async def f(x):\n    raise GeneratorExit()\n"
+                 "GB('ShardsIDReader').map(f).run()") == [[], ["GeneratorExit"]]

@@ -106,6 +106,10 @@ def test_export_and_import_requirement_replies(servers):
         "Bad serialization format on reading requirement name"
     assert raw_error(o, "RG.PYIMPORTREQ", b"\x07" + blob[1:]) == \
         "Bad serialization format on reading requirement version"
+    # Wheels only: a source archive would be built by pip, running its code.
+    sdist = blob.replace(b"six-1.16.0-py2.py3-none-any.whl", b"six-1.16.0-py2.py3-none-any.tgz")
+    assert raw_error(o, "RG.PYIMPORTREQ", sdist) == \
+        "Bad serialization format on reading requirement wheel file name"
     assert redis_bytes(offline).execute_command("RG.PYIMPORTREQ", blob[:1000], blob[1000:]) == b"OK"
     assert names(o) == ["six==1.16.0"]
     assert gears(o, "python", "GB('ShardsIDReader').map(lambda x: __import__('six').__version__).run()",

@@ -14,55 +14,66 @@ def loop():
     with _loop_lock:
         if _loop is None:
             _loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=_loop.run_forever, name='gears-asyncio', daemon=True)
+            thread = threading.Thread(target=_serve, name='gears-asyncio', daemon=True)
             thread.start()
         return _loop
 
 
-class Driven:
-    """Awaits `coro`, each step inside its session's execution. A step that suspends while an
-    atomic block is open gets `await is not allow inside atomic block` thrown into it."""
-    __slots__ = ('_coro', '_enter', '_atomic_error')
+def _serve():
+    """Runs the loop for ever: a script that stops it (`get_running_loop().stop()`) or closes
+    it does not end it for everyone."""
+    global _loop
+    while True:
+        with _loop_lock:
+            if _loop.is_closed():
+                _loop = asyncio.new_event_loop()
+            current = _loop
+        try:
+            current.run_forever()
+        except BaseException:
+            pass
 
-    def __init__(self, coro, enter, atomic_error):
+
+class Driven:
+    """Awaits `coro`, each of its steps run by `step(it, thrown, value)`, which Gears gives:
+    it runs the step inside the coroutine's execution (its commands, its limits) and throws
+    `await is not allow inside atomic block` into a step that suspends inside an atomic
+    block."""
+    __slots__ = ('_coro', '_step')
+
+    def __init__(self, coro, step):
         self._coro = coro
-        self._enter = enter
-        self._atomic_error = atomic_error
+        self._step = step
 
     def __await__(self):
         it = self._coro.__await__()
+        step = self._step
         value = None
-        error = None
+        thrown = None
         while True:
-            scope = self._enter()
             try:
-                if error is not None:
-                    thrown, error = error, None
-                    yielded = it.throw(thrown)
-                else:
-                    yielded = it.send(value)
-                suspended_atomic = scope.atomic()
+                yielded = step(it, thrown, value)
             except StopIteration as stop:
                 return stop.value
-            finally:
-                scope.close()
-            if suspended_atomic:
-                error = self._atomic_error()
-                continue
+            thrown = None
             try:
                 value = yield yielded
             except BaseException as e:
-                error = e
+                thrown = e
                 value = None
 
 
 async def _drive(driven):
-    return await driven
+    try:
+        return await driven
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Raised out of a task, these would end the loop thread for everyone.
+        raise Exception('%s: %s' % (type(e).__name__, e)) from None
 
 
-def submit(coro, enter, atomic_error):
+def submit(coro, step):
     """Runs a coroutine on Gears' loop: a concurrent future of its result."""
-    return asyncio.run_coroutine_threadsafe(_drive(Driven(coro, enter, atomic_error)), loop())
+    return asyncio.run_coroutine_threadsafe(_drive(Driven(coro, step)), loop())
 
 
 async def _wait(future):
@@ -143,11 +154,11 @@ def discarded(gears_future):
     gears_future._done = True
 
 
-async def _later(coro, delay, enter, atomic_error, future):
+async def _later(coro, delay, step, future):
     if delay:
         await asyncio.sleep(delay)
     try:
-        result = await Driven(coro, enter, atomic_error)
+        result = await _drive(Driven(coro, step))
     except Exception as e:
         if future is not None:
             try:
@@ -162,6 +173,6 @@ async def _later(coro, delay, enter, atomic_error, future):
             pass
 
 
-def run_later(coro, delay, enter, atomic_error, future):
+def run_later(coro, delay, step, future):
     """`runCoroutine(cr, f=None, delay=0)`: runs `cr` on Gears' loop after `delay` seconds."""
-    asyncio.run_coroutine_threadsafe(_later(coro, delay, enter, atomic_error, future), loop())
+    asyncio.run_coroutine_threadsafe(_later(coro, delay, step, future), loop())

@@ -10,11 +10,11 @@
 //! thread holds the Redis lock (a sync run, an atomic block, Redis's main thread), nothing can
 //! wait: `Creating async record is not allowed`.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::sync::Arc;
 
+use gears_core::control::ControlScope;
 use gears_core::{GearsError, Result};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -23,6 +23,7 @@ use pyo3::types::{PyCFunction, PyDict, PyTuple};
 use crate::api::arguments;
 use crate::exceptions::error;
 use crate::link::Link;
+use crate::watchdog::Running;
 
 const AIO: &str = include_str!("aio.py");
 
@@ -139,67 +140,45 @@ pub(crate) fn start(link: &Arc<Link>, value: Bound<'_, PyAny>) -> PyResult<Py<Py
     if !coroutine {
         return Ok(helper(py, "returned")?.call1((value,))?.unbind());
     }
-    let enter = enter_function(py, link)?;
-    Ok(helper(py, "submit")?
-        .call1((value, enter, atomic_error(py)?))?
-        .unbind())
+    let step = step_function(py, link)?;
+    Ok(helper(py, "submit")?.call1((value, step))?.unbind())
 }
 
-/// The error thrown into a coroutine that awaits inside an atomic block.
-fn atomic_error(py: Python<'_>) -> PyResult<Bound<'_, PyCFunction>> {
-    PyCFunction::new_closure(py, None, None, |args, _| {
-        Ok::<_, PyErr>(
-            error::new_err("await is not allow inside atomic block")
-                .into_value(args.py())
-                .into_any(),
-        )
-    })
-}
-
-/// A function that enters the current execution of `link`'s session on the calling thread
-/// (Gears' loop) and returns the scope to close.
-fn enter_function<'py>(py: Python<'py>, link: &Arc<Link>) -> PyResult<Bound<'py, PyCFunction>> {
+/// A function that runs one step of a coroutine of `link`'s session, on Gears' loop, inside the
+/// execution that started it: its commands reach that execution, its limits stop it (the
+/// watchdog interrupts the step), and a step that suspends inside an atomic block gets `await
+/// is not allow inside atomic block` thrown into it at once (the block ends before the loop
+/// runs anything else). Called as `step(it, thrown, value)`.
+fn step_function<'py>(py: Python<'py>, link: &Arc<Link>) -> PyResult<Bound<'py, PyCFunction>> {
     let captured = link.host().ok().and_then(|host| host.capture());
+    let control = gears_core::control::current();
     let link = link.clone();
-    PyCFunction::new_closure(py, None, None, move |args, _| {
-        let guard = match (&captured, link.host()) {
+    PyCFunction::new_closure(py, None, None, move |args, _| -> PyResult<Py<PyAny>> {
+        let py = args.py();
+        let it = args.get_item(0)?;
+        let thrown = args.get_item(1)?;
+        let value = args.get_item(2)?;
+        let _host = match (&captured, link.host()) {
             (Some(captured), Ok(host)) => host.enter_captured(captured),
             _ => None,
         };
-        let entered = link.entered();
-        let scope = Py::new(
-            args.py(),
-            Scope {
-                guard: Some(Guards(guard, entered)),
-                link: link.clone(),
-            },
-        )?;
-        Ok::<Py<Scope>, PyErr>(scope)
+        let _control = control.as_ref().map(ControlScope::enter);
+        let _entered = link.entered();
+        let running = Running::enter(py);
+        let mut outcome = if thrown.is_none() {
+            it.call_method1("send", (value,))
+        } else {
+            it.call_method1("throw", (thrown,))
+        };
+        while outcome.is_ok() && link.is_atomic() {
+            let error = error::new_err("await is not allow inside atomic block").into_value(py);
+            outcome = it.call_method1("throw", (error,));
+        }
+        // A block the coroutine left open (it raised inside it) ends with the step.
+        link.end_atomic();
+        drop(running);
+        outcome.map(Bound::unbind)
     })
-}
-
-struct Guards(
-    #[allow(dead_code)] Option<Box<dyn Any>>,
-    #[allow(dead_code)] crate::link::Entered,
-);
-
-/// One step of a coroutine inside its execution (see `aio.py`'s `Driven`).
-#[pyclass(unsendable)]
-struct Scope {
-    guard: Option<Guards>,
-    link: Arc<Link>,
-}
-
-#[pymethods]
-impl Scope {
-    fn close(&mut self) {
-        self.guard.take();
-    }
-
-    /// True if the step left an atomic block open.
-    fn atomic(&self) -> bool {
-        self.link.is_atomic()
-    }
 }
 
 /// Waits (the GIL released) for a concurrent future started by [`start`]; its result, or the
@@ -217,7 +196,16 @@ pub(crate) fn wait(py: Python<'_>, future: &Py<PyAny>) -> Result<Py<PyAny>> {
                 }
             }
             Err(e) => {
-                let text = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+                let value = e.value(py);
+                let mut text = value.str().map(|s| s.to_string()).unwrap_or_default();
+                if text.is_empty() {
+                    // `GeneratorExit()` and the like: at least the exception's type.
+                    text = value
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
+                }
                 return Err(crate::session::stopped_or(|| GearsError::Callback(text)));
             }
         }
@@ -319,8 +307,8 @@ fn run_coroutine(
     let coroutine = coroutine.expect("required");
     let delay = delay.map_or(Ok(0.0), |d| d.extract::<f64>())?;
     let future = future.unwrap_or_else(|| py.None().into_bound(py));
-    let enter = enter_function(py, link)?;
-    helper(py, "run_later")?.call1((coroutine, delay, enter, atomic_error(py)?, future))?;
+    let step = step_function(py, link)?;
+    helper(py, "run_later")?.call1((coroutine, delay, step, future))?;
     Ok(py.None())
 }
 

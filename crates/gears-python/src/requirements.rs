@@ -1,4 +1,5 @@
-//! Installed requirements become importable: their folder goes first on `sys.path`, and the
+//! Installed requirements become importable: their folder goes on `sys.path` ahead of the other
+//! requirements and the site-packages (never ahead of the standard library), and the
 //! modules of the same names loaded from elsewhere (another version of the requirement, another
 //! requirement that brought the same package) are forgotten, so the next `import` loads this
 //! folder's. Scripts share one interpreter: the requirement made importable last wins, as when
@@ -8,6 +9,20 @@ use std::path::Path;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+
+/// The requirement folders Gears put on `sys.path`.
+static FOLDERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn lock_folders() -> std::sync::MutexGuard<'static, Vec<String>> {
+    FOLDERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// True for a path in an installation's packages (not the standard library).
+fn is_site_packages(path: &str) -> bool {
+    path.contains("site-packages") || path.contains("dist-packages")
+}
 
 /// The top-level modules a `pip install --target` folder holds: its packages and `.py` files.
 fn top_level_names(folder: &Path) -> Vec<String> {
@@ -33,8 +48,9 @@ fn top_level_names(folder: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Puts `add` first on `sys.path`, takes `remove` off it, and forgets the modules loaded from
-/// `remove`, and those named as one of `add`'s but loaded from elsewhere.
+/// Puts `add` on `sys.path` after the standard library and before the other requirements and
+/// the site-packages, takes `remove` off it, and forgets the modules loaded from `remove`, and
+/// the installed ones named as one of `add`'s but loaded from elsewhere.
 pub fn use_requirement_folder(add: &Path, remove: &[&Path]) -> Result<(), String> {
     if !crate::interpreter::is_started() {
         return Err("Python is not available".into());
@@ -53,7 +69,27 @@ pub fn use_requirement_folder(add: &Path, remove: &[&Path]) -> Result<(), String
                 path.call_method1("remove", (folder,))?;
             }
         }
-        path.insert(0, &new)?;
+        // After the standard library (which a requirement may not replace), before the other
+        // requirements and the site-packages (whose versions the newest requirement replaces).
+        let ours = lock_folders();
+        let at = path
+            .iter()
+            .position(|entry| {
+                entry
+                    .extract::<String>()
+                    .is_ok_and(|p| is_site_packages(&p) || ours.contains(&p))
+            })
+            .unwrap_or(path.len());
+        drop(ours);
+        path.insert(at, &new)?;
+        {
+            let mut ours = lock_folders();
+            ours.retain(|p| !removed.contains(p));
+            if !ours.contains(&new) {
+                ours.push(new.clone());
+            }
+        }
+        let folders = lock_folders().clone();
         let modules = sys.getattr("modules")?.cast_into::<PyDict>()?;
         let mut stale = Vec::new();
         for (name, module) in modules.iter() {
@@ -68,7 +104,12 @@ pub fn use_requirement_folder(add: &Path, remove: &[&Path]) -> Result<(), String
             let from_removed = file
                 .as_deref()
                 .is_some_and(|f| removed.iter().any(|r| f.starts_with(r.as_str())));
+            // Only installed packages are replaced, never the standard library's modules.
+            let replaceable = file.as_deref().is_some_and(|f| {
+                is_site_packages(f) || folders.iter().any(|p| f.starts_with(p.as_str()))
+            });
             let shadowed = names.iter().any(|n| n == top)
+                && replaceable
                 && !file.as_deref().is_some_and(|f| f.starts_with(new.as_str()));
             if from_removed || shadowed {
                 stale.push(name);

@@ -444,18 +444,24 @@ pub(super) fn finished(ctx: &Context, reply_to: ExecutionKey, errors: Vec<String
 }
 
 /// Makes a command's action reach every other shard of a cluster before its client gets
-/// `reply` (on Redis's main thread, after the action was done here): sends `message(key)` to
-/// each, and answers the client once every one acknowledged it, or after
+/// `reply` (on Redis's main thread): blocks the client, does `here` (the action on this shard),
+/// sends `message(key)` to each, and answers the client once every one acknowledged it, or after
 /// `ExecutionMaxIdleTime` with an error naming the shards that did not. Outside a cluster (or
-/// alone in it), `reply` at once.
+/// alone in it), `here`, then `reply` at once.
 pub(crate) fn everywhere(
     ctx: &Context,
+    here: impl FnOnce(),
     message: impl Fn(ExecutionKey) -> Message,
     reply: &'static str,
 ) -> RedisResult {
     let Some(topology) = topology::current().filter(|t| enabled() && t.shards.len() > 1) else {
+        here();
         return Ok(RedisValue::SimpleStringStatic(reply));
     };
+    // Blocked first: a client that may not block (MULTI, Lua) is refused before anything is
+    // done anywhere.
+    let client = crate::host::BlockedReply::block(ctx, crate::commands::CAN_NOT_BLOCK)?;
+    here();
     let others: Vec<String> = topology
         .shards
         .iter()
@@ -468,7 +474,6 @@ pub(crate) fn everywhere(
         id: format!("ack:{}", NEXT.fetch_add(1, Ordering::Relaxed)),
     };
     let mailbox = exchange::mailbox(&key);
-    let client = crate::host::BlockedReply::block(ctx, crate::commands::CAN_NOT_BLOCK)?;
     let unreachable: Vec<String> = others
         .iter()
         .filter(|shard| !bus::send(ctx, shard, &message(key.clone())))

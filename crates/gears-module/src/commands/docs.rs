@@ -547,8 +547,8 @@ pub(crate) fn declare(ctx: &Context) -> Result<(), String> {
             _ => {
                 Context::new(ctx.ctx).log_warning(
                     "Gears: this server gives module commands no ACL categories: '-@dangerous' or \
-                     '-@admin' do not exclude RG.PYEXECUTE or RG.CONFIGSET; exclude them by name \
-                     (see docs/security.md)",
+                     '-@admin' do not exclude RG.PYEXECUTE, RG.PYIMPORTREQ or RG.CONFIGSET; \
+                     exclude them by name (see docs/security.md)",
                 );
                 None
             }

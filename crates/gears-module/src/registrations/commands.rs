@@ -217,10 +217,10 @@ pub(crate) fn clear_registrations_stats(ctx: &Context, _args: Vec<RedisString>) 
     guarded(|| {
         let caller = Caller::of(ctx);
         let admin = is_admin(ctx, &caller);
-        clear_stats_here(&caller.user, admin);
         // In a cluster: every shard's statistics (as RedisGears 1.2).
         crate::cluster::everywhere(
             ctx,
+            || clear_stats_here(&caller.user, admin),
             |reply_to| crate::cluster::bus::Message::ClearStats {
                 reply_to,
                 user: caller.user.clone(),
@@ -253,10 +253,10 @@ fn pause_or_unpause(ctx: &Context, args: &[RedisString], what: &str) -> RedisRes
         Trigger::Command(_) => "CommandReader",
         Trigger::Stream(_) => {
             let pause = what == "pause";
-            pause_here(&registration.id, pause);
             // In a cluster: on every shard (its streams are there), as RedisGears 1.2.
             return crate::cluster::everywhere(
                 ctx,
+                || pause_here(&registration.id, pause),
                 |reply_to| crate::cluster::bus::Message::Pause {
                     reply_to,
                     id: registration.id.clone(),

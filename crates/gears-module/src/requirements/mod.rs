@@ -6,8 +6,8 @@
 //! gets its own folder under the installation directory (`PythonInstallationDir`, by default
 //! `<PythonVenv>/gears-requirements`): `<name>_<10 hex>/wheels` (what `pip wheel` downloaded or
 //! built, with its dependencies) and `site` (`pip install --no-index --target`, from those
-//! wheels only), then a `REQUIREMENT` file naming it, written last. `site` goes first on
-//! `sys.path`. A folder stays on disk: after a restart (and for a session made again from the
+//! wheels only), then a `REQUIREMENT` file naming it, written last. `site` goes on `sys.path`
+//! ahead of the site-packages. A folder stays on disk: after a restart (and for a session made again from the
 //! RDB, the AOF or replication, on Redis's main thread, where pip never runs) the newest
 //! complete folder of a requirement is used with no package index. `FORCE_REINSTALL_REQUIREMENTS`
 //! makes a new folder; the modules loaded from the old one are forgotten, so the next `import`
@@ -239,6 +239,8 @@ fn install_from_wheels(name: &str, path: &Path) -> Result<Requirement, String> {
         &[
             "install",
             "--no-index",
+            // Wheels only: nothing is built (a source archive's build would run its code).
+            "--only-binary=:all:",
             "--find-links",
             &wheels_text,
             "--target",
@@ -263,7 +265,7 @@ fn pip_install_from_wheels(name: &str, path: &Path) -> Result<(), String> {
     install_from_wheels(name, path).map(|_| ())
 }
 
-/// Puts a requirement's `site` first on `sys.path` (taking off the folder of the version it
+/// Puts a requirement's `site` on `sys.path` (ahead of the site-packages) (taking off the folder of the version it
 /// replaces) and lists it.
 fn activate(requirement: Requirement) -> Result<(), String> {
     let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);

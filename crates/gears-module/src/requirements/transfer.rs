@@ -73,8 +73,14 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Exported, String> {
     let mut wheels = Vec::new();
     for _ in 0..count {
         let file = reader.string("wheel file name")?;
-        // A file name, not a path.
-        if file.is_empty() || file.contains('/') || file.starts_with('.') {
+        // A wheel's file name, not a path; never a source archive (pip would build it, running
+        // its code).
+        if file.contains('/')
+            || file.contains('\\')
+            || file.starts_with('.')
+            || !file.ends_with(".whl")
+            || file.len() <= ".whl".len()
+        {
             return Err(bad("wheel file name"));
         }
         let data = reader.buffer("wheel file data")?;
