@@ -479,3 +479,25 @@ def test_concurrent_upgrades_end_the_same_on_every_shard(cluster):
                 except redis.RedisError:
                     pass
         assert wait_for(lambda: all(registration_ids(n) == [] for n in masters))
+
+
+def test_pause_refused_inside_multi_changes_nothing_anywhere(cluster):
+    [first, second, third] = cluster.masters
+    assert gears(first.new_client(), "python", "GB('StreamReader').register('pm:*')") == "OK"
+    [rid] = registration_ids(first)
+
+    def statuses():
+        return [[dict(zip(r[7][0::2], r[7][1::2]))["status"]
+                 for r in n.client.execute_command("RG.DUMPREGISTRATIONS")] for n in cluster.masters]
+    pipe = second.new_client().pipeline(transaction=True)
+    pipe.execute_command("RG.PAUSEREGISTRATIONS", rid)
+    [reply] = pipe.execute(raise_on_error=False)
+    assert str(reply) == "Can not run gears inside a multi exec, lua, or when blocking is not allowed"
+    assert statuses() == [["OK"]] * 3
+    # Outside MULTI it pauses every shard, and unpauses them.
+    assert second.client.execute_command("RG.PAUSEREGISTRATIONS", rid) == "OK"
+    assert statuses() == [["PAUSED"]] * 3
+    assert third.client.execute_command("RG.UNPAUSEREGISTRATIONS", rid) == "OK"
+    assert statuses() == [["OK"]] * 3
+    first.client.execute_command("RG.UNREGISTER", rid)
+    assert wait_for(lambda: all(registration_ids(n) == [] for n in cluster.masters))
