@@ -119,3 +119,47 @@ def test_export_and_import_requirement_replies(servers):
 def redis_bytes(server):
     import redis
     return redis.Redis(host="127.0.0.1", port=server.port, decode_responses=False)
+
+
+GEARSCLIENT = os.path.join(ROOT, ".venv-gearsclient")
+
+
+@pytest.fixture(scope="module")
+def gearsclient_python():
+    """A venv with PyPI's gearsclient 1.0.2. Its pin (cloudpickle < 2) can not pickle on Python
+    3.11 and later, so cloudpickle is upgraded there: the tool's code is unchanged."""
+    python = os.path.join(GEARSCLIENT, "bin", "python")
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", GEARSCLIENT], check=True, timeout=120)
+        for packages in (["gearsclient==1.0.2"], ["cloudpickle>=3"]):
+            subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            *packages], check=True, timeout=600)
+    return python
+
+
+def test_gearsclient_remote_builder_runs_with_requirements(gearsclient_python, servers):
+    online, _ = servers
+    c = online.new_client()
+    for i in range(10):
+        c.hset("user:%d" % i, mapping={"age": str(20 + i)})
+    # The server gets gearsclient (its pickled pipeline refers to it) and a cloudpickle that
+    # works on its Python as requirements, from the package index.
+    code = (
+        "import redis\n"
+        "from gearsclient import GearsRemoteBuilder as GRB\n"
+        "r = redis.Redis(host='127.0.0.1', port=%d)\n"
+        "reqs = ['gearsclient==1.0.2', 'cloudpickle>=3']\n"
+        "def b():\n"
+        "    return GRB(r=r, requirements=list(reqs), addClientToRequirements=False)\n"
+        "print(b().count().run('user:*'))\n"
+        "print(sorted(b().countby(lambda x: int(x['value']['age']) %% 2).run('user:*')[0],"
+        " key=lambda x: x['key']))\n"
+        "print(b().map(lambda x: float(x['value']['age'])).avg().run('user:*'))\n" % online.port)
+    done = subprocess.run([gearsclient_python, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "([10], [])",
+        "[{'key': '0', 'value': 5}, {'key': '1', 'value': 5}]",
+        "([24.5], [])",
+    ]
