@@ -39,6 +39,13 @@ use crate::reply::send;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// This node's id in the cluster (empty before the topology is known).
+pub(crate) fn my_id() -> String {
+    topology::current()
+        .map(|t| t.my_id.clone())
+        .unwrap_or_default()
+}
+
 /// True on a cluster node.
 pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
@@ -136,9 +143,7 @@ pub(crate) fn receive(_ctx: &Context, message: Message) {
                 crate::resp::encode(&plan, &mut bytes);
                 bytes
             });
-            let me = topology::current()
-                .map(|t| t.my_id.clone())
-                .unwrap_or_default();
+            let me = my_id();
             let initiator = reply_to.initiator.clone();
             bus::send(
                 _ctx,
@@ -286,9 +291,7 @@ pub(crate) fn decode_calls(bytes: &[u8]) -> Option<Vec<TopLevelCall>> {
 /// Answers a message that wants one (`reply_to`): `Finished` from this shard, with its errors
 /// (none: done). Holding the Redis lock.
 pub(super) fn finished(ctx: &Context, reply_to: ExecutionKey, errors: Vec<String>) {
-    let me = topology::current()
-        .map(|t| t.my_id.clone())
-        .unwrap_or_default();
+    let me = my_id();
     let initiator = reply_to.initiator.clone();
     bus::send(
         ctx,

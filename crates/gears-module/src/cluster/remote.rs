@@ -37,17 +37,7 @@ pub(super) fn run(message: Message) {
     let control = ExecutionControl::new(gears.execution_limits());
     let caller = Caller { user, db };
     // Listed here under the initiator's id; aborted with it.
-    let execution = gears.executions.create_part(
-        &key.id,
-        language,
-        caller.clone(),
-        control.clone(),
-        crate::executions::TableLimits {
-            max_executions: gears.max_executions(),
-            max_queued: gears.max_queued(),
-            profile: gears.config.flag(crate::config::PROFILE_EXECUTIONS),
-        },
-    );
+    let execution = create_part(gears, &key, language, &caller, &control);
     let _scope = ControlScope::enter(&control);
     let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
     let errors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -106,13 +96,40 @@ pub(super) fn run(message: Message) {
         outcome.errors
     }))
     .unwrap_or_else(|_| vec!["Gears internal error on a shard".to_string()]);
+    finish_part(&execution, &errors);
+    end_part(&host, key, errors);
+}
+
+/// This shard's part of the execution `key`, listed under the initiator's id (and aborted with
+/// it).
+fn create_part(
+    gears: &crate::Gears,
+    key: &ExecutionKey,
+    language: gears_core::Language,
+    caller: &Caller,
+    control: &Arc<ExecutionControl>,
+) -> Arc<crate::executions::Execution> {
+    gears.executions.create_part(
+        &key.id,
+        language,
+        caller.clone(),
+        control.clone(),
+        crate::executions::TableLimits {
+            max_executions: gears.max_executions(),
+            max_queued: gears.max_queued(),
+            profile: gears.config.flag(crate::config::PROFILE_EXECUTIONS),
+        },
+    )
+}
+
+/// Ends this shard's part in its table: its errors, no results (they went to the initiator).
+fn finish_part(execution: &crate::executions::Execution, errors: &[String]) {
     execution.finish(crate::executions::Finished::ran(
         gears_core::encode_outcome(&gears_core::ExecutionOutcome {
             results: Vec::new(),
-            errors: errors.clone(),
+            errors: errors.to_vec(),
         }),
     ));
-    end_part(&host, key, errors);
 }
 
 /// Tells the initiator this shard's part is over, with its errors, and lets the part go.
@@ -160,17 +177,7 @@ pub(super) fn run_registration(message: Message) {
             "ERR shard {me}: registration {registration} does not exist here"
         )],
         Some((registration, session)) => {
-            let execution = gears.executions.create_part(
-                &key.id,
-                registration.language,
-                caller.clone(),
-                control.clone(),
-                crate::executions::TableLimits {
-                    max_executions: gears.max_executions(),
-                    max_queued: gears.max_queued(),
-                    profile: gears.config.flag(crate::config::PROFILE_EXECUTIONS),
-                },
-            );
+            let execution = create_part(gears, &key, registration.language, &caller, &control);
             let errors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let frontend = crate::commands::frontend(registration.language)?;
                 if let Some(calls) = session.calls.as_deref().and_then(super::decode_calls) {
@@ -199,12 +206,7 @@ pub(super) fn run_registration(message: Message) {
             }))
             .unwrap_or_else(|_| Err("Gears internal error on a shard".to_string()))
             .unwrap_or_else(|e| vec![e]);
-            execution.finish(crate::executions::Finished::ran(
-                gears_core::encode_outcome(&gears_core::ExecutionOutcome {
-                    results: Vec::new(),
-                    errors: errors.clone(),
-                }),
-            ));
+            finish_part(&execution, &errors);
             errors
         }
     };

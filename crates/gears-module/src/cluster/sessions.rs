@@ -171,6 +171,8 @@ pub(crate) fn agree(
     let mut ids = vec![spec.id.clone()];
     ids.extend(replaces.filter(|old| *old != spec.id).map(str::to_string));
     let encoded = spec.encode();
+    // Its requirements' wheels, read once for every try.
+    let requirements = crate::requirements::blobs(&spec.requirements);
     let deadline = Instant::now() + super::idle();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     for attempt in 0u32.. {
@@ -183,7 +185,7 @@ pub(crate) fn agree(
             ),
         };
         if try_hold(&key, &ids) {
-            match prepare_everywhere(&key, &others, &encoded, replaces, host) {
+            match prepare_everywhere(&key, &others, (&encoded, &requirements), replaces, host) {
                 Ok(()) => return Ok(Some(Agreement { key, others })),
                 Err(errors) => {
                     host.with_lock(|ctx| {
@@ -225,19 +227,16 @@ fn pause(attempt: u32) -> Duration {
 fn prepare_everywhere(
     key: &ExecutionKey,
     others: &[String],
-    spec: &[u8],
+    (spec, requirements): (&[u8], &[Vec<u8>]),
     replaces: Option<&str>,
     host: &RedisHost,
 ) -> Result<(), Vec<String>> {
     let mailbox = exchange::mailbox(key);
-    let requirements = SessionSpec::decode(spec)
-        .map(|s| crate::requirements::blobs(&s.requirements))
-        .unwrap_or_default();
     let message = Message::SessionPrepare {
         reply_to: key.clone(),
         spec: spec.to_vec(),
         replaces: replaces.map(str::to_string),
-        requirements,
+        requirements: requirements.to_vec(),
     };
     let unreachable: Vec<String> = host.with_lock(|ctx| {
         others
@@ -337,9 +336,7 @@ fn newer_here(spec: &SessionSpec) -> bool {
 
 /// A session message from another shard (on Redis's main thread, holding the lock).
 pub(super) fn receive(ctx: &Context, message: Message) {
-    let me = topology::current()
-        .map(|t| t.my_id.clone())
-        .unwrap_or_default();
+    let me = super::my_id();
     match message {
         Message::Session { spec, requirements } => {
             for blob in &requirements {
