@@ -36,8 +36,11 @@ pub(crate) struct Link {
     control: Option<Arc<ExecutionControl>>,
     /// What the script's top level builds, while it runs.
     compiling: Mutex<Compile>,
-    /// True while this session has an atomic block open (on its execution's thread).
-    atomic: Mutex<bool>,
+    /// The thread on which this session has an atomic block open, if any (its execution's
+    /// thread, or Gears' asyncio loop for a coroutine), and the host that opened it: only that
+    /// thread ends it, through that host, also after the session ended (its Redis lock must be
+    /// released whatever happened meanwhile).
+    atomic: Mutex<Option<(std::thread::ThreadId, Arc<dyn RedisAccess>)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,7 +54,7 @@ impl Link {
             host: Mutex::new(Some(host)),
             control: control::current(),
             compiling: Mutex::new(Compile::Closed),
-            atomic: Mutex::new(false),
+            atomic: Mutex::new(None),
         })
     }
 
@@ -87,9 +90,11 @@ impl Link {
             }
     }
 
-    /// True while the session has an atomic block open.
+    /// True while the session has an atomic block open on this thread.
     pub(crate) fn is_atomic(&self) -> bool {
-        *lock(&self.atomic)
+        lock(&self.atomic)
+            .as_ref()
+            .is_some_and(|(thread, _)| *thread == std::thread::current().id())
     }
 
     /// Marks this thread as running the session's callbacks for the current execution until
@@ -122,10 +127,11 @@ impl Link {
             return Err(error::new_err(ATOMIC_ELSEWHERE));
         }
         let host = self.host()?;
+        let opener = host.clone();
         // The host is dropped without the GIL, whatever happens meanwhile.
         py.detach(move || host.begin_atomic())
             .map_err(|e| error::new_err(e.to_string()))?;
-        *lock(&self.atomic) = true;
+        *lock(&self.atomic) = Some((std::thread::current().id(), opener));
         Ok(())
     }
 
@@ -139,12 +145,17 @@ impl Link {
 
     /// Ends this session's open atomic block, if any.
     pub(crate) fn close_atomic(&self) {
-        let mut open = lock(&self.atomic);
-        if *open {
-            *open = false;
-            if let Some(host) = lock(&self.host).as_ref() {
-                host.end_atomic();
+        let opened = {
+            let mut open = lock(&self.atomic);
+            // Only on the thread that holds it: another thread's end (an execution that ended
+            // while its coroutine still ran) would leave the block's Redis lock held for ever.
+            match open.as_ref() {
+                Some((thread, _)) if *thread == std::thread::current().id() => open.take(),
+                _ => None,
             }
+        };
+        if let Some((_, host)) = opened {
+            host.end_atomic();
         }
     }
 
