@@ -51,6 +51,12 @@ pub trait RedisAccess: Send + Sync {
     }
     /// Ends this thread's atomic block, if it has one (idempotent, so it is also a safety net).
     fn end_atomic(&self) {}
+    /// Whether a timer (`registerTE`, a TimerReader's `key=`) may take `key`: it holds nothing,
+    /// or another timer's lease (which making the session checks again). True while a session
+    /// is made again (its key is already there).
+    fn timer_key_free(&self, _key: &[u8]) -> Result<bool> {
+        Err(GearsError::Plan("timers are not supported here".into()))
+    }
     /// A new registration id, which `register()` returns (none where the host has no ids).
     fn new_registration_id(&self) -> Option<String> {
         None

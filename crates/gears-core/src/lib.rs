@@ -27,6 +27,7 @@ mod record;
 pub mod registration;
 mod reply;
 mod repr;
+pub mod timer;
 pub mod wire;
 
 pub use builder::PlanBuilder;

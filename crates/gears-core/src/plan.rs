@@ -243,6 +243,8 @@ pub enum ReaderSpec {
     /// The arguments of one command (`RG.TRIGGER`, a hooked command): a registration's trigger
     /// gives the record, there is nothing to read.
     Command,
+    /// A point of a timer registration's schedule: its trigger gives the record.
+    Timer,
 }
 
 impl ReaderSpec {
@@ -280,6 +282,7 @@ impl ReaderSpec {
             ReaderSpec::ShardsId => "ShardsIDReader".into(),
             ReaderSpec::Generator { .. } => "PythonReader generator=<callback>".into(),
             ReaderSpec::Command => "CommandReader".into(),
+            ReaderSpec::Timer => "TimerReader".into(),
         }
     }
 }

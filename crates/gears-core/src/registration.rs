@@ -39,6 +39,8 @@ pub enum Trigger {
     Command(CommandTrigger),
     /// New entries of streams (StreamReader), read through a consumer group.
     Stream(StreamTrigger),
+    /// A schedule (TimerReader, Python's `registerTE`).
+    Timer(crate::timer::TimerTrigger),
 }
 
 /// What a StreamReader registration does when a batch fails (`onFailedPolicy`).
@@ -291,6 +293,10 @@ pub fn register_reader(
             };
             Ok((spec, Trigger::Stream(trigger)))
         }
+        "TimerReader" => Ok((
+            ReaderSpec::Timer,
+            Trigger::Timer(crate::timer::timer_trigger(kwargs)?),
+        )),
         _ => Err(plan_error(
             "Given reader do not support register or not exists",
         )),

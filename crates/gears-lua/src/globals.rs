@@ -131,7 +131,7 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
     sandbox(&lua)?;
     let globals = lua.globals();
 
-    let builder = create_builder_function(&lua, state)?;
+    let builder = create_builder_function(&lua, state.clone())?;
     globals.raw_set("GearsBuilder", builder.clone())?;
     globals.raw_set("GB", builder)?;
 
@@ -251,6 +251,9 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
     })?;
     globals.raw_set("flat_error", flat_error)?;
 
+    let register_timer = register_timer_function(&lua, redis.clone(), state)?;
+    globals.raw_set("register_timer", register_timer)?;
+
     // atomic(f): runs f with no other client's command in between (the Redis lock is held).
     let r = redis;
     let atomic = lua.create_function(move |_, f: Value| {
@@ -265,4 +268,70 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
     globals.raw_set("atomic", atomic)?;
 
     Ok(lua)
+}
+
+/// `register_timer(seconds, f, key?)`: Python's `registerTE` in Lua. Calls `f()` every `seconds`
+/// on the master, on Redis's main thread (a sync timer registration of the script's session);
+/// an error stops it. With `key`, the timer lives while that key holds it; `false` if the key
+/// holds something else, else `true`.
+fn register_timer_function(
+    lua: &Lua,
+    redis: Arc<dyn RedisAccess>,
+    state: SharedState,
+) -> mlua::Result<mlua::Function> {
+    lua.create_function(move |lua, args: MultiValue| {
+        let args = args.into_vec();
+        if args.len() < 2 || args.len() > 3 {
+            return Err(raise("not enough arguments for time event"));
+        }
+        let Value::Function(callback) = &args[1] else {
+            return Err(raise("callback must be a function"));
+        };
+        let seconds = match &args[0] {
+            Value::Integer(n) => *n,
+            Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => *f as i64,
+            _ => return Err(raise("time argument must be a long")),
+        };
+        if seconds <= 0 {
+            return Err(raise("time argument must be a positive number of seconds"));
+        }
+        let key = match args.get(2) {
+            None | Some(Value::Nil) => None,
+            Some(Value::String(text)) => Some(text.as_bytes().to_vec()),
+            Some(_) => return Err(raise("key argument must be a string")),
+        };
+        if !state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .compiling
+        {
+            return Err(raise(
+                "register_timer() can only be called while the script's top level runs",
+            ));
+        }
+        if let Some(key) = &key {
+            if !redis.timer_key_free(key).map_err(raise_gears)? {
+                return Ok(false);
+            }
+        }
+        // The step gets a record; the user's function gets no argument.
+        let step: mlua::Function = lua
+            .load("local f = ...\nreturn function() f() end")
+            .set_name("=register_timer")
+            .call(callback.clone())?;
+        let mut script = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = script.add_callback(step).map_err(raise_gears)?;
+        let spec = gears_core::timer::time_event(
+            gears_core::Language::Lua,
+            seconds,
+            key,
+            id,
+            format!("register_timer({seconds})"),
+        )
+        .map_err(raise_gears)?;
+        script.registrations.push(spec);
+        Ok(true)
+    })
 }

@@ -183,6 +183,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     info::register(ctx);
     if let Err(e) = registrations::subscribe(ctx)
         .and_then(|_| registrations::persist::subscribe(ctx))
+        .and_then(|_| registrations::timers::key::create_type(ctx))
         .and_then(|_| registrations::streams::subscribe(ctx))
     {
         ctx.log_warning(&format!("Gears: {e}"));
@@ -243,6 +244,7 @@ redis_module! {
         ["RG.PAUSEREGISTRATIONS", registrations::commands::pause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
         ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
+        ["RG.INNERTIMERKEY", registrations::timers::key::inner_timer_key, "write deny-oom", 1, 1, 1, ""],
         ["RG.PYDUMPSESSIONS", registrations::commands::py_dump_sessions, "readonly", 0, 0, 0, ""],
         ["RG.PYPROFILE", commands::py_profile, "readonly blocking", 0, 0, 0, ""],
         ["RG.PYDUMPREQS", requirements::py_dump_reqs, "readonly", 0, 0, 0, ""],

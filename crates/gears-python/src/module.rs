@@ -18,7 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 pub(crate) const READ_ONLY: &str = "the Gears API module can not be modified";
 
 /// The names `redisgears` has, taken from the session's API namespace.
-pub(crate) const MODULE_NAMES: [&str; 12] = [
+pub(crate) const MODULE_NAMES: [&str; 13] = [
     "executeCommand",
     "log",
     "configGet",
@@ -31,6 +31,7 @@ pub(crate) const MODULE_NAMES: [&str; 12] = [
     "override_reply",
     "get_command",
     "flat_error",
+    "registerTimeEvent",
 ];
 
 type Entries = Vec<(&'static str, Py<PyAny>)>;

@@ -1,7 +1,8 @@
 //! `GearsBuilder.run(...)` and `GearsBuilder.register(...)`: lower the steps a builder recorded
 //! into the session's plan or registration.
 
-use gears_core::registration::{register_reader, RegistrationSpec};
+use gears_core::registration::{register_reader, RegistrationSpec, Trigger};
+use gears_core::timer::TimerTrigger;
 use gears_core::{
     CallbackId, ExecutionMode, Kwarg, Language, PlanBuilder, ReaderSpec, RunArg, RunLimits,
     RunOptions, ValueId,
@@ -316,6 +317,15 @@ pub(crate) fn register(
         .unwrap_or_else(|_| "*".to_string());
     let (spec, trigger) =
         register_reader(&reader, &default_arg, prefix, &kw, mode).map_err(gears_err)?;
+    // A timer's key that holds something else: no timer, `register()` answers False (as
+    // RedisGears' `registerTE`).
+    if let Trigger::Timer(TimerTrigger { key: Some(key), .. }) = &trigger {
+        let host = link.host()?;
+        let free = py.detach(|| host.timer_key_free(key)).map_err(gears_err)?;
+        if !free {
+            return Ok(PyBool::new(py, false).to_owned().into_any().unbind());
+        }
+    }
     let Some(mut state) = link.take_compile_state() else {
         return Err(error::new_err(
             "register() can only be called from the top level of a script",

@@ -134,3 +134,35 @@ class GearsBuilder(object):
 
 
 GB = GearsBuilder
+
+
+def registerTE(*args):
+    """registerTE(seconds, callback, key=None): calls `callback()` every `seconds` seconds, as
+    RedisGears 1.2 did: on the master, on Redis's main thread (a sync TimerReader registration
+    of this session); a call that raises stops it. With `key`, the timer lives while that key
+    holds it (deleting the key stops it); False if the key already holds something else."""
+    if len(args) < 2 or len(args) > 3:
+        raise GearsError('not enough arguments for time event')
+    seconds, callback = args[0], args[1]
+    key = args[2] if len(args) == 3 else None
+    if not callable(callback):
+        raise GearsError('callback must be a function')
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        raise GearsError('time argument must be a long')
+    if seconds <= 0:
+        raise GearsError('time argument must be a positive number of seconds')
+    if key is not None and not isinstance(key, (str, bytes)):
+        raise GearsError('key argument must be a string')
+
+    def time_event(record):
+        callback()
+
+    name = getattr(callback, '__name__', None) or 'callback'
+    registered = GearsBuilder('TimerReader', desc='registerTE(%d, %s)' % (seconds, name)) \
+        .foreach(time_event) \
+        .register(convertToStr=False, collect=False, mode='sync', interval=seconds, key=key,
+                  stopOnError=True)
+    return registered is not False
+
+
+registerTimeEvent = registerTE

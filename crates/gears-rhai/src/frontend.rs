@@ -30,6 +30,7 @@ fn new_engine(state: &SharedState, redis: &Arc<dyn RedisAccess>) -> Engine {
     crate::limits::apply(&mut engine);
     crate::builder::register(&mut engine, state);
     crate::globals::register(&mut engine, redis);
+    crate::globals::register_timer(&mut engine, state, redis);
     engine
 }
 

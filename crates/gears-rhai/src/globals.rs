@@ -177,3 +177,74 @@ fn register_hook_functions(engine: &mut Engine, redis: &Arc<dyn RedisAccess>) {
         format!("-{}", text(&message))
     });
 }
+
+/// `register_timer(seconds, f)` / `register_timer(seconds, f, key)`: Python's `registerTE` in
+/// Rhai. Calls `f()` every `seconds` on the master, on Redis's main thread (a sync timer
+/// registration of the script's session); an error stops it. With `key`, the timer lives while
+/// that key holds it; `false` if the key holds something else, else `true`.
+pub(crate) fn register_timer(
+    engine: &mut Engine,
+    state: &crate::state::SharedState,
+    redis: &Arc<dyn RedisAccess>,
+) {
+    let (st, r) = (state.clone(), Arc::clone(redis));
+    engine.register_fn(
+        "register_timer",
+        move |seconds: Dynamic, f: Dynamic| -> Fallible<bool> {
+            timer(&st, &*r, seconds, f, Dynamic::UNIT)
+        },
+    );
+    let (st, r) = (state.clone(), Arc::clone(redis));
+    engine.register_fn(
+        "register_timer",
+        move |seconds: Dynamic, f: Dynamic, key: Dynamic| -> Fallible<bool> {
+            timer(&st, &*r, seconds, f, key)
+        },
+    );
+}
+
+fn timer(
+    state: &crate::state::SharedState,
+    redis: &dyn RedisAccess,
+    seconds: Dynamic,
+    f: Dynamic,
+    key: Dynamic,
+) -> Fallible<bool> {
+    let Some(callback) = f.flatten().try_cast::<FnPtr>() else {
+        return script_error("callback must be a function");
+    };
+    let Ok(seconds) = seconds.as_int() else {
+        return script_error("time argument must be a long");
+    };
+    if seconds <= 0 {
+        return script_error("time argument must be a positive number of seconds");
+    }
+    let key = if key.is_unit() {
+        None
+    } else if let Ok(blob) = key.as_blob_ref() {
+        Some(blob.to_vec())
+    } else if key.is_string() {
+        Some(text(&key).into_bytes())
+    } else {
+        return script_error("key argument must be a string");
+    };
+    state.check_can_register().map_err(raise)?;
+    if let Some(key) = &key {
+        if !redis.timer_key_free(key).map_err(raise)? {
+            return Ok(false);
+        }
+    }
+    let id = state
+        .add_callback_without_arguments(callback)
+        .map_err(raise)?;
+    let spec = gears_core::timer::time_event(
+        gears_core::Language::Rhai,
+        seconds,
+        key,
+        id,
+        format!("register_timer({seconds})"),
+    )
+    .map_err(raise)?;
+    state.add_registration(spec).map_err(raise)?;
+    Ok(true)
+}

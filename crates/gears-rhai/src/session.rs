@@ -72,23 +72,29 @@ pub(crate) struct RhaiRuntime<'a> {
     engine: &'a Engine,
     ast: &'a AST,
     state: &'a SharedState,
-    /// The callbacks used so far in this [`Session::enter`].
-    callbacks: CallbackCache<FnPtr>,
+    /// The callbacks used so far in this [`Session::enter`], each with whether it takes no
+    /// argument (`register_timer`'s function).
+    callbacks: CallbackCache<(FnPtr, bool)>,
 }
 
 impl RhaiRuntime<'_> {
-    fn callback(&mut self, callback: CallbackId) -> Result<&FnPtr> {
+    fn callback(&mut self, callback: CallbackId) -> Result<&(FnPtr, bool)> {
         let state = &self.state;
-        self.callbacks
-            .get_or_fetch(callback, || state.callback(callback))
+        self.callbacks.get_or_fetch(callback, || {
+            Ok((
+                state.callback(callback)?,
+                state.takes_no_arguments(callback),
+            ))
+        })
     }
 }
 
 impl Runtime for RhaiRuntime<'_> {
     fn call(&mut self, callback: CallbackId, args: &[&Record]) -> Result<Record> {
         let (engine, ast) = (self.engine, self.ast);
-        let function = self.callback(callback)?;
+        let (function, no_arguments) = self.callback(callback)?;
         let result = match args {
+            _ if *no_arguments => function.call::<Dynamic>(engine, ast, ()),
             [a] => function.call::<Dynamic>(engine, ast, (to_dynamic(a)?,)),
             [a, b] => function.call::<Dynamic>(engine, ast, (to_dynamic(a)?, to_dynamic(b)?)),
             _ => {
@@ -147,7 +153,7 @@ impl Runtime for RhaiRuntime<'_> {
 
     fn start_generator(&mut self, callback: CallbackId) -> Result<Record> {
         let (engine, ast) = (self.engine, self.ast);
-        let function = self.callback(callback)?;
+        let (function, _) = self.callback(callback)?;
         let result = function
             .call::<Dynamic>(engine, ast, Array::new())
             .map_err(|e| classify(&e, GearsError::Callback))?

@@ -14,6 +14,8 @@ pub(crate) struct ScriptState {
     values: Vec<Dynamic>,
     plans: Vec<ExecutionPlan>,
     registrations: Vec<RegistrationSpec>,
+    /// Callbacks called with no argument (`register_timer`'s function), by id.
+    no_arguments: Vec<u32>,
     /// True while the top level runs: `run()` is only allowed then.
     compiling: bool,
 }
@@ -55,6 +57,17 @@ impl SharedState {
             .map_err(|_| GearsError::Plan("too many callbacks in one script".into()))?;
         state.callbacks.push(callback);
         Ok(CallbackId(id))
+    }
+
+    /// Adds a callback that its step calls with no argument (a timer's function).
+    pub(crate) fn add_callback_without_arguments(&self, callback: FnPtr) -> Result<CallbackId> {
+        let id = self.add_callback(callback)?;
+        self.lock().no_arguments.push(id.0);
+        Ok(id)
+    }
+
+    pub(crate) fn takes_no_arguments(&self, id: CallbackId) -> bool {
+        self.lock().no_arguments.contains(&id.0)
     }
 
     pub(crate) fn add_value(&self, value: Dynamic) -> Result<ValueId> {

@@ -219,6 +219,14 @@ fn compute(
     }
     // The session reaches Redis through this thread's current host: its callbacks may also run
     // for other executions (a registration's events).
+    host.set_replaces(
+        options
+            .id
+            .iter()
+            .chain(options.replace_with.iter())
+            .cloned()
+            .collect(),
+    );
     let session_host = SessionHost::new(host.clone());
     let _host_scope = session_host.enter(host);
     // In a cluster the top level's replies are recorded: the other shards replay them.

@@ -129,6 +129,10 @@ impl RedisAccess for SessionHost {
         crate::gears().map(|gears| gears.executions.next_id())
     }
 
+    fn timer_key_free(&self, key: &[u8]) -> Result<bool> {
+        self.host().timer_key_free(key)
+    }
+
     fn call_next(&self, args: &[Vec<u8>]) -> Result<Record> {
         self.host().call_next(args)
     }

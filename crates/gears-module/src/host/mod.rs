@@ -70,6 +70,9 @@ pub(crate) struct RedisHost {
     /// The commands of a script's top level, recorded (the initiator of a distributed
     /// execution) or replayed (the other shards: the top level has its effects once).
     top_level: std::sync::Mutex<TopLevel>,
+    /// The sessions the script's session replaces (`ID` with `UPGRADE`, `REPLACE_WITH`): their
+    /// timers' keys are free for its timers.
+    replaces: std::sync::Mutex<Vec<String>>,
 }
 
 /// One command of a script's top level and its reply.
@@ -129,7 +132,16 @@ impl RedisHost {
             db: AtomicI32::new(caller.db),
             hook: None,
             top_level: std::sync::Mutex::new(TopLevel::Run),
+            replaces: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes the sessions the script's session would replace (see [`RedisHost::replaces`]).
+    pub fn set_replaces(&self, sessions: Vec<String>) {
+        *self
+            .replaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sessions;
     }
 
     /// Records (or replays) the commands of the script's top level until
@@ -463,6 +475,35 @@ impl RedisAccess for RedisHost {
     fn hashtag(&self) -> String {
         // Standalone: the first entry of RedisGears' slot table, a tag of slot 0.
         "06S".to_string()
+    }
+
+    fn timer_key_free(&self, key: &[u8]) -> Result<bool> {
+        use crate::registrations::timers::key::{content, Content};
+        if self.access == Access::Replay {
+            return Ok(true);
+        }
+        self.check_running()?;
+        self.with_lock(|ctx| {
+            let name = String::from_utf8_lossy(key);
+            if !may_run(ctx, self.user.name().as_bytes(), &[b"SET", key, b"1"]) {
+                return Err(GearsError::Redis(format!(
+                    "NOPERM this user may not write the timer's key '{name}'"
+                )));
+            }
+            let db = self.db.load(Ordering::Relaxed);
+            Ok(match content(ctx, db, key) {
+                Content::Empty => true,
+                Content::Other => false,
+                // Another live session's timer keeps it; a timer that is not live, or one of
+                // a session this script replaces, gives it up.
+                Content::Timer(id) => crate::registrations::get(&id).is_none_or(|live| {
+                    self.replaces
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .contains(&live.session_id)
+                }),
+            })
+        })
     }
 
     /// Runs the hooked command with `args` through the hooks registered before this one (see

@@ -107,6 +107,8 @@ fn build_reader(
             Box::new(GeneratorReader::new(session, *callback, BATCH_SIZE))
         }
         // Registrations give the record of a command; `run()` never builds this reader.
-        ReaderSpec::Command => Box::new(gears_core::VecReader::new(Vec::new(), 1)),
+        ReaderSpec::Command | ReaderSpec::Timer => {
+            Box::new(gears_core::VecReader::new(Vec::new(), 1))
+        }
     }
 }

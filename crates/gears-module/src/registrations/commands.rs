@@ -96,6 +96,25 @@ fn describe(registration: &Registration) -> ReplyValue {
             };
             ("CommandReader", args)
         }
+        Trigger::Timer(trigger) => (
+            "TimerReader",
+            vec![
+                bulk("schedule"),
+                bulk(trigger.schedule.describe()),
+                bulk("key"),
+                trigger.key.clone().map_or(ReplyValue::Null, bulk),
+                bulk("stopOnError"),
+                ReplyValue::Integer(i64::from(trigger.stop_on_error)),
+                bulk("nextRunUnixMS"),
+                registration
+                    .timer
+                    .as_ref()
+                    .and_then(|t| t.next_run_ms())
+                    .map_or(ReplyValue::Null, |ms| {
+                        ReplyValue::Integer(ms.min(i64::MAX as u64) as i64)
+                    }),
+            ],
+        ),
         Trigger::Stream(trigger) => (
             "StreamReader",
             vec![
@@ -198,19 +217,28 @@ pub(crate) fn unregister(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Some(_) => return Err(RedisError::Str("Unknown argument given to unregister")),
         };
         let registration = super::get(&id).filter(|r| visible(ctx, r));
-        if registration.is_none() || !super::remove(&id, abort_pending) {
+        if registration.is_none() || !unregister_everywhere(ctx, &id, abort_pending) {
             return Err(RedisError::Str("execution is not registered"));
         }
-        // Durably: its session no longer makes it again.
-        match super::sessions::forget_registration(&id) {
-            Some(Ok(session)) => super::persist::propagate_set(ctx, &session),
-            Some(Err(ended)) => super::persist::propagate_del(ctx, &ended),
-            None => {}
-        }
-        // And on every shard.
-        crate::cluster::sessions::unregistered(ctx, &id, abort_pending);
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
+}
+
+/// Removes a registration here, from its session (replicas and the AOF are told), and on every
+/// shard; false if it is not registered here. Under the Redis lock.
+pub(crate) fn unregister_everywhere(ctx: &Context, id: &str, abort_pending: bool) -> bool {
+    if !super::remove(id, abort_pending) {
+        return false;
+    }
+    // Durably: its session no longer makes it again.
+    match super::sessions::forget_registration(id) {
+        Some(Ok(session)) => super::persist::propagate_set(ctx, &session),
+        Some(Err(ended)) => super::persist::propagate_del(ctx, &ended),
+        None => {}
+    }
+    // And on every shard.
+    crate::cluster::sessions::unregistered(ctx, id, abort_pending);
+    true
 }
 
 pub(crate) fn clear_registrations_stats(ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
@@ -251,7 +279,7 @@ fn pause_or_unpause(ctx: &Context, args: &[RedisString], what: &str) -> RedisRes
     let reader = match &registration.spec.trigger {
         Trigger::Keys(_) => "KeysReader",
         Trigger::Command(_) => "CommandReader",
-        Trigger::Stream(_) => {
+        Trigger::Stream(_) | Trigger::Timer(_) => {
             let pause = what == "pause";
             // In a cluster: on every shard (its streams are there), as RedisGears 1.2.
             return crate::cluster::everywhere(
@@ -276,6 +304,10 @@ pub(crate) fn pause_here(id: &str, pause: bool) {
     let Some(registration) = super::get(id) else {
         return;
     };
+    if let Some(timer) = &registration.timer {
+        timer.pause(pause);
+        return;
+    }
     if !matches!(registration.spec.trigger, Trigger::Stream(_)) {
         return;
     }

@@ -180,7 +180,7 @@ pub(super) fn hook_infos(ctx: &Context, trigger: &Trigger) -> Result<Vec<HookInf
             }
             Ok(infos)
         }
-        Trigger::Stream(_) => Ok(Vec::new()),
+        Trigger::Stream(_) | Trigger::Timer(_) => Ok(Vec::new()),
     }
 }
 
@@ -276,7 +276,7 @@ pub(super) fn rebuild(list: &[Arc<Registration>]) {
             match &registration.spec.trigger {
                 Trigger::Command(_) => hooked.commands.push(entry),
                 Trigger::Keys(_) => hooked.keys.push(entry),
-                Trigger::Stream(_) => {}
+                Trigger::Stream(_) | Trigger::Timer(_) => {}
             }
         }
     }

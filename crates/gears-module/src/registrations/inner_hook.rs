@@ -164,6 +164,7 @@ fn run_hook(ctx: &Context, registration: &Arc<Registration>, argv: &[&[u8]]) -> 
         })),
         answer: Answer::OneResult,
         client: None,
+        on_done: None,
     };
     if registration.mode() == ExecutionMode::Sync {
         let _next = NextHook::clear();

@@ -19,6 +19,7 @@ pub(crate) mod removals;
 mod run;
 pub(crate) mod sessions;
 pub(crate) mod streams;
+pub(crate) mod timers;
 pub(crate) mod triggers;
 
 use std::collections::VecDeque;
@@ -95,6 +96,8 @@ pub(crate) struct Registration {
     executions: Mutex<VecDeque<String>>,
     /// A StreamReader registration's status, positions and lag.
     pub stream: Option<streams::StreamState>,
+    /// A TimerReader registration's next run.
+    pub timer: Option<timers::TimerState>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -284,6 +287,7 @@ pub(crate) fn build(
             removed: AtomicBool::new(false),
             executions: Mutex::new(VecDeque::new()),
             stream: matches!(spec_trigger, Trigger::Stream(_)).then(streams::StreamState::new),
+            timer: matches!(spec_trigger, Trigger::Timer(_)).then(timers::TimerState::default),
         }));
     }
     Ok(created)
@@ -335,6 +339,7 @@ pub(crate) fn swap(removed: &[String], added: Vec<Arc<Registration>>) -> Result<
         retire(&registration, false);
     }
     streams::started(&added);
+    timers::started(&added);
     Ok(())
 }
 

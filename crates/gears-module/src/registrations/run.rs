@@ -397,10 +397,18 @@ pub(crate) struct Call {
     pub hook: Option<Arc<HookCall>>,
     pub answer: Answer,
     pub client: Option<BlockedReply>,
+    /// Told how the run ended (a timer that stops on an error).
+    pub on_done: Option<OnDone>,
 }
+
+/// What a call's run tells its maker when it ends.
+pub(crate) type OnDone = Box<dyn FnOnce(&Result<ExecutionOutcome, String>) + Send>;
 
 impl Call {
     fn respond(mut self, outcome: &Result<ExecutionOutcome, String>) {
+        if let Some(done) = self.on_done.take() {
+            done(outcome);
+        }
         if let Some(client) = self.client.take() {
             client.measure_end();
             client.reply(&self.answer.reply(outcome));
@@ -424,6 +432,9 @@ impl Drop for Call {
 pub(crate) fn call_sync(registration: &Arc<Registration>, mut call: Call) -> ReplyValue {
     let _sync = SyncRun::enter();
     let outcome = run_call(registration, &mut call);
+    if let Some(done) = call.on_done.take() {
+        done(&outcome);
+    }
     call.answer.reply(&outcome)
 }
 

@@ -113,6 +113,11 @@ pub(crate) fn all() -> Vec<SessionSpec> {
     sessions().clone()
 }
 
+/// The database a session's script ran in (its registrations act there).
+pub(crate) fn db_of(session_id: &str) -> Option<i32> {
+    sessions().iter().find(|s| s.id == session_id).map(|s| s.db)
+}
+
 /// Sessions that could not be made again (after a restart, on a replica), with the reason:
 /// kept, saved again and retried at the next load, listed as dead, replaced by an `UPGRADE`.
 static FAILED: Mutex<Vec<(SessionSpec, String)>> = Mutex::new(Vec::new());
@@ -258,7 +263,9 @@ pub(crate) fn establish(
                 "the registration limit is reached ({max} registrations, MaxRegistrations)"
             ));
         }
-        super::swap(&removed, created)?;
+        super::timers::key::check_claims(ctx, new.caller.db, &created, &removed)?;
+        super::swap(&removed, created.clone())?;
+        super::timers::key::claim(ctx, new.caller.db, &created);
         if let Some(old) = &replaced {
             failed_sessions().retain(|(s, _)| s.id != old.id);
         }

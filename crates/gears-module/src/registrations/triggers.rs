@@ -90,6 +90,7 @@ fn run_trigger(ctx: &Context, args: &[RedisString], min_args: usize) -> RedisRes
         hook: None,
         answer: Answer::Results,
         client: None,
+        on_done: None,
     };
     if registration.mode() == ExecutionMode::Sync {
         let reply = run::call_sync(&registration, call);
