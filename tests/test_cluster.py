@@ -131,6 +131,19 @@ def test_a_key_of_another_shard_is_a_clear_error(cluster):
     assert "ERR Attempted to access a non local key in a cluster node" in error
 
 
+@pytest.mark.parametrize("language,script", [
+    ("python", "GB('ShardsIDReader').map(lambda x: hashtag()).run()"),
+    ("lua", "GB('ShardsIDReader'):map(function(x) return hashtag() end):run()"),
+    ("rhai", 'GB("ShardsIDReader").map(|x| hashtag()).run()'),
+])
+def test_hashtag_names_a_slot_of_each_shard(cluster, language, script):
+    tags, errors = gears(cluster.masters[0].client, language, script)
+    assert errors == [] and len(set(tags)) == 3
+    # Each shard answers a tag of one of its own slots (it was 06S, slot 0, everywhere).
+    owners = {owner_of(cluster, "k{%s}" % tag).port for tag in tags}
+    assert owners == {n.port for n in cluster.masters}
+
+
 def test_info_cluster(cluster, single):
     node = cluster.masters[0]
     info = node.client.execute_command("RG.INFOCLUSTER")

@@ -288,3 +288,42 @@ def test_a_user_who_may_not_write_the_key_gets_no_timer(server):
             admin.execute_command("RG.UNREGISTER", registration[1])
     finally:
         admin.execute_command("ACL", "DELUSER", "tmr")
+
+
+def test_in_a_cluster_every_shard_runs_a_timer_and_a_keyed_one_runs_on_its_key_s_shard():
+    from cluster import Cluster
+    cluster = Cluster(masters=3)
+    try:
+        cc = cluster.client()
+        nodes = {n.port: n.client for n in cluster.masters}
+        port, first = next(iter(nodes.items()))
+        # Without a key: every shard's master runs it, each for its own keys.
+        script = ("GB('TimerReader').foreach(lambda r: execute('incr', 'ticks{%s}' % hashtag()))"
+                  ".register(interval=0.3)")
+        assert gears(first, "python", script) == "OK"
+        for client in nodes.values():
+            assert wait_for(lambda: len(client.keys("ticks*")) == 1
+                            and int(client.get(client.keys("ticks*")[0])) >= 2, timeout=5)
+        # With a key: it must be on the shard that runs the script, and runs there only.
+        names = ["tk%d" % i for i in range(40)]
+        mine = next(k for k in names if cc.get_node_from_key(k).port == port)
+        other = next(k for k in names if cc.get_node_from_key(k).port != port)
+        error = gears_error(first, "python", "registerTE(1, lambda: None, '%s')" % other)
+        assert "a timer's key must be on the shard that runs the script: '%s' is in slot %d, " \
+               "served by another shard" % (other, cc.keyslot(other)) in error
+        te = "registerTE(1, lambda: execute('incr', 'te{%%s}' %% hashtag()), '%s')" % mine
+        assert gears(first, "python", te) == "OK"
+        assert first.type(mine) == "gears-tmr"
+        assert wait_for(lambda: int(first.get(first.keys("te*")[0]) if first.keys("te*")
+                                    else 0) >= 2, timeout=5)
+        for p, client in nodes.items():
+            if p != port:
+                assert client.keys("te*") == []
+                assert len(client.execute_command("RG.DUMPREGISTRATIONS")) == 2
+        # Its key deleted, it ends on every shard.
+        first.delete(mine)
+        for client in nodes.values():
+            assert wait_for(lambda: len(client.execute_command("RG.DUMPREGISTRATIONS")) == 1,
+                            timeout=5)
+    finally:
+        cluster.stop()

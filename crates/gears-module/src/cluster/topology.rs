@@ -156,3 +156,68 @@ mod tests {
         assert_eq!(crc16(b"123456789"), 0x31C3);
     }
 }
+
+/// `hashtag()`: a hash tag that maps to a slot of this shard (its first slot), so a script can
+/// name keys that live here (`'counter{%s}' % hashtag()`). Standalone (and before the topology
+/// is known): `06S`, RedisGears' tag of slot 0.
+pub(crate) fn my_hashtag() -> String {
+    let first = current().filter(|_| super::enabled()).and_then(|topology| {
+        topology
+            .shards
+            .iter()
+            .find(|s| s.id == topology.my_id)
+            .and_then(|s| s.ranges.iter().map(|(start, _)| *start).min())
+    });
+    match first {
+        Some(slot) => tag_for_slot(slot),
+        None => "06S".to_string(),
+    }
+}
+
+/// The first short alphanumeric tag (by length, then `0-9A-Za-z` order) whose slot is `slot`;
+/// each slot has one of at most 3 characters in practice (238,328 of them for 16,384 slots),
+/// and a 4th is tried for certainty. Found once per slot, then remembered.
+pub(crate) fn tag_for_slot(slot: u16) -> String {
+    static FOUND: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, tag)) = found.iter().find(|(s, _)| *s == slot) {
+        return tag.clone();
+    }
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut tag = None;
+    'search: for len in 1..=4u32 {
+        let total = (ALPHABET.len() as u64).pow(len);
+        let mut candidate = vec![0u8; len as usize];
+        for mut n in 0..total {
+            for at in (0..len as usize).rev() {
+                candidate[at] = ALPHABET[(n % ALPHABET.len() as u64) as usize];
+                n /= ALPHABET.len() as u64;
+            }
+            if key_slot(&candidate) == slot {
+                tag = Some(String::from_utf8_lossy(&candidate).into_owned());
+                break 'search;
+            }
+        }
+    }
+    let tag = tag.unwrap_or_else(|| "06S".to_string());
+    if found.len() > 64 {
+        found.clear();
+    }
+    found.push((slot, tag.clone()));
+    tag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_has_a_short_tag_of_its_own() {
+        for slot in [0u16, 1, 5461, 10923, 16383] {
+            let tag = tag_for_slot(slot);
+            assert!(tag.len() <= 3, "{tag}");
+            assert_eq!(key_slot(tag.as_bytes()), slot);
+            assert_eq!(key_slot(format!("counter{{{tag}}}").as_bytes()), slot);
+        }
+    }
+}

@@ -473,8 +473,7 @@ impl RedisAccess for RedisHost {
     }
 
     fn hashtag(&self) -> String {
-        // Standalone: the first entry of RedisGears' slot table, a tag of slot 0.
-        "06S".to_string()
+        crate::cluster::topology::my_hashtag()
     }
 
     fn timer_key_free(&self, key: &[u8]) -> Result<bool> {
