@@ -202,15 +202,142 @@ def test_abort_while_a_coroutine_waits(rr):
 
 
 def test_where_nothing_may_wait(rr):
-    # A sync run holds the Redis lock: a coroutine there is refused.
+    # Inside MULTI a sync run can not move to the background: a coroutine there is refused, with
+    # RedisGears 1.2's text (raised with no traceback).
     gears(rr, "python", "async def f(x):\n    return x\n"
           "GB('CommandReader').map(f).register(trigger='syncasync', mode='sync')", "ID", "sync")
-    # RedisGears 1.2's text for it (raised with no traceback).
-    assert gears_trigger_error(rr, "syncasync") == \
+    pipe = rr.pipeline(transaction=True)
+    pipe.execute_command("RG.TRIGGER", "syncasync")
+    [error] = pipe.execute(raise_on_error=False)
+    assert str(error) == \
         "Error type: <class 'gears.error'>, Value: Creating async record is not allowed"
     assert gears(rr, "python", "def f(x):\n    return str(isAsyncAllow())\n"
                  "GB('CommandReader').map(f).register(trigger='syncallow', mode='sync')") == "OK"
     assert rr.execute_command("RG.TRIGGER", "syncallow") == ["False"]
+
+
+# RedisGears 1.2's documentation: "Waiting for another execution" (async_local) and "Async
+# Await on Sync executions" (sync: only a cache miss goes to the background).
+COUNT_STUDENTS = """
+async def CountStudents(r):
+    c = execute('get', 's_count{%s}' % hashtag())
+    if c:
+        return c
+    c = await GB().count().run(prefix='student:*')
+    if len(c[1]) > 0:
+        return c[1]
+    if len(c[0]) == 0:
+        c = 0
+    else:
+        c = c[0][0]
+    execute('set', 's_count{%s}' % hashtag(), c, 'EX', '5')
+    return c
+
+GB('CommandReader').map(CountStudents).register(trigger='COUNT_STUDENTS', mode='async_local')
+"""
+
+COUNT_STUDENTS_SYNC = """
+async def AsyncCountStudents():
+    c = await GB().count().run(prefix='student:*')
+    if len(c[1]) > 0:
+        return c[1]
+    if len(c[0]) == 0:
+        c = 0
+    else:
+        c = c[0][0]
+    execute('set', 's_count{%s}' % hashtag(), c, 'EX', '5')
+    return c
+
+def CountStudents(r):
+    c = execute('get', 's_count{%s}' % hashtag())
+    if c:
+        return c
+    return AsyncCountStudents()
+
+GB('CommandReader').map(CountStudents).register(trigger='COUNT_STUDENTS1', mode='sync')
+"""
+
+
+def test_count_students_awaits_another_execution(rr):
+    for i in range(7):
+        rr.set("student:%d" % i, i)
+    rr.set("teacher:1", "t")
+    assert gears(rr, "python", COUNT_STUDENTS) == "OK"
+    assert rr.execute_command("RG.TRIGGER", "COUNT_STUDENTS") == ["7"]
+    assert rr.get("s_count{06S}") == "7"
+    assert rr.execute_command("RG.TRIGGER", "COUNT_STUDENTS") == ["7"]
+    # The inner run was an execution of its own, listed like any other (with the script's
+    # run and the two registered runs).
+    listed = rr.execute_command("RG.DUMPEXECUTIONS")
+    assert sorted(e[5] for e in listed) == [0, 0, 1, 1]
+
+
+def test_a_sync_run_that_awaits_moves_to_the_background(rr):
+    for i in range(4):
+        rr.set("student:%d" % i, i)
+    assert gears(rr, "python", COUNT_STUDENTS_SYNC) == "OK"
+    # A cache miss awaits: the run starts again on a worker; the client gets its reply then.
+    assert rr.execute_command("RG.TRIGGER", "COUNT_STUDENTS1") == ["4"]
+    assert rr.get("s_count{06S}") == "4"
+    # A hit stays sync.
+    assert rr.execute_command("RG.TRIGGER", "COUNT_STUDENTS1") == ["4"]
+    [registration] = rr.execute_command("RG.DUMPREGISTRATIONS")
+    data = registration[7]
+    # Two runs, both successful: the attempt that moved is not a run.
+    assert data[data.index("numTriggered") + 1] == 2
+    assert data[data.index("numSuccess") + 1] == 2
+    # Inside MULTI it can not move.
+    rr.delete("s_count{06S}")
+    pipe = rr.pipeline(transaction=True)
+    pipe.execute_command("RG.TRIGGER", "COUNT_STUDENTS1")
+    [error] = pipe.execute(raise_on_error=False)
+    assert str(error) == \
+        "Error type: <class 'gears.error'>, Value: Creating async record is not allowed"
+
+
+def test_a_sync_run_that_wrote_before_it_awaits_does_not_start_again(rr):
+    script = ("import asyncio\nasync def later(x):\n    await asyncio.sleep(0.01)\n"
+              "    return 'late'\ndef f(x):\n    execute('incr', 'w')\n    return later(x)\n"
+              "GB('CommandReader').map(f).register(trigger='W', mode='sync')")
+    assert gears(rr, "python", script) == "OK"
+    assert gears_trigger_error(rr, "W") == (
+        "Error type: <class 'gears.error'>, Value: Creating async record is not allowed: the "
+        "sync run wrote before it awaited, so it can not start again in the background")
+    assert rr.get("w") == "1"
+
+
+def test_a_sync_keyspace_registration_that_awaits_runs_on_a_worker(rr, server):
+    script = ("import asyncio\nasync def f(x):\n    await asyncio.sleep(0.01)\n"
+              "    execute('set', 'seen:' + x['key'], x['value'])\n"
+              "GB().foreach(f).register(prefix='k:*', mode='sync')")
+    assert gears(rr, "python", script) == "OK"
+    rr.set("k:1", "v1")
+    assert wait_for(lambda: rr.get("seen:k:1") == "v1")
+
+    def counts():
+        data = rr.execute_command("RG.DUMPREGISTRATIONS")[0][7]
+        return [data[data.index(name) + 1] for name in ("numTriggered", "numSuccess",
+                                                        "numFailures")]
+    # Counted once its run ends (after its write).
+    assert wait_for(lambda: counts() == [1, 1, 0])
+
+
+def test_run_inside_a_step_returns_a_future_of_its_results(rr):
+    for i in range(3):
+        rr.set("n:%d" % i, i)
+    script = ("async def f(x):\n    res = await GB().map(lambda r: r['key']).sort().run('n:*')\n"
+              "    return str(res)\nGB('ShardsIDReader').map(f).run()")
+    assert gears(rr, "python", script) == [["[['n:0', 'n:1', 'n:2'], []]"], []]
+    errors = ("async def f(x):\n    res = await GB().map(lambda r: 1 / 0).run('n:*')\n"
+              "    return str(len(res[1]))\nGB('ShardsIDReader').map(f).run()")
+    assert gears(rr, "python", errors) == [["3"], []]
+    # Not awaited, it runs all the same (RedisGears 1.2's time event example).
+    rr.set("x", "1")
+    te = ("def func(x):\n    execute('incr', x['key'])\n"
+          "def OnTime():\n    GB().foreach(func).run('x')\n"
+          "registerTE(1, OnTime, 'key1')")
+    assert gears(rr, "python", te) == "OK"
+    assert wait_for(lambda: int(rr.get("x")) >= 3, timeout=5)
 
 
 def test_limits_stop_a_coroutine_and_the_loop_survives_what_a_script_does_to_it(rr):

@@ -30,6 +30,11 @@ impl LogLevel {
 
 /// What scripts and readers need from Redis. Implemented by the module (under the Redis lock);
 /// tests can implement it over anything.
+/// What an execution started by [`RedisAccess::start_execution`] tells its starter when it
+/// ends: its outcome, or why it did not run.
+pub type ExecutionDone =
+    Box<dyn FnOnce(std::result::Result<crate::ExecutionOutcome, String>) + Send>;
+
 pub trait RedisAccess: Send + Sync {
     /// Runs `args[0]` with the remaining arguments and returns the reply as a record; an error
     /// reply is `Err(GearsError::Redis(text))`.
@@ -56,6 +61,20 @@ pub trait RedisAccess: Send + Sync {
     /// is made again (its key is already there).
     fn timer_key_free(&self, _key: &[u8]) -> Result<bool> {
         Err(GearsError::Plan("timers are not supported here".into()))
+    }
+    /// `run()` inside a running execution (a step, a timer, a coroutine): starts `plan`, whose
+    /// callbacks live in `session`, as an execution of its own on this shard, in the
+    /// background, as this host's user; `done` gets its outcome (also when it could not run).
+    /// Returns its id.
+    fn start_execution(
+        &self,
+        _plan: crate::ExecutionPlan,
+        _session: Arc<dyn Session>,
+        _done: ExecutionDone,
+    ) -> Result<String> {
+        Err(GearsError::Plan(
+            "run() can only be called from the top level of a script".into(),
+        ))
     }
     /// A new registration id, which `register()` returns (none where the host has no ids).
     fn new_registration_id(&self) -> Option<String> {
@@ -97,6 +116,14 @@ pub trait RedisAccess: Send + Sync {
     /// could never run.
     fn may_wait(&self) -> bool {
         true
+    }
+    /// A step's callback returned a coroutine where nothing may wait (a sync run): `Ok` if the
+    /// run may instead start again from its beginning in the background (RedisGears moved such
+    /// a sync run to the background), which the host then does; the run here stops without
+    /// effect. `Err` where it may not (a hook, `MULTI`, Lua), with the reason if there is more
+    /// to say (it already wrote).
+    fn move_to_background(&self) -> std::result::Result<(), Option<String>> {
+        Err(None)
     }
 }
 

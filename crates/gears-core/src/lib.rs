@@ -35,8 +35,8 @@ pub use dict_order::{gears_dict_order, in_gears_dict_order, siphash_1_2_zero_key
 pub use error::{GearsError, Result};
 pub use executor::{ExecutionOutcome, Executor};
 pub use frontend::{
-    no_hook_context, CallbackCache, Compiled, Frontend, LogLevel, Profiler, RedisAccess, Runtime,
-    Session,
+    no_hook_context, CallbackCache, Compiled, ExecutionDone, Frontend, LogLevel, Profiler,
+    RedisAccess, Runtime, Session,
 };
 pub use plan::{
     Aggregation, CallbackId, Distribution, ExecutionMode, ExecutionPlan, KeySource, Kwarg,

@@ -135,6 +135,17 @@ pub(crate) fn start(link: &Arc<Link>, value: Bound<'_, PyAny>) -> PyResult<Py<Py
         } else {
             let _ = helper(py, "discarded")?.call1((&value,));
         }
+        // A sync run that has not written starts again in the background, where it may wait
+        // (as RedisGears moved it there); this run stops.
+        if coroutine {
+            match link.host().map(|host| host.move_to_background()) {
+                Ok(Ok(())) => return Err(error::new_err("the sync run moved to the background")),
+                Ok(Err(Some(reason))) => {
+                    return Err(error::new_err(format!("{NOT_ALLOWED}: {reason}")))
+                }
+                _ => {}
+            }
+        }
         return Err(error::new_err(NOT_ALLOWED));
     }
     if !coroutine {
@@ -209,6 +220,40 @@ pub(crate) fn wait(py: Python<'_>, future: &Py<PyAny>) -> Result<Py<PyAny>> {
                 return Err(crate::session::stopped_or(|| GearsError::Callback(text)));
             }
         }
+    }
+}
+
+/// A new asyncio future of Gears' loop.
+pub(crate) fn new_future(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(helper(py, "new_future")?.call0()?.unbind())
+}
+
+/// Resolves (from any thread) the future of a `run()` started inside an execution: with
+/// `[results, errors]`, as RedisGears 1.2 did, or with the error that kept it from running.
+pub(crate) fn resolve_with_outcome(
+    py: Python<'_>,
+    future: Py<PyAny>,
+    outcome: std::result::Result<gears_core::ExecutionOutcome, String>,
+) {
+    let resolved = match outcome {
+        Ok(outcome) => (|| -> PyResult<()> {
+            let results = pyo3::types::PyList::empty(py);
+            for record in &outcome.results {
+                results.append(
+                    crate::convert::to_py(py, record).map_err(|e| error::new_err(e.to_string()))?,
+                )?;
+            }
+            let errors = pyo3::types::PyList::new(py, &outcome.errors)?;
+            let value = pyo3::types::PyList::new(py, [results.into_any(), errors.into_any()])?;
+            helper(py, "set_result")?.call1((future.bind(py), value))?;
+            Ok(())
+        })(),
+        Err(reason) => helper(py, "set_exception")
+            .and_then(|set| set.call1((future.bind(py), error::new_err(reason).into_value(py))))
+            .map(|_| ()),
+    };
+    if let Err(e) = resolved {
+        crate::output::log_warning(&format!("a run()'s future could not be resolved: {e}"));
     }
 }
 

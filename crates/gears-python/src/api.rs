@@ -74,13 +74,12 @@ pub(crate) fn arguments<'py, const N: usize>(
 type Body = fn(&Link, &Bound<'_, PyTuple>, Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>>;
 
 /// The API functions, by the names the prelude and scripts use.
-const FUNCTIONS: [(&CStr, Body); 12] = [
+const FUNCTIONS: [(&CStr, Body); 11] = [
     (c"executeCommand", execute_command),
     (c"log", log),
     (c"configGet", config_get),
     (c"gearsConfigGet", gears_config_get),
     (c"hashtag", hashtag),
-    (c"_run", crate::plan::run),
     (c"_register", crate::plan::register),
     (c"_atomic_begin", atomic_begin),
     (c"_atomic_end", atomic_end),
@@ -102,6 +101,11 @@ pub(crate) fn bind<'py>(
         })?;
         functions.push((name.to_str().unwrap_or_default(), function));
     }
+    let run_link = link.clone();
+    let run = PyCFunction::new_closure(py, Some(c"_run"), None, move |args, kwargs| {
+        crate::plan::run(&run_link, args, kwargs)
+    })?;
+    functions.push(("_run", run));
     for (name, body) in crate::aio::FUNCTIONS {
         let link = link.clone();
         let function = PyCFunction::new_closure(py, Some(name), None, move |args, kwargs| {

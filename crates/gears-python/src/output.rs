@@ -20,6 +20,11 @@ pub fn set_log_sink(sink: LogSink) {
     let _ = SINK.set(sink);
 }
 
+/// Logs a warning of Gears' Python support.
+pub(crate) fn log_warning(line: &str) {
+    log(LogLevel::Warning, &format!("GEARS: {line}"));
+}
+
 fn log(level: LogLevel, line: &str) {
     if let Some(sink) = SINK.get() {
         sink(level, line);

@@ -1,6 +1,8 @@
 //! `GearsBuilder.run(...)` and `GearsBuilder.register(...)`: lower the steps a builder recorded
 //! into the session's plan or registration.
 
+use std::sync::Arc;
+
 use gears_core::registration::{register_reader, RegistrationSpec, Trigger};
 use gears_core::timer::TimerTrigger;
 use gears_core::{
@@ -136,7 +138,7 @@ fn reader_and_description(
 /// `GearsBuilder.run()`: builds the plan; the execution starts once the script's top level has
 /// finished. Only the session's own top level can build its plans.
 pub(crate) fn run(
-    link: &Link,
+    link: &Arc<Link>,
     args: &Bound<'_, PyTuple>,
     _kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Py<PyAny>> {
@@ -153,9 +155,19 @@ pub(crate) fn run(
         collect.extract::<bool>()?,
     );
     let Some(mut state) = link.take_compile_state() else {
-        return Err(error::new_err(
-            "run() can only be called from the top level of a script",
-        ));
+        // Inside a running execution: an execution of its own, in the background.
+        let mut state = CompileState::default();
+        build(
+            &mut state,
+            &reader,
+            &default_arg,
+            description,
+            &steps,
+            &arg,
+            options,
+            &kwargs,
+        )?;
+        return run_in_background(py, link, state);
     };
     // Converting the arguments runs Python code (`str()` of unknown objects): no lock is held.
     let built = build(
@@ -170,6 +182,36 @@ pub(crate) fn run(
     );
     link.put_compile_state(state);
     built.map(|_| py.None())
+}
+
+/// `run()` inside a running execution (a step, a timer, a coroutine), as RedisGears 1.2 did:
+/// the plan runs as an execution of its own, on this shard, in the background; `run()` returns
+/// an asyncio future of Gears' loop that gets `[results, errors]` when it ends (a coroutine
+/// may `await` it; nothing needs to).
+fn run_in_background(py: Python<'_>, link: &Arc<Link>, state: CompileState) -> PyResult<Py<PyAny>> {
+    let CompileState {
+        callbacks,
+        values,
+        mut plans,
+        ..
+    } = state;
+    let plan = plans
+        .pop()
+        .ok_or_else(|| error::new_err("run() built no plan"))?;
+    let session: Arc<dyn gears_core::Session> = Arc::new(crate::session::PythonSession::part_of(
+        link.clone(),
+        callbacks,
+        values,
+    ));
+    let future = crate::aio::new_future(py)?;
+    let target = future.clone_ref(py);
+    let done: gears_core::ExecutionDone = Box::new(move |outcome| {
+        Python::attach(|py| crate::aio::resolve_with_outcome(py, target, outcome));
+    });
+    let host = link.host()?;
+    py.detach(|| host.start_execution(plan, session, done))
+        .map_err(gears_err)?;
+    Ok(future)
 }
 
 #[allow(clippy::too_many_arguments)]

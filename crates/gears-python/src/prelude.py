@@ -120,6 +120,9 @@ class GearsBuilder(object):
         return self
 
     def run(self, arg=None, convertToStr=True, collect=True, **kwargs):
+        # `prefix=` names the keys as `arg` does (RedisGears' documentation uses it).
+        if arg is None and 'prefix' in kwargs:
+            arg = kwargs.pop('prefix')
         return _run(self.reader, self.defaultArg, self.desc, self.steps, arg, convertToStr,
                     collect, kwargs)
 

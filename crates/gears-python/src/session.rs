@@ -60,11 +60,12 @@ impl Frontend for PythonFrontend {
             link.end_atomic();
             let session = PythonSession {
                 state: ManuallyDrop::new(SessionState {
-                    namespaces,
+                    namespaces: Some(namespaces),
                     callbacks: state.callbacks,
                     values: state.values,
                 }),
                 link,
+                owns_link: true,
                 profile: Profile::new(),
             };
             // On failure the session is dropped here, so what the script built is freed now.
@@ -90,7 +91,8 @@ pub(crate) fn stopped_or(otherwise: impl FnOnce() -> GearsError) -> GearsError {
 
 /// One script's Python objects.
 struct SessionState {
-    namespaces: Namespaces,
+    /// The script's globals; none for a part of a session ([`PythonSession::part_of`]).
+    namespaces: Option<Namespaces>,
     callbacks: Vec<Py<PyAny>>,
     values: Vec<Py<PyAny>>,
 }
@@ -98,7 +100,9 @@ struct SessionState {
 impl SessionState {
     /// Frees everything the script holds, now (with the GIL).
     fn free(self, py: Python<'_>) {
-        self.namespaces.clear(py);
+        if let Some(namespaces) = &self.namespaces {
+            namespaces.clear(py);
+        }
         drop(self);
     }
 }
@@ -107,8 +111,10 @@ impl SessionState {
 pub struct PythonSession {
     /// Taken (and freed under the GIL) only in `Drop`.
     state: ManuallyDrop<SessionState>,
-    /// What the script's API functions are bound to; ended with the session.
+    /// What the script's API functions are bound to; ended with the session that owns it.
     link: Arc<Link>,
+    /// False for a part of a session: the link is its session's.
+    owns_link: bool,
     /// What its callbacks' profiling recorded (`RG.PYPROFILE`); a finished execution may keep it.
     profile: Arc<Profile>,
 }
@@ -116,6 +122,25 @@ pub struct PythonSession {
 impl PythonSession {
     fn state(&self) -> &SessionState {
         &self.state
+    }
+
+    /// The callbacks of a plan built by `run()` inside a running execution, with the session's
+    /// link (its functions act as that session's user); dropping it ends nothing else.
+    pub(crate) fn part_of(
+        link: Arc<Link>,
+        callbacks: Vec<Py<PyAny>>,
+        values: Vec<Py<PyAny>>,
+    ) -> PythonSession {
+        PythonSession {
+            state: ManuallyDrop::new(SessionState {
+                namespaces: None,
+                callbacks,
+                values,
+            }),
+            link,
+            owns_link: false,
+            profile: Profile::new(),
+        }
     }
 }
 
@@ -125,7 +150,11 @@ impl Drop for PythonSession {
     fn drop(&mut self) {
         // From now on the script's functions fail, whoever holds them (a finaliser, a thread).
         // The host is dropped here, on this thread, never by a Python object.
-        let _host = self.link.end();
+        let _host = if self.owns_link {
+            self.link.end()
+        } else {
+            None
+        };
         // SAFETY: `state` is never used again after this.
         let state = unsafe { ManuallyDrop::take(&mut self.state) };
         // SAFETY: plain query of whether this thread holds the GIL.

@@ -141,22 +141,6 @@ fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_as_redis_computes_them() {
-        // CLUSTER KEYSLOT values.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"bar"), 5061);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
-        assert_eq!(key_slot(b"{}x"), key_slot(b"{}x"));
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-    }
-}
-
 /// `hashtag()`: a hash tag that maps to a slot of this shard (its first slot), so a script can
 /// name keys that live here (`'counter{%s}' % hashtag()`). Standalone (and before the topology
 /// is known): `06S`, RedisGears' tag of slot 0.
@@ -210,6 +194,17 @@ pub(crate) fn tag_for_slot(slot: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_as_redis_computes_them() {
+        // CLUSTER KEYSLOT values.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_eq!(key_slot(b"{}x"), key_slot(b"{}x"));
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+    }
 
     #[test]
     fn every_slot_has_a_short_tag_of_its_own() {

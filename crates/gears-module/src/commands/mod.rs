@@ -2,6 +2,7 @@
 //! explaining them (`RG.EXPLAIN`), profiling them (`RG.PYPROFILE`), and what each command declares
 //! to Redis.
 
+pub(crate) mod background;
 pub(crate) mod docs;
 mod execute;
 mod job;

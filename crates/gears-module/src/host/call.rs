@@ -219,6 +219,11 @@ fn read_only_error(command: &str) -> GearsError {
 /// In read-only mode only commands flagged `readonly` run (and `PING`, `ECHO`, `TIME`), and
 /// none that is also `admin`, `pubsub` or `may_replicate`: a subcommand is judged by its own
 /// flags (`SLOWLOG RESET`, `MEMORY PURGE` are refused).
+/// True if the command writes or has other side effects (what a read-only run refuses).
+pub(crate) fn has_side_effects(ctx: &Context, args: &[Vec<u8>]) -> bool {
+    refuse_side_effects(ctx, args).is_some()
+}
+
 fn refuse_side_effects(ctx: &Context, args: &[Vec<u8>]) -> Option<GearsError> {
     let (name, flags) = command_of(ctx, args)?;
     let has = |flag: &str| flags.iter().any(|f| f == flag);

@@ -65,11 +65,16 @@ impl Drop for SyncRun {
 /// session's execution, never as the caller's.
 pub(crate) struct SessionHost {
     fallback: Arc<RedisHost>,
+    /// Itself, for the executions its session starts (`run()` inside a step).
+    me: std::sync::Weak<SessionHost>,
 }
 
 impl SessionHost {
     pub fn new(fallback: Arc<RedisHost>) -> Arc<Self> {
-        Arc::new(SessionHost { fallback })
+        Arc::new_cyclic(|me| SessionHost {
+            fallback,
+            me: me.clone(),
+        })
     }
 
     /// Runs the session's calls on this thread for `host`'s execution until the scope ends
@@ -133,6 +138,16 @@ impl RedisAccess for SessionHost {
         self.host().timer_key_free(key)
     }
 
+    fn start_execution(
+        &self,
+        plan: gears_core::ExecutionPlan,
+        session: Arc<dyn gears_core::Session>,
+        done: gears_core::ExecutionDone,
+    ) -> Result<String> {
+        self.host()
+            .start_execution_for(plan, session, done, self.me.upgrade())
+    }
+
     fn call_next(&self, args: &[Vec<u8>]) -> Result<Record> {
         self.host().call_next(args)
     }
@@ -155,6 +170,10 @@ impl RedisAccess for SessionHost {
     ) -> Option<Box<dyn std::any::Any>> {
         let host = captured.clone().downcast::<RedisHost>().ok()?;
         Some(Box::new(self.enter(&host)))
+    }
+
+    fn move_to_background(&self) -> std::result::Result<(), Option<String>> {
+        self.host().move_to_background()
     }
 
     fn may_wait(&self) -> bool {

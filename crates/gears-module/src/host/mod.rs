@@ -73,7 +73,15 @@ pub(crate) struct RedisHost {
     /// The sessions the script's session replaces (`ID` with `UPGRADE`, `REPLACE_WITH`): their
     /// timers' keys are free for its timers.
     replaces: std::sync::Mutex<Vec<String>>,
+    /// A sync run that may start again in the background if a callback awaits (see
+    /// [`RedisHost::allow_move`]), whether it wrote (then it may not), and whether it moved.
+    movable: AtomicBool,
+    wrote: AtomicBool,
+    moved: AtomicBool,
 }
+
+/// The stop of a sync run that starts again in the background.
+pub(crate) const MOVED: &str = "the sync run moved to the background";
 
 /// One command of a script's top level and its reply.
 pub(crate) type TopLevelCall = (Vec<Vec<u8>>, Result<Record>);
@@ -133,7 +141,20 @@ impl RedisHost {
             hook: None,
             top_level: std::sync::Mutex::new(TopLevel::Run),
             replaces: std::sync::Mutex::new(Vec::new()),
+            movable: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
         }
+    }
+
+    /// Lets this sync run start again in the background (before it begins).
+    pub fn allow_move(&self) {
+        self.movable.store(true, Ordering::Relaxed);
+    }
+
+    /// True if a callback awaited and the run is to start again in the background.
+    pub fn moved(&self) -> bool {
+        self.moved.load(Ordering::Relaxed)
     }
 
     /// Notes the sessions the script's session would replace (see [`RedisHost::replaces`]).
@@ -186,6 +207,30 @@ impl RedisHost {
                 Called::Paused => self.wait_for_pause_end()?,
             }
         }
+    }
+
+    /// `run()` inside a step (see [`RedisAccess::start_execution`]); the session's calls in the
+    /// new execution reach it through `session_host`.
+    pub fn start_execution_for(
+        &self,
+        plan: gears_core::ExecutionPlan,
+        session: Arc<dyn gears_core::Session>,
+        done: gears_core::ExecutionDone,
+        session_host: Option<Arc<SessionHost>>,
+    ) -> Result<String> {
+        self.check_running()?;
+        if self.access != Access::ReadWrite {
+            return Err(GearsError::Plan(
+                "run() can not start an execution here (a read-only run or a session made again)"
+                    .into(),
+            ));
+        }
+        let caller = Caller {
+            user: self.user.name().as_bytes().to_vec(),
+            db: self.db.load(Ordering::Relaxed),
+        };
+        crate::commands::background::start(caller, plan, session, done, session_host)
+            .map_err(GearsError::Plan)
     }
 
     /// Makes this the execution of a command hook (before it is shared).
@@ -345,6 +390,10 @@ impl RedisHost {
         if db != self.home_db {
             select(db);
         }
+        if self.movable.load(Ordering::Relaxed) && call::has_side_effects(ctx, args) {
+            // Run again, it would do this twice: it can not move any more.
+            self.wrote.store(true, Ordering::Relaxed);
+        }
         let called = call_as(ctx, Some(&self.user), self.access, args);
         if db != self.home_db {
             select(self.home_db);
@@ -474,6 +523,31 @@ impl RedisAccess for RedisHost {
 
     fn hashtag(&self) -> String {
         crate::cluster::topology::my_hashtag()
+    }
+
+    fn start_execution(
+        &self,
+        plan: gears_core::ExecutionPlan,
+        session: Arc<dyn gears_core::Session>,
+        done: gears_core::ExecutionDone,
+    ) -> Result<String> {
+        self.start_execution_for(plan, session, done, None)
+    }
+
+    fn move_to_background(&self) -> std::result::Result<(), Option<String>> {
+        if !self.movable.load(Ordering::Relaxed) {
+            return Err(None);
+        }
+        if self.wrote.load(Ordering::Relaxed) {
+            return Err(Some(
+                "the sync run wrote before it awaited, so it can not start again in the \
+                 background"
+                    .into(),
+            ));
+        }
+        self.moved.store(true, Ordering::Relaxed);
+        self.control.stop(MOVED);
+        Ok(())
     }
 
     fn timer_key_free(&self, key: &[u8]) -> Result<bool> {

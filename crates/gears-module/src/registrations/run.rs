@@ -38,7 +38,7 @@ use crate::config::{
     SYNC_REGISTRATION_WRITES,
 };
 use crate::executions::{stats, Finished};
-use crate::host::{Access, BlockedReply, Caller, RedisHost, SyncRun};
+use crate::host::{Access, BlockedReply, Caller, RedisHost, SyncRun, MOVED};
 use crate::readers::Ahead;
 
 /// How deep registration runs may nest on one thread (a run's command runs another).
@@ -47,6 +47,28 @@ const MAX_NESTING: usize = 8;
 thread_local! {
     /// The sessions whose registrations run on this thread, innermost last.
     static RUNNING_SESSIONS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// Set by a caller that can start a sync run again in the background (a client that may
+    /// block, a timer, a keyspace event); the next run on this thread takes it.
+    static MOVABLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Lets the next sync run on this thread move to the background (see [`call_sync_or_move`]).
+struct Movable;
+
+impl Movable {
+    fn enter() -> Self {
+        MOVABLE.with(|m| m.set(true));
+        Movable
+    }
+}
+
+impl Drop for Movable {
+    fn drop(&mut self) {
+        let _ = MOVABLE.try_with(|m| m.set(false));
+    }
 }
 
 /// Pops this thread's innermost running session when dropped.
@@ -112,7 +134,21 @@ fn run_sync(registration: &Arc<Registration>, event: Event) {
         return;
     };
     let _sync = SyncRun::enter();
-    run_event(registration, Input::Key(event));
+    // A run whose callback awaits starts again on a worker (RedisGears moved it to the
+    // background); not one inside a hooked command, which must answer before it replies.
+    let again = event.command.is_none().then(|| Event {
+        key: event.key.clone(),
+        event: event.event.clone(),
+        db: event.db,
+        record: event.record.clone(),
+        command: None,
+    });
+    let movable = again.as_ref().map(|_| Movable::enter());
+    let moved = run_key_event(registration, event);
+    drop(movable);
+    if let (true, Some(again)) = (moved, again) {
+        let _ = enqueue(registration, Input::Key(again));
+    }
 }
 
 type AddPostNotificationJob = unsafe extern "C" fn(
@@ -438,6 +474,28 @@ pub(crate) fn call_sync(registration: &Arc<Registration>, mut call: Call) -> Rep
     call.answer.reply(&outcome)
 }
 
+/// Runs a call of a sync registration on this thread like [`call_sync`]; if a callback awaits
+/// before the run wrote anything, gives the call back to start again in the background (the
+/// caller can block its client, or has none).
+pub(crate) fn call_sync_or_move(
+    registration: &Arc<Registration>,
+    mut call: Call,
+) -> Result<ReplyValue, Call> {
+    let record = call.record.clone();
+    let _sync = SyncRun::enter();
+    let movable = Movable::enter();
+    let outcome = run_call(registration, &mut call);
+    drop(movable);
+    if matches!(&outcome, Err(e) if e == MOVED) {
+        call.record = record;
+        return Err(call);
+    }
+    if let Some(done) = call.on_done.take() {
+        done(&outcome);
+    }
+    Ok(call.answer.reply(&outcome))
+}
+
 /// Hands a command's call to a worker; its client (in `call`) gets the reply when it ends. With
 /// `inorder` it waits in the registration's queue, else it runs as soon as a worker is free.
 pub(crate) fn call_async(registration: &Arc<Registration>, call: Call, in_order: bool) {
@@ -484,7 +542,9 @@ fn run_call(registration: &Arc<Registration>, call: &mut Call) -> Result<Executi
 /// Runs one input of the registration, as one execution.
 fn run_event(registration: &Arc<Registration>, input: Input) {
     match input {
-        Input::Key(event) => run_key_event(registration, event),
+        Input::Key(event) => {
+            run_key_event(registration, event);
+        }
         Input::Call(mut call) => {
             let outcome = run_call(registration, &mut call);
             call.respond(&outcome);
@@ -492,10 +552,11 @@ fn run_event(registration: &Arc<Registration>, input: Input) {
     }
 }
 
-/// Runs the registration's plan over a keyspace event's record.
-fn run_key_event(registration: &Arc<Registration>, event: Event) {
+/// Runs the registration's plan over a keyspace event's record; true if the run moved to the
+/// background (it did nothing here).
+fn run_key_event(registration: &Arc<Registration>, event: Event) -> bool {
     let Some(trigger) = keys_trigger(registration) else {
-        return;
+        return false;
     };
     let caller = Caller {
         user: registration.user.clone(),
@@ -517,7 +578,7 @@ fn run_key_event(registration: &Arc<Registration>, event: Event) {
         }
         _ => Access::ReadWrite,
     };
-    execute(registration, caller, hook, access, |host| {
+    let outcome = execute(registration, caller, hook, access, |host| {
         let record = catch_unwind(AssertUnwindSafe(|| match event.record {
             // Read (and checked against the user's rights) when the key was about to go away.
             Some(record) => Ok(Some(record)),
@@ -536,6 +597,7 @@ fn run_key_event(registration: &Arc<Registration>, event: Event) {
             Err(e) => Some(Err(e.to_string())),
         }
     });
+    matches!(outcome, Some(Err(e)) if e == MOVED)
 }
 
 /// Runs the registration's plan over the record `read` gives (`None`: no run), as one
@@ -594,6 +656,9 @@ pub(super) fn execute_reader<'r>(
     let _control_scope = ControlScope::enter(&control);
     let mut host = RedisHost::new(&caller, access, control.clone());
     host.set_hook(hook);
+    if SyncRun::active() && MOVABLE.with(|m| m.replace(false)) {
+        host.allow_move();
+    }
     let host = Arc::new(host);
     let _host_scope = registration.session_host.enter(&host);
     let started = Instant::now();
@@ -657,6 +722,11 @@ pub(super) fn execute_reader<'r>(
     };
     host.finish();
     control.end_atomic();
+    if host.moved() {
+        // It starts again in the background: this attempt is not a run.
+        gears.executions.drop_execution(&execution.id);
+        return Some(Err(MOVED.to_string()));
+    }
     let duration = started.elapsed();
     let aborted = control.stop_message().as_deref() == Some(ABORTED);
     let (finished, error) = match &outcome {

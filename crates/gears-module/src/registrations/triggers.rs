@@ -93,8 +93,21 @@ fn run_trigger(ctx: &Context, args: &[RedisString], min_args: usize) -> RedisRes
         on_done: None,
     };
     if registration.mode() == ExecutionMode::Sync {
-        let reply = run::call_sync(&registration, call);
-        return send(ctx, &reply);
+        // Inside MULTI or a script the client can not wait: a callback that awaits fails
+        // there (RedisGears' `Creating async record is not allow`).
+        if !may_block(ctx) {
+            let reply = run::call_sync(&registration, call);
+            return send(ctx, &reply);
+        }
+        match run::call_sync_or_move(&registration, call) {
+            Ok(reply) => return send(ctx, &reply),
+            // A callback awaits: the run starts again on a worker, the client waits for it.
+            Err(mut call) => {
+                call.client = Some(BlockedReply::block(ctx, CAN_NOT_BLOCK)?);
+                run::call_async(&registration, call, trigger.in_order);
+                return Ok(RedisValue::NoReply);
+            }
+        }
     }
     if !may_block(ctx) {
         return Err(RedisError::Str(CAN_NOT_BLOCK));

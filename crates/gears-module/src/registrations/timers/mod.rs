@@ -204,7 +204,10 @@ fn run_point(
     let _ = ctx;
     match registration.mode() {
         ExecutionMode::Sync => {
-            run::call_sync(registration, call);
+            // A callback that awaits: the run starts again on a worker.
+            if let Err(call) = run::call_sync_or_move(registration, call) {
+                run::call_async(registration, call, true);
+            }
         }
         ExecutionMode::Async | ExecutionMode::AsyncLocal => {
             run::call_async(registration, call, true);
