@@ -203,6 +203,8 @@ def test_time_events_survive_a_restart_and_debug_reload():
         c.set("x", "1")
         assert gears(c, "python", TE_COUNTER) == "OK"
         assert gears(c, "lua", "register_timer(1, function() execute('incr', 'y') end)") == "OK"
+        assert gears(c, "rhai", 'GB("TimerReader").foreach(|r| execute("incr", "z"))'
+                     '.register(#{schedule: "* * * * * *"})') == "OK"
         assert wait_for(lambda: counter(c) >= 2, timeout=4)
         # DEBUG RELOAD changes nothing: still one run per second, not two.
         c.execute_command("DEBUG", "RELOAD")
@@ -214,13 +216,13 @@ def test_time_events_survive_a_restart_and_debug_reload():
         s.stop(keep_dir=True)
         s = RedisServer(dir=s.dir)
         c = s.new_client()
-        assert sorted(c.keys("*")) == ["timeEvent", "x", "y"]
-        before, y_before = counter(c), counter(c, "y")
-        assert wait_for(lambda: counter(c) >= before + 2 and counter(c, "y") >= y_before + 2,
-                        timeout=4)
-        assert len(c.execute_command("RG.DUMPREGISTRATIONS")) == 2
+        assert sorted(c.keys("*")) == ["timeEvent", "x", "y", "z"]
+        before, y_before, z_before = counter(c), counter(c, "y"), counter(c, "z")
+        assert wait_for(lambda: counter(c) >= before + 2 and counter(c, "y") >= y_before + 2
+                        and counter(c, "z") >= z_before + 2, timeout=4)
+        assert len(c.execute_command("RG.DUMPREGISTRATIONS")) == 3
         c.delete("timeEvent")
-        assert wait_for(lambda: len(c.execute_command("RG.DUMPREGISTRATIONS")) == 1, timeout=3)
+        assert wait_for(lambda: len(c.execute_command("RG.DUMPREGISTRATIONS")) == 2, timeout=3)
     finally:
         s.stop()
 
