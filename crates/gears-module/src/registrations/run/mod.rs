@@ -16,29 +16,28 @@
 //! with `inorder`, else as a job of their own) while the client waits for the results.
 
 use std::cell::Cell;
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use gears_core::control::{ControlScope, ExecutionControl, ABORTED};
 use gears_core::{
-    encode_outcome, encode_record, ExecutionMode, ExecutionOutcome, Executor, Record, RecordReader,
-    ReplyValue, VecReader,
+    encode_outcome, ExecutionMode, ExecutionOutcome, Executor, Record, RecordReader, VecReader,
 };
 use redis_module::logging::RedisLogLevel;
 use redis_module::raw;
 
 use super::events::Running;
-use super::hooks::{ActiveHook, HookCall};
+use super::hooks::HookCall;
 use super::{keys_trigger, lock, Event, Input, Registration};
 use crate::config::{
     MAX_EXECUTIONS_PER_REGISTRATION, MAX_PENDING_EVENTS, PROFILE_EXECUTIONS,
     SYNC_REGISTRATION_WRITES,
 };
 use crate::executions::{stats, Finished};
-use crate::host::{Access, BlockedReply, Caller, RedisHost, SyncRun, MOVED};
+use crate::host::{Access, Caller, RedisHost, SyncRun, MOVED};
 use crate::readers::Ahead;
 
 /// How deep registration runs may nest on one thread (a run's command runs another).
@@ -79,6 +78,15 @@ impl Drop for PopSession {
         let _ = RUNNING_SESSIONS.try_with(|running| running.borrow_mut().pop());
     }
 }
+
+mod calls;
+mod post_jobs;
+
+use calls::run_call;
+pub(crate) use calls::{call_async, call_sync, call_sync_or_move, Answer, Call, OnDone};
+pub(crate) use post_jobs::detect_post_notification_jobs;
+pub(super) use post_jobs::{add_post_job, post_jobs_available};
+use post_jobs::{free_job, in_post_job, post_job, post_notification_job};
 
 /// Events one worker job runs before it lets other jobs take the worker.
 const EVENTS_PER_JOB: usize = 256;
@@ -149,112 +157,6 @@ fn run_sync(registration: &Arc<Registration>, event: Event) {
     if let (true, Some(again)) = (moved, again) {
         let _ = enqueue(registration, Input::Key(again));
     }
-}
-
-type AddPostNotificationJob = unsafe extern "C" fn(
-    *mut raw::RedisModuleCtx,
-    Option<unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut c_void)>,
-    *mut c_void,
-    Option<unsafe extern "C" fn(*mut c_void)>,
-) -> c_int;
-
-static POST_JOB: OnceLock<Option<AddPostNotificationJob>> = OnceLock::new();
-
-/// `RedisModule_AddPostNotificationJob`, where the server has it (looked up once, at load).
-fn post_notification_job() -> Option<AddPostNotificationJob> {
-    *POST_JOB.get_or_init(|| {
-        let mut function: *mut c_void = std::ptr::null_mut();
-        // SAFETY: asks the server for an API function by name; null if it has none.
-        let found = unsafe {
-            raw::RedisModule_GetApi.is_some_and(|get_api| {
-                get_api(
-                    c"RedisModule_AddPostNotificationJob".as_ptr(),
-                    (&mut function as *mut *mut c_void).cast(),
-                ) == raw::REDISMODULE_OK as c_int
-            })
-        };
-        // SAFETY: the server's function of this name has this signature.
-        (found && !function.is_null()).then(|| unsafe {
-            std::mem::transmute::<*mut c_void, AddPostNotificationJob>(function)
-        })
-    })
-}
-
-/// Looks the server's post-notification jobs up (at load, on the main thread).
-pub(crate) fn detect_post_notification_jobs() -> bool {
-    post_notification_job().is_some()
-}
-
-thread_local! {
-    static IN_POST_JOB: Cell<bool> = const { Cell::new(false) };
-}
-
-fn in_post_job() -> bool {
-    IN_POST_JOB.with(|in_job| in_job.get())
-}
-
-/// True if the server has post-notification jobs.
-pub(super) fn post_jobs_available() -> bool {
-    post_notification_job().is_some()
-}
-
-unsafe extern "C" fn post_job(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    // SAFETY: the pair boxed by `fire`, still owned by Redis (freed by `free_job`).
-    let (registration, event) = unsafe { &*data.cast::<(Arc<Registration>, Event)>() };
-    let event = Event {
-        key: event.key.clone(),
-        event: event.event.clone(),
-        db: event.db,
-        record: event.record.clone(),
-        command: event.command.clone(),
-    };
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // Events its writes raise inside this job run inline (a job's own jobs would run
-        // after it anyway).
-        let previous = IN_POST_JOB.with(|in_job| in_job.replace(true));
-        run_sync(registration, event);
-        IN_POST_JOB.with(|in_job| in_job.set(previous));
-    }));
-}
-
-unsafe extern "C" fn free_job(data: *mut c_void) {
-    // SAFETY: boxed by `fire`; Redis frees each job's data once.
-    drop(unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Event)>()) });
-}
-
-/// Runs `job` as a post-notification job (inside the command whose keyspace event is being
-/// handled, after its own work), where the server has them and this is not one already.
-/// False: not added (the caller runs it another way).
-pub(super) fn add_post_job(job: impl FnOnce() + Send + 'static) -> bool {
-    type Job = Option<Box<dyn FnOnce() + Send>>;
-    unsafe extern "C" fn run(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-        // SAFETY: boxed below; Redis frees it with `free` after this call.
-        let job = unsafe { &mut *data.cast::<Job>() };
-        if let Some(job) = job.take() {
-            let previous = IN_POST_JOB.with(|in_job| in_job.replace(true));
-            let _ = catch_unwind(AssertUnwindSafe(job));
-            IN_POST_JOB.with(|in_job| in_job.set(previous));
-        }
-    }
-    unsafe extern "C" fn free(data: *mut c_void) {
-        // SAFETY: boxed below; Redis frees each job's data once.
-        drop(unsafe { Box::from_raw(data.cast::<Job>()) });
-    }
-    let (Some(add), false) = (post_notification_job(), in_post_job()) else {
-        return false;
-    };
-    let Some(ctx) = crate::gears().map(|g| g.log_context.0) else {
-        return false;
-    };
-    let data = Box::into_raw(Box::new(Some(Box::new(job) as Box<dyn FnOnce() + Send>)));
-    // SAFETY: the job's data is boxed here and freed by `free` (run or not).
-    let added = unsafe { add(ctx, Some(run), data.cast(), Some(free)) };
-    if added != raw::REDISMODULE_OK as c_int {
-        // SAFETY: Redis refused the job, so the box is still ours.
-        drop(unsafe { Box::from_raw(data) });
-        return false;
-    }
-    true
 }
 
 /// Queues an input for the registration's worker; a full queue refuses it (and gives it back).
@@ -392,151 +294,6 @@ fn read_ahead(registration: &Arc<Registration>, batch: Vec<Input>) -> Vec<Input>
             other => Some(other),
         })
         .collect()
-}
-
-/// How the client of a call wants its results.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Answer {
-    /// `RG.TRIGGER`: the results array, or the first error.
-    Results,
-    /// A hooked command: exactly one result is the command's reply.
-    OneResult,
-}
-
-impl Answer {
-    /// The reply of a run's outcome.
-    pub fn reply(self, outcome: &Result<ExecutionOutcome, String>) -> ReplyValue {
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(error) => return ReplyValue::Error(error.clone()),
-        };
-        if let Some(error) = outcome.errors.first() {
-            return ReplyValue::Error(error.clone());
-        }
-        match self {
-            Answer::Results => {
-                ReplyValue::Array(outcome.results.iter().map(encode_record).collect())
-            }
-            Answer::OneResult => match outcome.results.as_slice() {
-                [only] => encode_record(only),
-                _ => ReplyValue::Error("Command hook must return exactly one result".into()),
-            },
-        }
-    }
-}
-
-/// A command's run of a registration: its record, the database and hook it runs in, and (off
-/// the calling thread) the blocked client that waits for its reply.
-pub(crate) struct Call {
-    pub record: Record,
-    pub db: i32,
-    pub hook: Option<Arc<HookCall>>,
-    pub answer: Answer,
-    pub client: Option<BlockedReply>,
-    /// Told how the run ended (a timer that stops on an error).
-    pub on_done: Option<OnDone>,
-}
-
-/// What a call's run tells its maker when it ends.
-pub(crate) type OnDone = Box<dyn FnOnce(&Result<ExecutionOutcome, String>) + Send>;
-
-impl Call {
-    fn respond(mut self, outcome: &Result<ExecutionOutcome, String>) {
-        if let Some(done) = self.on_done.take() {
-            done(outcome);
-        }
-        if let Some(client) = self.client.take() {
-            client.measure_end();
-            client.reply(&self.answer.reply(outcome));
-        }
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        // Dropped without running (`RG.UNREGISTER ... abortpending`).
-        if let Some(client) = self.client.take() {
-            client.reply(&ReplyValue::Error(
-                "ERR the registration was removed before this call ran".into(),
-            ));
-        }
-    }
-}
-
-/// Runs a command's call of a registration on this thread (sync: it holds the Redis lock) and
-/// returns the reply.
-pub(crate) fn call_sync(registration: &Arc<Registration>, mut call: Call) -> ReplyValue {
-    let _sync = SyncRun::enter();
-    let outcome = run_call(registration, &mut call);
-    if let Some(done) = call.on_done.take() {
-        done(&outcome);
-    }
-    call.answer.reply(&outcome)
-}
-
-/// Runs a call of a sync registration on this thread like [`call_sync`]; if a callback awaits
-/// before the run wrote anything, gives the call back to start again in the background (the
-/// caller can block its client, or has none).
-pub(crate) fn call_sync_or_move(
-    registration: &Arc<Registration>,
-    mut call: Call,
-) -> Result<ReplyValue, Call> {
-    let record = call.record.clone();
-    let _sync = SyncRun::enter();
-    let movable = Movable::enter();
-    let outcome = run_call(registration, &mut call);
-    drop(movable);
-    if matches!(&outcome, Err(e) if e == MOVED) {
-        call.record = record;
-        return Err(call);
-    }
-    if let Some(done) = call.on_done.take() {
-        done(&outcome);
-    }
-    Ok(call.answer.reply(&outcome))
-}
-
-/// Hands a command's call to a worker; its client (in `call`) gets the reply when it ends. With
-/// `inorder` it waits in the registration's queue, else it runs as soon as a worker is free.
-pub(crate) fn call_async(registration: &Arc<Registration>, call: Call, in_order: bool) {
-    if in_order {
-        if let Err((Input::Call(mut call), error)) = enqueue(registration, Input::Call(call)) {
-            if let Some(client) = call.client.take() {
-                client.reply(&ReplyValue::Error(format!(
-                    "ERR Could not trigger execution, {error}"
-                )));
-            }
-        }
-        return;
-    }
-    let Some(gears) = crate::gears() else {
-        return;
-    };
-    let registration = registration.clone();
-    gears.workers.submit(move || {
-        stats::worker_busy();
-        run_event(&registration, Input::Call(call));
-        stats::worker_free();
-    });
-}
-
-fn run_call(registration: &Arc<Registration>, call: &mut Call) -> Result<ExecutionOutcome, String> {
-    if let Some(client) = &call.client {
-        client.measure_start();
-    }
-    let record = std::mem::replace(&mut call.record, Record::Nil);
-    let hook = call.hook.clone();
-    let _active = hook.as_ref().map(|_| ActiveHook::enter(&registration.id));
-    let caller = Caller {
-        user: registration.user.clone(),
-        db: call.db,
-    };
-    let access = Access::ReadWrite;
-    let outcome = execute(registration, caller, hook, access, |_| Some(Ok(record)));
-    match outcome {
-        Some(outcome) => outcome,
-        None => Err("Gears internal error: the call gave no record".into()),
-    }
 }
 
 /// Runs one input of the registration, as one execution.
