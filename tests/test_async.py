@@ -306,6 +306,45 @@ def test_a_sync_run_that_wrote_before_it_awaits_does_not_start_again(rr):
     assert rr.get("w") == "1"
 
 
+def test_a_sync_run_that_started_a_run_does_not_start_again(rr):
+    # Its run() already started an execution: starting again would start a second one.
+    script = ("async def wait(fut):\n    return str(await fut)\n"
+              "def f(x):\n    fut = GB().foreach(lambda r: execute('incr', 'x')).run('x')\n"
+              "    return wait(fut)\n"
+              "GB('CommandReader').map(f).register(trigger='DBL', mode='sync')")
+    rr.set("x", "0")
+    assert gears(rr, "python", script) == "OK"
+    assert gears_trigger_error(rr, "DBL") == (
+        "Error type: <class 'gears.error'>, Value: Creating async record is not allowed: the "
+        "sync run wrote before it awaited, so it can not start again in the background")
+    assert wait_for(lambda: rr.get("x") == "1")
+    time.sleep(0.2)
+    assert rr.get("x") == "1"
+
+
+def test_a_sync_keyspace_run_inside_a_transaction_does_not_move(rr, server):
+    script = ("import asyncio\nasync def f(x):\n    await asyncio.sleep(0.01)\n"
+              "    execute('incr', 'runs')\n"
+              "GB().foreach(f).register(prefix='t:*', mode='sync')")
+    assert gears(rr, "python", script) == "OK"
+    pipe = rr.pipeline(transaction=True)
+    pipe.set("t:1", "a")
+    pipe.set("t:2", "b")
+    pipe.execute()
+    data = lambda: rr.execute_command("RG.DUMPREGISTRATIONS")[0][7]
+    if server.kind[0] == "redis" and server.kind[1] < (7, 2):
+        # Redis 7.0 runs it inside the transaction: it can not move (RedisGears 1.2's error).
+        assert wait_for(lambda: data()[data().index("numFailures") + 1] == 2)
+        assert data()[data().index("lastError") + 1] == \
+            "Error type: <class 'gears.error'>, Value: Creating async record is not allowed"
+        assert rr.get("runs") is None
+    else:
+        # A post-notification job runs after EXEC: it moves, and each event runs once.
+        assert wait_for(lambda: rr.get("runs") == "2")
+        time.sleep(0.2)
+        assert rr.get("runs") == "2"
+
+
 def test_a_sync_keyspace_registration_that_awaits_runs_on_a_worker(rr, server):
     script = ("import asyncio\nasync def f(x):\n    await asyncio.sleep(0.01)\n"
               "    execute('set', 'seen:' + x['key'], x['value'])\n"

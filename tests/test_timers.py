@@ -74,6 +74,11 @@ def test_register_te_answers_false_when_the_key_holds_something():
     ("registerTE(1, lambda: None, 'k', 4)", "not enough arguments for time event"),
     ("registerTE(0, lambda: None)", "time argument must be a positive number of seconds"),
     ("registerTE(1, lambda: None, 3)", "key argument must be a string"),
+    ("registerTE(1, lambda: None, '')", "key argument must be a non-empty string"),
+    ("registerTE(10**16, lambda: None)",
+     "time argument must be at most 3153600000 seconds (100 years)"),
+    ("GB('TimerReader').register(interval=1e16)",
+     "interval argument must be at most 3153600000 seconds (100 years)"),
     ("GB('TimerReader').register()",
      "TimerReader needs interval=<seconds> or schedule='<cron expression>'"),
     ("GB('TimerReader').register(interval=0.001)",
@@ -90,6 +95,33 @@ def test_bad_timers_get_redisgears_errors(rr, script, error):
     assert rr.execute_command("RG.DUMPREGISTRATIONS") == []
 
 
+def test_a_timer_years_away_waits(rr):
+    # Redis keeps timers in microseconds: a wait this long is armed in hops (it overflowed and
+    # fired in a tight loop).
+    assert gears(rr, "python", "registerTE(3153600000, lambda: execute('incr', 'n'))") == "OK"
+    assert gears(rr, "python", "GB('TimerReader').foreach(lambda r: execute('incr', 'm'))"
+                 ".register(interval=2**31)") == "OK"
+    time.sleep(1)
+    assert (rr.get("n"), rr.get("m")) == (None, None)
+    nexts = sorted(r[7][r[7].index("args") + 1][7]
+                   for r in rr.execute_command("RG.DUMPREGISTRATIONS"))
+    assert abs(nexts[0] / 1000 - (time.time() + 2**31)) < 5
+    assert abs(nexts[1] / 1000 - (time.time() + 3153600000)) < 5
+
+
+def test_a_sync_timer_that_holds_the_server_too_long_ends(rr, server):
+    rr.execute_command("RG.CONFIGSET", "AtomicBlockMaxTime", "200")
+    try:
+        assert gears(rr, "lua", "GB('TimerReader'):foreach(function(r) while true do end end)"
+                     ":register({interval = 0.3, mode = 'sync'})") == "OK"
+        assert wait_for(lambda: rr.execute_command("RG.DUMPREGISTRATIONS") == [], timeout=5)
+        assert rr.ping()
+        assert "a run failed, so the timer ends: BUSY the atomic block ran longer than 200 ms" \
+            in server.read_log()
+    finally:
+        rr.execute_command("RG.CONFIGSET", "AtomicBlockMaxTime", "5000")
+
+
 def test_a_failing_time_event_stops(rr, server):
     script = """
 def tick():
@@ -102,7 +134,7 @@ registerTE(1, tick)
     assert wait_for(lambda: rr.execute_command("RG.DUMPREGISTRATIONS") == [], timeout=5)
     time.sleep(1.3)
     assert rr.get("calls") == "2"
-    assert "a run failed, so the timer ends (stopOnError)" in server.read_log()
+    assert "a run failed, so the timer ends: " in server.read_log()
     assert "second call fails" in server.read_log()
 
 
@@ -190,6 +222,10 @@ def test_register_timer_in_lua_and_rhai(rr, language):
     ("rhai", "register_timer(1, 2)", "callback must be a function"),
     ("rhai", 'register_timer("a", || 1)', "time argument must be a long"),
     ("rhai", "register_timer(1, || 1, 5)", "key argument must be a string"),
+    ("lua", "register_timer(1, function() end, '')", "key argument must be a non-empty string"),
+    ("rhai", 'register_timer(1, || 1, "")', "key argument must be a non-empty string"),
+    ("lua", "register_timer(10000000000, function() end)",
+     "time argument must be at most 3153600000 seconds (100 years)"),
 ])
 def test_register_timer_errors(rr, language, script, error):
     assert error in gears_error(rr, language, script)
@@ -316,6 +352,18 @@ def test_in_a_cluster_every_shard_runs_a_timer_and_a_keyed_one_runs_on_its_key_s
         te = "registerTE(1, lambda: execute('incr', 'te{%%s}' %% hashtag()), '%s')" % mine
         assert gears(first, "python", te) == "OK"
         assert first.type(mine) == "gears-tmr"
+        # A key named with hashtag() at the top level is the same key on every shard (the
+        # initiator's tag; it was each shard's own, and the other shards ended the timer).
+        assert gears(first, "python", "registerTE(1, lambda: execute('incr', 'ht{%s}' % "
+                     "hashtag()), 'tag{%s}' % hashtag())") == "OK"
+        keys = {client.execute_command("RG.DUMPREGISTRATIONS")[-1][7][-1][3]
+                for client in nodes.values()}
+        assert len(keys) == 1 and first.type(keys.pop()) == "gears-tmr"
+        assert wait_for(lambda: int(first.get(first.keys("ht*")[0]) if first.keys("ht*")
+                                    else 0) >= 2, timeout=5)
+        [tag_id] = [r[1] for r in first.execute_command("RG.DUMPREGISTRATIONS")
+                    if (r[7][-1][3] or "").startswith("tag")]
+        first.execute_command("RG.UNREGISTER", tag_id)
         assert wait_for(lambda: int(first.get(first.keys("te*")[0]) if first.keys("te*")
                                     else 0) >= 2, timeout=5)
         for p, client in nodes.items():

@@ -19,6 +19,8 @@ use crate::{GearsError, PlanBuilder, Record, Result};
 
 /// The shortest interval a timer may have: a sync timer runs on Redis's main thread.
 pub const MIN_INTERVAL_MS: u64 = 10;
+/// The longest interval a timer may have, in seconds (100 years).
+pub const MAX_INTERVAL_SECONDS: u64 = 3_153_600_000;
 
 /// When a timer registration runs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -132,6 +134,11 @@ pub fn timer_trigger(kwargs: &[Kwarg]) -> Result<TimerTrigger> {
                 MIN_INTERVAL_MS as f64 / 1000.0
             )))
         }
+        (Some(millis), None) if millis > MAX_INTERVAL_SECONDS * 1000 => {
+            return Err(plan_error(&format!(
+                "interval argument must be at most {MAX_INTERVAL_SECONDS} seconds (100 years)"
+            )))
+        }
         (Some(millis), None) => Schedule::Every(millis),
         (None, Some(Record::String(text))) => Schedule::cron(text)?,
         (None, Some(Record::Bytes(bytes))) => Schedule::cron(&String::from_utf8_lossy(bytes))?,
@@ -161,6 +168,24 @@ pub fn timer_trigger(kwargs: &[Kwarg]) -> Result<TimerTrigger> {
     })
 }
 
+/// Checks a time event's `seconds` and `key` (before its key is looked at).
+pub fn check_time_event(seconds: i64, key: Option<&[u8]>) -> Result<()> {
+    if seconds <= 0 {
+        return Err(plan_error(
+            "time argument must be a positive number of seconds",
+        ));
+    }
+    if seconds as u64 > MAX_INTERVAL_SECONDS {
+        return Err(plan_error(&format!(
+            "time argument must be at most {MAX_INTERVAL_SECONDS} seconds (100 years)"
+        )));
+    }
+    if key.is_some_and(|k| k.is_empty()) {
+        return Err(plan_error("key argument must be a non-empty string"));
+    }
+    Ok(())
+}
+
 /// A time event (Python's `registerTE(seconds, f, key)`, Lua's and Rhai's `register_timer`):
 /// a sync timer registration whose one step calls `callback` with no argument (the language
 /// wraps the user's function so), every `seconds`, stopped by an error. `seconds` is checked
@@ -172,11 +197,7 @@ pub fn time_event(
     callback: CallbackId,
     description: String,
 ) -> Result<RegistrationSpec> {
-    if seconds <= 0 {
-        return Err(plan_error(
-            "time argument must be a positive number of seconds",
-        ));
-    }
+    check_time_event(seconds, key.as_deref())?;
     let mut builder = PlanBuilder::new(language);
     builder.foreach(callback);
     let options = RunOptions {
@@ -189,7 +210,7 @@ pub fn time_event(
         plan: builder.build(ReaderSpec::Timer, options, Some(description)),
         trigger: Trigger::Timer(TimerTrigger {
             schedule: Schedule::Every((seconds as u64).saturating_mul(1000)),
-            key: key.filter(|k| !k.is_empty()),
+            key,
             stop_on_error: true,
         }),
         on_registered: None,
@@ -256,6 +277,10 @@ mod tests {
         assert_eq!(
             error(&[("interval", Record::Float(0.001))]),
             "interval argument must be at least 0.01 seconds"
+        );
+        assert_eq!(
+            error(&[("interval", Record::Float(1e16))]),
+            "interval argument must be at most 3153600000 seconds (100 years)"
         );
         assert_eq!(
             error(&[

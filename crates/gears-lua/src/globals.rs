@@ -292,14 +292,12 @@ fn register_timer_function(
             Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => *f as i64,
             _ => return Err(raise("time argument must be a long")),
         };
-        if seconds <= 0 {
-            return Err(raise("time argument must be a positive number of seconds"));
-        }
         let key = match args.get(2) {
             None | Some(Value::Nil) => None,
             Some(Value::String(text)) => Some(text.as_bytes().to_vec()),
             Some(_) => return Err(raise("key argument must be a string")),
         };
+        gears_core::timer::check_time_event(seconds, key.as_deref()).map_err(raise_gears)?;
         if !state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -154,6 +154,8 @@ def registerTE(*args):
         raise GearsError('time argument must be a long')
     if seconds <= 0:
         raise GearsError('time argument must be a positive number of seconds')
+    if seconds > 3153600000:
+        raise GearsError('time argument must be at most 3153600000 seconds (100 years)')
     if key is not None and not isinstance(key, (str, bytes)):
         raise GearsError('key argument must be a string')
 

@@ -216,9 +216,6 @@ fn timer(
     let Ok(seconds) = seconds.as_int() else {
         return script_error("time argument must be a long");
     };
-    if seconds <= 0 {
-        return script_error("time argument must be a positive number of seconds");
-    }
     let key = if key.is_unit() {
         None
     } else if let Ok(blob) = key.as_blob_ref() {
@@ -228,6 +225,7 @@ fn timer(
     } else {
         return script_error("key argument must be a string");
     };
+    gears_core::timer::check_time_event(seconds, key.as_deref()).map_err(raise)?;
     state.check_can_register().map_err(raise)?;
     if let Some(key) = &key {
         if !redis.timer_key_free(key).map_err(raise)? {

@@ -225,6 +225,8 @@ impl RedisHost {
                     .into(),
             ));
         }
+        // Started, it would start again if this sync run moved to the background.
+        self.wrote.store(true, Ordering::Relaxed);
         let caller = Caller {
             user: self.user.name().as_bytes().to_vec(),
             db: self.db.load(Ordering::Relaxed),
@@ -521,8 +523,31 @@ impl RedisAccess for RedisHost {
         }
     }
 
+    /// The shard's tag; at a script's top level in a cluster, the initiator's on every shard
+    /// (recorded and replayed like its commands): a key named with it at the top level (a
+    /// timer's key, a prefix) is the same key everywhere.
     fn hashtag(&self) -> String {
-        crate::cluster::topology::my_hashtag()
+        let call = vec![b"\0hashtag".to_vec()];
+        let mut top_level = self
+            .top_level
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &mut *top_level {
+            TopLevel::Run => crate::cluster::topology::my_hashtag(),
+            TopLevel::Record(calls) => {
+                let tag = crate::cluster::topology::my_hashtag();
+                calls.push((call, Ok(Record::String(tag.clone()))));
+                tag
+            }
+            TopLevel::Replay(calls) => match calls.front() {
+                Some((recorded, Ok(Record::String(tag)))) if *recorded == call => {
+                    let tag = tag.clone();
+                    calls.pop_front();
+                    tag
+                }
+                _ => crate::cluster::topology::my_hashtag(),
+            },
+        }
     }
 
     fn start_execution(

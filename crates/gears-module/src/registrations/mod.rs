@@ -388,6 +388,7 @@ pub(crate) fn remove(id: &str, abort_pending: bool) -> bool {
 fn retire(registration: &Arc<Registration>, abort_pending: bool) {
     registration.removed.store(true, Ordering::Release);
     streams::retired(registration);
+    timers::retired(registration);
     // Its executions leave the table with it.
     let kept = std::mem::take(&mut *lock(&registration.executions));
     if let Some(gears) = crate::gears() {

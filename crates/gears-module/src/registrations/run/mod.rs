@@ -144,7 +144,7 @@ fn run_sync(registration: &Arc<Registration>, event: Event) {
     let _sync = SyncRun::enter();
     // A run whose callback awaits starts again on a worker (RedisGears moved it to the
     // background); not one inside a hooked command, which must answer before it replies.
-    let again = event.command.is_none().then(|| Event {
+    let again = (event.command.is_none() && !in_transaction()).then(|| Event {
         key: event.key.clone(),
         event: event.event.clone(),
         db: event.db,
@@ -157,6 +157,18 @@ fn run_sync(registration: &Arc<Registration>, event: Event) {
     if let (true, Some(again)) = (moved, again) {
         let _ = enqueue(registration, Input::Key(again));
     }
+}
+
+/// True inside `MULTI`/`EXEC` or a Lua script (Redis 7.0 runs sync registrations there, inside
+/// the notification): a run there may not move to the background (RedisGears 1.2's error).
+fn in_transaction() -> bool {
+    crate::gears().is_some_and(|gears| {
+        // SAFETY: a plain query of the server's state (these flags are the server's, not the
+        // context's).
+        let flags =
+            unsafe { raw::RedisModule_GetContextFlags.unwrap()(gears.log_context.0) } as u32;
+        flags & (raw::REDISMODULE_CTX_FLAGS_MULTI | raw::REDISMODULE_CTX_FLAGS_LUA) != 0
+    })
 }
 
 /// Queues an input for the registration's worker; a full queue refuses it (and gives it back).

@@ -36,6 +36,8 @@ pub(crate) struct TimerState {
     /// The next point (ms since the epoch); 0 before it is armed.
     next_ms: AtomicU64,
     paused: AtomicBool,
+    /// The Redis timer armed for it (stopped when the registration leaves).
+    armed: std::sync::Mutex<Option<raw::RedisModuleTimerID>>,
 }
 
 impl TimerState {
@@ -84,6 +86,40 @@ pub(super) fn started(added: &[Arc<Registration>]) {
     }
 }
 
+/// The longest a Redis timer is armed for (about 24 days): a later point is reached in hops
+/// (Redis keeps timers in microseconds; a longer wait would overflow).
+const MAX_WAIT_MS: u64 = 1 << 31;
+
+/// A registration left: its Redis timer is stopped (not left pending until its point).
+pub(super) fn retired(registration: &Registration) {
+    let Some(state) = &registration.timer else {
+        return;
+    };
+    let Some(id) = state
+        .armed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    else {
+        return;
+    };
+    on_main_thread_soon(move || {
+        let Some(ctx) = crate::gears().map(|g| g.log_context.0) else {
+            return;
+        };
+        let mut data: *mut c_void = std::ptr::null_mut();
+        // SAFETY: on the main thread; a timer that has not fired gives its box back, freed here.
+        unsafe {
+            if raw::RedisModule_StopTimer.unwrap()(ctx, id, &mut data)
+                == raw::REDISMODULE_OK as std::os::raw::c_int
+                && !data.is_null()
+            {
+                drop(Box::from_raw(data.cast::<Tick>()));
+            }
+        }
+    });
+}
+
 /// What a Redis timer carries: the registration (it may be removed meanwhile) and its point.
 struct Tick {
     registration: Weak<Registration>,
@@ -95,18 +131,29 @@ fn arm(registration: &Arc<Registration>, point_ms: u64, now: u64) {
     if let Some(state) = &registration.timer {
         state.next_ms.store(point_ms, Ordering::Relaxed);
     }
+    let weak = Arc::downgrade(registration);
     let tick = Tick {
-        registration: Arc::downgrade(registration),
+        registration: weak.clone(),
         point_ms,
     };
-    let wait = point_ms.saturating_sub(now).min(i64::MAX as u64) as i64;
+    let wait = point_ms.saturating_sub(now).min(MAX_WAIT_MS) as i64;
     let set = move || {
         let Some(ctx) = crate::gears().map(|g| g.log_context.0) else {
             return;
         };
+        let Some(registration) = weak.upgrade().filter(|r| !r.is_removed()) else {
+            return;
+        };
         let data = Box::into_raw(Box::new(tick));
-        // SAFETY: on the main thread; `fire` takes the box back.
-        unsafe { raw::RedisModule_CreateTimer.unwrap()(ctx, wait, Some(fire), data.cast()) };
+        // SAFETY: on the main thread; `fire` takes the box back (or `retired`, stopping it).
+        let id =
+            unsafe { raw::RedisModule_CreateTimer.unwrap()(ctx, wait, Some(fire), data.cast()) };
+        if let Some(state) = &registration.timer {
+            *state
+                .armed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
+        }
     };
     on_main_thread_soon(set);
 }
@@ -121,6 +168,13 @@ unsafe extern "C" fn fire(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         if registration.is_removed() {
             return;
         }
+        if let Some(state) = &registration.timer {
+            state
+                .armed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
         let ctx = Context::new(ctx);
         point(&ctx, &registration, tick.point_ms);
     }));
@@ -131,6 +185,12 @@ fn point(ctx: &Context, registration: &Arc<Registration>, point_ms: u64) {
     let Some(trigger) = trigger(registration) else {
         return;
     };
+    // A hop of a long wait (or a clock that is behind): not the point yet.
+    let now = now_ms();
+    if now < point_ms {
+        arm(registration, point_ms, now);
+        return;
+    }
     if runs_here(ctx, registration) {
         match key::holds(ctx, registration, trigger) {
             key::Holder::Elsewhere => {}
@@ -185,11 +245,17 @@ fn run_point(
     point_ms: u64,
 ) {
     let db = super::sessions::db_of(&registration.session_id).unwrap_or(0);
-    let on_done: Option<run::OnDone> = trigger.stop_on_error.then(|| {
+    // A sync run stopped for holding the main thread too long (`BUSY ...`) ends the timer too:
+    // at every point it would freeze the server again.
+    let sync = registration.mode() == ExecutionMode::Sync;
+    let stop_on_error = trigger.stop_on_error;
+    let on_done: Option<run::OnDone> = (stop_on_error || sync).then(|| {
         let weak = Arc::downgrade(registration);
         Box::new(move |outcome: &Result<ExecutionOutcome, String>| {
             if let Some(error) = failure(outcome) {
-                stop_after_error(weak, error);
+                if stop_on_error || error.contains("BUSY the atomic block ran longer") {
+                    stop_after_error(weak, error);
+                }
             }
         }) as run::OnDone
     });
@@ -238,7 +304,7 @@ fn stop_after_error(registration: Weak<Registration>, error: String) {
             &ctx,
             &registration,
             RedisLogLevel::Warning,
-            &format!("a run failed, so the timer ends (stopOnError): {error}"),
+            &format!("a run failed, so the timer ends: {error}"),
         );
         super::commands::unregister_everywhere(&ctx, &registration.id, false);
     });
