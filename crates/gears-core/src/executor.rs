@@ -28,6 +28,7 @@ pub struct Executor {
     session: Arc<dyn Session>,
     progress: Arc<Progress>,
     exchange: Option<Arc<dyn crate::operators::RecordExchange>>,
+    extensions: Arc<crate::extension::Registry>,
 }
 
 /// Where the records of a run are and what the run may hold.
@@ -46,7 +47,14 @@ impl Executor {
             session,
             progress: Arc::new(Progress::default()),
             exchange: None,
+            extensions: crate::extension::installed(),
         }
+    }
+
+    /// Builds native steps from `registry` instead of the process's installed one.
+    pub fn extensions(mut self, registry: Arc<crate::extension::Registry>) -> Self {
+        self.extensions = registry;
+        self
     }
 
     /// Reports the run's progress (records read, the step it is in, durations) to `progress`.
@@ -67,14 +75,29 @@ impl Executor {
     /// thread works for one) bounds the errors listed and the records held, and stops the run.
     pub fn run(&self, reader: &mut dyn RecordReader) -> ExecutionOutcome {
         let limits = control::current().map(|c| c.limits()).unwrap_or_default();
+        // A plan whose native step this server can not build (it lacks the extension, or has
+        // another major version of it) does not run: its one error says why.
+        let built: Result<Vec<Box<dyn Operator>>> = self
+            .plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                operators::build_step(step, i, self.exchange.as_ref(), &self.extensions)
+            })
+            .collect();
+        let operators = match built {
+            Ok(operators) => operators,
+            Err(e) => {
+                self.progress.count_errors(1);
+                return ExecutionOutcome {
+                    results: Vec::new(),
+                    errors: vec![e.to_string()],
+                };
+            }
+        };
         let mut run = Run {
-            operators: self
-                .plan
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, step)| operators::build_step(step, i, self.exchange.as_ref()))
-                .collect(),
+            operators,
             results: Vec::new(),
             errors: ErrorList::new(usize::try_from(limits.max_errors).unwrap_or(usize::MAX)),
             progress: &self.progress,
