@@ -97,9 +97,9 @@ impl PlanBuilder {
         match operator.kind() {
             OperatorKind::Extractor(_) => Ok(KeySource::Native(call)),
             other => Err(GearsError::Plan(format!(
-                "native operator '{}' is a {}, not an extractor",
+                "native operator '{}' is {}, not an extractor",
                 call.name,
-                other.name()
+                other.described()
             ))),
         }
     }

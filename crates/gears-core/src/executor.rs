@@ -461,6 +461,89 @@ mod tests {
         assert_eq!(outcome.results, ints(&[2, 3, 4]));
     }
 
+    mod native {
+        use super::*;
+        use crate::extension::{
+            Accumulator, Args, Extension, Mapper, NativeOperator, Registry, Version,
+        };
+
+        struct Square;
+        impl Mapper for Square {
+            fn map(&mut self, record: Record) -> Result<Record> {
+                let v = int_of(&record)?;
+                Ok(Record::Integer(v * v))
+            }
+        }
+
+        #[derive(Default)]
+        struct Max(Option<i64>);
+        impl Accumulator for Max {
+            fn update(&mut self, record: Record) -> Result<()> {
+                let v = int_of(&record)?;
+                self.0 = Some(self.0.map_or(v, |m| m.max(v)));
+                Ok(())
+            }
+            fn state(&mut self) -> Result<Record> {
+                Ok(self.0.map_or(Record::Nil, Record::Integer))
+            }
+            fn merge(&mut self, state: Record) -> Result<()> {
+                self.update(state)
+            }
+            fn evaluate(&mut self) -> Result<Record> {
+                self.state()
+            }
+        }
+
+        fn registry() -> Arc<Registry> {
+            let v1 = Version::new(1, 0);
+            let mut registry = Registry::new();
+            registry
+                .add(
+                    Extension::new("math", v1)
+                        .operator(NativeOperator::map("square", v1, |_: &Args| Ok(Square)))
+                        .operator(NativeOperator::aggregate("max", v1, |_: &Args| {
+                            Ok(Max::default())
+                        })),
+                )
+                .unwrap();
+            Arc::new(registry)
+        }
+
+        #[test]
+        fn native_steps_run_between_callbacks() {
+            let registry = registry();
+            let callbacks: Vec<Callback> = vec![Box::new(|a: &[Record]| {
+                Ok(Record::Integer(int_of(&a[0])? + 1))
+            })];
+            let mut b = PlanBuilder::new(Language::Python);
+            b.map(crate::CallbackId(0));
+            b.native(&registry, "square", vec![]).unwrap();
+            b.native(&registry, "max@1", vec![]).unwrap();
+            let plan = b.build(reader(), no_str(), None);
+            // map, square, max (partial), collect, max (final), run's collect
+            assert_eq!(plan.steps.len(), 6);
+            let exec = Executor::new(plan, session(callbacks)).extensions(registry);
+            let outcome = exec.run(&mut VecReader::new(ints(&[1, 5, 3]), 2));
+            assert_eq!(outcome.results, ints(&[36]));
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        }
+
+        #[test]
+        fn a_server_without_the_operator_refuses_the_plan() {
+            let mut b = PlanBuilder::new(Language::Lua);
+            b.native(&registry(), "square", vec![]).unwrap();
+            let plan = b.build(reader(), no_str(), None);
+            let exec = Executor::new(plan, session(vec![])).extensions(Arc::new(Registry::new()));
+            let outcome = exec.run(&mut VecReader::new(ints(&[2]), 1));
+            assert!(outcome.results.is_empty());
+            assert_eq!(
+                outcome.errors,
+                vec!["unknown native operator 'square' (this server has no native operators or readers)"
+                    .to_string()]
+            );
+        }
+    }
+
     #[test]
     fn reader_errors_are_reported() {
         struct Failing;

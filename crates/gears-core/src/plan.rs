@@ -612,6 +612,57 @@ mod tests {
     }
 
     #[test]
+    fn native_readers_take_runs_argument_and_options() {
+        use crate::extension::{Args, Extension, NativeReader, NativeReaderDef, Registry, Version};
+        struct Nothing;
+        impl NativeReader for Nothing {
+            fn next_batch(
+                &mut self,
+                _: &dyn crate::extension::ReaderHost,
+            ) -> Result<Option<Vec<Record>>> {
+                Ok(None)
+            }
+        }
+        let mut registry = Registry::new();
+        let reader = NativeReaderDef::new("things", Version::new(2, 1), |args: &Args| {
+            args.arity(1, 1)?;
+            args.only_named(&["batch"])?;
+            Ok(Nothing)
+        });
+        registry
+            .add(Extension::new("x", Version::new(1, 0)).reader(reader))
+            .unwrap();
+        let kwargs = vec![
+            ("batch".to_string(), Record::Integer(5)),
+            ("timeout".to_string(), Record::Integer(10)),
+        ];
+        let spec =
+            ReaderSpec::native(&registry, "things", RunArg::Text(b"k".to_vec()), &kwargs).unwrap();
+        assert_eq!(spec.describe(), "NativeReader things@2('k', batch=5)");
+        let err = |name: &str, arg: RunArg| {
+            ReaderSpec::native(&registry, name, arg, &[])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("things", RunArg::None),
+            "things: takes 1 argument, 0 given"
+        );
+        assert_eq!(
+            err("things@1", RunArg::Text(b"k".to_vec())),
+            "native reader 'things' is version 2.1 on this server, not 1.x"
+        );
+        assert_eq!(
+            err("FooReader", RunArg::None),
+            "Given reader do not support run or not exists"
+        );
+        assert_eq!(
+            err("nothing", RunArg::None),
+            "unknown native reader 'nothing' (this server has: things 2.1)"
+        );
+    }
+
+    #[test]
     fn reader_args() {
         let spec = ReaderSpec::from_run_args(
             "KeysReader",

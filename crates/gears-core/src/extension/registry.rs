@@ -33,6 +33,16 @@ impl OperatorKind {
             OperatorKind::Extractor(_) => "extractor",
         }
     }
+
+    /// The name with its article, for error texts: `a map`, `an aggregate`.
+    pub fn described(&self) -> String {
+        match self {
+            OperatorKind::Aggregate(_) | OperatorKind::Extractor(_) => {
+                format!("an {}", self.name())
+            }
+            _ => format!("a {}", self.name()),
+        }
+    }
 }
 
 /// A native operator: a name scripts call, a version, and a factory of its kind.

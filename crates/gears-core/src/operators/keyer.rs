@@ -32,9 +32,9 @@ impl Keyer {
                 }
                 other => {
                     return Err(GearsError::Plan(format!(
-                        "native operator '{}' is a {} on this server, not an extractor",
+                        "native operator '{}' is {} on this server, not an extractor",
                         call.name,
-                        other.name()
+                        other.described()
                     )))
                 }
             },

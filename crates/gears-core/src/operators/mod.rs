@@ -191,9 +191,9 @@ pub fn build_step(
                     }
                     (kind, other) => {
                         return Err(GearsError::Plan(format!(
-                            "native operator '{}' is a {} on this server, not a {}",
+                            "native operator '{}' is {} on this server, not a native {} step",
                             call.name,
-                            other.name(),
+                            other.described(),
                             kind.name()
                         )))
                     }
