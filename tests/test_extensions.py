@@ -6,7 +6,7 @@ with plain libgears.so, which has none of them."""
 import pytest
 
 from conftest import EXTENDED_MODULE, RedisServer
-from helpers import direct_error, gears, gears_error, wrapped
+from helpers import direct_error, gears, gears_error, wait_for, wrapped
 
 LANGUAGES = ["python", "lua", "rhai"]
 AVAILABLE = ("this server has: entry_member 1.0, hll_count 1.0, score_at_least 1.0, "
@@ -262,3 +262,22 @@ def test_a_server_without_the_extensions_refuses_them(r):
     # Built-in reader names keep RedisGears 1.2's error.
     assert gears_error(r, "lua", "GB('NoSuchReader'):run()") == wrapped(
         "lua", "Given reader do not support run or not exists")
+
+
+@pytest.mark.parametrize("language,script", [
+    ("python", "GB().native('hll_count', 'name').foreach(lambda x: execute('set', 'seen', x))"
+               ".register('user:*')"),
+    ("lua", "GB():native('hll_count', 'name'):foreach(function(x) execute('set', 'seen', x) end)"
+            ":register('user:*')"),
+    ("rhai", 'GB().native("hll_count", "name").foreach(|x| execute("set", "seen", x))'
+             '.register("user:*")'),
+])
+def test_a_registration_runs_native_steps(xr, language, script):
+    gears(xr, language, script)
+    try:
+        xr.hset("user:100", "name", "new")
+        # Each event's execution counts its one record.
+        assert wait_for(lambda: xr.get("seen") == "1")
+    finally:
+        for registration in xr.execute_command("RG.DUMPREGISTRATIONS"):
+            xr.execute_command("RG.UNREGISTER", registration[1])
