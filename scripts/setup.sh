@@ -46,5 +46,7 @@ fi
 
 echo "==> cargo build --release"
 export PYO3_PYTHON="$PYTHON_BASE"
-cargo build --release --quiet -p gears-module
-echo "==> ready: target/release/libgears.so"
+# libgears.so (crates/gears), and libgears_extended.so: Gears with the example native extensions
+# (examples/gears-extended), which the tests of the extensions load.
+cargo build --release --quiet -p gears -p gears-extended
+echo "==> ready: target/release/libgears.so (and libgears_extended.so)"

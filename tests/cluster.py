@@ -37,13 +37,15 @@ def cluster_port():
 
 
 class Cluster:
-    def __init__(self, masters=3, replicas=0, module_args=(), node_args=lambda i: ()):
-        """`node_args(i)`: more module arguments for node i."""
+    def __init__(self, masters=3, replicas=0, module_args=(), node_args=lambda i: (),
+                 node_module=lambda i: None):
+        """`node_args(i)`: more module arguments for node i; `node_module(i)`: the module
+        library node i loads (None: libgears.so)."""
         self.nodes = []
         try:
             for i in range(masters * (1 + replicas)):
                 self.nodes.append(RedisServer(
-                    port=cluster_port(),
+                    port=cluster_port(), module=node_module(i),
                     extra_args=(*module_args, *node_args(i)),
                     server_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                  "--cluster-node-timeout", "5000")))

@@ -18,6 +18,9 @@ from redis.retry import Retry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = os.environ.get("GEARS_MODULE", os.path.join(ROOT, "target", "release", "libgears.so"))
+# Gears built with the example native extensions (examples/gears-extended), beside libgears.so.
+EXTENDED_MODULE = os.environ.get(
+    "GEARS_EXTENDED_MODULE", os.path.join(os.path.dirname(MODULE), "libgears_extended.so"))
 VENV = os.environ.get("GEARS_VENV", os.path.join(ROOT, ".venv"))
 # The server binary: Debian's redis-server by default; GEARS_SERVER picks another (the test
 # command also runs the suite on Valkey's valkey-server).
@@ -39,10 +42,10 @@ def _free_port():
 class RedisServer:
     """A redis-server child process with the module loaded."""
 
-    def __init__(self, extra_args=(), server_args=(), dir=None, port=None):
+    def __init__(self, extra_args=(), server_args=(), dir=None, port=None, module=None):
         """`extra_args`: module arguments; `server_args`: the server's own options (they come
         last, so they override the defaults above); `dir`: a data directory to start from (a
-        restart), else a new one."""
+        restart), else a new one; `module`: the module's library (libgears.so by default)."""
         self.port = port or _free_port()
         self.dir = dir or tempfile.mkdtemp(prefix="gears-test-")
         self.log = os.path.join(self.dir, "redis.log")
@@ -50,7 +53,7 @@ class RedisServer:
             REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", self.dir, "--logfile", self.log,
             "--enable-module-command", "yes", "--enable-debug-command", "local",
-            "--loadmodule", MODULE, "PythonVenv", VENV, *extra_args, *server_args,
+            "--loadmodule", module or MODULE, "PythonVenv", VENV, *extra_args, *server_args,
         ]
         # stderr goes to a file: a pipe nobody reads would block the server once full.
         self.stderr_path = os.path.join(self.dir, "stderr.log")

@@ -1,10 +1,19 @@
 //! The one builder every frontend lowers into. Sugar operations (count, avg, groupby, ...) are
 //! expanded here into their local and record-moving steps, so each language gets the same plan.
 
+use crate::error::{GearsError, Result};
+use crate::extension::{NativeStepKind, OperatorKind, Registry};
 use crate::plan::{
     Aggregation, CallbackId, ExecutionPlan, KeySource, Language, Phase, ReaderSpec, RunOptions,
     Step, ValueId,
 };
+use crate::record::Record;
+
+impl From<CallbackId> for KeySource {
+    fn from(callback: CallbackId) -> Self {
+        KeySource::Callback(callback)
+    }
+}
 
 /// Builds the steps of an [`ExecutionPlan`].
 #[derive(Clone, Debug)]
@@ -32,7 +41,7 @@ impl PlanBuilder {
 
     fn aggregate_steps(&mut self, aggregation: Aggregation) -> &mut Self {
         self.push(Step::Aggregate {
-            aggregation,
+            aggregation: aggregation.clone(),
             phase: Phase::Partial,
         });
         self.push(Step::Collect);
@@ -40,6 +49,59 @@ impl PlanBuilder {
             aggregation,
             phase: Phase::Final,
         })
+    }
+
+    /// A native operator's step: `requested` (`name` or `name@major`) of `registry` with the
+    /// script's `args` (core records), checked now. An aggregation becomes its partial phase,
+    /// a collect and its final phase; an extractor is refused (it goes where a key function
+    /// goes: see [`PlanBuilder::native_key`]).
+    pub fn native(
+        &mut self,
+        registry: &Registry,
+        requested: &str,
+        args: Vec<Record>,
+    ) -> Result<&mut Self> {
+        let (call, operator) = registry.call(requested, args)?;
+        let kind = match operator.kind() {
+            OperatorKind::Map(_) => NativeStepKind::Map,
+            OperatorKind::Filter(_) => NativeStepKind::Filter,
+            OperatorKind::FlatMap(_) => NativeStepKind::FlatMap,
+            OperatorKind::Aggregate(_) => {
+                self.push(Step::Native {
+                    call: call.clone(),
+                    kind: NativeStepKind::Aggregate(Phase::Partial),
+                });
+                self.push(Step::Collect);
+                return Ok(self.push(Step::Native {
+                    call,
+                    kind: NativeStepKind::Aggregate(Phase::Final),
+                }));
+            }
+            OperatorKind::Extractor(_) => {
+                return Err(GearsError::Plan(format!(
+                    "native operator '{}' is an extractor: give native('{}', ...) to groupby, batchgroupby, localgroupby, countby, aggregateby or repartition",
+                    call.name, call.name
+                )))
+            }
+        };
+        Ok(self.push(Step::Native { call, kind }))
+    }
+
+    /// The key source of native extractor `requested` with `args`, checked now.
+    pub fn native_key(
+        registry: &Registry,
+        requested: &str,
+        args: Vec<Record>,
+    ) -> Result<KeySource> {
+        let (call, operator) = registry.call(requested, args)?;
+        match operator.kind() {
+            OperatorKind::Extractor(_) => Ok(KeySource::Native(call)),
+            other => Err(GearsError::Plan(format!(
+                "native operator '{}' is {}, not an extractor",
+                call.name,
+                other.described()
+            ))),
+        }
     }
 
     pub fn map(&mut self, f: CallbackId) -> &mut Self {
@@ -65,9 +127,13 @@ impl PlanBuilder {
         })
     }
 
-    pub fn localgroupby(&mut self, extractor: CallbackId, reducer: CallbackId) -> &mut Self {
+    pub fn localgroupby(
+        &mut self,
+        extractor: impl Into<KeySource>,
+        reducer: CallbackId,
+    ) -> &mut Self {
         self.push(Step::ReduceByKey {
-            key: KeySource::Callback(extractor),
+            key: extractor.into(),
             reducer,
             zero: None,
             reduce_value: false,
@@ -82,17 +148,18 @@ impl PlanBuilder {
         self.push(Step::Collect)
     }
 
-    pub fn repartition(&mut self, extractor: CallbackId) -> &mut Self {
+    pub fn repartition(&mut self, extractor: impl Into<KeySource>) -> &mut Self {
         self.push(Step::Repartition {
-            key: KeySource::Callback(extractor),
+            key: extractor.into(),
         })
     }
 
     /// extract → repartition by key → accumulate by key.
-    pub fn groupby(&mut self, extractor: CallbackId, reducer: CallbackId) -> &mut Self {
-        self.repartition(extractor);
+    pub fn groupby(&mut self, extractor: impl Into<KeySource>, reducer: CallbackId) -> &mut Self {
+        let key = extractor.into();
+        self.repartition(key.clone());
         self.push(Step::ReduceByKey {
-            key: KeySource::Callback(extractor),
+            key,
             reducer,
             zero: None,
             reduce_value: false,
@@ -100,12 +167,14 @@ impl PlanBuilder {
     }
 
     /// extract → repartition by key → group → reduce each group once.
-    pub fn batchgroupby(&mut self, extractor: CallbackId, reducer: CallbackId) -> &mut Self {
-        self.repartition(extractor);
-        self.push(Step::BatchReduceByKey {
-            key: KeySource::Callback(extractor),
-            reducer,
-        })
+    pub fn batchgroupby(
+        &mut self,
+        extractor: impl Into<KeySource>,
+        reducer: CallbackId,
+    ) -> &mut Self {
+        let key = extractor.into();
+        self.repartition(key.clone());
+        self.push(Step::BatchReduceByKey { key, reducer })
     }
 
     /// accumulate(seqOp) per shard → collect → accumulate(combOp), re-seeding a falsy
@@ -125,13 +194,13 @@ impl PlanBuilder {
     /// local group-by with seqOp → repartition on the group key → merge with combOp.
     pub fn aggregateby(
         &mut self,
-        extractor: CallbackId,
+        extractor: impl Into<KeySource>,
         zero: ValueId,
         seq: CallbackId,
         comb: CallbackId,
     ) -> &mut Self {
         self.push(Step::ReduceByKey {
-            key: KeySource::Callback(extractor),
+            key: extractor.into(),
             reducer: seq,
             zero: Some(zero),
             reduce_value: false,
@@ -153,7 +222,11 @@ impl PlanBuilder {
 
     /// Counts per key; partial counts meet on the key's shard, not on the initiator.
     pub fn countby(&mut self, extractor: Option<CallbackId>) -> &mut Self {
-        let key = extractor.map_or(KeySource::Identity, KeySource::Callback);
+        self.countby_key(extractor.map_or(KeySource::Identity, KeySource::Callback))
+    }
+
+    /// countby with any key source (a native extractor).
+    pub fn countby_key(&mut self, key: KeySource) -> &mut Self {
         self.push(Step::Aggregate {
             aggregation: Aggregation::CountBy { key },
             phase: Phase::Partial,

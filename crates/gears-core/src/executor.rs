@@ -28,6 +28,7 @@ pub struct Executor {
     session: Arc<dyn Session>,
     progress: Arc<Progress>,
     exchange: Option<Arc<dyn crate::operators::RecordExchange>>,
+    extensions: Arc<crate::extension::Registry>,
 }
 
 /// Where the records of a run are and what the run may hold.
@@ -46,7 +47,14 @@ impl Executor {
             session,
             progress: Arc::new(Progress::default()),
             exchange: None,
+            extensions: crate::extension::installed(),
         }
+    }
+
+    /// Builds native steps from `registry` instead of the process's installed one.
+    pub fn extensions(mut self, registry: Arc<crate::extension::Registry>) -> Self {
+        self.extensions = registry;
+        self
     }
 
     /// Reports the run's progress (records read, the step it is in, durations) to `progress`.
@@ -67,14 +75,29 @@ impl Executor {
     /// thread works for one) bounds the errors listed and the records held, and stops the run.
     pub fn run(&self, reader: &mut dyn RecordReader) -> ExecutionOutcome {
         let limits = control::current().map(|c| c.limits()).unwrap_or_default();
+        // A plan whose native step this server can not build (it lacks the extension, or has
+        // another major version of it) does not run: its one error says why.
+        let built: Result<Vec<Box<dyn Operator>>> = self
+            .plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                operators::build_step(step, i, self.exchange.as_ref(), &self.extensions)
+            })
+            .collect();
+        let operators = match built {
+            Ok(operators) => operators,
+            Err(e) => {
+                self.progress.count_errors(1);
+                return ExecutionOutcome {
+                    results: Vec::new(),
+                    errors: vec![e.to_string()],
+                };
+            }
+        };
         let mut run = Run {
-            operators: self
-                .plan
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, step)| operators::build_step(step, i, self.exchange.as_ref()))
-                .collect(),
+            operators,
             results: Vec::new(),
             errors: ErrorList::new(usize::try_from(limits.max_errors).unwrap_or(usize::MAX)),
             progress: &self.progress,
@@ -436,6 +459,89 @@ mod tests {
         let exec = Executor::new(b.build(reader(), no_str(), None), session(vec![]));
         let outcome = exec.run(&mut Endless(0));
         assert_eq!(outcome.results, ints(&[2, 3, 4]));
+    }
+
+    mod native {
+        use super::*;
+        use crate::extension::{
+            Accumulator, Args, Extension, Mapper, NativeOperator, Registry, Version,
+        };
+
+        struct Square;
+        impl Mapper for Square {
+            fn map(&mut self, record: Record) -> Result<Record> {
+                let v = int_of(&record)?;
+                Ok(Record::Integer(v * v))
+            }
+        }
+
+        #[derive(Default)]
+        struct Max(Option<i64>);
+        impl Accumulator for Max {
+            fn update(&mut self, record: Record) -> Result<()> {
+                let v = int_of(&record)?;
+                self.0 = Some(self.0.map_or(v, |m| m.max(v)));
+                Ok(())
+            }
+            fn state(&mut self) -> Result<Record> {
+                Ok(self.0.map_or(Record::Nil, Record::Integer))
+            }
+            fn merge(&mut self, state: Record) -> Result<()> {
+                self.update(state)
+            }
+            fn evaluate(&mut self) -> Result<Record> {
+                self.state()
+            }
+        }
+
+        fn registry() -> Arc<Registry> {
+            let v1 = Version::new(1, 0);
+            let mut registry = Registry::new();
+            registry
+                .add(
+                    Extension::new("math", v1)
+                        .operator(NativeOperator::map("square", v1, |_: &Args| Ok(Square)))
+                        .operator(NativeOperator::aggregate("max", v1, |_: &Args| {
+                            Ok(Max::default())
+                        })),
+                )
+                .unwrap();
+            Arc::new(registry)
+        }
+
+        #[test]
+        fn native_steps_run_between_callbacks() {
+            let registry = registry();
+            let callbacks: Vec<Callback> = vec![Box::new(|a: &[Record]| {
+                Ok(Record::Integer(int_of(&a[0])? + 1))
+            })];
+            let mut b = PlanBuilder::new(Language::Python);
+            b.map(crate::CallbackId(0));
+            b.native(&registry, "square", vec![]).unwrap();
+            b.native(&registry, "max@1", vec![]).unwrap();
+            let plan = b.build(reader(), no_str(), None);
+            // map, square, max (partial), collect, max (final), run's collect
+            assert_eq!(plan.steps.len(), 6);
+            let exec = Executor::new(plan, session(callbacks)).extensions(registry);
+            let outcome = exec.run(&mut VecReader::new(ints(&[1, 5, 3]), 2));
+            assert_eq!(outcome.results, ints(&[36]));
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        }
+
+        #[test]
+        fn a_server_without_the_operator_refuses_the_plan() {
+            let mut b = PlanBuilder::new(Language::Lua);
+            b.native(&registry(), "square", vec![]).unwrap();
+            let plan = b.build(reader(), no_str(), None);
+            let exec = Executor::new(plan, session(vec![])).extensions(Arc::new(Registry::new()));
+            let outcome = exec.run(&mut VecReader::new(ints(&[2]), 1));
+            assert!(outcome.results.is_empty());
+            assert_eq!(
+                outcome.errors,
+                vec!["unknown native operator 'square' (this server has no native operators or readers)"
+                    .to_string()]
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! - the [`Executor`]: runs a plan over the batches a [`RecordReader`] yields, collecting results
 //!   and per-record errors (an error on one record never stops the others);
 //! - the contracts every other crate implements: [`Frontend`] / [`Session`] / [`Runtime`] for a
-//!   scripting language, [`RecordReader`] for a data source and [`RedisAccess`] for the host.
+//!   scripting language, [`RecordReader`] for a data source and [`RedisAccess`] for the host;
+//! - the [`extension`] API: native operators and readers that Rust crates add, which scripts
+//!   in every language call by name.
 //!
 //! Nothing here depends on redis-module, pyo3, mlua or rhai: the crate is tested as plain Rust.
 
@@ -16,6 +18,7 @@ pub mod control;
 mod dict_order;
 mod error;
 mod executor;
+pub mod extension;
 mod frontend;
 pub mod glob;
 pub mod memory;

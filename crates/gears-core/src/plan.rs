@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GearsError, Result};
+use crate::extension::{NativeCall, NativeStepKind};
 use crate::record::Record;
 
 /// A user callback (function, lambda or closure) owned by a language session.
@@ -58,7 +59,7 @@ pub enum Distribution {
 }
 
 /// How the group-by family finds a record's key.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum KeySource {
     /// Call the user's extractor; a non-string result is `repr()`'d.
     Callback(CallbackId),
@@ -66,10 +67,12 @@ pub enum KeySource {
     RecordKey,
     /// The record itself, as a string (countby's default extractor).
     Identity,
+    /// A native extractor ([`crate::extension::KeyExtractor`]).
+    Native(NativeCall),
 }
 
 /// Aggregations implemented in Rust, each in two phases.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Aggregation {
     /// Number of records.
     Count,
@@ -138,6 +141,12 @@ pub enum Step {
     },
     /// `str(record)` (run's `convertToStr=True`).
     ToString,
+    /// A native operator (a Rust extension's), found by name in the server's
+    /// [`crate::extension::Registry`] when the plan runs.
+    Native {
+        call: NativeCall,
+        kind: NativeStepKind,
+    },
 }
 
 impl Step {
@@ -159,6 +168,10 @@ impl Step {
                 | Step::ReduceByKey { .. }
                 | Step::BatchReduceByKey { .. }
                 | Step::Aggregate { .. }
+                | Step::Native {
+                    kind: NativeStepKind::Aggregate(_),
+                    ..
+                }
         )
     }
 
@@ -180,7 +193,7 @@ impl Step {
                 Aggregation::Avg { extractor } => extractor.iter().copied().collect(),
                 _ => vec![],
             },
-            Step::Limit { .. } | Step::Collect | Step::ToString => vec![],
+            Step::Limit { .. } | Step::Collect | Step::ToString | Step::Native { .. } => vec![],
         }
     }
 
@@ -197,7 +210,10 @@ impl Step {
             Step::BatchReduceByKey { .. } => "batch reduce by key".into(),
             Step::Limit { length, start } => format!("limit {length} from {start}"),
             Step::Collect => "collect".into(),
-            Step::Repartition { .. } => "repartition".into(),
+            Step::Repartition { key } => match key {
+                KeySource::Native(call) => format!("repartition by native {}", call.describe()),
+                _ => "repartition".into(),
+            },
             Step::Aggregate { aggregation, phase } => {
                 let what = match aggregation {
                     Aggregation::Count => "count".to_string(),
@@ -213,6 +229,7 @@ impl Step {
                 format!("{what} ({phase})")
             }
             Step::ToString => "to string".into(),
+            Step::Native { call, kind } => format!("native {} {}", kind.name(), call.describe()),
         }
     }
 }
@@ -245,6 +262,8 @@ pub enum ReaderSpec {
     Command,
     /// A point of a timer registration's schedule: its trigger gives the record.
     Timer,
+    /// A native reader (a Rust extension's), found by name when the plan runs.
+    Native(NativeCall),
 }
 
 impl ReaderSpec {
@@ -283,6 +302,7 @@ impl ReaderSpec {
             ReaderSpec::Generator { .. } => "PythonReader generator=<callback>".into(),
             ReaderSpec::Command => "CommandReader".into(),
             ReaderSpec::Timer => "TimerReader".into(),
+            ReaderSpec::Native(call) => format!("NativeReader {}", call.describe()),
         }
     }
 }
@@ -495,10 +515,54 @@ impl ReaderSpec {
                     "pyreader argument must be a function".into(),
                 )),
             },
-            _ => Err(GearsError::Plan(
-                "Given reader do not support run or not exists".into(),
-            )),
+            name => ReaderSpec::native(&crate::extension::installed(), name, arg, kwargs),
         }
+    }
+
+    /// The spec of native reader `requested` (`name` or `name@major`) of `registry`: `run()`'s
+    /// argument is its positional argument, `run()`'s options other than Gears' own limits are
+    /// its named arguments. The reader is built once here, so bad arguments fail the script.
+    /// A name that can not be a native reader's gets RedisGears' error for unknown readers.
+    pub fn native(
+        registry: &crate::extension::Registry,
+        requested: &str,
+        arg: RunArg,
+        kwargs: &[Kwarg],
+    ) -> Result<ReaderSpec> {
+        let name = requested.split('@').next().unwrap_or_default();
+        let looks_native = name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !looks_native {
+            return Err(GearsError::Plan(
+                "Given reader do not support run or not exists".into(),
+            ));
+        }
+        let reader = registry.reader(requested)?;
+        let args = match arg {
+            RunArg::None => Vec::new(),
+            RunArg::Text(text) => vec![Record::from(text)],
+            RunArg::Callback(_) => {
+                return Err(GearsError::Plan(format!(
+                    "{name}: the argument of run() must be a string, not a function"
+                )))
+            }
+        };
+        const LIMITS: [&str; 4] = ["timeout", "maxRecords", "maxReplySize", "maxErrors"];
+        let named = kwargs
+            .iter()
+            .filter(|(k, _)| !LIMITS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let call = NativeCall {
+            name: reader.name().to_string(),
+            major: reader.version().major,
+            args,
+            named,
+        };
+        reader.build(&call)?;
+        Ok(ReaderSpec::Native(call))
     }
 }
 
@@ -548,6 +612,57 @@ mod tests {
             Distribution::Repartition
         );
         assert_eq!(Step::Map(CallbackId(1)).distribution(), Distribution::Local);
+    }
+
+    #[test]
+    fn native_readers_take_runs_argument_and_options() {
+        use crate::extension::{Args, Extension, NativeReader, NativeReaderDef, Registry, Version};
+        struct Nothing;
+        impl NativeReader for Nothing {
+            fn next_batch(
+                &mut self,
+                _: &dyn crate::extension::ReaderHost,
+            ) -> Result<Option<Vec<Record>>> {
+                Ok(None)
+            }
+        }
+        let mut registry = Registry::new();
+        let reader = NativeReaderDef::new("things", Version::new(2, 1), |args: &Args| {
+            args.arity(1, 1)?;
+            args.only_named(&["batch"])?;
+            Ok(Nothing)
+        });
+        registry
+            .add(Extension::new("x", Version::new(1, 0)).reader(reader))
+            .unwrap();
+        let kwargs = vec![
+            ("batch".to_string(), Record::Integer(5)),
+            ("timeout".to_string(), Record::Integer(10)),
+        ];
+        let spec =
+            ReaderSpec::native(&registry, "things", RunArg::Text(b"k".to_vec()), &kwargs).unwrap();
+        assert_eq!(spec.describe(), "NativeReader things@2('k', batch=5)");
+        let err = |name: &str, arg: RunArg| {
+            ReaderSpec::native(&registry, name, arg, &[])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("things", RunArg::None),
+            "things: takes 1 argument, 0 given"
+        );
+        assert_eq!(
+            err("things@1", RunArg::Text(b"k".to_vec())),
+            "native reader 'things' is version 2.1 on this server, not 1.x"
+        );
+        assert_eq!(
+            err("FooReader", RunArg::None),
+            "Given reader do not support run or not exists"
+        );
+        assert_eq!(
+            err("nothing", RunArg::None),
+            "unknown native reader 'nothing' (this server has: things 2.1)"
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use gears_core::registration::{register_reader, RegistrationSpec};
 use gears_core::{
-    CallbackId, ExecutionMode, GearsError, Kwarg, Language, PlanBuilder, ReaderSpec, Record,
-    Result, RunArg, RunLimits, RunOptions,
+    CallbackId, ExecutionMode, GearsError, KeySource, Kwarg, Language, PlanBuilder, ReaderSpec,
+    Record, Result, RunArg, RunLimits, RunOptions,
 };
 use mlua::{AnyUserData, Function, Lua, MultiValue, Table, UserData, UserDataMethods, Value};
 
@@ -46,6 +46,56 @@ pub fn create_builder_function(lua: &Lua, state: SharedState) -> mlua::Result<Fu
             plan: PlanBuilder::new(Language::Lua),
         })
     })
+}
+
+/// `native(name, ...)`: a native extractor (a Rust extension's), given where a key function goes
+/// (`GB():groupby(native('hash_field', 'city'), reducer)`).
+pub struct LuaNative {
+    name: String,
+    args: Vec<Record>,
+}
+
+impl UserData for LuaNative {}
+
+/// A native call's name and arguments (core records).
+fn native_call(op: &str, args: &[Value]) -> Result<(String, Vec<Record>)> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err(GearsError::Plan(format!(
+            "{op}: the native operator's name is missing"
+        )));
+    };
+    let Value::String(name) = name else {
+        return Err(GearsError::Plan(format!(
+            "{op}: the native operator's name must be a string"
+        )));
+    };
+    let args = rest
+        .iter()
+        .map(|v| value_to_core(v, 0))
+        .collect::<Result<_>>()?;
+    Ok((name.to_string_lossy(), args))
+}
+
+/// The global `native(name, ...)`.
+pub fn create_native_function(lua: &Lua) -> mlua::Result<Function> {
+    lua.create_function(|lua, args: MultiValue| {
+        let (name, args) = native_call("native", &args.into_vec()).map_err(raise_gears)?;
+        lua.create_userdata(LuaNative { name, args })
+    })
+}
+
+/// The key of a group-by step: a `native(...)` extractor, or a function.
+fn key(state: &mut ScriptState, op: &str, value: &Value) -> Result<KeySource> {
+    if let Value::UserData(ud) = value {
+        if let Ok(native) = ud.borrow::<LuaNative>() {
+            return PlanBuilder::native_key(
+                &gears_core::extension::installed(),
+                &native.name,
+                native.args.clone(),
+            );
+        }
+    }
+    callback(state, op, value).map(KeySource::Callback)
 }
 
 fn plan_error(text: impl Into<String>) -> mlua::Error {
@@ -137,7 +187,7 @@ const OPERATIONS: &[(&str, Op)] = &[
     }),
     ("localgroupby", |_, b, s, a| {
         arity("localgroupby", a, 2..=2)?;
-        let extractor = callback(s, "localgroupby", &a[0])?;
+        let extractor = key(s, "localgroupby", &a[0])?;
         let reducer = callback(s, "localgroupby", &a[1])?;
         b.plan.localgroupby(extractor, reducer);
         Ok(())
@@ -159,20 +209,20 @@ const OPERATIONS: &[(&str, Op)] = &[
     }),
     ("repartition", |_, b, s, a| {
         arity("repartition", a, 1..=1)?;
-        let extractor = callback(s, "repartition", &a[0])?;
+        let extractor = key(s, "repartition", &a[0])?;
         b.plan.repartition(extractor);
         Ok(())
     }),
     ("groupby", |_, b, s, a| {
         arity("groupby", a, 2..=2)?;
-        let extractor = callback(s, "groupby", &a[0])?;
+        let extractor = key(s, "groupby", &a[0])?;
         let reducer = callback(s, "groupby", &a[1])?;
         b.plan.groupby(extractor, reducer);
         Ok(())
     }),
     ("batchgroupby", |_, b, s, a| {
         arity("batchgroupby", a, 2..=2)?;
-        let extractor = callback(s, "batchgroupby", &a[0])?;
+        let extractor = key(s, "batchgroupby", &a[0])?;
         let reducer = callback(s, "batchgroupby", &a[1])?;
         b.plan.batchgroupby(extractor, reducer);
         Ok(())
@@ -188,7 +238,7 @@ const OPERATIONS: &[(&str, Op)] = &[
     }),
     ("aggregateby", |lua, b, s, a| {
         arity("aggregateby", a, 4..=4)?;
-        let extractor = callback(s, "aggregateby", &a[0])?;
+        let extractor = key(s, "aggregateby", &a[0])?;
         let seq = callback(s, "aggregateby", &a[2])?;
         let comb = callback(s, "aggregateby", &a[3])?;
         let key = lua.create_registry_value(a[1].clone()).map_err(internal)?;
@@ -203,8 +253,11 @@ const OPERATIONS: &[(&str, Op)] = &[
     }),
     ("countby", |_, b, s, a| {
         arity("countby", a, 0..=1)?;
-        let extractor = optional_callback(s, "countby", a.first())?;
-        b.plan.countby(extractor);
+        let extractor = match a.first() {
+            None | Some(Value::Nil) => KeySource::Identity,
+            Some(v) => key(s, "countby", v)?,
+        };
+        b.plan.countby_key(extractor);
         Ok(())
     }),
     ("avg", |_, b, s, a| {
@@ -225,6 +278,12 @@ const OPERATIONS: &[(&str, Op)] = &[
     ("distinct", |_, b, _, a| {
         arity("distinct", a, 0..=0)?;
         b.plan.distinct();
+        Ok(())
+    }),
+    ("native", |_, b, _, a| {
+        let (name, args) = native_call("native", a)?;
+        b.plan
+            .native(&gears_core::extension::installed(), &name, args)?;
         Ok(())
     }),
     ("run", run),

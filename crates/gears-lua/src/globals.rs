@@ -134,6 +134,7 @@ pub fn new_state(redis: Arc<dyn RedisAccess>, state: SharedState) -> mlua::Resul
     let builder = create_builder_function(&lua, state.clone())?;
     globals.raw_set("GearsBuilder", builder.clone())?;
     globals.raw_set("GB", builder)?;
+    globals.raw_set("native", crate::builder::create_native_function(&lua)?)?;
 
     let r = redis.clone();
     let execute = lua.create_function(move |lua, args: MultiValue| {

@@ -10,7 +10,18 @@
 //! - the worker pool: scripts compile and executions run on worker threads while the calling
 //!   client is blocked, never the server;
 //! - `limits`: memory limits and what `INFO` reports about Gears;
-//! - `cluster/`: topology, the cluster bus, and executions that run on every shard.
+//! - `cluster/`: topology, the cluster bus, and executions that run on every shard;
+//! - the [`gears_module!`] macro, which makes the Redis module: `libgears.so` is this crate plus
+//!   one line (`crates/gears`), and a crate that adds native extensions
+//!   ([`gears_core::extension`]) builds its own module the same way, naming them:
+//!
+//! ```ignore
+//! // src/lib.rs of a crate with `crate-type = ["cdylib"]`
+//! gears_module::gears_module!(gears_ext_hll::extension(), my_crate::extension());
+//! ```
+//!
+//! The module it builds is Gears with those extensions: same commands, same module name (`rg`),
+//! loaded with `--loadmodule` in place of `libgears.so`.
 
 mod cluster;
 mod commands;
@@ -29,7 +40,7 @@ mod workers;
 
 use std::sync::OnceLock;
 
-use redis_module::{redis_module, Context, RedisError, RedisString, Status};
+use redis_module::{raw, redis_command, Context, RedisError, RedisString, Status};
 
 use crate::config::{
     Config, EXECUTION_THREADS, MAX_EXECUTIONS, MAX_QUEUED_EXECUTIONS, PROFILE_EXECUTIONS,
@@ -131,7 +142,361 @@ pub(crate) fn loaded() -> Result<&'static Gears, RedisError> {
         .ok_or(RedisError::Str("Gears is not initialised"))
 }
 
-fn init(ctx: &Context, args: &[RedisString]) -> Status {
+/// Installs the module's native extensions; logs and refuses a bad set.
+fn install_extensions(ctx: &Context, extensions: Vec<gears_core::extension::Extension>) -> bool {
+    let mut registry = gears_core::extension::Registry::new();
+    for extension in extensions {
+        let line = format!(
+            "Gears: extension {} {}: {}",
+            extension.name(),
+            extension.version(),
+            extension.names().collect::<Vec<_>>().join(", ")
+        );
+        if let Err(e) = registry.add(extension) {
+            ctx.log_warning(&format!("Gears: {e}"));
+            return false;
+        }
+        ctx.log_notice(&line);
+    }
+    if let Err(e) = gears_core::extension::install(registry) {
+        ctx.log_warning(&format!("Gears: {e}"));
+        return false;
+    }
+    true
+}
+
+/// Creates the RG commands.
+fn create_commands(ctx: *mut raw::RedisModuleCtx) -> std::os::raw::c_int {
+    use std::ffi::CString;
+    use std::os::raw::c_int;
+    // SAFETY: called once from the module's load, on Redis's main thread, with its context;
+    // what redis-module's own `redis_module!` does with its `commands` list.
+    unsafe {
+        redis_command!(
+            ctx,
+            "RG.PYEXECUTE",
+            commands::py_execute,
+            "may-replicate blocking admin",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.LUAEXECUTE",
+            commands::lua_execute,
+            "may-replicate blocking",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.RHAIEXECUTE",
+            commands::rhai_execute,
+            "may-replicate blocking",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.EXPLAIN",
+            commands::explain,
+            "readonly blocking",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.CONFIGGET",
+            config::config_get,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.CONFIGSET",
+            config::config_set,
+            "admin",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.GETRESULTS",
+            executions::commands::get_results,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.GETRESULTSBLOCKING",
+            executions::commands::get_results_blocking,
+            "readonly blocking",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.DUMPEXECUTIONS",
+            executions::commands::dump_executions,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.GETEXECUTION",
+            executions::commands::get_execution,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.DROPEXECUTION",
+            executions::commands::drop_execution,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.ABORTEXECUTION",
+            executions::commands::abort_execution,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.PYSTATS",
+            commands::py_stats,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.DUMPREGISTRATIONS",
+            registrations::commands::dump_registrations,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.UNREGISTER",
+            registrations::commands::unregister,
+            "write",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.CLEARREGISTRATIONSSTATS",
+            registrations::commands::clear_registrations_stats,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.PAUSEREGISTRATIONS",
+            registrations::commands::pause_registrations,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.UNPAUSEREGISTRATIONS",
+            registrations::commands::unpause_registrations,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.INNERSESSION",
+            registrations::persist::inner_session,
+            "write",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.INNERTIMERKEY",
+            registrations::timers::key::inner_timer_key,
+            "write deny-oom",
+            1,
+            1,
+            1,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.PYDUMPSESSIONS",
+            registrations::commands::py_dump_sessions,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.PYPROFILE",
+            commands::py_profile,
+            "readonly blocking",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.PYDUMPREQS",
+            requirements::py_dump_reqs,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.PYEXPORTREQ",
+            requirements::py_export_req,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.PYIMPORTREQ",
+            requirements::py_import_req,
+            "admin blocking",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.DUMPSESSIONS",
+            registrations::commands::dump_all_sessions,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.TRIGGER",
+            registrations::triggers::trigger,
+            "may-replicate",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.TRIGGERONKEY",
+            registrations::triggers::trigger_on_key,
+            "may-replicate",
+            2,
+            2,
+            1,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.INNERHOOK",
+            registrations::hooks::inner_hook,
+            "may-replicate",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.INFOCLUSTER",
+            cluster::info_cluster,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+        redis_command!(
+            ctx,
+            "RG.REFRESHCLUSTER",
+            cluster::refresh_cluster,
+            "readonly",
+            0,
+            0,
+            0,
+            ""
+        );
+    }
+    raw::Status::Ok as c_int
+}
+
+fn init(
+    ctx: &Context,
+    args: &[RedisString],
+    extensions: Vec<gears_core::extension::Extension>,
+) -> Status {
+    if create_commands(ctx.ctx) != raw::Status::Ok as std::os::raw::c_int {
+        return Status::Err;
+    }
+    if !install_extensions(ctx, extensions) {
+        return Status::Err;
+    }
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
     let config = match Config::load(&args) {
         Ok(config) => config,
@@ -217,44 +582,67 @@ fn deinit(ctx: &Context) -> Status {
 type Allocator = gears_core::memory::CountingAllocator<mimalloc::MiMalloc>;
 const ALLOCATOR: Allocator = gears_core::memory::CountingAllocator(mimalloc::MiMalloc);
 
-redis_module! {
-    name: "rg",
-    version: 1,
-    allocator: (Allocator, ALLOCATOR),
-    data_types: [],
-    init: init,
-    deinit: deinit,
-    commands: [
-        ["RG.PYEXECUTE", commands::py_execute, "may-replicate blocking admin", 0, 0, 0, ""],
-        ["RG.LUAEXECUTE", commands::lua_execute, "may-replicate blocking", 0, 0, 0, ""],
-        ["RG.RHAIEXECUTE", commands::rhai_execute, "may-replicate blocking", 0, 0, 0, ""],
-        ["RG.EXPLAIN", commands::explain, "readonly blocking", 0, 0, 0, ""],
-        ["RG.CONFIGGET", config::config_get, "readonly", 0, 0, 0, ""],
-        ["RG.CONFIGSET", config::config_set, "admin", 0, 0, 0, ""],
-        ["RG.GETRESULTS", executions::commands::get_results, "readonly", 0, 0, 0, ""],
-        ["RG.GETRESULTSBLOCKING", executions::commands::get_results_blocking, "readonly blocking", 0, 0, 0, ""],
-        ["RG.DUMPEXECUTIONS", executions::commands::dump_executions, "readonly", 0, 0, 0, ""],
-        ["RG.GETEXECUTION", executions::commands::get_execution, "readonly", 0, 0, 0, ""],
-        ["RG.DROPEXECUTION", executions::commands::drop_execution, "readonly", 0, 0, 0, ""],
-        ["RG.ABORTEXECUTION", executions::commands::abort_execution, "readonly", 0, 0, 0, ""],
-        ["RG.PYSTATS", commands::py_stats, "readonly", 0, 0, 0, ""],
-        ["RG.DUMPREGISTRATIONS", registrations::commands::dump_registrations, "readonly", 0, 0, 0, ""],
-        ["RG.UNREGISTER", registrations::commands::unregister, "write", 0, 0, 0, ""],
-        ["RG.CLEARREGISTRATIONSSTATS", registrations::commands::clear_registrations_stats, "readonly", 0, 0, 0, ""],
-        ["RG.PAUSEREGISTRATIONS", registrations::commands::pause_registrations, "readonly", 0, 0, 0, ""],
-        ["RG.UNPAUSEREGISTRATIONS", registrations::commands::unpause_registrations, "readonly", 0, 0, 0, ""],
-        ["RG.INNERSESSION", registrations::persist::inner_session, "write", 0, 0, 0, ""],
-        ["RG.INNERTIMERKEY", registrations::timers::key::inner_timer_key, "write deny-oom", 1, 1, 1, ""],
-        ["RG.PYDUMPSESSIONS", registrations::commands::py_dump_sessions, "readonly", 0, 0, 0, ""],
-        ["RG.PYPROFILE", commands::py_profile, "readonly blocking", 0, 0, 0, ""],
-        ["RG.PYDUMPREQS", requirements::py_dump_reqs, "readonly", 0, 0, 0, ""],
-        ["RG.PYEXPORTREQ", requirements::py_export_req, "readonly", 0, 0, 0, ""],
-        ["RG.PYIMPORTREQ", requirements::py_import_req, "admin blocking", 0, 0, 0, ""],
-        ["RG.DUMPSESSIONS", registrations::commands::dump_all_sessions, "readonly", 0, 0, 0, ""],
-        ["RG.TRIGGER", registrations::triggers::trigger, "may-replicate", 0, 0, 0, ""],
-        ["RG.TRIGGERONKEY", registrations::triggers::trigger_on_key, "may-replicate", 2, 2, 1, ""],
-        ["RG.INNERHOOK", registrations::hooks::inner_hook, "may-replicate", 0, 0, 0, ""],
-        ["RG.INFOCLUSTER", cluster::info_cluster, "readonly", 0, 0, 0, ""],
-        ["RG.REFRESHCLUSTER", cluster::refresh_cluster, "readonly", 0, 0, 0, ""],
-    ],
+/// What the [`gears_module!`] macro expands to uses; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use redis_module;
+    pub use redis_module::{Context, RedisString, Status};
+
+    pub type Allocator = super::Allocator;
+    pub const ALLOCATOR: Allocator = super::ALLOCATOR;
+
+    /// The module's load: its extensions, then the commands, settings and state of Gears.
+    pub fn init(
+        ctx: &Context,
+        args: &[RedisString],
+        extensions: Vec<gears_core::extension::Extension>,
+    ) -> Status {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::init(ctx, args, extensions)
+        })) {
+            Ok(status) => status,
+            Err(_) => {
+                ctx.log_warning("Gears: the module failed to load (a panic)");
+                Status::Err
+            }
+        }
+    }
+
+    pub fn deinit(ctx: &Context) -> Status {
+        super::deinit(ctx)
+    }
+}
+
+/// Makes the Redis module: Gears with the native extensions given (each an expression of type
+/// [`gears_core::extension::Extension`]). Invoke it once, at the root of a `cdylib` crate; the
+/// library it builds is loaded with `--loadmodule` like `libgears.so`, with the same module
+/// arguments.
+///
+/// ```ignore
+/// gears_module::gears_module!();                             // Gears alone (libgears.so)
+/// gears_module::gears_module!(gears_ext_hll::extension());   // Gears + HyperLogLog
+/// ```
+#[macro_export]
+macro_rules! gears_module {
+    ($($extension:expr),* $(,)?) => {
+        fn __gears_init(
+            ctx: &$crate::__private::Context,
+            args: &[$crate::__private::RedisString],
+        ) -> $crate::__private::Status {
+            $crate::__private::init(ctx, args, ::std::vec![$($extension),*])
+        }
+
+        fn __gears_deinit(ctx: &$crate::__private::Context) -> $crate::__private::Status {
+            $crate::__private::deinit(ctx)
+        }
+
+        $crate::__private::redis_module::redis_module! {
+            name: "rg",
+            version: 1,
+            allocator: ($crate::__private::Allocator, $crate::__private::ALLOCATOR),
+            data_types: [],
+            init: __gears_init,
+            deinit: __gears_deinit,
+        }
+    };
 }

@@ -37,7 +37,7 @@ use crate::module::{ApiModule, MODULE_NAMES};
 const PRELUDE: &str = include_str!("prelude.py");
 
 /// The names a script's globals start with, taken from its API namespace.
-const SCRIPT_NAMES: [&str; 20] = [
+const SCRIPT_NAMES: [&str; 21] = [
     "GearsBuilder",
     "GB",
     "execute",
@@ -58,6 +58,7 @@ const SCRIPT_NAMES: [&str; 20] = [
     "runCoroutine",
     "isAsyncAllow",
     "registerTE",
+    "native",
 ];
 
 /// What every session is made from. Built once, at interpreter start; held only by Rust.

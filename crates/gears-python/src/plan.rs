@@ -6,8 +6,8 @@ use std::sync::Arc;
 use gears_core::registration::{register_reader, RegistrationSpec, Trigger};
 use gears_core::timer::TimerTrigger;
 use gears_core::{
-    CallbackId, ExecutionMode, Kwarg, Language, PlanBuilder, ReaderSpec, RunArg, RunLimits,
-    RunOptions, ValueId,
+    CallbackId, ExecutionMode, KeySource, Kwarg, Language, PlanBuilder, ReaderSpec, RunArg,
+    RunLimits, RunOptions, ValueId,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFunction, PyList, PyString, PyTuple};
@@ -25,6 +25,48 @@ fn register_callback(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> Callba
 fn register_value(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> ValueId {
     state.values.push(obj.clone().unbind());
     ValueId((state.values.len() - 1) as u32)
+}
+
+/// A native call's name and arguments: `native(name, *args)` (the builder step's arguments, or
+/// a `native` extractor's).
+fn native_call(
+    op: &str,
+    items: &[Bound<'_, PyAny>],
+) -> PyResult<(String, Vec<gears_core::Record>)> {
+    let Some((name, args)) = items.split_first() else {
+        return Err(error::new_err(format!(
+            "{op}: the native operator's name is missing"
+        )));
+    };
+    let Ok(name) = name.extract::<String>() else {
+        return Err(error::new_err(format!(
+            "{op}: the native operator's name must be a string"
+        )));
+    };
+    let args = args
+        .iter()
+        .map(|a| to_core(a).map_err(gears_err))
+        .collect::<PyResult<_>>()?;
+    Ok((name, args))
+}
+
+/// The key of a group-by step: a native extractor (`native(name, *args)`), or a callback.
+fn key_source(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> PyResult<KeySource> {
+    if !obj.hasattr("_gears_native")? {
+        return Ok(KeySource::Callback(register_callback(state, obj)));
+    }
+    let mut items = vec![obj.getattr("name")?];
+    items.extend(obj.getattr("args")?.cast_into::<PyTuple>()?.iter());
+    let (name, args) = native_call("native", &items)?;
+    PlanBuilder::native_key(&gears_core::extension::installed(), &name, args).map_err(gears_err)
+}
+
+fn optional_key(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> PyResult<Option<KeySource>> {
+    if obj.is_none() {
+        Ok(None)
+    } else {
+        key_source(state, obj).map(Some)
+    }
 }
 
 fn optional_callback(state: &mut CompileState, obj: &Bound<'_, PyAny>) -> Option<CallbackId> {
@@ -48,19 +90,29 @@ fn lower_steps(
         let args = args.cast::<PyTuple>()?;
         let arg = |i: usize| args.get_item(i);
         match op.as_str() {
-            "map" | "flatmap" | "filter" | "foreach" | "accumulate" | "repartition" => {
+            "repartition" => {
+                let key = key_source(state, &arg(0)?)?;
+                builder.repartition(key);
+            }
+            "map" | "flatmap" | "filter" | "foreach" | "accumulate" => {
                 let cb = register_callback(state, &arg(0)?);
                 match op.as_str() {
                     "map" => builder.map(cb),
                     "flatmap" => builder.flatmap(cb),
                     "filter" => builder.filter(cb),
                     "foreach" => builder.foreach(cb),
-                    "accumulate" => builder.accumulate(cb),
-                    _ => builder.repartition(cb),
+                    _ => builder.accumulate(cb),
                 };
             }
+            "native" => {
+                let items: Vec<_> = args.iter().collect();
+                let (name, native_args) = native_call("native", &items)?;
+                builder
+                    .native(&gears_core::extension::installed(), &name, native_args)
+                    .map_err(gears_err)?;
+            }
             "localgroupby" | "groupby" | "batchgroupby" => {
-                let extractor = register_callback(state, &arg(0)?);
+                let extractor = key_source(state, &arg(0)?)?;
                 let reducer = register_callback(state, &arg(1)?);
                 match op.as_str() {
                     "localgroupby" => builder.localgroupby(extractor, reducer),
@@ -87,7 +139,7 @@ fn lower_steps(
                 builder.aggregate(zero, seq, comb);
             }
             "aggregateby" => {
-                let extractor = register_callback(state, &arg(0)?);
+                let extractor = key_source(state, &arg(0)?)?;
                 let zero = register_value(state, &arg(1)?);
                 let seq = register_callback(state, &arg(2)?);
                 let comb = register_callback(state, &arg(3)?);
@@ -97,8 +149,8 @@ fn lower_steps(
                 builder.count();
             }
             "countby" => {
-                let extractor = optional_callback(state, &arg(0)?);
-                builder.countby(extractor);
+                let key = optional_key(state, &arg(0)?)?;
+                builder.countby_key(key.unwrap_or(KeySource::Identity));
             }
             "avg" => {
                 let extractor = optional_callback(state, &arg(0)?);

@@ -8,11 +8,33 @@
 # copied into the script's globals, as RedisGears 1.2 does.
 
 
+class native(object):
+    """`native(name, *args)`: a native extractor (a Rust extension's), given where a key function
+    goes: `GB().groupby(native('hash_field', 'city'), reducer)`. It runs in Rust."""
+    __slots__ = ('name', 'args')
+    _gears_native = True
+
+    def __init__(self, name, *args):
+        self.name = name
+        self.args = args
+
+    def __repr__(self):
+        return 'native(%s)' % ', '.join(repr(a) for a in (self.name,) + self.args)
+
+
+def _is_key(a):
+    return callable(a) or isinstance(a, native)
+
+
 def _check_functions(op, args, count):
     if len(args) != count:
         raise GearsError('wrong number of args to %s function' % op)
+    if count == 1 and op == 'repartition':
+        if not _is_key(args[0]):
+            raise GearsError('%s argument must be a function' % op)
+        return
     if count == 2:
-        if not callable(args[0]):
+        if not _is_key(args[0]):
             raise GearsError('%s extractor argument must be a function' % op)
         if not callable(args[1]):
             raise GearsError('%s reducer argument must be a function' % op)
@@ -117,6 +139,11 @@ class GearsBuilder(object):
 
     def distinct(self):
         self.steps.append(('distinct', ()))
+        return self
+
+    def native(self, name, *args):
+        """A native operator's step (a Rust extension's): `native('hll_count', 'name')`."""
+        self.steps.append(('native', (name,) + args))
         return self
 
     def run(self, arg=None, convertToStr=True, collect=True, **kwargs):

@@ -7,10 +7,10 @@
 
 use gears_core::registration::{register_reader, RegistrationSpec};
 use gears_core::{
-    python_str, CallbackId, ExecutionMode, GearsError, Kwarg, Language, PlanBuilder, ReaderSpec,
-    RunArg, RunLimits, RunOptions,
+    python_str, CallbackId, ExecutionMode, GearsError, KeySource, Kwarg, Language, PlanBuilder,
+    ReaderSpec, Record, RunArg, RunLimits, RunOptions,
 };
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map};
 
 use crate::convert::{to_core, truthy};
 use crate::state::SharedState;
@@ -70,6 +70,92 @@ fn callback(state: &SharedState, op: &str, value: Dynamic) -> Fallible<CallbackI
         Some(function) => state.add_callback(function).map_err(raise),
         None => script_error(format!("{op} argument must be a function")),
     }
+}
+
+/// `native(name, ...)`: a native extractor (a Rust extension's), given where a key function goes
+/// (`GB().groupby(native("hash_field", "city"), |k, a, r| ...)`).
+#[derive(Clone, Debug)]
+pub struct NativeExtractor {
+    name: String,
+    args: Vec<Record>,
+}
+
+/// The key of a group-by step: a `native(...)` extractor, or a function.
+fn key(state: &SharedState, op: &str, value: Dynamic) -> Fallible<KeySource> {
+    let value = value.flatten();
+    if let Some(native) = value.clone().try_cast::<NativeExtractor>() {
+        return PlanBuilder::native_key(
+            &gears_core::extension::installed(),
+            &native.name,
+            native.args,
+        )
+        .map_err(raise);
+    }
+    callback(state, op, value).map(KeySource::Callback)
+}
+
+/// A native call's name and its arguments as core records.
+fn native_call(name: &Dynamic, args: &[Dynamic]) -> Fallible<(String, Vec<Record>)> {
+    let Ok(name) = name.as_immutable_string_ref() else {
+        return script_error("native: the native operator's name must be a string");
+    };
+    Ok((name.to_string(), args.iter().map(to_core).collect()))
+}
+
+/// `native(name, a, b, ...)` (up to 4 arguments after the name), as a builder step and as a
+/// free function that makes a native extractor.
+fn register_native(engine: &mut Engine) {
+    engine.register_type_with_name::<NativeExtractor>("NativeExtractor");
+    fn step(b: &mut GearsBuilder, name: &Dynamic, args: &[Dynamic]) -> Fallible<GearsBuilder> {
+        let (name, args) = native_call(name, args)?;
+        b.plan
+            .native(&gears_core::extension::installed(), &name, args)
+            .map_err(raise)?;
+        Ok(b.clone())
+    }
+    fn extractor(name: ImmutableString, args: &[Dynamic]) -> Fallible<NativeExtractor> {
+        let (name, args) = native_call(&Dynamic::from(name), args)?;
+        Ok(NativeExtractor { name, args })
+    }
+    engine.register_fn("native", |b: &mut GearsBuilder, n: Dynamic| {
+        step(b, &n, &[])
+    });
+    engine.register_fn("native", |b: &mut GearsBuilder, n: Dynamic, a: Dynamic| {
+        step(b, &n, &[a])
+    });
+    engine.register_fn(
+        "native",
+        |b: &mut GearsBuilder, n: Dynamic, a: Dynamic, c: Dynamic| step(b, &n, &[a, c]),
+    );
+    engine.register_fn(
+        "native",
+        |b: &mut GearsBuilder, n: Dynamic, a: Dynamic, c: Dynamic, d: Dynamic| {
+            step(b, &n, &[a, c, d])
+        },
+    );
+    engine.register_fn(
+        "native",
+        |b: &mut GearsBuilder, n: Dynamic, a: Dynamic, c: Dynamic, d: Dynamic, e: Dynamic| {
+            step(b, &n, &[a, c, d, e])
+        },
+    );
+    engine.register_fn("native", |n: ImmutableString| extractor(n, &[]));
+    engine.register_fn("native", |n: ImmutableString, a: Dynamic| {
+        extractor(n, &[a])
+    });
+    engine.register_fn("native", |n: ImmutableString, a: Dynamic, c: Dynamic| {
+        extractor(n, &[a, c])
+    });
+    engine.register_fn(
+        "native",
+        |n: ImmutableString, a: Dynamic, c: Dynamic, d: Dynamic| extractor(n, &[a, c, d]),
+    );
+    engine.register_fn(
+        "native",
+        |n: ImmutableString, a: Dynamic, c: Dynamic, d: Dynamic, e: Dynamic| {
+            extractor(n, &[a, c, d, e])
+        },
+    );
 }
 
 fn number(value: &Dynamic) -> Fallible<u64> {
@@ -150,7 +236,7 @@ fn wrong_arity(engine: &mut Engine, op: &'static str, arities: &[usize]) {
 }
 
 type OneCallback = fn(&mut PlanBuilder, CallbackId);
-type TwoCallbacks = fn(&mut PlanBuilder, CallbackId, CallbackId);
+type TwoCallbacks = fn(&mut PlanBuilder, KeySource, CallbackId);
 type NoArgument = fn(&mut PlanBuilder);
 type OptionalCallback = fn(&mut PlanBuilder, Option<CallbackId>);
 
@@ -159,7 +245,7 @@ pub(crate) fn register(engine: &mut Engine, state: &SharedState) {
     engine.register_type_with_name::<GearsBuilder>("GearsBuilder");
     register_constructors(engine);
 
-    let one: [(&'static str, OneCallback); 6] = [
+    let one: [(&'static str, OneCallback); 5] = [
         ("map", |b, f| {
             b.map(f);
         }),
@@ -175,9 +261,6 @@ pub(crate) fn register(engine: &mut Engine, state: &SharedState) {
         ("accumulate", |b, f| {
             b.accumulate(f);
         }),
-        ("repartition", |b, f| {
-            b.repartition(f);
-        }),
     ];
     for (op, apply) in one {
         let state = state.clone();
@@ -191,6 +274,17 @@ pub(crate) fn register(engine: &mut Engine, state: &SharedState) {
         );
         wrong_arity(engine, op, &[0, 2]);
     }
+    let st = state.clone();
+    engine.register_fn(
+        "repartition",
+        move |b: &mut GearsBuilder, f: Dynamic| -> Fallible<GearsBuilder> {
+            let key = key(&st, "repartition", f)?;
+            b.plan.repartition(key);
+            Ok(b.clone())
+        },
+    );
+    wrong_arity(engine, "repartition", &[0, 2]);
+    register_native(engine);
 
     let two: [(&'static str, TwoCallbacks); 3] = [
         ("localgroupby", |b, e, r| {
@@ -208,7 +302,7 @@ pub(crate) fn register(engine: &mut Engine, state: &SharedState) {
         engine.register_fn(
             op,
             move |b: &mut GearsBuilder, e: Dynamic, r: Dynamic| -> Fallible<GearsBuilder> {
-                let e = callback(&state, op, e)?;
+                let e = key(&state, op, e)?;
                 let r = callback(&state, op, r)?;
                 apply(&mut b.plan, e, r);
                 Ok(b.clone())
@@ -262,14 +356,23 @@ fn register_constructors(engine: &mut Engine) {
 }
 
 fn register_optional_extractors(engine: &mut Engine, state: &SharedState) {
-    let extractors: [(&'static str, OptionalCallback); 2] = [
-        ("countby", |b, e| {
-            b.countby(e);
-        }),
-        ("avg", |b, e| {
-            b.avg(e);
-        }),
-    ];
+    engine.register_fn("countby", move |b: &mut GearsBuilder| -> GearsBuilder {
+        b.plan.countby(None);
+        b.clone()
+    });
+    let st = state.clone();
+    engine.register_fn(
+        "countby",
+        move |b: &mut GearsBuilder, e: Dynamic| -> Fallible<GearsBuilder> {
+            let key = key(&st, "countby", e)?;
+            b.plan.countby_key(key);
+            Ok(b.clone())
+        },
+    );
+    wrong_arity(engine, "countby", &[2]);
+    let extractors: [(&'static str, OptionalCallback); 1] = [("avg", |b, e| {
+        b.avg(e);
+    })];
     for (op, apply) in extractors {
         engine.register_fn(op, move |b: &mut GearsBuilder| -> GearsBuilder {
             apply(&mut b.plan, None);
@@ -349,7 +452,7 @@ fn register_aggregates(engine: &mut Engine, state: &SharedState) {
               seq: Dynamic,
               comb: Dynamic|
               -> Fallible<GearsBuilder> {
-            let extractor = callback(&st, "aggregateby", extractor)?;
+            let extractor = key(&st, "aggregateby", extractor)?;
             let seq = callback(&st, "aggregateby", seq)?;
             let comb = callback(&st, "aggregateby", comb)?;
             let zero = st.add_value(zero.flatten()).map_err(raise)?;

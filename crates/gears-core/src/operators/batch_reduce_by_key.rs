@@ -1,20 +1,21 @@
 //! `batchgroupby`'s reduce: `reducer(key, [records of key])` once per key, emitting
 //! `{'key', 'value'}` records.
 
+use super::Keyer;
 use super::{Operator, StepContext};
-use crate::plan::{CallbackId, KeySource};
+use crate::plan::CallbackId;
 use crate::record::{GroupKey, Record};
 use std::collections::HashMap;
 
 pub struct BatchReduceByKey {
-    key: KeySource,
+    key: Keyer,
     reducer: CallbackId,
     index: HashMap<GroupKey, usize>,
     groups: Vec<(GroupKey, Vec<Record>)>,
 }
 
 impl BatchReduceByKey {
-    pub fn new(key: KeySource, reducer: CallbackId) -> Self {
+    pub fn new(key: Keyer, reducer: CallbackId) -> Self {
         BatchReduceByKey {
             key,
             reducer,
@@ -31,7 +32,7 @@ impl Operator for BatchReduceByKey {
 
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         for record in input {
-            match ctx.key_of(self.key, &record) {
+            match ctx.key_of(&mut self.key, &record) {
                 Ok(key) => match self.index.get(&key) {
                     Some(slot) => self.groups[*slot].1.push(record),
                     None => {
@@ -78,7 +79,7 @@ mod tests {
             ],
             values: vec![],
         };
-        let mut op = BatchReduceByKey::new(KeySource::Callback(CallbackId(0)), CallbackId(1));
+        let mut op = BatchReduceByKey::new(Keyer::Callback(CallbackId(0)), CallbackId(1));
         let (out, _) = run_op(&mut op, &mut rt, vec![ints(&[1, 2, 3])]);
         assert_eq!(
             out,

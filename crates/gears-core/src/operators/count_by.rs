@@ -1,23 +1,23 @@
 //! `countby(extractor)`: `{'key': k, 'value': n}` per key. Partial: count this shard's records
 //! per extracted key; final (after repartition by key): sum the partial counts per key.
 
+use super::Keyer;
 use super::{Operator, StepContext};
 use crate::error::{GearsError, Result};
-use crate::plan::KeySource;
 use crate::record::{GroupKey, Record};
 use std::collections::HashMap;
 
 pub struct CountBy {
-    key: KeySource,
+    key: Keyer,
     partial: bool,
     index: HashMap<GroupKey, usize>,
     counts: Vec<(GroupKey, i64)>,
 }
 
 impl CountBy {
-    pub fn new(key: KeySource, partial: bool) -> Self {
+    pub fn new(key: Keyer, partial: bool) -> Self {
         CountBy {
-            key: if partial { key } else { KeySource::RecordKey },
+            key: if partial { key } else { Keyer::RecordKey },
             partial,
             index: HashMap::new(),
             counts: Vec::new(),
@@ -25,7 +25,7 @@ impl CountBy {
     }
 
     fn step(&mut self, record: Record, ctx: &mut StepContext<'_>) -> Result<()> {
-        let key = ctx.key_of(self.key, &record)?;
+        let key = ctx.key_of(&mut self.key, &record)?;
         let add = if self.partial {
             1
         } else {
@@ -92,17 +92,17 @@ mod tests {
         };
         let words = |w: &[&str]| w.iter().map(|s| Record::from(*s)).collect::<Vec<_>>();
         let (a, _) = run_op(
-            &mut CountBy::new(KeySource::Identity, true),
+            &mut CountBy::new(Keyer::Identity, true),
             &mut rt,
             vec![words(&["a", "b", "a"])],
         );
         let (b, _) = run_op(
-            &mut CountBy::new(KeySource::Identity, true),
+            &mut CountBy::new(Keyer::Identity, true),
             &mut rt,
             vec![words(&["b"])],
         );
         let (merged, errors) = run_op(
-            &mut CountBy::new(KeySource::Identity, false),
+            &mut CountBy::new(Keyer::Identity, false),
             &mut rt,
             vec![a, b],
         );

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use super::Keyer;
 use super::{Operator, StepContext};
 use crate::error::Result;
-use crate::plan::KeySource;
 use crate::record::{GroupKey, Record};
 
 /// Moves the records of one execution's exchange steps between the shards that run it. Every
@@ -35,7 +35,7 @@ struct Route {
     exchange: Arc<dyn RecordExchange>,
     step: usize,
     /// `None`: collect; else repartition by this key.
-    key: Option<KeySource>,
+    key: Option<Keyer>,
 }
 
 impl Exchange {
@@ -45,11 +45,7 @@ impl Exchange {
     }
 
     /// Step `step` of a distributed execution.
-    pub fn distributed(
-        exchange: Arc<dyn RecordExchange>,
-        step: usize,
-        key: Option<KeySource>,
-    ) -> Self {
+    pub fn distributed(exchange: Arc<dyn RecordExchange>, step: usize, key: Option<Keyer>) -> Self {
         Exchange {
             route: Some(Route {
                 exchange,
@@ -104,10 +100,10 @@ fn to_core(record: Record, ctx: &mut StepContext<'_>) -> Result<Record> {
 
 impl Operator for Exchange {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
-        let Some(route) = &self.route else {
+        let Some(route) = &mut self.route else {
             return input;
         };
-        let moved = match route.key {
+        let moved = match &mut route.key {
             None => {
                 let records = core_records(input, ctx);
                 route.exchange.collect(route.step, records)
@@ -140,7 +136,7 @@ impl Operator for Exchange {
     }
 
     fn finish(&mut self, ctx: &mut StepContext<'_>) -> Vec<Record> {
-        let Some(route) = &self.route else {
+        let Some(route) = &mut self.route else {
             return Vec::new();
         };
         // The wait for the other shards does not hold the language (other executions on this

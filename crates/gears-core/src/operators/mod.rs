@@ -14,8 +14,10 @@ mod exchange;
 mod filter;
 mod flatmap;
 mod foreach;
+mod keyer;
 mod limit;
 mod map;
+mod native;
 mod reduce_by_key;
 mod sort;
 mod to_string;
@@ -30,15 +32,18 @@ pub use exchange::{Exchange, RecordExchange};
 pub use filter::Filter;
 pub use flatmap::FlatMap;
 pub use foreach::ForEach;
+pub use keyer::Keyer;
 pub use limit::Limit;
 pub use map::Map;
+pub use native::{NativeAggregate, NativeFilter, NativeFlatMap, NativeMap};
 pub use reduce_by_key::ReduceByKey;
 pub use sort::Sort;
 pub use to_string::ToStringOp;
 
 use crate::error::{GearsError, Result};
+use crate::extension::{NativeStepKind, OperatorKind, Registry};
 use crate::frontend::Runtime;
-use crate::plan::{Aggregation, KeySource, Step};
+use crate::plan::{Aggregation, Step};
 use crate::progress::ErrorList;
 use crate::record::{GroupKey, Record};
 
@@ -57,27 +62,9 @@ impl StepContext<'_> {
         }
     }
 
-    /// The key of `record` according to `source`.
-    pub fn key_of(&mut self, source: KeySource, record: &Record) -> Result<GroupKey> {
-        match source {
-            KeySource::Callback(cb) => {
-                let key = self.runtime.call_now(cb, &[record], "extractor")?;
-                self.runtime.group_key(key)
-            }
-            KeySource::RecordKey => {
-                let core = match record {
-                    Record::Native(_) => self.runtime.to_core(record.clone())?,
-                    other => other.clone(),
-                };
-                match core.get_field("key") {
-                    Some(key) => self.runtime.group_key(key),
-                    None => Err(GearsError::Callback(
-                        "record has no 'key' field to group by".into(),
-                    )),
-                }
-            }
-            KeySource::Identity => self.runtime.group_key(record.clone()),
-        }
+    /// The key of `record` according to `keyer`.
+    pub fn key_of(&mut self, keyer: &mut Keyer, record: &Record) -> Result<GroupKey> {
+        keyer.key(self, record)
     }
 
     /// A core copy of a record (natives converted).
@@ -111,29 +98,41 @@ pub trait Operator: Send {
     }
 }
 
-/// Builds the running operator of a step.
-pub fn build(step: &Step) -> Box<dyn Operator> {
-    build_step(step, 0, None)
+/// Builds the running operator of a step; native operators come from the process's
+/// registry ([`crate::extension::installed`]).
+pub fn build(step: &Step) -> Result<Box<dyn Operator>> {
+    build_step(step, 0, None, &crate::extension::installed())
 }
 
 /// Builds the running operator of step `index` of a plan; with `exchange`, its `collect` and
-/// `repartition` steps move records between shards.
+/// `repartition` steps move records between shards. Native operators and extractors are
+/// looked up in `registry`: a plan that names one this server lacks is refused here.
 pub fn build_step(
     step: &Step,
     index: usize,
     exchange: Option<&std::sync::Arc<dyn RecordExchange>>,
-) -> Box<dyn Operator> {
+    registry: &Registry,
+) -> Result<Box<dyn Operator>> {
     use crate::plan::Phase;
+    let keyer = |source| Keyer::build(source, registry);
     match (step, exchange) {
         (Step::Collect, Some(exchange)) => {
-            return Box::new(Exchange::distributed(exchange.clone(), index, None))
+            return Ok(Box::new(Exchange::distributed(
+                exchange.clone(),
+                index,
+                None,
+            )))
         }
         (Step::Repartition { key }, Some(exchange)) => {
-            return Box::new(Exchange::distributed(exchange.clone(), index, Some(*key)))
+            return Ok(Box::new(Exchange::distributed(
+                exchange.clone(),
+                index,
+                Some(keyer(key)?),
+            )))
         }
         _ => {}
     }
-    match step {
+    Ok(match step {
         Step::Map(cb) => Box::new(Map::new(*cb)),
         Step::FlatMap(cb) => Box::new(FlatMap::new(*cb)),
         Step::Filter(cb) => Box::new(Filter::new(*cb)),
@@ -144,22 +143,65 @@ pub fn build_step(
             reducer,
             zero,
             reduce_value,
-        } => Box::new(ReduceByKey::new(*key, *reducer, *zero, *reduce_value)),
-        Step::BatchReduceByKey { key, reducer } => Box::new(BatchReduceByKey::new(*key, *reducer)),
+        } => Box::new(ReduceByKey::new(
+            keyer(key)?,
+            *reducer,
+            *zero,
+            *reduce_value,
+        )),
+        Step::BatchReduceByKey { key, reducer } => {
+            Box::new(BatchReduceByKey::new(keyer(key)?, *reducer))
+        }
         Step::Limit { length, start } => Box::new(Limit::new(*length, *start)),
         Step::Collect | Step::Repartition { .. } => Box::new(Exchange::local()),
         Step::Aggregate { aggregation, phase } => {
             let partial = *phase == Phase::Partial;
             match aggregation {
                 Aggregation::Count => Box::new(Count::new(partial)),
-                Aggregation::CountBy { key } => Box::new(CountBy::new(*key, partial)),
+                Aggregation::CountBy { key } => {
+                    let key = if partial {
+                        keyer(key)?
+                    } else {
+                        Keyer::RecordKey
+                    };
+                    Box::new(CountBy::new(key, partial))
+                }
                 Aggregation::Avg { extractor } => Box::new(Avg::new(*extractor, partial)),
                 Aggregation::Sort { reverse } => Box::new(Sort::new(*reverse, partial)),
                 Aggregation::Distinct => Box::new(Distinct::new(partial)),
             }
         }
         Step::ToString => Box::new(ToStringOp),
-    }
+        Step::Native { call, kind } => {
+            let operator = registry.resolve(call)?;
+            let args = call.args();
+            let build = || -> Result<Box<dyn Operator>> {
+                Ok(match (kind, operator.kind()) {
+                    (NativeStepKind::Map, OperatorKind::Map(f)) => {
+                        Box::new(NativeMap::new(f(&args)?))
+                    }
+                    (NativeStepKind::Filter, OperatorKind::Filter(f)) => {
+                        Box::new(NativeFilter::new(f(&args)?))
+                    }
+                    (NativeStepKind::FlatMap, OperatorKind::FlatMap(f)) => {
+                        Box::new(NativeFlatMap::new(f(&args)?))
+                    }
+                    (NativeStepKind::Aggregate(phase), OperatorKind::Aggregate(f)) => {
+                        Box::new(NativeAggregate::new(f(&args)?, *phase == Phase::Partial))
+                    }
+                    (kind, other) => {
+                        return Err(GearsError::Plan(format!(
+                            "native operator '{}' is {} on this server, not a native {} step",
+                            call.name,
+                            other.described(),
+                            kind.name()
+                        )))
+                    }
+                })
+            };
+            crate::extension::guarded(build)?
+        }
+    })
 }
 
 #[cfg(test)]

@@ -2,14 +2,15 @@
 //! records in the order of RedisGears' dict ([`crate::gears_dict_order`]). This is `localgroupby`, and the merge half of `groupby` and
 //! `aggregateby` once records were repartitioned by key.
 
+use super::Keyer;
 use super::{Operator, StepContext};
 use crate::error::Result;
-use crate::plan::{CallbackId, KeySource, ValueId};
+use crate::plan::{CallbackId, ValueId};
 use crate::record::{GroupKey, Record};
 use std::collections::HashMap;
 
 pub struct ReduceByKey {
-    key: KeySource,
+    key: Keyer,
     reducer: CallbackId,
     zero: Option<ValueId>,
     reduce_value: bool,
@@ -18,12 +19,7 @@ pub struct ReduceByKey {
 }
 
 impl ReduceByKey {
-    pub fn new(
-        key: KeySource,
-        reducer: CallbackId,
-        zero: Option<ValueId>,
-        reduce_value: bool,
-    ) -> Self {
+    pub fn new(key: Keyer, reducer: CallbackId, zero: Option<ValueId>, reduce_value: bool) -> Self {
         ReduceByKey {
             key,
             reducer,
@@ -35,7 +31,7 @@ impl ReduceByKey {
     }
 
     fn step(&mut self, record: Record, ctx: &mut StepContext<'_>) -> Result<()> {
-        let key = ctx.key_of(self.key, &record)?;
+        let key = ctx.key_of(&mut self.key, &record)?;
         let slot = match self.index.get(&key) {
             Some(slot) => *slot,
             None => {
@@ -112,12 +108,7 @@ mod tests {
             ],
             values: vec![],
         };
-        let mut op = ReduceByKey::new(
-            KeySource::Callback(CallbackId(0)),
-            CallbackId(1),
-            None,
-            false,
-        );
+        let mut op = ReduceByKey::new(Keyer::Callback(CallbackId(0)), CallbackId(1), None, false);
         let (out, errors) = run_op(&mut op, &mut rt, vec![ints(&[1, 2, 3, 4, 5])]);
         assert!(errors.is_empty());
         assert_eq!(

@@ -40,19 +40,19 @@ pub(super) fn run(message: Message) {
     let execution = create_part(gears, &key, language, &caller, &control);
     let _scope = ControlScope::enter(&control);
     let host = Arc::new(RedisHost::new(&caller, Access::ReadWrite, control.clone()));
-    let errors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // `Err`: this shard's part could not start (its script does not compile here, such as a
+    // native operator this server lacks): the execution is aborted, since its answer would miss
+    // this shard's records. `Ok`: the part ran; its errors.
+    let part = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let Some(calls) = super::decode_calls(&calls) else {
-            return vec!["ERR the initiator's top level could not be read".to_string()];
+            return Err("ERR the initiator's top level could not be read".to_string());
         };
-        let frontend = match crate::commands::frontend(language) {
-            Ok(frontend) => frontend,
-            Err(e) => return vec![e],
-        };
+        let frontend = crate::commands::frontend(language)?;
         // The initiator's requirements, from the wheels it sent (no package index here).
         for blob in &requirements {
             if let Err(e) = crate::requirements::install_blob(blob) {
                 crate::host::log_line(gears_core::LogLevel::Warning, &e);
-                return vec![format!("ERR {}", crate::requirements::NOT_SATISFIED)];
+                return Err(format!("ERR {}", crate::requirements::NOT_SATISFIED));
             }
         }
         host.set_top_level(TopLevel::Replay(calls.into()));
@@ -62,19 +62,19 @@ pub(super) fn run(message: Message) {
         let left = host.end_top_level();
         let compiled = match compiled {
             Ok(compiled) => compiled,
-            Err(e) => return vec![format!("shard {}: {e}", topology.my_id)],
+            Err(e) => return Err(format!("shard {}: {e}", topology.my_id)),
         };
         if !left.is_empty() {
-            return vec![format!(
+            return Err(format!(
                 "ERR shard {}: the script's top level ran differently than on the initiator",
                 topology.my_id
-            )];
+            ));
         }
         let Some(plan) = compiled.plans.into_iter().next() else {
-            return vec![format!(
+            return Err(format!(
                 "ERR shard {}: the script did not call run() here",
                 topology.my_id
-            )];
+            ));
         };
         control.apply_run_limits(&plan.options.limits);
         execution.set_plan(
@@ -93,9 +93,20 @@ pub(super) fn run(message: Message) {
             .observed(execution.progress.clone())
             .distributed(exchange)
             .run(reader.as_mut());
-        outcome.errors
+        Ok(outcome.errors)
     }))
-    .unwrap_or_else(|_| vec!["Gears internal error on a shard".to_string()]);
+    .unwrap_or_else(|_| Ok(vec!["Gears internal error on a shard".to_string()]));
+    let errors = match part {
+        Ok(errors) => errors,
+        Err(reason) => {
+            let abort = Message::Abort {
+                key: key.clone(),
+                reason: reason.clone(),
+            };
+            host.with_lock(|ctx| super::bus::send(ctx, &key.initiator, &abort));
+            vec![reason]
+        }
+    };
     finish_part(&execution, &errors);
     end_part(&host, key, errors);
 }

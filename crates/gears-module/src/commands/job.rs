@@ -172,11 +172,14 @@ pub(crate) fn step_args(
 ) -> Vec<String> {
     plan.steps
         .iter()
-        .map(|step| {
-            step.callbacks()
+        .map(|step| match step {
+            // A native step's argument is its call: `hll_count@1('name')`.
+            gears_core::Step::Native { call, .. } => call.describe(),
+            _ => step
+                .callbacks()
                 .first()
                 .map(|cb| session.describe(*cb))
-                .unwrap_or_default()
+                .unwrap_or_default(),
         })
         .collect()
 }

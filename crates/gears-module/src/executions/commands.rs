@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use gears_core::control::ABORTED;
+use gears_core::extension::NativeStepKind;
 use gears_core::progress::READING;
 use gears_core::{Aggregation, ReplyValue, Step};
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
@@ -284,6 +285,12 @@ fn step_type(step: &Step) -> &'static str {
         Step::Aggregate { aggregation, .. } => match aggregation {
             Aggregation::CountBy { .. } => "accumulatebykey",
             _ => "accumulate",
+        },
+        Step::Native { kind, .. } => match kind {
+            NativeStepKind::Map => "map",
+            NativeStepKind::Filter => "filter",
+            NativeStepKind::FlatMap => "flatmap",
+            NativeStepKind::Aggregate(_) => "accumulate",
         },
     }
 }

@@ -2,6 +2,7 @@
 
 mod event;
 mod keys;
+mod native;
 mod prefetch;
 mod raw_keys;
 mod shards;
@@ -45,12 +46,13 @@ pub(crate) fn build(
     let control = host.control().clone();
     let reader = build_reader(spec, host, session);
     match spec {
-        ReaderSpec::Keys { .. } | ReaderSpec::KeysOnly { .. } | ReaderSpec::Stream { .. } => {
-            match prefetch::Prefetch::start(reader, control) {
-                Ok(prefetch) => Box::new(prefetch),
-                Err(e) => Box::new(Failed(Some(e))),
-            }
-        }
+        ReaderSpec::Keys { .. }
+        | ReaderSpec::KeysOnly { .. }
+        | ReaderSpec::Stream { .. }
+        | ReaderSpec::Native(_) => match prefetch::Prefetch::start(reader, control) {
+            Ok(prefetch) => Box::new(prefetch),
+            Err(e) => Box::new(Failed(Some(e))),
+        },
         _ => reader,
     }
 }
@@ -110,5 +112,9 @@ fn build_reader(
         ReaderSpec::Command | ReaderSpec::Timer => {
             Box::new(gears_core::VecReader::new(Vec::new(), 1))
         }
+        ReaderSpec::Native(call) => match native::build(call, host) {
+            Ok(reader) => reader,
+            Err(e) => Box::new(Failed(Some(e))),
+        },
     }
 }

@@ -1,0 +1,294 @@
+//! Native steps: the running forms of a Rust extension's map, filter, flatmap and two-phase
+//! aggregation (see [`crate::extension`]).
+//!
+//! A native operator works on core records. A record a script callback made (a language value)
+//! is converted to a core record only when it reaches a native step, and a native filter passes
+//! on the record as it came: a filter between two callbacks of one language costs one
+//! conversion to look inside, none back. Each call runs guarded: a panic in an extension is an
+//! error of its record.
+
+use super::{Operator, StepContext};
+use crate::error::Result;
+use crate::extension::{guarded, Accumulator, FlatMapper, Mapper, Predicate};
+use crate::record::Record;
+
+/// `record` as a core record; an error goes to the error list.
+fn core(record: Record, ctx: &mut StepContext<'_>) -> Option<Record> {
+    match ctx.core(record) {
+        Ok(core) => Some(core),
+        Err(e) => {
+            ctx.error(e);
+            None
+        }
+    }
+}
+
+pub struct NativeMap(Box<dyn Mapper>);
+
+impl NativeMap {
+    pub fn new(mapper: Box<dyn Mapper>) -> Self {
+        NativeMap(mapper)
+    }
+}
+
+impl Operator for NativeMap {
+    fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        let mut out = Vec::with_capacity(input.len());
+        for record in input {
+            let Some(record) = core(record, ctx) else {
+                continue;
+            };
+            match guarded(|| self.0.map(record)) {
+                Ok(mapped) => out.push(mapped),
+                Err(e) => ctx.error(e),
+            }
+        }
+        out
+    }
+}
+
+pub struct NativeFilter(Box<dyn Predicate>);
+
+impl NativeFilter {
+    pub fn new(predicate: Box<dyn Predicate>) -> Self {
+        NativeFilter(predicate)
+    }
+}
+
+impl Operator for NativeFilter {
+    fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        let mut out = Vec::with_capacity(input.len());
+        for record in input {
+            let kept = if record.contains_native() {
+                match ctx.core(record.clone()) {
+                    Ok(core) => guarded(|| self.0.test(&core)),
+                    Err(e) => Err(e),
+                }
+            } else {
+                guarded(|| self.0.test(&record))
+            };
+            match kept {
+                Ok(true) => out.push(record),
+                Ok(false) => {}
+                Err(e) => ctx.error(e),
+            }
+        }
+        out
+    }
+}
+
+pub struct NativeFlatMap(Box<dyn FlatMapper>);
+
+impl NativeFlatMap {
+    pub fn new(mapper: Box<dyn FlatMapper>) -> Self {
+        NativeFlatMap(mapper)
+    }
+}
+
+impl Operator for NativeFlatMap {
+    fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        let mut out = Vec::with_capacity(input.len());
+        for record in input {
+            let Some(record) = core(record, ctx) else {
+                continue;
+            };
+            match guarded(|| self.0.flat_map(record)) {
+                Ok(records) => out.extend(records),
+                Err(e) => ctx.error(e),
+            }
+        }
+        out
+    }
+}
+
+/// One phase of a native aggregation: partial (update, then emit the state) or final (merge
+/// the states, then emit the result). Nothing in, nothing out.
+pub struct NativeAggregate {
+    accumulator: Box<dyn Accumulator>,
+    partial: bool,
+    seen: bool,
+}
+
+impl NativeAggregate {
+    pub fn new(accumulator: Box<dyn Accumulator>, partial: bool) -> Self {
+        NativeAggregate {
+            accumulator,
+            partial,
+            seen: false,
+        }
+    }
+
+    fn add(&mut self, record: Record) -> Result<()> {
+        let accumulator = &mut self.accumulator;
+        if self.partial {
+            guarded(|| accumulator.update(record))
+        } else {
+            guarded(|| accumulator.merge(record))
+        }
+    }
+}
+
+impl Operator for NativeAggregate {
+    fn held(&self) -> usize {
+        usize::from(self.seen)
+    }
+
+    fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        for record in input {
+            let Some(record) = core(record, ctx) else {
+                continue;
+            };
+            match self.add(record) {
+                Ok(()) => self.seen = true,
+                Err(e) => ctx.error(e),
+            }
+        }
+        Vec::new()
+    }
+
+    fn finish(&mut self, ctx: &mut StepContext<'_>) -> Vec<Record> {
+        if !std::mem::take(&mut self.seen) {
+            return Vec::new();
+        }
+        let accumulator = &mut self.accumulator;
+        let result = if self.partial {
+            guarded(|| accumulator.state())
+        } else {
+            guarded(|| accumulator.evaluate())
+        };
+        match result {
+            Ok(record) => vec![record],
+            Err(e) => {
+                ctx.error(e);
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::GearsError;
+
+    struct Double;
+    impl Mapper for Double {
+        fn map(&mut self, record: Record) -> Result<Record> {
+            match record {
+                Record::Integer(i) => Ok(Record::Integer(i * 2)),
+                _ => panic!("not an integer"),
+            }
+        }
+    }
+
+    struct Even;
+    impl Predicate for Even {
+        fn test(&mut self, record: &Record) -> Result<bool> {
+            Ok(int_of(record)? % 2 == 0)
+        }
+    }
+
+    struct Twice;
+    impl FlatMapper for Twice {
+        fn flat_map(&mut self, record: Record) -> Result<Vec<Record>> {
+            Ok(vec![record.clone(), record])
+        }
+    }
+
+    /// Sum, with the partial state a list `[sum]`.
+    #[derive(Default)]
+    struct Sum(i64);
+    impl Accumulator for Sum {
+        fn update(&mut self, record: Record) -> Result<()> {
+            self.0 += int_of(&record)?;
+            Ok(())
+        }
+        fn state(&mut self) -> Result<Record> {
+            Ok(Record::List(vec![Record::Integer(self.0)]))
+        }
+        fn merge(&mut self, state: Record) -> Result<()> {
+            match state {
+                Record::List(items) => self.update(items[0].clone()),
+                _ => Err(GearsError::Callback("bad state".into())),
+            }
+        }
+        fn evaluate(&mut self) -> Result<Record> {
+            Ok(Record::Integer(self.0))
+        }
+    }
+
+    fn rt() -> TestRuntime {
+        TestRuntime {
+            callbacks: vec![],
+            values: vec![],
+        }
+    }
+
+    #[test]
+    fn map_filter_flatmap() {
+        let (out, _) = run_op(
+            &mut NativeMap::new(Box::new(Double)),
+            &mut rt(),
+            vec![ints(&[1, 2])],
+        );
+        assert_eq!(out, ints(&[2, 4]));
+        let (out, _) = run_op(
+            &mut NativeFilter::new(Box::new(Even)),
+            &mut rt(),
+            vec![ints(&[1, 2, 3, 4])],
+        );
+        assert_eq!(out, ints(&[2, 4]));
+        let (out, _) = run_op(
+            &mut NativeFlatMap::new(Box::new(Twice)),
+            &mut rt(),
+            vec![ints(&[7])],
+        );
+        assert_eq!(out, ints(&[7, 7]));
+    }
+
+    #[test]
+    fn a_panic_is_the_error_of_its_record() {
+        let (out, errors) = run_op(
+            &mut NativeMap::new(Box::new(Double)),
+            &mut rt(),
+            vec![vec![
+                Record::Integer(1),
+                Record::from("x"),
+                Record::Integer(3),
+            ]],
+        );
+        assert_eq!(out, ints(&[2, 6]));
+        assert_eq!(
+            errors,
+            vec!["a native extension failed: not an integer".to_string()]
+        );
+    }
+
+    #[test]
+    fn two_phases_merge_partial_states() {
+        let (a, _) = run_op(
+            &mut NativeAggregate::new(Box::new(Sum::default()), true),
+            &mut rt(),
+            vec![ints(&[1, 2]), ints(&[3])],
+        );
+        let (b, _) = run_op(
+            &mut NativeAggregate::new(Box::new(Sum::default()), true),
+            &mut rt(),
+            vec![ints(&[10])],
+        );
+        let (empty, _) = run_op(
+            &mut NativeAggregate::new(Box::new(Sum::default()), true),
+            &mut rt(),
+            vec![],
+        );
+        assert!(empty.is_empty());
+        let (total, errors) = run_op(
+            &mut NativeAggregate::new(Box::new(Sum::default()), false),
+            &mut rt(),
+            vec![a, b],
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(total, ints(&[16]));
+    }
+}
