@@ -8,8 +8,10 @@ mod execute;
 mod job;
 mod profile;
 mod stats;
+mod table;
 
 pub(crate) use execute::{explain, lua_execute, py_execute, rhai_execute, CAN_NOT_BLOCK};
 pub(crate) use job::{frontend, step_args};
 pub(crate) use profile::py_profile;
 pub(crate) use stats::py_stats;
+pub(crate) use table::create_commands;
