@@ -206,21 +206,11 @@ pub(crate) fn run(
         convert_to_str.extract::<bool>()?,
         collect.extract::<bool>()?,
     );
-    let Some(mut state) = link.take_compile_state() else {
-        // Inside a running execution: an execution of its own, in the background.
-        let mut state = CompileState::default();
-        build(
-            &mut state,
-            &reader,
-            &default_arg,
-            description,
-            &steps,
-            &arg,
-            options,
-            &kwargs,
-        )?;
-        return run_in_background(py, link, state);
-    };
+    // Inside a running execution (no top level to add to): an execution of its own, in the
+    // background.
+    let top_level = link.take_compile_state();
+    let background = top_level.is_none();
+    let mut state = top_level.unwrap_or_default();
     // Converting the arguments runs Python code (`str()` of unknown objects): no lock is held.
     let built = build(
         &mut state,
@@ -232,6 +222,10 @@ pub(crate) fn run(
         options,
         &kwargs,
     );
+    if background {
+        built?;
+        return run_in_background(py, link, state);
+    }
     link.put_compile_state(state);
     built.map(|_| py.None())
 }

@@ -301,6 +301,17 @@ fn propagate(ctx: &Context, args: &[&[u8]]) {
     }
 }
 
+/// Where an internal command (`RG.INNERSESSION`, `RG.INNERTIMERKEY`) comes from: `(loading,
+/// from_master)`, an AOF being loaded or the master's replication stream.
+pub(crate) fn internal_origin(ctx: &Context) -> (bool, bool) {
+    // SAFETY: a plain query of the command's context.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+    (
+        flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0,
+        flags & raw::REDISMODULE_CTX_FLAGS_REPLICATED != 0,
+    )
+}
+
 /// `RG.INNERSESSION SET <session> | DEL <id>`: internal. Applied when it comes from the master
 /// or an AOF being loaded; a no-op when Gears itself runs it to propagate it; refused from
 /// clients.
@@ -309,10 +320,7 @@ pub(crate) fn inner_session(ctx: &Context, args: Vec<RedisString>) -> RedisResul
         if args.len() != 3 {
             return Err(RedisError::WrongArity);
         }
-        // SAFETY: a plain query of the command's context.
-        let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
-        let loading = flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0;
-        let from_master = flags & raw::REDISMODULE_CTX_FLAGS_REPLICATED != 0;
+        let (loading, from_master) = internal_origin(ctx);
         let own = PROPAGATING.with(Cell::get);
         if !(own || loading || from_master) {
             return Err(RedisError::Str(

@@ -218,7 +218,7 @@ assert redisgears.atomic is atomic and redisgears.GearsError is GearsError
 assert redisgears.__name__ == 'redisgears'
 assert sorted(vars(redisgears)) == ['GearsError', '__name__', 'atomic', 'call_next', 'configGet',
     'executeCommand', 'flat_error', 'forcestopped', 'gearsConfigGet', 'get_command', 'hashtag',
-    'log', 'override_reply'], sorted(vars(redisgears))
+    'log', 'override_reply', 'registerTimeEvent'], sorted(vars(redisgears))
 vars(redisgears)['executeCommand'] = print
 assert redisgears.executeCommand is execute
 for attempt in ("redisgears.executeCommand = print", "del redisgears.log", "redisgears.x = 1"):

@@ -311,10 +311,7 @@ pub(crate) fn inner_timer_key(ctx: &Context, args: Vec<RedisString>) -> RedisRes
         if args.len() != 3 {
             return Err(RedisError::WrongArity);
         }
-        // SAFETY: a plain query of the command's context.
-        let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
-        let loading = flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0;
-        let from_master = flags & raw::REDISMODULE_CTX_FLAGS_REPLICATED != 0;
+        let (loading, from_master) = super::super::persist::internal_origin(ctx);
         if !(loading || from_master) {
             return Err(RedisError::Str(
                 "ERR RG.INNERTIMERKEY is internal to Gears (replication and AOF)",
