@@ -213,6 +213,14 @@ static INNER_SESSION_ARGS: [Arg; 2] = [
     arg("session", "the encoded session, or its id"),
 ];
 
+static INNER_TIMER_KEY_ARGS: [Arg; 2] = [
+    arg("key", "the timer's key"),
+    arg(
+        "registration",
+        "the id of the timer registration it keeps alive",
+    ),
+];
+
 static TRIGGER_ARGS: [Arg; 2] = [
     arg(
         "trigger",
@@ -417,6 +425,14 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
         complexity: "Depends on the session's script",
         arity: 3,
         args: &INNER_SESSION_ARGS,
+    },
+    CommandDoc {
+        name: "RG.INNERTIMERKEY",
+        categories: "gears slow",
+        summary: "Internal: a timer's key as it reaches replicas and the AOF",
+        complexity: "O(1)",
+        arity: 3,
+        args: &INNER_TIMER_KEY_ARGS,
     },
     CommandDoc {
         name: "RG.PYSTATS",
