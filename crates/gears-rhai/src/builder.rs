@@ -8,11 +8,12 @@
 use gears_core::registration::{register_reader, RegistrationSpec};
 use gears_core::{
     python_str, CallbackId, ExecutionMode, GearsError, KeySource, Kwarg, Language, PlanBuilder,
-    ReaderSpec, Record, RunArg, RunLimits, RunOptions,
+    ReaderSpec, RunArg, RunLimits, RunOptions,
 };
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map};
 
 use crate::convert::{to_core, truthy};
+use crate::native::key;
 use crate::state::SharedState;
 
 /// What Rhai functions registered by this crate return.
@@ -33,7 +34,7 @@ pub(crate) fn raise(error: GearsError) -> Box<EvalAltResult> {
 pub struct GearsBuilder {
     reader: String,
     default_arg: String,
-    plan: PlanBuilder,
+    pub(crate) plan: PlanBuilder,
 }
 
 impl GearsBuilder {
@@ -65,97 +66,11 @@ fn text(value: &Dynamic) -> String {
     }
 }
 
-fn callback(state: &SharedState, op: &str, value: Dynamic) -> Fallible<CallbackId> {
+pub(crate) fn callback(state: &SharedState, op: &str, value: Dynamic) -> Fallible<CallbackId> {
     match value.flatten().try_cast::<FnPtr>() {
         Some(function) => state.add_callback(function).map_err(raise),
         None => script_error(format!("{op} argument must be a function")),
     }
-}
-
-/// `native(name, ...)`: a native extractor (a Rust extension's), given where a key function goes
-/// (`GB().groupby(native("hash_field", "city"), |k, a, r| ...)`).
-#[derive(Clone, Debug)]
-pub struct NativeExtractor {
-    name: String,
-    args: Vec<Record>,
-}
-
-/// The key of a group-by step: a `native(...)` extractor, or a function.
-fn key(state: &SharedState, op: &str, value: Dynamic) -> Fallible<KeySource> {
-    let value = value.flatten();
-    if let Some(native) = value.clone().try_cast::<NativeExtractor>() {
-        return PlanBuilder::native_key(
-            &gears_core::extension::installed(),
-            &native.name,
-            native.args,
-        )
-        .map_err(raise);
-    }
-    callback(state, op, value).map(KeySource::Callback)
-}
-
-/// A native call's name and its arguments as core records.
-fn native_call(name: &Dynamic, args: &[Dynamic]) -> Fallible<(String, Vec<Record>)> {
-    let Ok(name) = name.as_immutable_string_ref() else {
-        return script_error("native: the native operator's name must be a string");
-    };
-    Ok((name.to_string(), args.iter().map(to_core).collect()))
-}
-
-/// `native(name, a, b, ...)` (up to 4 arguments after the name), as a builder step and as a
-/// free function that makes a native extractor.
-fn register_native(engine: &mut Engine) {
-    engine.register_type_with_name::<NativeExtractor>("NativeExtractor");
-    fn step(b: &mut GearsBuilder, name: &Dynamic, args: &[Dynamic]) -> Fallible<GearsBuilder> {
-        let (name, args) = native_call(name, args)?;
-        b.plan
-            .native(&gears_core::extension::installed(), &name, args)
-            .map_err(raise)?;
-        Ok(b.clone())
-    }
-    fn extractor(name: ImmutableString, args: &[Dynamic]) -> Fallible<NativeExtractor> {
-        let (name, args) = native_call(&Dynamic::from(name), args)?;
-        Ok(NativeExtractor { name, args })
-    }
-    engine.register_fn("native", |b: &mut GearsBuilder, n: Dynamic| {
-        step(b, &n, &[])
-    });
-    engine.register_fn("native", |b: &mut GearsBuilder, n: Dynamic, a: Dynamic| {
-        step(b, &n, &[a])
-    });
-    engine.register_fn(
-        "native",
-        |b: &mut GearsBuilder, n: Dynamic, a: Dynamic, c: Dynamic| step(b, &n, &[a, c]),
-    );
-    engine.register_fn(
-        "native",
-        |b: &mut GearsBuilder, n: Dynamic, a: Dynamic, c: Dynamic, d: Dynamic| {
-            step(b, &n, &[a, c, d])
-        },
-    );
-    engine.register_fn(
-        "native",
-        |b: &mut GearsBuilder, n: Dynamic, a: Dynamic, c: Dynamic, d: Dynamic, e: Dynamic| {
-            step(b, &n, &[a, c, d, e])
-        },
-    );
-    engine.register_fn("native", |n: ImmutableString| extractor(n, &[]));
-    engine.register_fn("native", |n: ImmutableString, a: Dynamic| {
-        extractor(n, &[a])
-    });
-    engine.register_fn("native", |n: ImmutableString, a: Dynamic, c: Dynamic| {
-        extractor(n, &[a, c])
-    });
-    engine.register_fn(
-        "native",
-        |n: ImmutableString, a: Dynamic, c: Dynamic, d: Dynamic| extractor(n, &[a, c, d]),
-    );
-    engine.register_fn(
-        "native",
-        |n: ImmutableString, a: Dynamic, c: Dynamic, d: Dynamic, e: Dynamic| {
-            extractor(n, &[a, c, d, e])
-        },
-    );
 }
 
 fn number(value: &Dynamic) -> Fallible<u64> {
@@ -284,7 +199,7 @@ pub(crate) fn register(engine: &mut Engine, state: &SharedState) {
         },
     );
     wrong_arity(engine, "repartition", &[0, 2]);
-    register_native(engine);
+    crate::native::register_native(engine);
 
     let two: [(&'static str, TwoCallbacks); 3] = [
         ("localgroupby", |b, e, r| {

@@ -24,6 +24,7 @@ mod error;
 mod frontend;
 mod globals;
 mod limits;
+mod native;
 mod session;
 mod sizes;
 mod state;

@@ -31,8 +31,8 @@
 mod consume;
 mod reader;
 mod scan;
+mod state;
 
-use std::collections::HashMap;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -44,177 +44,16 @@ use gears_core::ExecutionMode;
 use redis_module::{raw, Context};
 
 use super::{lock, Registration};
+use crate::host::on_main_thread_soon;
 
 pub(crate) use scan::subscribe;
+use state::CursorState;
+pub(crate) use state::{Cursor, Status, StreamState};
 
 /// The consumer that reads for Gears in each group, as RedisGears named it.
 pub(crate) const CONSUMER: &str = "__gears_client__";
 /// The start of every Gears group's name, as RedisGears named its one group.
 pub(crate) const GROUP_PREFIX: &str = "__gears_consumer_group__";
-
-/// A StreamReader registration's state, as `RG.DUMPREGISTRATIONS` shows it.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Status {
-    Ok,
-    WaitingForRetry,
-    Aborted,
-    Paused,
-}
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::WaitingForRetry => "WAITING_FOR_RETRY_ON_FAILURE",
-            Status::Aborted => "ABORTED",
-            Status::Paused => "PAUSED",
-        }
-    }
-}
-
-/// Lag samples: from an entry's id (the time `XADD` gave it) to the end of its batch.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Lag {
-    pub last_ms: u64,
-    pub total_ms: u64,
-    pub samples: u64,
-}
-
-impl Lag {
-    pub fn average(&self) -> f64 {
-        if self.samples == 0 {
-            0.0
-        } else {
-            self.total_ms as f64 / self.samples as f64
-        }
-    }
-}
-
-/// A registration's cursors, by database and stream name (looked up by a borrowed name on
-/// every `XADD`).
-type Cursors = HashMap<i32, HashMap<Vec<u8>, Arc<Cursor>>>;
-
-/// What a StreamReader registration keeps besides the common state of a registration.
-pub(crate) struct StreamState {
-    status: Mutex<Status>,
-    /// One cursor per (database, stream) it has seen.
-    cursors: Mutex<Cursors>,
-    lag: Mutex<Lag>,
-    /// A retry timer is armed.
-    retrying: AtomicBool,
-}
-
-impl StreamState {
-    pub fn new() -> Self {
-        StreamState {
-            status: Mutex::new(Status::Ok),
-            cursors: Mutex::new(HashMap::new()),
-            lag: Mutex::new(Lag::default()),
-            retrying: AtomicBool::new(false),
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        *lock(&self.status)
-    }
-
-    fn set_status(&self, status: Status) {
-        *lock(&self.status) = status;
-    }
-
-    pub fn lag(&self) -> Lag {
-        *lock(&self.lag)
-    }
-
-    pub fn clear_lag(&self) {
-        *lock(&self.lag) = Lag::default();
-    }
-
-    fn record_lag(&self, ms: u64) {
-        let mut lag = lock(&self.lag);
-        lag.last_ms = ms;
-        lag.total_ms = lag.total_ms.saturating_add(ms);
-        lag.samples += 1;
-    }
-
-    /// Entries of its streams not yet processed: not read yet, or read and running.
-    pub fn backlog(&self) -> u64 {
-        lock(&self.cursors)
-            .values()
-            .flat_map(|db| db.values())
-            .map(|cursor| {
-                let state = lock(&cursor.state);
-                state.undelivered.unwrap_or(0) + state.in_flight
-            })
-            .sum()
-    }
-
-    /// Makes every cursor recover (its pending entries first) and then run what waits, whole
-    /// batch or not; the cursors.
-    fn recover_all(&self) -> Vec<Arc<Cursor>> {
-        let cursors = self.cursors();
-        for cursor in &cursors {
-            let mut cursor_state = lock(&cursor.state);
-            cursor_state.undelivered = None;
-            cursor_state.flush = true;
-        }
-        cursors
-    }
-
-    /// True if a job runs on one of its streams.
-    fn any_busy(&self) -> bool {
-        self.cursors().iter().any(|c| lock(&c.state).busy)
-    }
-
-    fn cursors(&self) -> Vec<Arc<Cursor>> {
-        lock(&self.cursors)
-            .values()
-            .flat_map(|db| db.values().cloned())
-            .collect()
-    }
-
-    /// The cursor of a stream, if the registration has one.
-    fn cursor(&self, db: i32, key: &[u8]) -> Option<Arc<Cursor>> {
-        lock(&self.cursors).get(&db)?.get(key).cloned()
-    }
-
-    /// Adds a cursor unless the stream has one already; the stream's cursor.
-    fn add_cursor(&self, cursor: Arc<Cursor>) -> Arc<Cursor> {
-        lock(&self.cursors)
-            .entry(cursor.db)
-            .or_default()
-            .entry(cursor.key.clone())
-            .or_insert(cursor)
-            .clone()
-    }
-}
-
-/// A registration's place in one stream.
-pub(crate) struct Cursor {
-    pub db: i32,
-    pub key: Vec<u8>,
-    state: Mutex<CursorState>,
-}
-
-#[derive(Default)]
-struct CursorState {
-    /// Entries added and not yet read by the group; `None`: unknown, the next job first runs
-    /// the group's pending entries and counts again.
-    undelivered: Option<u64>,
-    /// Entries read and not yet acknowledged.
-    in_flight: u64,
-    /// A job runs (or is about to) for this stream.
-    busy: bool,
-    /// Run every entry now, full batch or not (entries that were there before the
-    /// registration started on the stream).
-    flush: bool,
-    /// When the oldest entry of the incomplete batch arrived (for `duration`).
-    waiting_since: Option<Instant>,
-    /// A `duration` timer is armed.
-    timer: bool,
-    /// Writes were paused: a timer runs the cursor again (nothing else starts it meanwhile).
-    paused_retry: bool,
-}
 
 /// The StreamReader registrations, rebuilt with the registry: events ask on every write.
 static STREAM_REGISTRATIONS: RwLock<Option<Arc<Vec<Arc<Registration>>>>> = RwLock::new(None);
@@ -472,38 +311,6 @@ fn start(registration: &Arc<Registration>, cursor: Arc<Cursor>, from_event: bool
         return;
     }
     on_main_thread_soon(move || consume::job(&registration, &cursor));
-}
-
-/// Runs `f` on Redis's main thread, holding the Redis lock, soon: in a timer callback (a
-/// one-shot event wakes the main thread and arms a 0 ms timer). Not in the one-shot event
-/// itself: commands run there would stay in Redis 7.0's propagation queue (only a module
-/// context, as a timer's, flushes it when it ends), and the server asserts.
-pub(crate) fn on_main_thread_soon(f: impl FnOnce() + Send + 'static) {
-    type Job = Box<dyn FnOnce() + Send>;
-    unsafe extern "C" fn fire(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-        // SAFETY: boxed below, handed over once.
-        let job = unsafe { Box::from_raw(data.cast::<Job>()) };
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-    }
-    unsafe extern "C" fn arm(data: *mut c_void) {
-        let armed = crate::gears().map(|g| g.log_context.0).is_some_and(|ctx| {
-            // SAFETY: on the main thread; the timer's callback takes the box.
-            unsafe { raw::RedisModule_CreateTimer.unwrap()(ctx, 0, Some(fire), data) };
-            true
-        });
-        if !armed {
-            // SAFETY: boxed below, not handed to a timer.
-            drop(unsafe { Box::from_raw(data.cast::<Job>()) });
-        }
-    }
-    let job: Box<Job> = Box::new(Box::new(f));
-    let data = Box::into_raw(job);
-    // SAFETY: the callback takes the box back; if the event can not be added, we do.
-    let added = unsafe { raw::RedisModule_EventLoopAddOneShot.unwrap()(Some(arm), data.cast()) };
-    if added != raw::REDISMODULE_OK as i32 {
-        // SAFETY: not added, so the box is still ours.
-        drop(unsafe { Box::from_raw(data) });
-    }
 }
 
 /// Arms the cursor's `duration` timer (on the main thread, where timers live).

@@ -27,8 +27,8 @@ use redis_module::logging::RedisLogLevel;
 use redis_module::{raw, Context};
 
 use super::run::{self, Answer, Call};
-use super::streams::on_main_thread_soon;
 use super::Registration;
+use crate::host::on_main_thread_soon;
 
 /// A timer registration's state: its next point, and whether `RG.PAUSEREGISTRATIONS` paused it.
 #[derive(Default)]
