@@ -144,6 +144,26 @@ def test_hashtag_names_a_slot_of_each_shard(cluster, language, script):
     assert owners == {n.port for n in cluster.masters}
 
 
+def test_a_shard_whose_script_builds_another_plan_aborts_the_run(cluster):
+    # A setting read with gearsConfigGet differs on one shard: that shard's plan (its limit)
+    # is not the initiator's, and mixing the two would give a wrong answer silently.
+    first, second = cluster.masters[0], cluster.masters[1]
+    second.client.execute_command("RG.CONFIGSET", "drift", "7")
+    try:
+        script = ("n = int(gearsConfigGet('drift', '1000'))\n"
+                  "GB().map(lambda x: x['key']).limit(n).count().run('key:*')")
+        results, errors = gears(first.client, "python", script)
+        assert results == []
+        assert errors == ["ERR shard %s: the script built another plan here than on the "
+                          "initiator (its steps or their arguments depend on the shard: a "
+                          "setting, a random value)"
+                          % second.client.execute_command("CLUSTER", "MYID")]
+    finally:
+        for node in cluster.masters:
+            node.client.execute_command("RG.CONFIGSET", "drift", "1000")
+    assert gears(first.client, "python", script) == [["60"], []]
+
+
 def test_info_cluster(cluster, single):
     node = cluster.masters[0]
     info = node.client.execute_command("RG.INFOCLUSTER")

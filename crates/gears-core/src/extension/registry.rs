@@ -415,17 +415,18 @@ pub fn installed() -> Arc<Registry> {
 pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_string());
-            Err(GearsError::Internal(format!(
-                "a native extension failed: {message}"
-            )))
-        }
+        Err(panic) => Err(GearsError::Internal(panic_error(&panic))),
     }
+}
+
+/// The error text of a panic inside an extension.
+pub(crate) fn panic_error(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string());
+    format!("a native extension failed: {message}")
 }
 
 #[cfg(test)]

@@ -8,9 +8,26 @@
 //! error of its record.
 
 use super::{Operator, StepContext};
-use crate::error::Result;
-use crate::extension::{guarded, Accumulator, FlatMapper, Mapper, Predicate};
+use crate::error::{GearsError, Result};
+use crate::extension::{Accumulator, FlatMapper, Mapper, Predicate};
 use crate::record::Record;
+
+/// Calls into an extension unless it panicked before in this step: after a panic its state can
+/// not be trusted (a half-done update), so the step makes no more calls and every later record
+/// (and an aggregate's result) gets that panic's error.
+fn call<T>(broken: &mut Option<String>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if let Some(message) = broken {
+        return Err(GearsError::Internal(message.clone()));
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = crate::extension::panic_error(&panic);
+            *broken = Some(message.clone());
+            Err(GearsError::Internal(message))
+        }
+    }
+}
 
 /// `record` as a core record; an error goes to the error list.
 fn core(record: Record, ctx: &mut StepContext<'_>) -> Option<Record> {
@@ -23,11 +40,11 @@ fn core(record: Record, ctx: &mut StepContext<'_>) -> Option<Record> {
     }
 }
 
-pub struct NativeMap(Box<dyn Mapper>);
+pub struct NativeMap(Box<dyn Mapper>, Option<String>);
 
 impl NativeMap {
     pub fn new(mapper: Box<dyn Mapper>) -> Self {
-        NativeMap(mapper)
+        NativeMap(mapper, None)
     }
 }
 
@@ -38,7 +55,8 @@ impl Operator for NativeMap {
             let Some(record) = core(record, ctx) else {
                 continue;
             };
-            match guarded(|| self.0.map(record)) {
+            let (mapper, broken) = (&mut self.0, &mut self.1);
+            match call(broken, || mapper.map(record)) {
                 Ok(mapped) => out.push(mapped),
                 Err(e) => ctx.error(e),
             }
@@ -47,11 +65,11 @@ impl Operator for NativeMap {
     }
 }
 
-pub struct NativeFilter(Box<dyn Predicate>);
+pub struct NativeFilter(Box<dyn Predicate>, Option<String>);
 
 impl NativeFilter {
     pub fn new(predicate: Box<dyn Predicate>) -> Self {
-        NativeFilter(predicate)
+        NativeFilter(predicate, None)
     }
 }
 
@@ -59,13 +77,14 @@ impl Operator for NativeFilter {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
         let mut out = Vec::with_capacity(input.len());
         for record in input {
+            let (predicate, broken) = (&mut self.0, &mut self.1);
             let kept = if record.contains_native() {
                 match ctx.core(record.clone()) {
-                    Ok(core) => guarded(|| self.0.test(&core)),
+                    Ok(core) => call(broken, || predicate.test(&core)),
                     Err(e) => Err(e),
                 }
             } else {
-                guarded(|| self.0.test(&record))
+                call(broken, || predicate.test(&record))
             };
             match kept {
                 Ok(true) => out.push(record),
@@ -77,11 +96,11 @@ impl Operator for NativeFilter {
     }
 }
 
-pub struct NativeFlatMap(Box<dyn FlatMapper>);
+pub struct NativeFlatMap(Box<dyn FlatMapper>, Option<String>);
 
 impl NativeFlatMap {
     pub fn new(mapper: Box<dyn FlatMapper>) -> Self {
-        NativeFlatMap(mapper)
+        NativeFlatMap(mapper, None)
     }
 }
 
@@ -92,7 +111,8 @@ impl Operator for NativeFlatMap {
             let Some(record) = core(record, ctx) else {
                 continue;
             };
-            match guarded(|| self.0.flat_map(record)) {
+            let (mapper, broken) = (&mut self.0, &mut self.1);
+            match call(broken, || mapper.flat_map(record)) {
                 Ok(records) => out.extend(records),
                 Err(e) => ctx.error(e),
             }
@@ -107,6 +127,7 @@ pub struct NativeAggregate {
     accumulator: Box<dyn Accumulator>,
     partial: bool,
     seen: bool,
+    broken: Option<String>,
 }
 
 impl NativeAggregate {
@@ -115,15 +136,16 @@ impl NativeAggregate {
             accumulator,
             partial,
             seen: false,
+            broken: None,
         }
     }
 
     fn add(&mut self, record: Record) -> Result<()> {
-        let accumulator = &mut self.accumulator;
+        let (accumulator, broken) = (&mut self.accumulator, &mut self.broken);
         if self.partial {
-            guarded(|| accumulator.update(record))
+            call(broken, || accumulator.update(record))
         } else {
-            guarded(|| accumulator.merge(record))
+            call(broken, || accumulator.merge(record))
         }
     }
 }
@@ -150,11 +172,11 @@ impl Operator for NativeAggregate {
         if !std::mem::take(&mut self.seen) {
             return Vec::new();
         }
-        let accumulator = &mut self.accumulator;
+        let (accumulator, broken) = (&mut self.accumulator, &mut self.broken);
         let result = if self.partial {
-            guarded(|| accumulator.state())
+            call(broken, || accumulator.state())
         } else {
-            guarded(|| accumulator.evaluate())
+            call(broken, || accumulator.evaluate())
         };
         match result {
             Ok(record) => vec![record],
@@ -248,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_is_the_error_of_its_record() {
+    fn a_panic_is_the_error_of_its_record_and_the_step_calls_no_more() {
         let (out, errors) = run_op(
             &mut NativeMap::new(Box::new(Double)),
             &mut rt(),
@@ -258,10 +280,45 @@ mod tests {
                 Record::Integer(3),
             ]],
         );
-        assert_eq!(out, ints(&[2, 6]));
+        // After a panic the extension's state can not be trusted: later records get its error.
+        assert_eq!(out, ints(&[2]));
         assert_eq!(
             errors,
-            vec!["a native extension failed: not an integer".to_string()]
+            vec!["a native extension failed: not an integer".to_string(); 2]
+        );
+        // An aggregate that panicked gives no result (not one from a half-done update).
+        struct PanicSum(i64);
+        impl Accumulator for PanicSum {
+            fn update(&mut self, record: Record) -> Result<()> {
+                match record {
+                    Record::Integer(n) => self.0 += n,
+                    _ => panic!("not an integer"),
+                }
+                Ok(())
+            }
+            fn state(&mut self) -> Result<Record> {
+                Ok(Record::Integer(self.0))
+            }
+            fn merge(&mut self, state: Record) -> Result<()> {
+                self.update(state)
+            }
+            fn evaluate(&mut self) -> Result<Record> {
+                Ok(Record::Integer(self.0))
+            }
+        }
+        let (total, errors) = run_op(
+            &mut NativeAggregate::new(Box::new(PanicSum(0)), true),
+            &mut rt(),
+            vec![vec![
+                Record::Integer(1),
+                Record::from("x"),
+                Record::Integer(2),
+            ]],
+        );
+        assert!(total.is_empty(), "{total:?}");
+        assert_eq!(
+            errors,
+            vec!["a native extension failed: not an integer".to_string(); 3]
         );
     }
 

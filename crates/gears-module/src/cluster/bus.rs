@@ -40,6 +40,10 @@ pub(crate) enum Message {
         slots: Vec<(u16, u16, String)>,
         /// The Python requirements the script names, with their wheels (export format).
         requirements: Vec<Vec<u8>>,
+        /// A digest of the plan the initiator built ([`super::plan_digest`]): a shard whose
+        /// script builds another plan (a setting read with `gearsConfigGet` that differs, a
+        /// random number) refuses to run its part.
+        plan_digest: u64,
     },
     /// Run your part of an event's execution of a registration (every shard has it) whose plan
     /// moves records: no records of your own, the ones that reach you at its exchange steps.

@@ -41,6 +41,7 @@ impl Distributed {
                 shards,
                 slots,
                 requirements,
+                plan_digest: super::plan_digest(plan),
             }
         })
     }
@@ -112,7 +113,8 @@ impl Distributed {
     }
 
     /// Waits for every other shard's part to end; their errors, and whether the execution was
-    /// aborted (a shard did not answer: the results are not whole). Aborts the others then.
+    /// aborted (a shard did not answer or could not run its part: the results are not whole;
+    /// then the error is why, alone). Aborts the others then.
     pub fn finish(self) -> (Vec<String>, bool) {
         let others: Vec<String> = self
             .exchange
@@ -150,8 +152,12 @@ impl Distributed {
                 vec![reason]
             }
         };
-        let aborted = self.exchange.mailbox.aborted().is_some();
+        let aborted = self.exchange.mailbox.aborted();
         exchange::forget(&self.exchange.key);
-        (errors, aborted)
+        match aborted {
+            // Why it was aborted, alone: the other shards' errors are not an answer.
+            Some(reason) => (vec![reason], true),
+            None => (errors, false),
+        }
     }
 }

@@ -209,6 +209,16 @@ pub(crate) fn owns_key(key: &[u8]) -> bool {
         .is_none_or(|owner| owner.id == topology.my_id)
 }
 
+/// A digest of a plan (FNV-1a over its encoding): what every shard of a distributed execution
+/// must have built from the script.
+pub(crate) fn plan_digest(plan: &ExecutionPlan) -> u64 {
+    let bytes =
+        bincode::serde::encode_to_vec(plan, bincode::config::standard()).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// How long a distributed execution waits with nothing arriving.
 pub(crate) fn idle() -> Duration {
     let millis = crate::gears()

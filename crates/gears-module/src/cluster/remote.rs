@@ -23,6 +23,7 @@ pub(super) fn run(message: Message) {
         shards,
         slots,
         requirements,
+        plan_digest,
     } = message
     else {
         return;
@@ -76,6 +77,13 @@ pub(super) fn run(message: Message) {
                 topology.my_id
             ));
         };
+        if super::plan_digest(&plan) != plan_digest {
+            return Err(format!(
+                "ERR shard {}: the script built another plan here than on the initiator (its \
+                 steps or their arguments depend on the shard: a setting, a random value)",
+                topology.my_id
+            ));
+        }
         control.apply_run_limits(&plan.options.limits);
         execution.set_plan(
             plan.clone(),

@@ -319,7 +319,12 @@ fn compute(
         let (errors, aborted) = distributed.finish();
         // A shard that gave up waiting for another sent what it had: not a whole answer.
         let idle = |e: &String| e.starts_with("Execution max idle reached");
-        if aborted || errors.iter().any(idle) || outcome.errors.iter().any(idle) {
+        if aborted {
+            // A shard could not run its part: only why (the records and errors of the others
+            // are not an answer).
+            outcome.results.clear();
+            outcome.errors.clear();
+        } else if errors.iter().any(idle) || outcome.errors.iter().any(idle) {
             // Not every shard's records arrived: no partial answer, only why.
             outcome.results.clear();
             outcome
