@@ -194,7 +194,7 @@ fn point(ctx: &Context, registration: &Arc<Registration>, point_ms: u64) {
     if runs_here(ctx, registration) {
         match key::holds(ctx, registration, trigger) {
             key::Holder::Elsewhere => {}
-            key::Holder::This => run_point(ctx, registration, trigger, point_ms),
+            key::Holder::This => run_point(registration, trigger, point_ms),
             key::Holder::Gone => {
                 log(
                     ctx,
@@ -238,12 +238,7 @@ fn runs_here(ctx: &Context, registration: &Registration) -> bool {
 }
 
 /// Runs the registration's plan for the point, as one execution.
-fn run_point(
-    ctx: &Context,
-    registration: &Arc<Registration>,
-    trigger: &TimerTrigger,
-    point_ms: u64,
-) {
+fn run_point(registration: &Arc<Registration>, trigger: &TimerTrigger, point_ms: u64) {
     let db = super::sessions::db_of(&registration.session_id).unwrap_or(0);
     // A sync run stopped for holding the main thread too long (`BUSY ...`) ends the timer too:
     // at every point it would freeze the server again.
@@ -267,7 +262,6 @@ fn run_point(
         client: None,
         on_done,
     };
-    let _ = ctx;
     match registration.mode() {
         ExecutionMode::Sync => {
             // A callback that awaits: the run starts again on a worker.
