@@ -48,20 +48,37 @@ impl NativeMap {
     }
 }
 
+/// Runs `f` over each record (as a core record), guarded by `broken`; `f` adds what it gives to
+/// the output.
+fn each_record<O: ?Sized>(
+    input: Vec<Record>,
+    ctx: &mut StepContext<'_>,
+    (operator, broken): (&mut O, &mut Option<String>),
+    f: impl Fn(&mut O, Record, &mut Vec<Record>) -> Result<()>,
+) -> Vec<Record> {
+    let mut out = Vec::with_capacity(input.len());
+    for record in input {
+        let Some(record) = core(record, ctx) else {
+            continue;
+        };
+        if let Err(e) = call(broken, || f(operator, record, &mut out)) {
+            ctx.error(e);
+        }
+    }
+    out
+}
+
 impl Operator for NativeMap {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
-        let mut out = Vec::with_capacity(input.len());
-        for record in input {
-            let Some(record) = core(record, ctx) else {
-                continue;
-            };
-            let (mapper, broken) = (&mut self.0, &mut self.1);
-            match call(broken, || mapper.map(record)) {
-                Ok(mapped) => out.push(mapped),
-                Err(e) => ctx.error(e),
-            }
-        }
-        out
+        each_record(
+            input,
+            ctx,
+            (&mut *self.0, &mut self.1),
+            |mapper, record, out| {
+                out.push(mapper.map(record)?);
+                Ok(())
+            },
+        )
     }
 }
 
@@ -106,18 +123,15 @@ impl NativeFlatMap {
 
 impl Operator for NativeFlatMap {
     fn process(&mut self, input: Vec<Record>, ctx: &mut StepContext<'_>) -> Vec<Record> {
-        let mut out = Vec::with_capacity(input.len());
-        for record in input {
-            let Some(record) = core(record, ctx) else {
-                continue;
-            };
-            let (mapper, broken) = (&mut self.0, &mut self.1);
-            match call(broken, || mapper.flat_map(record)) {
-                Ok(records) => out.extend(records),
-                Err(e) => ctx.error(e),
-            }
-        }
-        out
+        each_record(
+            input,
+            ctx,
+            (&mut *self.0, &mut self.1),
+            |mapper, record, out| {
+                out.extend(mapper.flat_map(record)?);
+                Ok(())
+            },
+        )
     }
 }
 
