@@ -54,6 +54,8 @@ pub(crate) enum Message {
         db: i32,
         shards: Vec<String>,
         slots: Vec<(u16, u16, String)>,
+        /// The digest of the registration's plan on the initiator (see `Run`).
+        plan_digest: u64,
     },
     /// Records of an exchange step (`gears_core::wire`).
     Records {

@@ -64,6 +64,7 @@ impl Distributed {
                 db,
                 shards,
                 slots,
+                plan_digest: super::plan_digest(plan),
             }
         })
     }

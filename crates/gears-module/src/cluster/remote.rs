@@ -172,6 +172,7 @@ pub(super) fn run_registration(message: Message) {
         db,
         shards,
         slots,
+        plan_digest,
     } = message
     else {
         return;
@@ -208,6 +209,13 @@ pub(super) fn run_registration(message: Message) {
                 host.end_top_level();
                 let compiled = compiled.map_err(|e| format!("shard {me}: {e}"))?;
                 let plan = registration.spec.plan.clone();
+                if super::plan_digest(&plan) != plan_digest {
+                    return Err(format!(
+                        "ERR shard {me}: registration {} has another plan here than on the \
+                         initiator",
+                        registration.id
+                    ));
+                }
                 execution.set_plan(plan.clone(), registration.step_args.clone());
                 let exchange = ClusterExchange::new(
                     key.clone(),
