@@ -216,6 +216,25 @@ def test_errors_name_the_operator(xr, language, index):
         language, text, position=position)
 
 
+NOT_DATA = "a native operator's arguments are data (strings, numbers, booleans, lists, maps, nil)"
+
+
+def test_functions_are_not_native_arguments(xr):
+    # They were taken as their text ("function: 0x..." became a field name).
+    assert NOT_DATA in gears_error(xr, "python", "GB().native('hll_count', lambda x: x).run()")
+    assert "native: argument 1 is a function; " + NOT_DATA in gears_error(
+        xr, "python", "GB().native('hll_count', lambda x: x).run()")
+    assert "native: argument 2 is a object; " + NOT_DATA in gears_error(
+        xr, "python", "GB().native('hll_count', 'name', object()).run()")
+    assert "native: argument 1 is a function; " + NOT_DATA in gears_error(
+        xr, "lua", "GB():native('hll_count', function() end):run()")
+    assert "native: argument 1 is a function; " + NOT_DATA in gears_error(
+        xr, "rhai", 'GB().native("hll_count", |x| x).run()')
+    # A list that holds itself is refused, not a stack overflow.
+    assert gears_error(xr, "python", "l = []\nl.append(l)\nGB().native('hll_count', l).run()")
+    assert xr.ping()
+
+
 def test_a_panic_free_record_error_goes_to_the_error_list(xr):
     # score_at_least on records that have no score: each record's error, the run goes on.
     assert gears(xr, "lua", "GB():native('score_at_least', 1):run('user:1')") == [

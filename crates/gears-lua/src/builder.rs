@@ -69,6 +69,18 @@ fn native_call(op: &str, args: &[Value]) -> Result<(String, Vec<Record>)> {
             "{op}: the native operator's name must be a string"
         )));
     };
+    if let Some(at) = rest.iter().position(|v| {
+        matches!(
+            v,
+            Value::Function(_) | Value::Thread(_) | Value::UserData(_) | Value::LightUserData(_)
+        )
+    }) {
+        return Err(GearsError::Plan(format!(
+            "{op}: argument {} is a {}; a native operator's arguments are data (strings, numbers, booleans, lists, maps, nil)",
+            at + 1,
+            rest[at].type_name()
+        )));
+    }
     let args = rest
         .iter()
         .map(|v| value_to_core(v, 0))

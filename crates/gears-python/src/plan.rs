@@ -43,11 +43,49 @@ fn native_call(
             "{op}: the native operator's name must be a string"
         )));
     };
+    if let Some(at) = args.iter().position(|a| !plain_data(a, 0)) {
+        return Err(error::new_err(format!(
+            "{op}: argument {} is a {}; a native operator's arguments are data (strings, numbers, booleans, lists, maps, nil)",
+            at + 1,
+            args[at].get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        )));
+    }
     let args = args
         .iter()
         .map(|a| to_core(a).map_err(gears_err))
         .collect::<PyResult<_>>()?;
     Ok((name, args))
+}
+
+/// True for what a native operator's argument may be: None, bool, int, float, str, bytes, and
+/// lists, tuples and dicts of them. Past a depth it stops looking (the conversion that follows
+/// refuses values nested too deep, and a list that holds itself).
+fn plain_data(value: &Bound<'_, PyAny>, depth: usize) -> bool {
+    use pyo3::types::{PyDict, PyFloat, PyInt, PyTuple};
+    if depth > 64 {
+        return true;
+    }
+    if value.is_none()
+        || value.is_instance_of::<PyBool>()
+        || value.is_instance_of::<PyInt>()
+        || value.is_instance_of::<PyFloat>()
+        || value.is_instance_of::<PyString>()
+        || value.is_instance_of::<PyBytes>()
+    {
+        return true;
+    }
+    if let Ok(list) = value.cast::<PyList>() {
+        return list.iter().all(|item| plain_data(&item, depth + 1));
+    }
+    if let Ok(tuple) = value.cast::<PyTuple>() {
+        return tuple.iter().all(|item| plain_data(&item, depth + 1));
+    }
+    if let Ok(dict) = value.cast::<PyDict>() {
+        return dict
+            .iter()
+            .all(|(k, v)| plain_data(&k, depth + 1) && plain_data(&v, depth + 1));
+    }
+    false
 }
 
 /// The key of a group-by step: a native extractor (`native(name, *args)`), or a callback.

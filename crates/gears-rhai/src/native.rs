@@ -35,6 +35,12 @@ fn native_call(name: &Dynamic, args: &[Dynamic]) -> Fallible<(String, Vec<Record
     let Ok(name) = name.as_immutable_string_ref() else {
         return script_error("native: the native operator's name must be a string");
     };
+    if let Some(at) = args.iter().position(|a| a.is::<rhai::FnPtr>()) {
+        return script_error(format!(
+            "native: argument {} is a function; a native operator's arguments are data (strings, numbers, booleans, lists, maps, nil)" ,
+            at + 1
+        ));
+    }
     Ok((name.to_string(), args.iter().map(to_core).collect()))
 }
 
