@@ -70,7 +70,7 @@ pub use filter::Predicate;
 pub use flat_map::FlatMapper;
 pub use map::Mapper;
 pub use reader::{NativeReader, NativeRecordReader, ReaderHost, RedisReads};
-pub(crate) use registry::{guarded, panic_error};
+pub(crate) use registry::{guarded, guarded_until_panic};
 pub use registry::{
     install, installed, Extension, NativeOperator, NativeReaderDef, OperatorKind, Registry,
 };

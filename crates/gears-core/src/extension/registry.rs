@@ -419,8 +419,28 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
+/// Calls into an extension (like [`guarded`]) unless it panicked before in this step: after a panic its state can
+/// not be trusted (a half-done update), so the step makes no more calls and every later record
+/// (and an aggregate's result) gets that panic's error.
+pub(crate) fn guarded_until_panic<T>(
+    broken: &mut Option<String>,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if let Some(message) = broken {
+        return Err(GearsError::Internal(message.clone()));
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic_error(&panic);
+            *broken = Some(message.clone());
+            Err(GearsError::Internal(message))
+        }
+    }
+}
+
 /// The error text of a panic inside an extension.
-pub(crate) fn panic_error(panic: &Box<dyn std::any::Any + Send>) -> String {
+fn panic_error(panic: &Box<dyn std::any::Any + Send>) -> String {
     let message = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -14,8 +14,8 @@ pub enum Keyer {
     RecordKey,
     /// The record itself, as a string.
     Identity,
-    /// A native extractor.
-    Native(Box<dyn KeyExtractor>),
+    /// A native extractor (and the error of its panic, after which it is not called again).
+    Native(Box<dyn KeyExtractor>, Option<String>),
 }
 
 impl Keyer {
@@ -28,7 +28,7 @@ impl Keyer {
             KeySource::Native(call) => match registry.resolve(call)?.kind() {
                 OperatorKind::Extractor(factory) => {
                     let args = call.args();
-                    Keyer::Native(crate::extension::guarded(|| factory(&args))?)
+                    Keyer::Native(crate::extension::guarded(|| factory(&args))?, None)
                 }
                 other => {
                     return Err(GearsError::Plan(format!(
@@ -61,12 +61,13 @@ impl Keyer {
                 }
             }
             Keyer::Identity => ctx.runtime.group_key(record.clone()),
-            Keyer::Native(extractor) => {
+            Keyer::Native(extractor, broken) => {
+                use crate::extension::guarded_until_panic;
                 if record.contains_native() {
                     let core = ctx.core(record.clone())?;
-                    crate::extension::guarded(|| extractor.key(&core))
+                    guarded_until_panic(broken, || extractor.key(&core))
                 } else {
-                    crate::extension::guarded(|| extractor.key(record))
+                    guarded_until_panic(broken, || extractor.key(record))
                 }
             }
         }

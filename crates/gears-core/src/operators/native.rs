@@ -8,26 +8,9 @@
 //! error of its record.
 
 use super::{Operator, StepContext};
-use crate::error::{GearsError, Result};
-use crate::extension::{Accumulator, FlatMapper, Mapper, Predicate};
+use crate::error::Result;
+use crate::extension::{guarded_until_panic as call, Accumulator, FlatMapper, Mapper, Predicate};
 use crate::record::Record;
-
-/// Calls into an extension unless it panicked before in this step: after a panic its state can
-/// not be trusted (a half-done update), so the step makes no more calls and every later record
-/// (and an aggregate's result) gets that panic's error.
-fn call<T>(broken: &mut Option<String>, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    if let Some(message) = broken {
-        return Err(GearsError::Internal(message.clone()));
-    }
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(panic) => {
-            let message = crate::extension::panic_error(&panic);
-            *broken = Some(message.clone());
-            Err(GearsError::Internal(message))
-        }
-    }
-}
 
 /// `record` as a core record; an error goes to the error list.
 fn core(record: Record, ctx: &mut StepContext<'_>) -> Option<Record> {
