@@ -238,7 +238,9 @@ fn init(
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }
-    if let Err(e) = limits::follow_maxmemory(ctx) {
+    if let Err(e) =
+        limits::follow_maxmemory(ctx).and_then(|_| host::command_info::follow_module_changes(ctx))
+    {
         ctx.log_warning(&format!("Gears: {e}"));
         return Status::Err;
     }

@@ -18,6 +18,7 @@
 use gears_core::{GearsError, Record, Result};
 use redis_module::{raw, CallOptionsBuilder, CallReply, CallResult, Context};
 
+use super::command_info::command_of;
 use super::user::AclUser;
 use crate::registrations::hooks::ActingUser;
 
@@ -82,8 +83,8 @@ pub(crate) fn call_as(
         return Called::Reply(Ok(Record::Nil));
     }
     if access == Access::InsideNotification {
-        if let Some((name, _)) = refuse_side_effects(ctx, args).and(command_of(ctx, args)) {
-            return Called::Reply(Err(inside_notification_error(&name)));
+        if let Some(command) = refuse_side_effects(ctx, args).and(command_of(ctx, args)) {
+            return Called::Reply(Err(inside_notification_error(&command.name)));
         }
     }
     let paused = writes_paused();
@@ -185,13 +186,11 @@ fn may_replicate(ctx: &Context, args: &[Vec<u8>]) -> bool {
         "spublish",
         "cluster|setslot",
     ];
-    match command_of(ctx, args) {
-        Some((name, flags)) => {
-            MAY_REPLICATE.contains(&name.as_str())
-                || flags.iter().any(|f| f == "write" || f == "may_replicate")
-        }
-        None => false,
-    }
+    command_of(ctx, args).is_some_and(|command| {
+        MAY_REPLICATE.contains(&command.name.as_str())
+            || command.has("write")
+            || command.has("may_replicate")
+    })
 }
 
 /// `W`'s refusal: `ERR Write command 'set' was called while write is not allowed.`
@@ -225,52 +224,13 @@ pub(crate) fn has_side_effects(ctx: &Context, args: &[Vec<u8>]) -> bool {
 }
 
 fn refuse_side_effects(ctx: &Context, args: &[Vec<u8>]) -> Option<GearsError> {
-    let (name, flags) = command_of(ctx, args)?;
-    let has = |flag: &str| flags.iter().any(|f| f == flag);
-    let harmless = matches!(name.as_str(), "ping" | "echo" | "time");
-    let allowed = (harmless || has("readonly"))
+    let command = command_of(ctx, args)?;
+    let harmless = matches!(command.name.as_str(), "ping" | "echo" | "time");
+    let allowed = (harmless || command.has("readonly"))
         && !["admin", "pubsub", "may_replicate", "write"]
             .iter()
-            .any(|f| has(f));
-    (!allowed).then(|| read_only_error(&name))
-}
-
-/// The full name (`config|get`, `get`) and flags of the command `args` runs, as `COMMAND INFO`
-/// gives them; `None` for an unknown command.
-fn command_of(ctx: &Context, args: &[Vec<u8>]) -> Option<(String, Vec<String>)> {
-    let name = String::from_utf8_lossy(args.first()?).to_ascii_lowercase();
-    if let Some(sub) = args.get(1) {
-        let full = format!(
-            "{name}|{}",
-            String::from_utf8_lossy(sub).to_ascii_lowercase()
-        );
-        if let Some(flags) = command_flags(ctx, &full) {
-            return Some((full, flags));
-        }
-    }
-    command_flags(ctx, &name).map(|flags| (name, flags))
-}
-
-/// The flags `COMMAND INFO` gives a command; `None` for an unknown one.
-fn command_flags(ctx: &Context, command: &str) -> Option<Vec<String>> {
-    let options = CallOptionsBuilder::new().errors_as_replies().build();
-    let reply: CallResult = ctx.call_ext("COMMAND", &options, &["INFO", command][..]);
-    let Ok(Record::List(infos)) = reply.as_ref().map(call_reply_to_record) else {
-        return None;
-    };
-    match infos.first() {
-        Some(Record::List(info)) => Some(match info.get(2) {
-            Some(Record::List(flags)) => flags
-                .iter()
-                .filter_map(|f| match f {
-                    Record::String(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }),
-        _ => None,
-    }
+            .any(|f| command.has(f));
+    (!allowed).then(|| read_only_error(&command.name))
 }
 
 /// The `NOPERM` text a direct call gets, for Redis 7.0's `acl verification failed, ...`.
@@ -303,7 +263,7 @@ fn acl_text(ctx: &Context, text: &str, args: &[Vec<u8>]) -> String {
 /// `acl|setuser` for a subcommand, `get` for a plain command, as Redis names them.
 fn full_command_name(ctx: &Context, args: &[Vec<u8>]) -> String {
     command_of(ctx, args)
-        .map(|(name, _)| name)
+        .map(|command| command.name.clone())
         .unwrap_or_else(|| String::from_utf8_lossy(&args[0]).to_ascii_lowercase())
 }
 

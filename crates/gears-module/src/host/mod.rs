@@ -5,6 +5,7 @@
 
 mod blocked;
 pub(crate) mod call;
+pub(crate) mod command_info;
 mod contexts;
 mod current;
 mod extras;

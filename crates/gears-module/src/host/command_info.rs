@@ -1,0 +1,136 @@
+//! What Gears knows of a command before running it for a script: its full name (`config|get`)
+//! and its flags, as `COMMAND INFO` gives them.
+//!
+//! Asking `COMMAND INFO` costs more than most commands it is asked about (it was a quarter of
+//! the server's time in a sync registration that INCRs a counter), so the answers are kept: the
+//! command table changes only when a module is loaded or unloaded, and the cache is emptied then
+//! (the module-change server event). Unknown names are remembered too, a bounded number of them.
+
+use std::collections::HashMap;
+use std::os::raw::c_void;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use gears_core::Record;
+use redis_module::{raw, CallOptionsBuilder, CallResult, Context};
+
+use super::call::call_reply_to_record;
+
+/// A command as `COMMAND INFO` describes it.
+#[derive(Debug)]
+pub(crate) struct CommandInfo {
+    /// The full lowercase name: `get`, `config|get`.
+    pub name: String,
+    /// Its flags (`write`, `readonly`, `admin`, ...).
+    pub flags: Vec<String>,
+    /// True for a command with subcommands (`CONFIG`, `CLIENT`): the second argument names the
+    /// subcommand that runs.
+    container: bool,
+}
+
+impl CommandInfo {
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
+/// The most names the cache keeps; past it, it starts again empty (unknown names come from
+/// scripts, so their number has no other bound).
+const MAX_ENTRIES: usize = 4096;
+
+type Cache = HashMap<String, Option<Arc<CommandInfo>>>;
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// The command `args` runs (its subcommand for a container command); `None` for an unknown
+/// command. Under the Redis lock.
+pub(crate) fn command_of(ctx: &Context, args: &[Vec<u8>]) -> Option<Arc<CommandInfo>> {
+    let name = String::from_utf8_lossy(args.first()?).to_ascii_lowercase();
+    let command = lookup(ctx, name)?;
+    match args.get(1) {
+        Some(sub) if command.container => {
+            let full = format!(
+                "{}|{}",
+                command.name,
+                String::from_utf8_lossy(sub).to_ascii_lowercase()
+            );
+            // An unknown subcommand is judged as its container.
+            lookup(ctx, full).or(Some(command))
+        }
+        _ => Some(command),
+    }
+}
+
+fn lookup(ctx: &Context, name: String) -> Option<Arc<CommandInfo>> {
+    if let Some(known) = cache().as_ref().and_then(|cache| cache.get(&name)) {
+        return known.clone();
+    }
+    let info = command_info(ctx, &name).map(Arc::new);
+    let mut cache = cache();
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if cache.len() >= MAX_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(name, info.clone());
+    info
+}
+
+fn cache() -> std::sync::MutexGuard<'static, Option<Cache>> {
+    CACHE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Asks `COMMAND INFO` (its reply: name, arity, flags, ..., subcommands at index 9).
+fn command_info(ctx: &Context, name: &str) -> Option<CommandInfo> {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let reply: CallResult = ctx.call_ext("COMMAND", &options, &["INFO", name][..]);
+    let Ok(Record::List(infos)) = reply.as_ref().map(call_reply_to_record) else {
+        return None;
+    };
+    let Some(Record::List(info)) = infos.into_iter().next() else {
+        return None;
+    };
+    let flags = match info.get(2) {
+        Some(Record::List(flags)) => flags
+            .iter()
+            .filter_map(|f| match f {
+                Record::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let container = matches!(info.get(9), Some(Record::List(subs)) if !subs.is_empty());
+    Some(CommandInfo {
+        name: name.to_string(),
+        flags,
+        container,
+    })
+}
+
+/// Empties the cache when a module is loaded or unloaded (its commands come or go).
+pub(crate) fn follow_module_changes(ctx: &Context) -> Result<(), String> {
+    // SAFETY: subscribing during load, with a callback that never unwinds.
+    let status = unsafe {
+        raw::RedisModule_SubscribeToServerEvent.unwrap()(
+            ctx.ctx,
+            raw::RedisModuleEvent {
+                id: raw::REDISMODULE_EVENT_MODULE_CHANGE,
+                dataver: 1,
+            },
+            Some(module_changed),
+        )
+    };
+    if status == raw::REDISMODULE_OK as i32 {
+        Ok(())
+    } else {
+        Err("could not subscribe to module changes".into())
+    }
+}
+
+unsafe extern "C" fn module_changed(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    let _ = std::panic::catch_unwind(|| *cache() = None);
+}
