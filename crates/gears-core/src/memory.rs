@@ -70,25 +70,29 @@ static GLOBAL_LIMIT: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// The meter of the execution this thread works for (null: none). Kept alive by the
-    /// [`MeterScope`] that set it.
-    static METER: Cell<*const MemoryMeter> = const { Cell::new(std::ptr::null()) };
-    /// What this thread charged and has not yet added to the shared counters.
+    /// What this thread charged and has not yet added to the shared counters, and the meter it
+    /// charges (one thread-local: in a module, each is a call to find it).
     static PENDING: Pending = const { Pending::new() };
 }
 
-/// A thread's charges not yet added to Gears' shared totals: allocations are counted in plain
-/// thread-local arithmetic and reach the atomics once they add up to [`FLUSH_BYTES`] (two of the
-/// three atomic adds per allocation; they cost a worker running a registration a seventh of its
-/// time). The execution's meter is charged at once (see [`charge`]). Reads by
-/// the charging thread include its pending bytes, so its own figures stay exact; other threads
-/// see each thread's figure at most [`FLUSH_BYTES`] behind. Each field is its own cell, changed
-/// in place (copying the whole struct in and out of one cell stalled on every allocation).
+/// A thread's charges not yet added to Gears' shared totals and to its execution's meter:
+/// allocations are counted in plain thread-local arithmetic and reach the atomics once they add
+/// up to [`FLUSH_BYTES`] (an atomic add per allocation cost a worker running a registration a
+/// seventh of its time, and a sync registration a twentieth of the server's). Reads by the
+/// charging thread include its pending bytes, so its own figures (and its limit checks) stay
+/// exact; other threads see each thread's figure at most [`FLUSH_BYTES`] behind. Each field is
+/// its own cell, changed in place (copying the whole struct in and out of one cell stalled on
+/// every allocation).
 struct Pending {
     native: Cell<i64>,
     native_allocated: Cell<i64>,
     python: Cell<i64>,
     python_allocated: Cell<i64>,
+    /// The meter of the execution this thread works for (null: none). Kept alive by the
+    /// [`MeterScope`] that set it.
+    meter: Cell<*const MemoryMeter>,
+    /// Charged to `meter` and not yet added to it.
+    meter_owed: Cell<i64>,
 }
 
 impl Pending {
@@ -98,6 +102,18 @@ impl Pending {
             native_allocated: Cell::new(0),
             python: Cell::new(0),
             python_allocated: Cell::new(0),
+            meter: Cell::new(std::ptr::null()),
+            meter_owed: Cell::new(0),
+        }
+    }
+
+    /// Adds what this thread owes its meter to it.
+    fn settle_meter(&self) {
+        let owed = self.meter_owed.replace(0);
+        let meter = self.meter.get();
+        if owed != 0 && !meter.is_null() {
+            // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
+            unsafe { (*meter).used.fetch_add(owed, Ordering::Relaxed) };
         }
     }
 }
@@ -173,14 +189,12 @@ pub fn charge(pool: Pool, delta: i64) {
         if large {
             flush(pending);
         }
-    });
-    // The execution's meter is charged at once: its limit checks must see every byte, and a
-    // meter is one atomic of one execution, hardly contended.
-    let _ = METER.try_with(|meter| {
-        let meter = meter.get();
-        if !meter.is_null() {
-            // SAFETY: the pointer is set by a MeterScope that keeps the meter alive.
-            unsafe { (*meter).used.fetch_add(delta, Ordering::Relaxed) };
+        if !pending.meter.get().is_null() {
+            let owed = pending.meter_owed.get() + delta;
+            pending.meter_owed.set(owed);
+            if owed.abs() >= FLUSH_BYTES {
+                pending.settle_meter();
+            }
         }
     });
     if counted.is_err() {
@@ -260,10 +274,10 @@ pub fn global_limit() -> u64 {
 /// execution is never refused (Gears' own work, interpreter start-up).
 pub fn limit_passed(extra: u64) -> Option<LimitPassed> {
     let extra = i64::try_from(extra).unwrap_or(i64::MAX);
-    let (used, limit) = METER
-        .try_with(|meter| {
-            let meter = meter.get();
-            // SAFETY: see `charge`.
+    let (used, limit) = PENDING
+        .try_with(|pending| {
+            let meter = pending.meter.get();
+            // SAFETY: see `Pending::settle_meter`.
             (!meter.is_null()).then(|| unsafe { ((*meter).used(), (*meter).limit()) })
         })
         .ok()
@@ -300,8 +314,9 @@ impl LimitPassed {
     }
 }
 
-/// The memory an execution holds, as charged by the threads working for it, at every allocation
-/// (its limit checks see every byte; one execution's atomic is hardly contended).
+/// The memory an execution holds, as charged by the threads working for it (each thread's share
+/// at most [`FLUSH_BYTES`] behind, except for the thread that reads it: its limit checks see
+/// every byte it allocated).
 pub struct MemoryMeter {
     used: AtomicI64,
     limit: u64,
@@ -316,9 +331,18 @@ impl MemoryMeter {
         }
     }
 
-    /// Bytes charged to the meter.
+    /// Bytes charged to the meter (with what this thread owes it, if it charges it).
     pub fn used(&self) -> i64 {
-        self.used.load(Ordering::Relaxed)
+        let own = PENDING
+            .try_with(|pending| {
+                if std::ptr::eq(pending.meter.get(), self) {
+                    pending.meter_owed.get()
+                } else {
+                    0
+                }
+            })
+            .unwrap_or(0);
+        self.used.load(Ordering::Relaxed) + own
     }
 
     pub fn limit(&self) -> u64 {
@@ -335,14 +359,20 @@ pub struct MeterScope {
 impl MeterScope {
     pub fn enter(meter: &Arc<MemoryMeter>) -> Self {
         let meter = meter.clone();
-        let previous = METER.with(|current| current.replace(Arc::as_ptr(&meter)));
+        let previous = PENDING.with(|pending| {
+            pending.settle_meter();
+            pending.meter.replace(Arc::as_ptr(&meter))
+        });
         MeterScope { meter, previous }
     }
 }
 
 impl Drop for MeterScope {
     fn drop(&mut self) {
-        let _ = METER.try_with(|current| current.set(self.previous));
+        let _ = PENDING.try_with(|pending| {
+            pending.settle_meter();
+            pending.meter.set(self.previous);
+        });
         let _ = &self.meter;
     }
 }
@@ -401,6 +431,40 @@ mod tests {
         assert_eq!(meter.used(), 500);
         assert_eq!(used(Pool::Python) - before, 550);
         charge(Pool::Python, -550);
+    }
+
+    #[test]
+    fn another_threads_charges_reach_the_meter_when_its_scope_ends() {
+        let meter = Arc::new(MemoryMeter::new(0));
+        let worker = meter.clone();
+        std::thread::spawn(move || {
+            let _scope = MeterScope::enter(&worker);
+            charge(Pool::Native, 100);
+            // The charging thread sees its own bytes at once.
+            assert_eq!(worker.used(), 100);
+            charge(Pool::Native, -100);
+            charge(Pool::Native, 40);
+        })
+        .join()
+        .expect("the charging thread");
+        assert_eq!(meter.used(), 40);
+        // Large charges are added at once, without waiting for the scope's end.
+        let big = Arc::new(MemoryMeter::new(0));
+        let (entered, charged) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _scope = MeterScope::enter(&big);
+                charge(Pool::Native, FLUSH_BYTES);
+                entered.wait();
+                charged.wait();
+                charge(Pool::Native, -FLUSH_BYTES);
+            });
+            entered.wait();
+            assert_eq!(big.used(), FLUSH_BYTES);
+            charged.wait();
+        });
+        assert_eq!(big.used(), 0);
+        charge(Pool::Native, -40);
     }
 
     #[test]
