@@ -30,7 +30,8 @@ pub(crate) struct Config {
 }
 
 struct Values {
-    known: HashMap<&'static str, Value>,
+    /// Read several times per event: a fast hash of the (short, fixed) names.
+    known: HashMap<&'static str, Value, rustc_hash::FxBuildHasher>,
     extra: BTreeMap<String, String>,
 }
 
