@@ -135,7 +135,7 @@ impl GroupReader {
                 return Err(e);
             }
         };
-        let entries = entries_of(&reply).cloned().unwrap_or_default();
+        let entries = into_entries(reply);
         if (entries.len() as u64) < ask {
             self.done = true;
         }
@@ -163,7 +163,22 @@ impl GroupReader {
     }
 }
 
-/// The entries of an `XREADGROUP` reply for one stream: `[[key, [[id, [f, v, ...]], ...]]]`.
+/// The entries of an `XREADGROUP` reply for one stream (`[[key, [[id, [f, v, ...]], ...]]]`),
+/// taken out of it.
+fn into_entries(reply: Record) -> Vec<Record> {
+    let Record::List(streams) = reply else {
+        return Vec::new();
+    };
+    let Some(Record::List(mut pair)) = streams.into_iter().next() else {
+        return Vec::new();
+    };
+    match pair.get_mut(1) {
+        Some(Record::List(entries)) => std::mem::take(entries),
+        _ => Vec::new(),
+    }
+}
+
+/// The entries of an `XREADGROUP` reply, borrowed.
 fn entries_of(reply: &Record) -> Option<&Vec<Record>> {
     let Record::List(streams) = reply else {
         return None;
