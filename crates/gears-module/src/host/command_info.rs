@@ -20,8 +20,13 @@ use super::call::call_reply_to_record;
 pub(crate) struct CommandInfo {
     /// The full lowercase name: `get`, `config|get`.
     pub name: String,
-    /// Its flags (`write`, `readonly`, `admin`, ...).
+    /// Its flags (`write`, `readonly`, `admin`, ...), lowercase.
     pub flags: Vec<String>,
+    /// Where its keys are: the first and last key's positions and the step between keys
+    /// (`0, 0, 0` for none; a negative last counts from the end).
+    pub first: i64,
+    pub last: i64,
+    pub step: i64,
     /// True for a command with subcommands (`CONFIG`, `CLIENT`): the second argument names the
     /// subcommand that runs.
     container: bool,
@@ -60,6 +65,12 @@ pub(crate) fn command_of(ctx: &Context, args: &[Vec<u8>]) -> Option<Arc<CommandI
     }
 }
 
+/// The command named `name` exactly (`set`, `config|get`); `None` for an unknown one. Under the
+/// Redis lock.
+pub(crate) fn describe(ctx: &Context, name: &str) -> Option<Arc<CommandInfo>> {
+    lookup(ctx, name.to_ascii_lowercase())
+}
+
 fn lookup(ctx: &Context, name: String) -> Option<Arc<CommandInfo>> {
     if let Some(known) = cache().as_ref().and_then(|cache| cache.get(&name)) {
         return known.clone();
@@ -78,7 +89,8 @@ fn cache() -> std::sync::MutexGuard<'static, Option<Cache>> {
     CACHE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Asks `COMMAND INFO` (its reply: name, arity, flags, ..., subcommands at index 9).
+/// Asks `COMMAND INFO` (its reply: name, arity, flags, first key, last key, step, ...,
+/// subcommands at index 9).
 fn command_info(ctx: &Context, name: &str) -> Option<CommandInfo> {
     let options = CallOptionsBuilder::new().errors_as_replies().build();
     let reply: CallResult = ctx.call_ext("COMMAND", &options, &["INFO", name][..]);
@@ -92,16 +104,23 @@ fn command_info(ctx: &Context, name: &str) -> Option<CommandInfo> {
         Some(Record::List(flags)) => flags
             .iter()
             .filter_map(|f| match f {
-                Record::String(s) => Some(s.clone()),
+                Record::String(s) => Some(s.to_ascii_lowercase()),
                 _ => None,
             })
             .collect(),
         _ => Vec::new(),
     };
+    let integer = |i: usize| match info.get(i) {
+        Some(Record::Integer(n)) => *n,
+        _ => 0,
+    };
     let container = matches!(info.get(9), Some(Record::List(subs)) if !subs.is_empty());
     Some(CommandInfo {
         name: name.to_string(),
         flags,
+        first: integer(3),
+        last: integer(4),
+        step: integer(5),
         container,
     })
 }

@@ -24,11 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use gears_core::registration::{CommandKind, Trigger};
-use gears_core::{ExecutionMode, Record};
+use gears_core::ExecutionMode;
 use redis_module::{raw, Context};
 
 use super::{command_trigger, keys_trigger, Registration};
-use crate::host::call_internal;
 
 pub(crate) use super::inner_hook::{inner_hook, CommandCall, HookCall};
 
@@ -186,38 +185,14 @@ pub(super) fn hook_infos(ctx: &Context, trigger: &Trigger) -> Result<Vec<HookInf
 
 /// `COMMAND INFO command`: where its keys are, and its flags; `None` for an unknown command.
 fn command_info(ctx: &Context, command: &str) -> Option<(HookInfo, Vec<String>)> {
-    let args = [
-        b"COMMAND".to_vec(),
-        b"INFO".to_vec(),
-        command.as_bytes().to_vec(),
-    ];
-    let Ok(Record::List(infos)) = call_internal(ctx, &args) else {
-        return None;
-    };
-    let Some(Record::List(info)) = infos.into_iter().next() else {
-        return None;
-    };
-    let integer = |i: usize| match info.get(i) {
-        Some(Record::Integer(n)) => *n,
-        _ => 0,
-    };
-    let flags = match info.get(2) {
-        Some(Record::List(flags)) => flags
-            .iter()
-            .filter_map(|f| match f {
-                Record::String(s) => Some(s.to_ascii_lowercase()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let info = crate::host::command_info::describe(ctx, command)?;
     let hook = HookInfo {
         command: command.to_string(),
-        first: integer(3),
-        last: integer(4),
-        step: integer(5),
+        first: info.first,
+        last: info.last,
+        step: info.step,
     };
-    Some((hook, flags))
+    Some((hook, info.flags.clone()))
 }
 
 /// Refuses a hook on top of a hook that is not sync (its `call_next` would run on a worker,
