@@ -171,6 +171,25 @@ def test_explain_may_read_at_the_top_level(r):
     ]
 
 
+def test_made_up_command_names_are_not_kept(r):
+    # A read-only run judges each command by its flags, which Gears keeps per name: names no
+    # command has, however long, are not kept (300 of 64 KB here).
+    before = r.info("rg")["rg_used_memory_native"]
+    script = ("n = 0\n"
+              "for i in range(300):\n"
+              "    try:\n"
+              "        execute('x%d' % i + 'y' * 65536)\n"
+              "    except Exception:\n"
+              "        n += 1\n"
+              "execute('nosuch%d' % n)\n"
+              "GB().run()")
+    with pytest.raises(redis.ResponseError) as e:
+        r.execute_command("RG.EXPLAIN", "python", script)
+    assert "ERR unknown command 'nosuch300', with args beginning with: " in str(e.value)
+    assert r.info("rg")["rg_used_memory_native"] - before < 4 << 20
+    assert r.ping()
+
+
 def test_explain_needs_the_right_to_run_the_language(r, server):
     r.execute_command("ACL", "SETUSER", "luaonly", "reset", "on", "nopass", "~*", "+@read",
                       "+rg.luaexecute", "+rg.explain")

@@ -41,6 +41,9 @@ impl CommandInfo {
 /// The most names the cache keeps; past it, it starts again empty (unknown names come from
 /// scripts, so their number has no other bound).
 const MAX_ENTRIES: usize = 4096;
+/// The longest name the cache keeps (a command's full name is far shorter; a script's made-up
+/// name may be megabytes, asked about each time).
+const MAX_NAME: usize = 128;
 
 type Cache = HashMap<String, Option<Arc<CommandInfo>>>;
 
@@ -76,6 +79,9 @@ fn lookup(ctx: &Context, name: String) -> Option<Arc<CommandInfo>> {
         return known.clone();
     }
     let info = command_info(ctx, &name).map(Arc::new);
+    if name.len() > MAX_NAME {
+        return info;
+    }
     let mut cache = cache();
     let cache = cache.get_or_insert_with(HashMap::new);
     if cache.len() >= MAX_ENTRIES {
