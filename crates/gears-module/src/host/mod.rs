@@ -27,7 +27,8 @@ pub(crate) use current::{SessionHost, SyncRun};
 pub(crate) use main_thread::on_main_thread_soon;
 pub(crate) use user::{may_read_key, may_run, AclUser, ReadCheck};
 
-use call::{call_as, writes_paused, Called};
+pub(crate) use call::writes_paused;
+use call::{call_as, Called};
 
 use crate::registrations::hooks::{HookCall, NextHook};
 

@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
-use gears_core::{GearsError, Record, RecordReader, Result};
+use std::os::raw::c_long;
 
-use super::keys::hash_record;
+use gears_core::{GearsError, Record, RecordReader, Result};
+use redis_module::{raw, Context};
+
+use super::keys::{hash_fields_record, hash_record};
+use super::raw_keys::{close_key, key_type, open_key, string_bytes};
 use super::BATCH_SIZE;
 use crate::host::RedisHost;
 
@@ -55,6 +59,158 @@ pub(crate) fn stream_entry(key: &[u8], id: &str, flat: Vec<Record>) -> Record {
         (Record::from("id"), Record::from(id)),
         (Record::from("value"), hash_record(flat)),
     ])
+}
+
+/// A stream entry's record from its id and fields (read natively, see [`read_after`]).
+pub(crate) fn stream_entry_fields(key: &[u8], id: &str, fields: EntryFields) -> Record {
+    Record::Map(vec![
+        (Record::from("key"), Record::from(key.to_vec())),
+        (Record::from("id"), Record::from(id)),
+        (Record::from("value"), hash_fields_record(fields)),
+    ])
+}
+
+/// A stream entry id, `ms-seq` (`ms` alone is `ms-0`).
+pub(crate) fn parse_stream_id(id: &str) -> Option<raw::RedisModuleStreamID> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some(raw::RedisModuleStreamID {
+        ms: ms.parse().ok()?,
+        seq: seq.parse().ok()?,
+    })
+}
+
+/// A stream entry's fields, as (name, value) pairs in the entry's order.
+pub(crate) type EntryFields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Entries read by [`read_after`]: their ids (`ms-seq`) and fields, in order.
+pub(crate) struct StreamRange {
+    pub entries: Vec<(String, EntryFields)>,
+    /// The stream has no entry after the last one read (or is not a stream).
+    pub exhausted: bool,
+}
+
+/// Reads up to `count` entries of the stream `name` after `after` (exclusive) straight from
+/// the keyspace (the module stream iterator: no command, no reply to build and parse), stopping
+/// early once `max_bytes` are copied. The caller holds the Redis lock and has checked the
+/// user's right to read the stream.
+pub(crate) fn read_after(
+    ctx: &Context,
+    name: &[u8],
+    after: raw::RedisModuleStreamID,
+    count: usize,
+    max_bytes: usize,
+) -> StreamRange {
+    let mut range = StreamRange {
+        entries: Vec::new(),
+        exhausted: true,
+    };
+    let key = open_key(ctx, name);
+    if key_type(key) as isize != raw::REDISMODULE_KEYTYPE_STREAM {
+        close_key(key);
+        return range;
+    }
+    let mut start = after;
+    // SAFETY: an open stream key, under the Redis lock; the field strings the iterator gives
+    // are copied before the next call, and the iterator is stopped before the key is closed.
+    unsafe {
+        let flags = raw::REDISMODULE_STREAM_ITERATOR_EXCLUSIVE as i32;
+        if raw::RedisModule_StreamIteratorStart.unwrap()(
+            key,
+            flags,
+            &mut start,
+            std::ptr::null_mut(),
+        ) != raw::REDISMODULE_OK as i32
+        {
+            close_key(key);
+            return range;
+        }
+        let mut bytes = 0usize;
+        while range.entries.len() < count {
+            if bytes >= max_bytes {
+                range.exhausted = false;
+                break;
+            }
+            let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+            let mut fields: c_long = 0;
+            if raw::RedisModule_StreamIteratorNextID.unwrap()(key, &mut id, &mut fields)
+                != raw::REDISMODULE_OK as i32
+            {
+                break;
+            }
+            let mut entry = Vec::with_capacity(fields.max(0) as usize);
+            loop {
+                let mut field = std::ptr::null_mut();
+                let mut value = std::ptr::null_mut();
+                if raw::RedisModule_StreamIteratorNextField.unwrap()(key, &mut field, &mut value)
+                    != raw::REDISMODULE_OK as i32
+                {
+                    break;
+                }
+                let (field, value) = (string_bytes(field), string_bytes(value));
+                bytes += field.len() + value.len();
+                entry.push((field.to_vec(), value.to_vec()));
+            }
+            range.entries.push((format!("{}-{}", id.ms, id.seq), entry));
+        }
+        if range.entries.len() == count {
+            // Full: does another entry follow?
+            let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+            let mut fields: c_long = 0;
+            range.exhausted =
+                raw::RedisModule_StreamIteratorNextID.unwrap()(key, &mut id, &mut fields)
+                    != raw::REDISMODULE_OK as i32;
+        }
+        raw::RedisModule_StreamIteratorStop.unwrap()(key);
+    }
+    close_key(key);
+    range
+}
+
+/// The number of entries of the stream `name` after `after` (exclusive), counted up to `cap`
+/// (a backlog of more counts as `cap`). The caller holds the Redis lock.
+pub(crate) fn count_after(
+    ctx: &Context,
+    name: &[u8],
+    after: raw::RedisModuleStreamID,
+    cap: u64,
+) -> u64 {
+    let key = open_key(ctx, name);
+    if key_type(key) as isize != raw::REDISMODULE_KEYTYPE_STREAM {
+        close_key(key);
+        return 0;
+    }
+    let mut start = after;
+    let mut count = 0;
+    // SAFETY: an open stream key, under the Redis lock; every entry's fields are read before
+    // the next id is asked; the iterator is stopped before the key is closed.
+    unsafe {
+        let flags = raw::REDISMODULE_STREAM_ITERATOR_EXCLUSIVE as i32;
+        if raw::RedisModule_StreamIteratorStart.unwrap()(
+            key,
+            flags,
+            &mut start,
+            std::ptr::null_mut(),
+        ) == raw::REDISMODULE_OK as i32
+        {
+            let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+            let mut fields: c_long = 0;
+            while count < cap
+                && raw::RedisModule_StreamIteratorNextID.unwrap()(key, &mut id, &mut fields)
+                    == raw::REDISMODULE_OK as i32
+            {
+                count += 1;
+                // Redis 7.0 asserts when the next id is asked with fields of this entry unread.
+                let mut field = std::ptr::null_mut();
+                let mut value = std::ptr::null_mut();
+                while raw::RedisModule_StreamIteratorNextField.unwrap()(key, &mut field, &mut value)
+                    == raw::REDISMODULE_OK as i32
+                {}
+            }
+            raw::RedisModule_StreamIteratorStop.unwrap()(key);
+        }
+    }
+    close_key(key);
+    count
 }
 
 impl RecordReader for StreamReader {

@@ -11,11 +11,13 @@ use gears_core::{ExecutionMode, ExecutionOutcome, GearsError, Record, RecordRead
 
 use redis_module::{raw, Context};
 
+use super::groups::{groups, text};
 use super::reader::{Batch, GroupReader, Source};
 use super::{
     id_millis, lock, next_id, now_millis, rearm, stop, trigger, Cursor, Registration, Status,
 };
 use crate::host::{Access, Caller, RedisHost, SyncRun};
+use crate::readers::{count_after, parse_stream_id};
 
 /// Batches one job runs before it lets other jobs have the worker (`async`) or the main thread
 /// (`sync`).
@@ -192,8 +194,8 @@ fn recover_pending(
         return false;
     };
     // Counted under the lock, so that the events after it add to the right count.
-    let counted = host.with_lock(|_| {
-        let count = undelivered(&host, key, &trigger.group);
+    let counted = host.with_lock(|ctx| {
+        let count = undelivered(ctx, &host, key, &trigger.group);
         if let Some(count) = count {
             let mut state = lock(&cursor.state);
             state.undelivered = Some(count);
@@ -207,73 +209,27 @@ fn recover_pending(
     counted.is_some()
 }
 
-/// The entries the group has not read yet: its `lag` (`XINFO GROUPS`), else the stream's
-/// length (an overestimate: the next read finds out).
-fn undelivered(host: &RedisHost, key: &[u8], group: &str) -> Option<u64> {
+/// The most entries counted one by one at a recovery (a larger backlog counts as this many, and
+/// is counted again once they are read).
+const COUNT_CAP: u64 = 100_000;
+
+/// The entries after the group's position: its `lag` (`XINFO GROUPS`) when the server can
+/// tell, else counted (the group moves with `XGROUP SETID`, after which the server can tell
+/// only at the stream's ends); the stream's length without the group. The caller holds the lock.
+fn undelivered(ctx: &Context, host: &RedisHost, key: &[u8], group: &str) -> Option<u64> {
     let groups = groups(host, key)?;
-    let lag = groups.iter().find(|g| g.name == group).and_then(|g| g.lag);
-    if let Some(lag) = lag {
-        return Some(lag.max(0) as u64);
-    }
-    match host.execute(&command(&[b"XLEN", key])).ok()? {
-        Record::Integer(n) => Some(n.max(0) as u64),
-        _ => None,
-    }
-}
-
-/// What `XINFO GROUPS` says of one group.
-struct GroupInfo {
-    name: String,
-    pending: i64,
-    last_delivered: String,
-    /// `None` when the server can not tell (entries deleted past the group's position).
-    lag: Option<i64>,
-}
-
-/// The stream's groups (`XINFO GROUPS`, RESP2 lists or RESP3 maps).
-fn groups(host: &RedisHost, key: &[u8]) -> Option<Vec<GroupInfo>> {
-    let Ok(Record::List(groups)) = host.execute(&command(&[b"XINFO", b"GROUPS", key])) else {
-        return None;
-    };
-    let mut infos = Vec::with_capacity(groups.len());
-    for info in groups {
-        let fields = match info {
-            Record::List(items) => items,
-            Record::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            _ => continue,
-        };
-        let field = |name: &str| {
-            fields
-                .chunks(2)
-                .find(|pair| text(&pair[0]).as_deref() == Some(name))
-                .map(|pair| pair[1].clone())
-        };
-        let (Some(name), Some(Record::Integer(pending)), Some(last_delivered)) = (
-            field("name").and_then(|n| text(&n)),
-            field("pending"),
-            field("last-delivered-id").and_then(|d| text(&d)),
-        ) else {
-            continue;
-        };
-        let lag = match field("lag") {
-            Some(Record::Integer(lag)) => Some(lag),
+    match groups.iter().find(|g| g.name == group) {
+        Some(info) => match info.lag {
+            Some(lag) => Some(lag.max(0) as u64),
+            None => {
+                let after = parse_stream_id(&info.last_delivered)?;
+                Some(count_after(ctx, key, after, COUNT_CAP))
+            }
+        },
+        None => match host.execute(&command(&[b"XLEN", key])).ok()? {
+            Record::Integer(n) => Some(n.max(0) as u64),
             _ => None,
-        };
-        infos.push(GroupInfo {
-            name,
-            pending,
-            last_delivered,
-            lag,
-        });
-    }
-    Some(infos)
-}
-
-fn text(record: &Record) -> Option<String> {
-    match record {
-        Record::String(s) => Some(s.clone()),
-        Record::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        _ => None,
+        },
     }
 }
 
@@ -382,7 +338,7 @@ fn run_batch(
             }
         }
     }
-    let done = acknowledge_and_trim(registration, trigger, cursor, &ids);
+    let done = acknowledge_and_trim(registration, trigger, cursor, source, &ids);
     release(cursor);
     if done {
         Ended::Ran
@@ -404,24 +360,45 @@ fn first_error(outcome: &Result<ExecutionOutcome, String>) -> Option<String> {
     }
 }
 
-/// `XACK`s the batch's ids, then trims the stream (with `trimStream`) up to what every
-/// StreamReader registration on it has processed. False if the stream can not be written.
+/// Acknowledges the batch's ids (new entries: the group moves past the last one; pending
+/// ones: `XACK`), then trims the stream (with `trimStream`) up to what every StreamReader
+/// registration on it has processed. False if the stream can not be written.
 fn acknowledge_and_trim(
     registration: &Registration,
     trigger: &StreamTrigger,
     cursor: &Cursor,
+    source: Source,
     ids: &[String],
 ) -> bool {
     let Some(host) = bookkeeping_host(registration, cursor) else {
         return false;
     };
     let key = cursor.key.as_slice();
-    for chunk in ids.chunks(ACK_CHUNK) {
-        let mut args = command(&[b"XACK", key, trigger.group.as_bytes()]);
-        args.extend(chunk.iter().map(|id| id.as_bytes().to_vec()));
+    let group = trigger.group.as_bytes();
+    let acknowledgements: Vec<Vec<Vec<u8>>> = match (source, ids.last()) {
+        (_, None) => Vec::new(),
+        (Source::New, Some(last)) => {
+            vec![command(&[b"XGROUP", b"SETID", key, group, last.as_bytes()])]
+        }
+        (Source::Pending, Some(_)) => ids
+            .chunks(ACK_CHUNK)
+            .map(|chunk| {
+                let mut args = command(&[b"XACK", key, group]);
+                args.extend(chunk.iter().map(|id| id.as_bytes().to_vec()));
+                args
+            })
+            .collect(),
+    };
+    for args in acknowledgements {
         if let Err(e) = host.execute(&args) {
-            registration.record_run(Duration::ZERO, Some(e.to_string()), false);
+            let error = e.to_string();
             host.finish();
+            if error.starts_with("NOGROUP") || error.contains("requires the key to exist") {
+                // Destroyed (or the stream deleted) while the batch ran: the cursor starts over.
+                lock(&cursor.state).undelivered = None;
+                return true;
+            }
+            registration.record_run(Duration::ZERO, Some(error), false);
             return false;
         }
     }

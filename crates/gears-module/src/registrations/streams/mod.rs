@@ -8,12 +8,16 @@
 //! named after the session and the registration's place in its script, so an `UPGRADE` goes
 //! on where the old code stopped; `RG.UNREGISTER` destroys it.
 //!
-//! **Acknowledgements.** A batch is read with `XREADGROUP ... >` (the entries enter the
-//! group's pending list), run as one execution, and acknowledged (`XACK`) only when it
-//! succeeded (or failed under `onFailedPolicy='continue'`). Whenever a registration starts on
-//! a stream (registration, the end of loading, promotion to master, unpause, retry), it first
-//! runs what its pending list holds (`XREADGROUP ... 0`): after a crash, the batch that was in
-//! flight runs again; nothing acknowledged runs twice and nothing unacknowledged is lost.
+//! **Acknowledgements.** A batch is the entries after the group's last delivered id, read
+//! straight from the keyspace (the module stream iterator), run as one execution, and
+//! acknowledged only when it succeeded (or failed under `onFailedPolicy='continue'`), by moving
+//! the group past it (`XGROUP SETID`). The group's position is thus the last entry processed:
+//! after a crash, the batch that was in flight runs again; nothing acknowledged runs twice and
+//! nothing unacknowledged is lost. The entries never enter the group's pending list (reading
+//! with `XREADGROUP` inserted each one there and propagated an `XCLAIM` per entry: most of a
+//! batch's reading time). Whenever a registration starts on a stream (registration, the end of
+//! loading, promotion to master, unpause, retry), it first runs what its consumer's pending
+//! list holds (`XREADGROUP ... 0`: entries an older Gears read and did not acknowledge).
 //!
 //! **Trimming.** With `trimStream`, the entries every live StreamReader registration on the
 //! stream has processed are removed (`XTRIM MINID`), never one another still has to read.
@@ -29,6 +33,7 @@
 //! thread.
 
 mod consume;
+mod groups;
 mod reader;
 mod scan;
 mod state;

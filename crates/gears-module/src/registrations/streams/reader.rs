@@ -1,23 +1,36 @@
 //! Reading one batch of a stream through a registration's consumer group, as the records
 //! `{'key', 'id', 'value': {field: value}}` of one execution.
+//!
+//! New entries are read straight from the keyspace after the group's position (the module
+//! stream iterator): the group moves (`XGROUP SETID`) only once the batch succeeded, so the
+//! entries never enter the group's pending list. `XREADGROUP` (whose pending-list inserts,
+//! per-entry `XCLAIM` propagation and reply were most of a batch's read) serves only to recover
+//! pending entries that an older Gears left in a group, and to say why a user may not read.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use gears_core::{GearsError, Record, RecordReader, RedisAccess, Result};
+use redis_module::Context;
 
+use super::groups::parse_groups;
 use super::{lock, Cursor, CONSUMER};
-use crate::host::RedisHost;
+use crate::host::{call_internal, may_run, writes_paused, RedisHost};
+use crate::readers::{parse_stream_id, read_after, stream_entry_fields};
 
-/// The most entries one `XREADGROUP` asks for (a larger batch is read in several).
+/// The most entries one read asks for (a larger batch is read in several).
 const CHUNK: u64 = 512;
+/// The most bytes of entries one read copies under the Redis lock (the rest of the batch is
+/// read after the main thread had its turn).
+const CHUNK_BYTES: usize = 4 << 20;
 
 /// Which entries a batch reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Source {
-    /// New entries (`>`): they join the group's pending list.
+    /// The entries after the group's position (acknowledged by moving the group past them).
     New,
-    /// The group's pending entries: read before, never acknowledged (a crash, a failure).
+    /// The group's pending list (`XREADGROUP ... 0`): entries an older Gears read and did not
+    /// acknowledge (acknowledged with `XACK`).
     Pending,
 }
 
@@ -38,8 +51,11 @@ pub(super) struct GroupReader {
     source: Source,
     /// Entries still to read for this batch.
     left: u64,
-    /// The last id read (pending entries are read after it).
+    /// The last id read (the batch's next read starts after it).
     after: String,
+    /// Some read of this batch found entries (`after` is where the next one starts; before,
+    /// the group's position is).
+    read_any: bool,
     done: bool,
     batch: Arc<Mutex<Batch>>,
     /// The first chunk, read before the execution exists (an empty batch runs nothing).
@@ -63,6 +79,7 @@ impl GroupReader {
             source,
             left: size.max(1),
             after: "0".into(),
+            read_any: false,
             done: false,
             batch,
             first: None,
@@ -76,13 +93,25 @@ impl GroupReader {
         }
     }
 
-    /// One `XREADGROUP`, counted on the cursor while the Redis lock is held (so that the count
-    /// and the events agree).
+    /// One read, counted on the cursor while the Redis lock is held (so that the count and the
+    /// events agree).
     fn read(&mut self) -> Result<Option<Vec<Record>>> {
         if self.done || self.left == 0 {
             return Ok(None);
         }
         let ask = self.left.min(CHUNK);
+        if self.source == Source::New {
+            match self.read_new(ask)? {
+                NewRead::Entries(records) => return Ok(records),
+                NewRead::NoGroup => {
+                    self.done = true;
+                    lock(&self.batch).no_group = true;
+                    return Ok(None);
+                }
+                // `XREADGROUP` below fails with the server's own words for it.
+                NewRead::Refused => {}
+            }
+        }
         let from = match self.source {
             Source::New => ">".to_string(),
             Source::Pending => self.after.clone(),
@@ -161,6 +190,107 @@ impl GroupReader {
         }
         Ok(Some(records))
     }
+}
+
+/// Why a sync job does not read while writes are paused (its job tries again later).
+const PAUSED: &str = "ERR writes are paused (CLIENT PAUSE); the batch waits";
+
+/// What reading new entries found.
+enum NewRead {
+    /// The records of the entries read (`None`: none).
+    Entries(Option<Vec<Record>>),
+    /// No such group (or no such stream).
+    NoGroup,
+    /// The user may not read the stream through the group (or no longer exists).
+    Refused,
+}
+
+impl GroupReader {
+    /// Reads up to `ask` entries after the group's position (and after what this batch read
+    /// already), under one hold of the Redis lock.
+    fn read_new(&mut self, ask: u64) -> Result<NewRead> {
+        self.host.control().check()?;
+        let host = self.host.clone();
+        let cursor = self.cursor.clone();
+        let key = self.cursor.key.clone();
+        let group = self.group.clone();
+        let after = self.read_any.then(|| self.after.clone());
+        // Not while writes are paused: the batch's acknowledgement (and likely its commands)
+        // would be refused. An async read waits for the end of the pause; a sync one (the main
+        // thread) can not, and its job tries again later.
+        let read = host.with_lock_unpaused(|ctx| -> Result<Option<_>> {
+            if writes_paused() {
+                return Err(GearsError::Redis(PAUSED.into()));
+            }
+            let Some(after) = after.or_else(|| group_position(ctx, &key, &group)) else {
+                return Ok(None);
+            };
+            let user = host.user().name().as_bytes();
+            if !may_run(ctx, user, &xreadgroup(&group, &key)) {
+                return Ok(Some(None));
+            }
+            let start = parse_stream_id(&after)
+                .ok_or_else(|| GearsError::Internal(format!("bad stream id '{after}'")))?;
+            let range = read_after(ctx, &key, start, ask as usize, CHUNK_BYTES);
+            let read = range.entries.len() as u64;
+            let mut state = lock(&cursor.state);
+            state.undelivered = match state.undelivered {
+                _ if range.exhausted => Some(0),
+                // More follow than were counted (a count capped at recovery): count again.
+                Some(n) if n <= read => None,
+                other => other.map(|n| n - read),
+            };
+            state.in_flight += read;
+            state.waiting_since = match state.undelivered {
+                Some(0) => None,
+                _ => Some(Instant::now()),
+            };
+            Ok(Some(Some(range)))
+        })?;
+        let range = match read {
+            None => return Ok(NewRead::NoGroup),
+            Some(None) => return Ok(NewRead::Refused),
+            Some(Some(range)) => range,
+        };
+        if range.exhausted {
+            self.done = true;
+        }
+        self.read_any = true;
+        self.left -= (range.entries.len() as u64).min(self.left);
+        if range.entries.is_empty() {
+            return Ok(NewRead::Entries(None));
+        }
+        let mut records = Vec::with_capacity(range.entries.len());
+        let mut batch = lock(&self.batch);
+        for (id, fields) in range.entries {
+            records.push(stream_entry_fields(&self.cursor.key, &id, fields));
+            batch.ids.push(id.clone());
+            self.after = id;
+        }
+        Ok(NewRead::Entries(Some(records)))
+    }
+}
+
+/// The group's position (its last delivered id), `None` without the group or the stream.
+fn group_position(ctx: &Context, key: &[u8], group: &str) -> Option<String> {
+    let reply = call_internal(ctx, &[b"XINFO".to_vec(), b"GROUPS".to_vec(), key.to_vec()]).ok()?;
+    parse_groups(reply)
+        .into_iter()
+        .find(|g| g.name == group)
+        .map(|g| g.last_delivered)
+}
+
+/// The `XREADGROUP` that reading new entries stands for (what the user's ACL rules must allow).
+fn xreadgroup<'a>(group: &'a str, key: &'a [u8]) -> [&'a [u8]; 7] {
+    [
+        b"XREADGROUP",
+        b"GROUP",
+        group.as_bytes(),
+        CONSUMER.as_bytes(),
+        b"STREAMS",
+        key,
+        b">",
+    ]
 }
 
 /// The entries of an `XREADGROUP` reply for one stream (`[[key, [[id, [f, v, ...]], ...]]]`),
