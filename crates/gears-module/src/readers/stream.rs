@@ -150,7 +150,7 @@ pub(crate) fn read_after(
                 bytes += field.len() + value.len();
                 entry.push((field.to_vec(), value.to_vec()));
             }
-            range.entries.push((format!("{}-{}", id.ms, id.seq), entry));
+            range.entries.push((stream_id_string(id), entry));
         }
         if range.entries.len() == count {
             // Full: does another entry follow?
@@ -164,6 +164,29 @@ pub(crate) fn read_after(
     }
     close_key(key);
     range
+}
+
+/// An entry id as text, `ms-seq` (without the formatting machinery: one per entry read).
+pub(crate) fn stream_id_string(id: raw::RedisModuleStreamID) -> String {
+    fn push(text: &mut String, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Only ASCII digits.
+        text.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+    }
+    let mut text = String::with_capacity(41);
+    push(&mut text, id.ms);
+    text.push('-');
+    push(&mut text, id.seq);
+    text
 }
 
 /// The number of entries of the stream `name` after `after` (exclusive), counted up to `cap`
@@ -286,5 +309,29 @@ impl RecordReader for StreamReader {
             return Ok(None);
         }
         Ok(Some(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_as_text_and_back() {
+        let id = |ms, seq| raw::RedisModuleStreamID { ms, seq };
+        assert_eq!(stream_id_string(id(0, 0)), "0-0");
+        assert_eq!(
+            stream_id_string(id(1_700_000_000_123, 7)),
+            "1700000000123-7"
+        );
+        assert_eq!(
+            stream_id_string(id(u64::MAX, u64::MAX)),
+            format!("{}-{}", u64::MAX, u64::MAX)
+        );
+        let back = parse_stream_id("1700000000123-7").unwrap();
+        assert_eq!((back.ms, back.seq), (1_700_000_000_123, 7));
+        let bare = parse_stream_id("42").unwrap();
+        assert_eq!((bare.ms, bare.seq), (42, 0));
+        assert!(parse_stream_id("x-1").is_none() && parse_stream_id("1-").is_none());
     }
 }

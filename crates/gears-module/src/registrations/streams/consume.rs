@@ -48,6 +48,8 @@ pub(super) fn job(registration: &Arc<Registration>, cursor: &Arc<Cursor>) {
     if !sync {
         crate::executions::stats::worker_busy();
     }
+    // What another job or a command did to the group since is not known here.
+    lock(&cursor.state).position = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_batches(registration, cursor, access)
     }));
@@ -150,6 +152,7 @@ fn recover_pending(
     cursor: &Arc<Cursor>,
     access: Access,
 ) -> bool {
+    lock(&cursor.state).position = None;
     let Some(host) = bookkeeping_host(registration, cursor) else {
         return false;
     };
@@ -389,6 +392,7 @@ fn acknowledge_and_trim(
             })
             .collect(),
     };
+    lock(&cursor.state).position = None;
     for args in acknowledgements {
         if let Err(e) = host.execute(&args) {
             let error = e.to_string();
@@ -401,6 +405,9 @@ fn acknowledge_and_trim(
             registration.record_run(Duration::ZERO, Some(error), false);
             return false;
         }
+    }
+    if let (Source::New, Some(last)) = (source, ids.last()) {
+        lock(&cursor.state).position = Some(last.clone());
     }
     if trigger.trim {
         if let Some(last) = ids.last() {

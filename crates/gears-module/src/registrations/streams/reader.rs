@@ -214,7 +214,10 @@ impl GroupReader {
         let cursor = self.cursor.clone();
         let key = self.cursor.key.clone();
         let group = self.group.clone();
-        let after = self.read_any.then(|| self.after.clone());
+        let after = match self.read_any {
+            true => Some(self.after.clone()),
+            false => lock(&cursor.state).position.clone(),
+        };
         // Not while writes are paused: the batch's acknowledgement (and likely its commands)
         // would be refused. An async read waits for the end of the pause; a sync one (the main
         // thread) can not, and its job tries again later.

@@ -170,4 +170,7 @@ pub(super) struct CursorState {
     pub(super) timer: bool,
     /// Writes were paused: a timer runs the cursor again (nothing else starts it meanwhile).
     pub(super) paused_retry: bool,
+    /// The group's position as the running job left it (the last batch it acknowledged), so
+    /// that its next batch need not ask the group; `None`: ask (`XINFO GROUPS`).
+    pub(super) position: Option<String>,
 }
