@@ -17,7 +17,7 @@ within 0.8x of the ceiling.
 
 Usage:
   .venv/bin/python bench/streams.py [--port P] [--server-bin redis-server] [--requests N]
-                                    [--clients C]
+                                    [--clients C] [--rounds R] [--only python,lua,rhai]
 """
 
 import argparse
@@ -101,6 +101,44 @@ def unregister_all(r):
         r.execute_command("RG.UNREGISTER", registration[1])
 
 
+def one_round(r, args, failed):
+    """Measures the ceiling, the client-side consumer and each language once; returns the
+    ratios {name: (XADD / ceiling, processed / client's processed)}."""
+    xadd_load(args.port, args.requests // 4, args.clients)  # warm up
+    r.flushall()
+    ceiling = xadd_load(args.port, args.requests, args.clients)
+    print("  %-22s XADD %9.0f rps" % ("XADD alone (ceiling)", ceiling))
+
+    r.flushall()
+    ready = multiprocessing.Event()
+    consumer = multiprocessing.Process(target=client_consumer,
+                                       args=(args.port, args.requests, ready))
+    consumer.start()
+    ready.wait(10)
+    rps, client_rate, lost = measure(r, args.port, args.requests, args.clients)
+    consumer.join(30)
+    if consumer.is_alive():
+        consumer.kill()
+    failed.append(lost != 0)
+    ratios = {"client": (rps / ceiling, 1.0)}
+    print("  %-22s XADD %9.0f rps x%.2f   processed %9.0f/s          lost %d" % (
+        "client-side consumer", rps, rps / ceiling, client_rate, lost))
+
+    for language, (command, script) in SCRIPTS.items():
+        if args.only and language not in args.only.split(","):
+            continue
+        r.flushall()
+        unregister_all(r)
+        r.execute_command(command, script)
+        rps, rate, lost = measure(r, args.port, args.requests, args.clients)
+        failed.append(lost != 0)
+        ratios[language] = (rps / ceiling, rate / client_rate)
+        print("  %-22s XADD %9.0f rps x%.2f   processed %9.0f/s x%.2f   lost %d" % (
+            "gears " + language, rps, rps / ceiling, rate, rate / client_rate, lost))
+    unregister_all(r)
+    return ratios
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,45 +148,32 @@ def main():
     parser.add_argument("--venv", default=os.path.join(ROOT, ".venv"))
     parser.add_argument("--requests", type=int, default=200000)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds, each with its own ceiling and client-side baseline; the "
+                             "summary gives each ratio's median (this VM's speed drifts)")
+    parser.add_argument("--only", default="", help="languages, comma-separated (default: all)")
     args = parser.parse_args()
     server = Server(args.server_bin, args.port, args.module, args.venv)
-    failed = False
+    failed = []
+    rounds = []
     try:
         r = server.client
         print("server: %s; redis-benchmark XADD s * f v, %d clients, %d entries"
               % (r.info("server").get("redis_version"), args.clients, args.requests))
-        xadd_load(args.port, args.requests // 4, args.clients)  # warm up
-        r.flushall()
-        ceiling = xadd_load(args.port, args.requests, args.clients)
-        print("  %-22s XADD %9.0f rps" % ("XADD alone (ceiling)", ceiling))
-
-        r.flushall()
-        ready = multiprocessing.Event()
-        consumer = multiprocessing.Process(target=client_consumer,
-                                           args=(args.port, args.requests, ready))
-        consumer.start()
-        ready.wait(10)
-        rps, rate, lost = measure(r, args.port, args.requests, args.clients)
-        consumer.join(30)
-        if consumer.is_alive():
-            consumer.kill()
-        client_rate = rate
-        failed |= lost != 0
-        print("  %-22s XADD %9.0f rps x%.2f   processed %9.0f/s          lost %d" % (
-            "client-side consumer", rps, rps / ceiling, rate, lost))
-
-        for language, (command, script) in SCRIPTS.items():
-            r.flushall()
-            unregister_all(r)
-            r.execute_command(command, script)
-            rps, rate, lost = measure(r, args.port, args.requests, args.clients)
-            failed |= lost != 0
-            print("  %-22s XADD %9.0f rps x%.2f   processed %9.0f/s x%.2f   lost %d" % (
-                "gears " + language, rps, rps / ceiling, rate, rate / client_rate, lost))
-        unregister_all(r)
+        for n in range(args.rounds):
+            print("round %d" % (n + 1))
+            rounds.append(one_round(r, args, failed))
     finally:
         server.stop()
-    return 1 if failed else 0
+    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    print("median over %d rounds (XADD / ceiling, processed / client-side consumer's):" % len(rounds))
+    for name in rounds[0]:
+        xadd = [ratios[name][0] for ratios in rounds]
+        processed = [ratios[name][1] for ratios in rounds]
+        print("  %-22s XADD x%.2f (%s)   processed x%.2f (%s)" % (
+            name, median(xadd), " ".join("%.2f" % x for x in xadd),
+            median(processed), " ".join("%.2f" % x for x in processed)))
+    return 1 if any(failed) else 0
 
 
 if __name__ == "__main__":
