@@ -214,7 +214,7 @@ fn recover_pending(
 
 /// The most entries counted one by one at a recovery (a larger backlog counts as this many, and
 /// is counted again once they are read).
-const COUNT_CAP: u64 = 100_000;
+const COUNT_CAP: u64 = 10_000;
 
 /// The entries after the group's position: its `lag` (`XINFO GROUPS`) when the server can
 /// tell, else counted (the group moves with `XGROUP SETID`, after which the server can tell
