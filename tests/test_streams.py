@@ -262,6 +262,87 @@ def test_a_batch_of_large_entries_is_read_in_parts(rr):
     assert wait_for(lambda: rr.xlen("big") == 0)
 
 
+def test_a_stream_renamed_over_the_one_a_batch_reads_keeps_its_own_position(rr):
+    # Found by a review: the batch read from the old `q1` must not move the group of the stream
+    # renamed over it (that one's first entries never ran).
+    gears(rr, "python", "import time\n"
+                        "def f(x):\n"
+                        "    execute('rpush', 'ids', x['key'] + '/' + x['id'])\n"
+                        "    time.sleep(0.3)\n"
+                        "GB('StreamReader').foreach(f).register('q*', batch=3, trimStream=False)")
+    rr.xadd("q2", {"a": 1}, id="1-1")
+    rr.xadd("q2", {"a": 1}, id="1-2")
+    for i in (1, 2, 3):
+        rr.xadd("q1", {"a": 1}, id="5-%d" % i)
+    assert wait_for(lambda: rr.llen("ids") >= 1)
+    rr.rename("q2", "q1")
+    assert wait_for(lambda: rr.llen("ids") == 5, timeout=5)
+    assert rr.lrange("ids", 0, -1) == ["q1/5-1", "q1/5-2", "q1/5-3", "q1/1-1", "q1/1-2"]
+    assert wait_for(lambda: rr.xinfo_groups("q1")[0]["last-delivered-id"] == "1-2")
+
+
+def test_a_group_moved_by_a_user_replays_the_stream(rr):
+    gears(rr, "python", counting("python", "rp", "n", trimStream=False), "ID", "rp")
+    ids = [rr.xadd("rp", {"f": str(i)}) for i in range(3)]
+    assert wait_for(lambda: count(rr, "n") == 3)
+    assert rr.xgroup_setid("rp", "__gears_consumer_group__:rp:0", ids[0])
+    assert wait_for(lambda: count(rr, "n") == 5)
+    assert rr.lrange("n:ids", 0, -1) == ids + ids[1:]
+
+
+def test_a_batch_that_can_not_be_acknowledged_is_not_run_again_and_again(server, rr):
+    # Found by a review: a failed XGROUP SETID left the group where it was, and the same batch
+    # ran again at once, forever.
+    rr.execute_command("ACL", "SETUSER", "nosetid", "on", ">pw", "~*", "+@all", "-xgroup|setid")
+    try:
+        bob = server.new_client(username="nosetid", password="pw")
+        gears(bob, "python", counting("python", "na", "n", batch=2))
+        ids = [rr.xadd("na", {"f": str(i)}) for i in range(10)]
+        assert wait_for(lambda: count(rr, "n") == 10)
+        time.sleep(0.3)
+        assert count(rr, "n") == 10 and rr.lrange("n:ids", 0, -1) == ids
+        d = data(only(rr))
+        assert d["numFailures"] == 5 and "NOPERM" in d["lastError"], d
+        assert rr.xinfo_groups("na")[0]["last-delivered-id"] == "0-0"
+    finally:
+        for r in registrations(rr):
+            rr.execute_command("RG.UNREGISTER", r[1])
+        rr.execute_command("ACL", "DELUSER", "nosetid")
+
+
+def test_a_registration_whose_user_lost_the_stream_does_not_hold_back_trimming(server, rr):
+    rr.execute_command("ACL", "SETUSER", "lost", "on", ">pw", "~*", "+@all")
+    try:
+        lost = server.new_client(username="lost", password="pw")
+        gears(rr, "python", counting("python", "tr", "a"))
+        gears(lost, "python", counting("python", "tr", "b"))
+        rr.xadd("tr", {"f": "0"})
+        assert wait_for(lambda: count(rr, "a") == 1 and count(rr, "b") == 1)
+        assert wait_for(lambda: rr.xlen("tr") == 0)
+        rr.execute_command("ACL", "SETUSER", "lost", "resetkeys", "~b")
+        for i in range(5):
+            rr.xadd("tr", {"f": str(i)})
+        assert wait_for(lambda: count(rr, "a") == 6)
+        assert wait_for(lambda: rr.xlen("tr") == 0)
+    finally:
+        for r in registrations(rr):
+            rr.execute_command("RG.UNREGISTER", r[1])
+        rr.execute_command("ACL", "DELUSER", "lost")
+
+
+def test_keys_that_are_not_streams_arriving_by_rename_restore_or_copy_are_ignored(rr):
+    gears(rr, "python", counting("python", "*", "n"))
+    rr.set("a", "1")
+    rr.rename("a", "b")
+    rr.execute_command("COPY", "b", "c")
+    rr.hset("h", "f", "v")
+    rr.execute_command("RESTORE", "h2", 0, rr.dump("h"))
+    rr.xadd("s", {"f": "1"})
+    assert wait_for(lambda: count(rr, "n") == 1)
+    d = data(only(rr))
+    assert d["numFailures"] == 0 and d["numTriggered"] == 1, d
+
+
 def failing(language, **opts):
     """A registration on `f` that INCRs `ok` per entry, or fails while `fail` is 1."""
     o = options(language, opts)

@@ -19,7 +19,7 @@ pub(crate) use event::{event_record, records_ahead, Ahead};
 pub(crate) use keys::KeysReader;
 pub(crate) use raw_keys::{close_key, key_type, open_key, opening_key, string_bytes, type_name};
 pub(crate) use stream::{
-    count_after, parse_stream_id, read_after, stream_entry, stream_entry_fields,
+    count_after, parse_stream_id, read_after, stream_entry, stream_entry_fields, StreamRange,
 };
 pub(crate) use values::read_open_key;
 

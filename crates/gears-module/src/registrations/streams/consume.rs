@@ -48,8 +48,6 @@ pub(super) fn job(registration: &Arc<Registration>, cursor: &Arc<Cursor>) {
     if !sync {
         crate::executions::stats::worker_busy();
     }
-    // What another job or a command did to the group since is not known here.
-    lock(&cursor.state).position = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_batches(registration, cursor, access)
     }));
@@ -94,7 +92,7 @@ fn run_batches(registration: &Arc<Registration>, cursor: &Arc<Cursor>, access: A
         }
         match run_batch(registration, trigger, cursor, Source::New, access) {
             Ended::Ran => {}
-            Ended::NoGroup => lock(&cursor.state).undelivered = None,
+            Ended::NoGroup => no_group(cursor),
             Ended::Empty => {
                 lock(&cursor.state).flush = false;
                 return;
@@ -102,6 +100,13 @@ fn run_batches(registration: &Arc<Registration>, cursor: &Arc<Cursor>, access: A
             Ended::Stop => return,
         }
     }
+}
+
+/// The group (or its stream) is gone: the cursor recovers (makes it again) at its next turn.
+fn no_group(cursor: &Cursor) {
+    let mut state = lock(&cursor.state);
+    state.undelivered = None;
+    state.position = None;
 }
 
 /// True while the registration may run batches: live, status OK, on a master.
@@ -152,7 +157,6 @@ fn recover_pending(
     cursor: &Arc<Cursor>,
     access: Access,
 ) -> bool {
-    lock(&cursor.state).position = None;
     let Some(host) = bookkeeping_host(registration, cursor) else {
         return false;
     };
@@ -161,7 +165,8 @@ fn recover_pending(
     let created = host.execute(&command(&[b"XGROUP", b"CREATE", key, group, b"0"]));
     host.finish();
     match created {
-        Ok(_) => {}
+        // A new group, at the stream's start.
+        Ok(_) => lock(&cursor.state).position = None,
         Err(GearsError::Redis(e)) if e.starts_with("BUSYGROUP") => {}
         Err(e) => {
             let error = e.to_string();
@@ -187,7 +192,7 @@ fn recover_pending(
             Ended::Empty => break,
             // Destroyed meanwhile: made again at the job's next turn (at most a few per job).
             Ended::NoGroup => {
-                lock(&cursor.state).undelivered = None;
+                no_group(cursor);
                 return true;
             }
             Ended::Stop => return false,
@@ -277,6 +282,7 @@ fn run_batch(
     });
     reading.finish();
     let ids = std::mem::take(&mut lock(&batch).ids);
+    let generation = lock(&batch).generation;
     let no_group = lock(&batch).no_group;
     let read_error = lock(&batch).read_error.take();
     let outcome = match outcome {
@@ -341,7 +347,7 @@ fn run_batch(
             }
         }
     }
-    let done = acknowledge_and_trim(registration, trigger, cursor, source, &ids);
+    let done = acknowledge_and_trim(registration, trigger, cursor, source, &ids, generation);
     release(cursor);
     if done {
         Ended::Ran
@@ -363,57 +369,105 @@ fn first_error(outcome: &Result<ExecutionOutcome, String>) -> Option<String> {
     }
 }
 
-/// Acknowledges the batch's ids (new entries: the group moves past the last one; pending
-/// ones: `XACK`), then trims the stream (with `trimStream`) up to what every StreamReader
-/// registration on it has processed. False if the stream can not be written.
+/// How acknowledging a batch of new entries went.
+enum Acked {
+    Done,
+    /// The stream under the name was replaced while the batch ran (renamed or restored over,
+    /// flushed, swapped, reloaded): its group is not moved (a recovery runs that stream from
+    /// its own position).
+    Replaced,
+    /// The group or the stream is gone.
+    Gone,
+    Failed(String),
+}
+
+/// Acknowledges the batch's ids (new entries: the group moves past the last one, unless the
+/// stream was replaced meanwhile; pending ones: `XACK`), then trims the stream (with
+/// `trimStream`) up to what every StreamReader registration on it has processed. False if the
+/// stream can not be written.
 fn acknowledge_and_trim(
     registration: &Registration,
     trigger: &StreamTrigger,
     cursor: &Cursor,
     source: Source,
     ids: &[String],
+    generation: u64,
 ) -> bool {
+    let Some(last) = ids.last() else {
+        return true;
+    };
     let Some(host) = bookkeeping_host(registration, cursor) else {
         return false;
     };
     let key = cursor.key.as_slice();
     let group = trigger.group.as_bytes();
-    let acknowledgements: Vec<Vec<Vec<u8>>> = match (source, ids.last()) {
-        (_, None) => Vec::new(),
-        (Source::New, Some(last)) => {
-            vec![command(&[b"XGROUP", b"SETID", key, group, last.as_bytes()])]
-        }
-        (Source::Pending, Some(_)) => ids
-            .chunks(ACK_CHUNK)
-            .map(|chunk| {
+    let gone =
+        |error: &str| error.starts_with("NOGROUP") || error.contains("requires the key to exist");
+    let acked = match source {
+        // Checked and moved in one hold of the lock: no replacement can come between.
+        Source::New => host.with_lock_unpaused(|_| {
+            if lock(&cursor.state).generation != generation {
+                return Acked::Replaced;
+            }
+            let setid = command(&[b"XGROUP", b"SETID", key, group, last.as_bytes()]);
+            match super::as_acknowledgement(|| host.execute(&setid)) {
+                Ok(_) => Acked::Done,
+                Err(e) if gone(&e.to_string()) => Acked::Gone,
+                Err(e) => Acked::Failed(e.to_string()),
+            }
+        }),
+        Source::Pending => {
+            let mut acked = Acked::Done;
+            for chunk in ids.chunks(ACK_CHUNK) {
                 let mut args = command(&[b"XACK", key, group]);
                 args.extend(chunk.iter().map(|id| id.as_bytes().to_vec()));
-                args
-            })
-            .collect(),
+                if let Err(e) = host.execute(&args) {
+                    let error = e.to_string();
+                    acked = if gone(&error) {
+                        Acked::Gone
+                    } else {
+                        Acked::Failed(error)
+                    };
+                    break;
+                }
+            }
+            acked
+        }
     };
-    lock(&cursor.state).position = None;
-    for args in acknowledgements {
-        if let Err(e) = host.execute(&args) {
-            let error = e.to_string();
+    match acked {
+        Acked::Done => {
+            if source == Source::New {
+                lock(&cursor.state).position = Some(last.clone());
+            }
+        }
+        Acked::Replaced => {
             host.finish();
-            if error.starts_with("NOGROUP") || error.contains("requires the key to exist") {
-                // Destroyed (or the stream deleted) while the batch ran: the cursor starts over.
-                lock(&cursor.state).undelivered = None;
-                return true;
+            return true;
+        }
+        Acked::Gone => {
+            // Destroyed (or the stream deleted) while the batch ran: the cursor starts over.
+            let mut state = lock(&cursor.state);
+            state.undelivered = None;
+            state.position = None;
+            drop(state);
+            host.finish();
+            return true;
+        }
+        Acked::Failed(error) => {
+            // The batch ran: the next one starts after it (not again in a loop); the group
+            // catches up at the next acknowledgement that succeeds (a restart before that runs
+            // these entries again: at least once).
+            if source == Source::New {
+                lock(&cursor.state).position = Some(last.clone());
             }
             registration.record_run(Duration::ZERO, Some(error), false);
+            host.finish();
             return false;
         }
     }
-    if let (Source::New, Some(last)) = (source, ids.last()) {
-        lock(&cursor.state).position = Some(last.clone());
-    }
     if trigger.trim {
-        if let Some(last) = ids.last() {
-            if let Some(min) = trim_point(&host, registration, cursor, trigger, last) {
-                let _ = host.execute(&command(&[b"XTRIM", key, b"MINID", min.as_bytes()]));
-            }
+        if let Some(min) = trim_point(&host, registration, cursor, trigger, last) {
+            let _ = host.execute(&command(&[b"XTRIM", key, b"MINID", min.as_bytes()]));
         }
     }
     host.finish();
@@ -432,8 +486,8 @@ fn trim_point(
     last: &str,
 ) -> Option<String> {
     let mine = next_id(last)?;
-    // The other live registrations on this stream: those that read it, or may (one whose
-    // user may not read it never will: it holds nothing back).
+    // The other live registrations on this stream whose user may read it (one whose user may
+    // not, or no longer exists, holds nothing back: its cursor may date from before).
     let candidates: Vec<Arc<Registration>> = super::super::all()
         .iter()
         .filter(|r| !r.is_removed() && r.id != registration.id)
@@ -449,13 +503,7 @@ fn trim_point(
         host.with_lock(|ctx| {
             candidates
                 .iter()
-                .filter(|r| {
-                    let reads = r
-                        .stream
-                        .as_ref()
-                        .is_some_and(|s| s.cursor(cursor.db, &cursor.key).is_some());
-                    reads || super::may_consume(ctx, r, &cursor.key)
-                })
+                .filter(|r| super::may_consume(ctx, r, &cursor.key))
                 .filter_map(|r| super::trigger(r).map(|t| t.group.clone()))
                 .collect()
         })

@@ -147,14 +147,32 @@ pub(super) fn on_event(ctx: &Context, event: &str, key: &[u8], db: i32) {
             "del" | "expired" | "evicted" | "rename_from" | "move_from" | "set" => {
                 forget(state, db, key)
             }
-            // A stream arrived whole: run what it holds.
+            // Someone moved or destroyed a group on the stream (a registration's, to replay the
+            // stream, say): each registration starts again from its group's position (made
+            // again if destroyed). Gears' own acknowledgements are not news.
+            "xgroup-setid" | "xgroup-destroy" if !acknowledging() => {
+                let Some(cursor) = state.cursor(db, key) else {
+                    continue;
+                };
+                {
+                    let mut cursor_state = lock(&cursor.state);
+                    cursor_state.stream_replaced();
+                    cursor_state.flush = true;
+                }
+                schedule(registration, &cursor, true);
+            }
+            // A key arrived whole: if a stream, run what it holds; else it has no place in it.
             "rename_to" | "restore" | "copy_to" | "move_to" => {
+                if !is_stream(ctx, key) {
+                    forget(state, db, key);
+                    continue;
+                }
                 let Some(cursor) = cursor_for(ctx, registration, state, db, key) else {
                     continue;
                 };
                 {
                     let mut cursor_state = lock(&cursor.state);
-                    cursor_state.undelivered = None;
+                    cursor_state.stream_replaced();
                     cursor_state.flush = true;
                 }
                 schedule(registration, &cursor, true);
@@ -162,6 +180,31 @@ pub(super) fn on_event(ctx: &Context, event: &str, key: &[u8], db: i32) {
             _ => {}
         }
     }
+}
+
+thread_local! {
+    /// True while this thread moves a group for Gears (its `xgroup-setid` event is not news).
+    static ACKNOWLEDGING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (which moves a group for Gears) with its `xgroup-setid` events marked as Gears' own.
+pub(super) fn as_acknowledgement<R>(f: impl FnOnce() -> R) -> R {
+    ACKNOWLEDGING.with(|flag| flag.set(true));
+    let result = f();
+    ACKNOWLEDGING.with(|flag| flag.set(false));
+    result
+}
+
+fn acknowledging() -> bool {
+    ACKNOWLEDGING.with(|flag| flag.get())
+}
+
+/// True if `key` (in the context's database) holds a stream.
+fn is_stream(ctx: &Context, key: &[u8]) -> bool {
+    let handle = crate::readers::open_key(ctx, key);
+    let stream = crate::readers::key_type(handle) as isize == raw::REDISMODULE_KEYTYPE_STREAM;
+    crate::readers::close_key(handle);
+    stream
 }
 
 /// The registration's cursor on a stream, made if new, unless its user may not read the stream
@@ -215,7 +258,7 @@ fn forget(state: &StreamState, db: i32, key: &[u8]) {
     };
     let mut cursor_state = lock(&cursor.state);
     if cursor_state.busy {
-        cursor_state.undelivered = None;
+        cursor_state.stream_replaced();
         cursor_state.flush = false;
     } else {
         drop(cursor_state);
@@ -452,7 +495,7 @@ fn resume(registration: &Arc<Registration>) {
     let Some(state) = &registration.stream else {
         return;
     };
-    for cursor in state.recover_all() {
+    for cursor in state.recover_all(false) {
         let (registration, cursor) = (registration.clone(), cursor.clone());
         on_main_thread_soon(move || schedule(&registration, &cursor, false));
     }
@@ -520,7 +563,7 @@ pub(crate) fn databases_changed(dbs: &[i32]) {
                 streams.retain(|_, cursor| {
                     let mut cursor_state = lock(&cursor.state);
                     if cursor_state.busy {
-                        cursor_state.undelivered = None;
+                        cursor_state.stream_replaced();
                         true
                     } else {
                         false

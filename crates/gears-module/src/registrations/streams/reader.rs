@@ -16,7 +16,7 @@ use redis_module::Context;
 use super::groups::parse_groups;
 use super::{lock, Cursor, CONSUMER};
 use crate::host::{call_internal, may_run, writes_paused, RedisHost};
-use crate::readers::{parse_stream_id, read_after, stream_entry_fields};
+use crate::readers::{parse_stream_id, read_after, stream_entry_fields, StreamRange};
 
 /// The most entries one read asks for (a larger batch is read in several).
 const CHUNK: u64 = 512;
@@ -38,6 +38,9 @@ pub(super) enum Source {
 #[derive(Default)]
 pub(super) struct Batch {
     pub ids: Vec<String>,
+    /// The cursor's generation when the batch's first entries were read (see
+    /// `CursorState::generation`).
+    pub generation: u64,
     /// The group does not exist (the stream was deleted and made again, or flushed).
     pub no_group: bool,
     /// Reading failed (the user may no longer read the stream, writes are paused): no batch.
@@ -214,23 +217,36 @@ impl GroupReader {
         let cursor = self.cursor.clone();
         let key = self.cursor.key.clone();
         let group = self.group.clone();
-        let after = match self.read_any {
-            true => Some(self.after.clone()),
-            false => lock(&cursor.state).position.clone(),
-        };
+        let batch = self.batch.clone();
+        let first = !self.read_any;
+        let after = (!first).then(|| self.after.clone());
         // Not while writes are paused: the batch's acknowledgement (and likely its commands)
         // would be refused. An async read waits for the end of the pause; a sync one (the main
         // thread) can not, and its job tries again later.
-        let read = host.with_lock_unpaused(|ctx| -> Result<Option<_>> {
+        let read = host.with_lock_unpaused(|ctx| -> Result<Read> {
             if writes_paused() {
                 return Err(GearsError::Redis(PAUSED.into()));
             }
-            let Some(after) = after.or_else(|| group_position(ctx, &key, &group)) else {
-                return Ok(None);
+            let (generation, position) = {
+                let state = lock(&cursor.state);
+                (state.generation, state.position.clone())
+            };
+            if first {
+                lock(&batch).generation = generation;
+            } else if lock(&batch).generation != generation {
+                // The stream was replaced since the batch's first read: the batch ends here
+                // (and is not acknowledged).
+                return Ok(Read::Replaced);
+            }
+            let Some(after) = after
+                .or(position)
+                .or_else(|| group_position(ctx, &key, &group))
+            else {
+                return Ok(Read::NoGroup);
             };
             let user = host.user().name().as_bytes();
             if !may_run(ctx, user, &xreadgroup(&group, &key)) {
-                return Ok(Some(None));
+                return Ok(Read::Refused);
             }
             let start = parse_stream_id(&after)
                 .ok_or_else(|| GearsError::Internal(format!("bad stream id '{after}'")))?;
@@ -248,12 +264,16 @@ impl GroupReader {
                 Some(0) => None,
                 _ => Some(Instant::now()),
             };
-            Ok(Some(Some(range)))
+            Ok(Read::Range(range))
         })?;
         let range = match read {
-            None => return Ok(NewRead::NoGroup),
-            Some(None) => return Ok(NewRead::Refused),
-            Some(Some(range)) => range,
+            Read::Range(range) => range,
+            Read::NoGroup => return Ok(NewRead::NoGroup),
+            Read::Refused => return Ok(NewRead::Refused),
+            Read::Replaced => {
+                self.done = true;
+                return Ok(NewRead::Entries(None));
+            }
         };
         if range.exhausted {
             self.done = true;
@@ -272,6 +292,15 @@ impl GroupReader {
         }
         Ok(NewRead::Entries(Some(records)))
     }
+}
+
+/// What one hold of the lock found.
+enum Read {
+    Range(StreamRange),
+    NoGroup,
+    Refused,
+    /// The stream under the name was replaced since the batch began.
+    Replaced,
 }
 
 /// The group's position (its last delivered id), `None` without the group or the stream.

@@ -97,7 +97,7 @@ pub(super) fn restart(registration: &Arc<Registration>) {
     let Some(state) = &registration.stream else {
         return;
     };
-    state.recover_all();
+    state.recover_all(true);
     let Some(gears) = crate::gears() else {
         return;
     };

@@ -106,11 +106,15 @@ impl StreamState {
     }
 
     /// Makes every cursor recover (its pending entries first) and then run what waits, whole
-    /// batch or not; the cursors.
-    pub(super) fn recover_all(&self) -> Vec<Arc<Cursor>> {
+    /// batch or not; the cursors. `replaced`: the data may have changed under them (loading,
+    /// promotion, a flush).
+    pub(super) fn recover_all(&self, replaced: bool) -> Vec<Arc<Cursor>> {
         let cursors = self.cursors();
         for cursor in &cursors {
             let mut cursor_state = lock(&cursor.state);
+            if replaced {
+                cursor_state.stream_replaced();
+            }
             cursor_state.undelivered = None;
             cursor_state.flush = true;
         }
@@ -170,7 +174,22 @@ pub(super) struct CursorState {
     pub(super) timer: bool,
     /// Writes were paused: a timer runs the cursor again (nothing else starts it meanwhile).
     pub(super) paused_retry: bool,
-    /// The group's position as the running job left it (the last batch it acknowledged), so
-    /// that its next batch need not ask the group; `None`: ask (`XINFO GROUPS`).
+    /// The last entry processed (its batch acknowledged), so that the next batch need not ask
+    /// the group (`XINFO GROUPS`) and does not run it again if moving the group failed; `None`:
+    /// ask the group.
     pub(super) position: Option<String>,
+    /// Counts the times the stream under the cursor's name may have been replaced (renamed or
+    /// restored over, flushed, swapped, reloaded): a batch read before a change is not
+    /// acknowledged after it (that would move the new stream's group past entries it never read).
+    pub(super) generation: u64,
+}
+
+impl CursorState {
+    /// The stream under the cursor's name may not be the one it read: forget the position, count
+    /// again (recovery), and refuse the acknowledgement of the batch in flight.
+    pub(super) fn stream_replaced(&mut self) {
+        self.undelivered = None;
+        self.position = None;
+        self.generation += 1;
+    }
 }
