@@ -290,6 +290,31 @@ def test_a_group_moved_by_a_user_replays_the_stream(rr):
     assert rr.lrange("n:ids", 0, -1) == ids + ids[1:]
 
 
+def test_a_client_group_on_the_same_stream_changes_nothing_for_the_registration(rr):
+    gears(rr, "python", counting("python", "cg", "n", trimStream=False), "ID", "cg")
+    ids = [rr.xadd("cg", {"f": str(i)}) for i in range(3)]
+    assert wait_for(lambda: count(rr, "n") == 3)
+    rr.xgroup_create("cg", "clients", id="0")
+    rr.xgroup_setid("cg", "clients", ids[1])
+    rr.xgroup_destroy("cg", "clients")
+    ids.append(rr.xadd("cg", {"f": "3"}))
+    assert wait_for(lambda: count(rr, "n") == 4)
+    time.sleep(0.2)
+    assert rr.lrange("n:ids", 0, -1) == ids
+
+
+def test_an_upgrade_to_another_stream_destroys_the_group_on_the_old_one(rr):
+    gears(rr, "python", counting("python", "old", "n"), "ID", "up2")
+    rr.xadd("old", {"f": "1"})
+    assert wait_for(lambda: count(rr, "n") == 1)
+    assert len(rr.xinfo_groups("old")) == 1
+    gears(rr, "python", counting("python", "new", "n"), "ID", "up2", "UPGRADE")
+    assert wait_for(lambda: rr.xinfo_groups("old") == [])
+    rr.xadd("new", {"f": "2"})
+    assert wait_for(lambda: count(rr, "n") == 2)
+    assert [g["name"] for g in rr.xinfo_groups("new")] == ["__gears_consumer_group__:up2:0"]
+
+
 def test_a_batch_that_can_not_be_acknowledged_is_not_run_again_and_again(server, rr):
     # Found by a review: a failed XGROUP SETID left the group where it was, and the same batch
     # ran again at once, forever.

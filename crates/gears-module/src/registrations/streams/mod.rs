@@ -147,15 +147,26 @@ pub(super) fn on_event(ctx: &Context, event: &str, key: &[u8], db: i32) {
             "del" | "expired" | "evicted" | "rename_from" | "move_from" | "set" => {
                 forget(state, db, key)
             }
-            // Someone moved or destroyed a group on the stream (a registration's, to replay the
-            // stream, say): each registration starts again from its group's position (made
-            // again if destroyed). Gears' own acknowledgements are not news.
+            // A client moved or destroyed a group on the stream: a registration whose group it
+            // was starts again from the group's new position (to replay the stream, say), or
+            // from the start if destroyed (the group is made again). Gears' own moves are not
+            // news; another group's are not either.
             "xgroup-setid" | "xgroup-destroy" if !acknowledging() => {
                 let Some(cursor) = state.cursor(db, key) else {
                     continue;
                 };
+                let now = reader::group_position(ctx, key, &trigger.group);
                 {
                     let mut cursor_state = lock(&cursor.state);
+                    let moved = match (&now, &cursor_state.position) {
+                        (None, _) => true,
+                        (Some(now), Some(known)) => now != known,
+                        // Not known here: the running batch's start may be anywhere.
+                        (Some(_), None) => cursor_state.busy,
+                    };
+                    if !moved {
+                        continue;
+                    }
                     cursor_state.stream_replaced();
                     cursor_state.flush = true;
                 }
@@ -183,11 +194,12 @@ pub(super) fn on_event(ctx: &Context, event: &str, key: &[u8], db: i32) {
 }
 
 thread_local! {
-    /// True while this thread moves a group for Gears (its `xgroup-setid` event is not news).
+    /// True while this thread moves or destroys a group for Gears (its event is not news).
     static ACKNOWLEDGING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` (which moves a group for Gears) with its `xgroup-setid` events marked as Gears' own.
+/// Runs `f` (which moves or destroys a group for Gears) with its `xgroup-setid` and
+/// `xgroup-destroy` events marked as Gears' own.
 pub(super) fn as_acknowledgement<R>(f: impl FnOnce() -> R) -> R {
     ACKNOWLEDGING.with(|flag| flag.set(true));
     let result = f();
@@ -519,15 +531,23 @@ pub(super) fn retired(registration: &Arc<Registration>) {
     let Some(trigger) = trigger(registration) else {
         return;
     };
-    let kept = super::all()
+    let successors: Vec<Arc<Registration>> = super::all()
         .iter()
-        .any(|r| self::trigger(r).is_some_and(|t| t.group == trigger.group));
-    if kept {
+        .filter(|r| self::trigger(r).is_some_and(|t| t.group == trigger.group))
+        .cloned()
+        .collect();
+    if !successors.is_empty() {
         let mut handed = lock(&HANDED_OVER);
         handed.retain(|old| old.stream.as_ref().is_some_and(|s| s.any_busy()));
         handed.push(registration.clone());
-    } else {
-        scan::destroy_groups(registration);
+    }
+    // Where the upgrade does not go on with the group (it reads other streams), it goes.
+    let same_streams = !successors.is_empty()
+        && successors
+            .iter()
+            .all(|r| self::trigger(r).is_some_and(|t| t.prefix == trigger.prefix));
+    if !same_streams {
+        scan::destroy_groups(registration, successors);
     }
 }
 

@@ -304,7 +304,7 @@ enum Read {
 }
 
 /// The group's position (its last delivered id), `None` without the group or the stream.
-fn group_position(ctx: &Context, key: &[u8], group: &str) -> Option<String> {
+pub(super) fn group_position(ctx: &Context, key: &[u8], group: &str) -> Option<String> {
     let reply = call_internal(ctx, &[b"XINFO".to_vec(), b"GROUPS".to_vec(), key.to_vec()]).ok()?;
     parse_groups(reply)
         .into_iter()

@@ -135,8 +135,9 @@ pub(super) fn restart(registration: &Arc<Registration>) {
     });
 }
 
-/// Destroys the registration's group on the streams it matches (it was unregistered).
-pub(super) fn destroy_groups(registration: &Arc<Registration>) {
+/// Destroys the registration's group on the streams it matches (it was unregistered), except
+/// on those `successors` (its upgrades, which go on with the group) match.
+pub(super) fn destroy_groups(registration: &Arc<Registration>, successors: Vec<Arc<Registration>>) {
     let (Some(gears), Some(trigger)) = (crate::gears(), trigger(registration)) else {
         return;
     };
@@ -145,7 +146,12 @@ pub(super) fn destroy_groups(registration: &Arc<Registration>) {
     gears.workers.submit(move || {
         let mut streams = Vec::new();
         each_stream(&registration, false, |_, db, key| {
-            streams.push((db, key.to_vec()))
+            let kept = successors
+                .iter()
+                .any(|s| super::trigger(s).is_some_and(|t| t.matches_key(key)));
+            if !kept {
+                streams.push((db, key.to_vec()))
+            }
         });
         for (db, key) in streams {
             let Some(gears) = crate::gears() else {
@@ -166,7 +172,7 @@ pub(super) fn destroy_groups(registration: &Arc<Registration>) {
                 key,
                 group.as_bytes().to_vec(),
             ];
-            let _ = host.execute(&args);
+            let _ = super::as_acknowledgement(|| host.execute(&args));
             host.finish();
         }
     });
