@@ -147,6 +147,16 @@ impl Registration {
         }
     }
 
+    /// A batch that ran could not be acknowledged: it counts as a failure (not as another run).
+    pub(crate) fn acknowledgement_failed(&self, error: String, ran_well: bool) {
+        let mut stats = lock(&self.stats);
+        if ran_well && stats.success > 0 {
+            stats.success -= 1;
+            stats.failures += 1;
+        }
+        stats.last_error = Some(error);
+    }
+
     /// Keeps the id of a finished execution, dropping its oldest ones past `max`.
     fn keep_execution(&self, id: String, max: usize) {
         let mut dropped = Vec::new();

@@ -107,6 +107,7 @@ fn no_group(cursor: &Cursor) {
     let mut state = lock(&cursor.state);
     state.undelivered = None;
     state.position = None;
+    state.group_seen = None;
 }
 
 /// True while the registration may run batches: live, status OK, on a master.
@@ -166,7 +167,11 @@ fn recover_pending(
     host.finish();
     match created {
         // A new group, at the stream's start.
-        Ok(_) => lock(&cursor.state).position = None,
+        Ok(_) => {
+            let mut state = lock(&cursor.state);
+            state.position = None;
+            state.group_seen = None;
+        }
         Err(GearsError::Redis(e)) if e.starts_with("BUSYGROUP") => {}
         Err(e) => {
             let error = e.to_string();
@@ -347,7 +352,16 @@ fn run_batch(
             }
         }
     }
-    let done = acknowledge_and_trim(registration, trigger, cursor, source, &ids, generation);
+    let ran_well = error.is_none();
+    let done = acknowledge_and_trim(
+        registration,
+        trigger,
+        cursor,
+        source,
+        &ids,
+        generation,
+        ran_well,
+    );
     release(cursor);
     if done {
         Ended::Ran
@@ -381,10 +395,10 @@ enum Acked {
     Failed(String),
 }
 
-/// Acknowledges the batch's ids (new entries: the group moves past the last one, unless the
-/// stream was replaced meanwhile; pending ones: `XACK`), then trims the stream (with
-/// `trimStream`) up to what every StreamReader registration on it has processed. False if the
-/// stream can not be written.
+/// Acknowledges the batch's ids (new entries: the group moves past the last one; pending
+/// ones: `XACK`), then trims the stream (with `trimStream`) up to what every StreamReader
+/// registration on it has processed: all in one hold of the lock, and not at all if the stream
+/// under the name was replaced since the batch was read. False if the stream can not be written.
 fn acknowledge_and_trim(
     registration: &Registration,
     trigger: &StreamTrigger,
@@ -392,6 +406,7 @@ fn acknowledge_and_trim(
     source: Source,
     ids: &[String],
     generation: u64,
+    ran_well: bool,
 ) -> bool {
     let Some(last) = ids.last() else {
         return true;
@@ -403,75 +418,77 @@ fn acknowledge_and_trim(
     let group = trigger.group.as_bytes();
     let gone =
         |error: &str| error.starts_with("NOGROUP") || error.contains("requires the key to exist");
-    let acked = match source {
-        // Checked and moved in one hold of the lock: no replacement can come between.
-        Source::New => host.with_lock_unpaused(|_| {
-            if lock(&cursor.state).generation != generation {
-                return Acked::Replaced;
-            }
-            let setid = command(&[b"XGROUP", b"SETID", key, group, last.as_bytes()]);
-            match super::as_acknowledgement(|| host.execute(&setid)) {
-                Ok(_) => Acked::Done,
-                Err(e) if gone(&e.to_string()) => Acked::Gone,
-                Err(e) => Acked::Failed(e.to_string()),
-            }
-        }),
-        Source::Pending => {
-            let mut acked = Acked::Done;
-            for chunk in ids.chunks(ACK_CHUNK) {
-                let mut args = command(&[b"XACK", key, group]);
-                args.extend(chunk.iter().map(|id| id.as_bytes().to_vec()));
-                if let Err(e) = host.execute(&args) {
-                    let error = e.to_string();
-                    acked = if gone(&error) {
-                        Acked::Gone
-                    } else {
-                        Acked::Failed(error)
-                    };
-                    break;
+    // Checked, acknowledged, remembered and trimmed in one hold of the lock: no replacement of
+    // the stream can come between.
+    let acked = host.with_lock_unpaused(|_| {
+        if lock(&cursor.state).generation != generation {
+            return Acked::Replaced;
+        }
+        let acked = match source {
+            Source::New => {
+                let setid = command(&[b"XGROUP", b"SETID", key, group, last.as_bytes()]);
+                match super::as_acknowledgement(|| host.execute(&setid)) {
+                    Ok(_) => Acked::Done,
+                    Err(e) if gone(&e.to_string()) => Acked::Gone,
+                    Err(e) => Acked::Failed(e.to_string()),
                 }
             }
-            acked
-        }
-    };
-    match acked {
-        Acked::Done => {
-            if source == Source::New {
-                lock(&cursor.state).position = Some(last.clone());
+            Source::Pending => {
+                let mut acked = Acked::Done;
+                for chunk in ids.chunks(ACK_CHUNK) {
+                    let mut args = command(&[b"XACK", key, group]);
+                    args.extend(chunk.iter().map(|id| id.as_bytes().to_vec()));
+                    if let Err(e) = host.execute(&args) {
+                        let error = e.to_string();
+                        acked = if gone(&error) {
+                            Acked::Gone
+                        } else {
+                            Acked::Failed(error)
+                        };
+                        break;
+                    }
+                }
+                acked
             }
-        }
-        Acked::Replaced => {
-            host.finish();
-            return true;
-        }
-        Acked::Gone => {
-            // Destroyed (or the stream deleted) while the batch ran: the cursor starts over.
-            let mut state = lock(&cursor.state);
-            state.undelivered = None;
-            state.position = None;
-            drop(state);
-            host.finish();
-            return true;
-        }
-        Acked::Failed(error) => {
+        };
+        match &acked {
+            Acked::Done => {
+                if source == Source::New {
+                    let mut state = lock(&cursor.state);
+                    state.position = Some(last.clone());
+                    state.group_seen = Some(last.clone());
+                }
+                if trigger.trim {
+                    if let Some(min) = trim_point(&host, registration, cursor, trigger, last) {
+                        let _ = host.execute(&command(&[b"XTRIM", key, b"MINID", min.as_bytes()]));
+                    }
+                }
+            }
+            Acked::Gone => {
+                // Destroyed (or the stream deleted) while the batch ran: it starts over.
+                let mut state = lock(&cursor.state);
+                state.undelivered = None;
+                state.position = None;
+                state.group_seen = None;
+            }
             // The batch ran: the next one starts after it (not again in a loop); the group
             // catches up at the next acknowledgement that succeeds (a restart before that runs
             // these entries again: at least once).
-            if source == Source::New {
+            Acked::Failed(_) if source == Source::New => {
                 lock(&cursor.state).position = Some(last.clone());
             }
-            registration.record_run(Duration::ZERO, Some(error), false);
-            host.finish();
-            return false;
+            Acked::Failed(_) | Acked::Replaced => {}
         }
-    }
-    if trigger.trim {
-        if let Some(min) = trim_point(&host, registration, cursor, trigger, last) {
-            let _ = host.execute(&command(&[b"XTRIM", key, b"MINID", min.as_bytes()]));
-        }
-    }
+        acked
+    });
     host.finish();
-    true
+    match acked {
+        Acked::Done | Acked::Replaced | Acked::Gone => true,
+        Acked::Failed(error) => {
+            registration.acknowledgement_failed(error, ran_well);
+            false
+        }
+    }
 }
 
 /// The first id to keep: after `last` (this registration processed everything up to it), or

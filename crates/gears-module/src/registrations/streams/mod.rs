@@ -158,11 +158,12 @@ pub(super) fn on_event(ctx: &Context, event: &str, key: &[u8], db: i32) {
                 let now = reader::group_position(ctx, key, &trigger.group);
                 {
                     let mut cursor_state = lock(&cursor.state);
-                    let moved = match (&now, &cursor_state.position) {
-                        (None, _) => true,
-                        (Some(now), Some(known)) => now != known,
-                        // Not known here: the running batch's start may be anywhere.
-                        (Some(_), None) => cursor_state.busy,
+                    // Compared with what Gears last read from or wrote to the group (not known:
+                    // the next batch reads the group's position anyway).
+                    let moved = match (&now, &cursor_state.group_seen) {
+                        (_, None) => false,
+                        (None, Some(_)) => true,
+                        (Some(now), Some(seen)) => now != seen,
                     };
                     if !moved {
                         continue;

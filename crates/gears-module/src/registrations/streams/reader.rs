@@ -238,11 +238,15 @@ impl GroupReader {
                 // (and is not acknowledged).
                 return Ok(Read::Replaced);
             }
-            let Some(after) = after
-                .or(position)
-                .or_else(|| group_position(ctx, &key, &group))
-            else {
-                return Ok(Read::NoGroup);
+            let after = match after.or(position) {
+                Some(after) => after,
+                None => match group_position(ctx, &key, &group) {
+                    Some(found) => {
+                        lock(&cursor.state).group_seen = Some(found.clone());
+                        found
+                    }
+                    None => return Ok(Read::NoGroup),
+                },
             };
             let user = host.user().name().as_bytes();
             if !may_run(ctx, user, &xreadgroup(&group, &key)) {

@@ -178,6 +178,9 @@ pub(super) struct CursorState {
     /// the group (`XINFO GROUPS`) and does not run it again if moving the group failed; `None`:
     /// ask the group.
     pub(super) position: Option<String>,
+    /// The group's position as Gears last read or set it (`None`: not known). A client's move of
+    /// the group shows as a difference (a failed move of Gears' leaves it behind `position`).
+    pub(super) group_seen: Option<String>,
     /// Counts the times the stream under the cursor's name may have been replaced (renamed or
     /// restored over, flushed, swapped, reloaded): a batch read before a change is not
     /// acknowledged after it (that would move the new stream's group past entries it never read).
@@ -190,6 +193,7 @@ impl CursorState {
     pub(super) fn stream_replaced(&mut self) {
         self.undelivered = None;
         self.position = None;
+        self.group_seen = None;
         self.generation += 1;
     }
 }
