@@ -322,6 +322,24 @@ def test_another_group_changed_during_the_first_batch_does_not_replay_it(rr):
     assert data(only(rr))["numTriggered"] == 1
 
 
+def test_duration_counts_from_when_the_entries_left_over_arrived(rr):
+    # Found by a review: entries left after a full batch waited `duration` from when that batch
+    # was read, not from when they came.
+    gears(rr, "python", "import time\n"
+                        "def f(x):\n"
+                        "    execute('rpush', 'started', repr(time.time()))\n"
+                        "    time.sleep(0.5)\n"
+                        "GB('StreamReader').foreach(f).register('dr', batch=2, duration=2000)")
+    added = time.time()
+    for i in range(5):
+        rr.xadd("dr", {"f": str(i)})
+    assert wait_for(lambda: rr.llen("started") == 5, timeout=10)
+    started = [float(t) for t in rr.lrange("started", 0, -1)]
+    # Two full batches run one after the other (0.0-1.0 s, 1.0-2.0 s); the fifth entry has
+    # waited 2 s by then, so it runs at once (not 2 s after the second batch was read).
+    assert started[4] - added < 2.7, [round(t - added, 2) for t in started]
+
+
 def test_an_upgrade_to_another_stream_destroys_the_group_on_the_old_one(rr):
     gears(rr, "python", counting("python", "old", "n"), "ID", "up2")
     rr.xadd("old", {"f": "1"})

@@ -87,6 +87,9 @@ pub(crate) struct StreamRange {
     pub entries: Vec<(String, EntryFields)>,
     /// The stream has no entry after the last one read (or is not a stream).
     pub exhausted: bool,
+    /// The time part of the id of the entry after the last one read, when looked at (a full
+    /// read): for `XADD *` ids, when it was added.
+    pub next_ms: Option<u64>,
 }
 
 /// Reads up to `count` entries of the stream `name` after `after` (exclusive) straight from
@@ -103,6 +106,7 @@ pub(crate) fn read_after(
     let mut range = StreamRange {
         entries: Vec::new(),
         exhausted: true,
+        next_ms: None,
     };
     let key = open_key(ctx, name);
     if key_type(key) as isize != raw::REDISMODULE_KEYTYPE_STREAM {
@@ -159,6 +163,7 @@ pub(crate) fn read_after(
             range.exhausted =
                 raw::RedisModule_StreamIteratorNextID.unwrap()(key, &mut id, &mut fields)
                     != raw::REDISMODULE_OK as i32;
+            range.next_ms = (!range.exhausted).then_some(id.ms);
         }
         raw::RedisModule_StreamIteratorStop.unwrap()(key);
     }

@@ -8,7 +8,7 @@
 //! pending entries that an older Gears left in a group, and to say why a user may not read.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gears_core::{GearsError, Record, RecordReader, RedisAccess, Result};
 use redis_module::Context;
@@ -266,7 +266,8 @@ impl GroupReader {
             state.in_flight += read;
             state.waiting_since = match state.undelivered {
                 Some(0) => None,
-                _ => Some(Instant::now()),
+                // The entries left wait from when the first of them came (for `duration`).
+                _ => Some(added_at(range.next_ms)),
             };
             Ok(Read::Range(range))
         })?;
@@ -295,6 +296,23 @@ impl GroupReader {
             self.after = id;
         }
         Ok(NewRead::Entries(Some(records)))
+    }
+}
+
+/// When an entry whose id has this time part was added (an `XADD *` id is the time it was
+/// added), or now when the id does not look like a time of the last day.
+fn added_at(ms: Option<u64>) -> Instant {
+    let now = Instant::now();
+    let Some(ms) = ms else {
+        return now;
+    };
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    match wall.checked_sub(ms) {
+        Some(ago) if ago < 86_400_000 => now.checked_sub(Duration::from_millis(ago)).unwrap_or(now),
+        _ => now,
     }
 }
 
