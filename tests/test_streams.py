@@ -54,6 +54,12 @@ def counting(language, stream, counter, **opts):
             '.register("%s"%s)' % (counter, counter, stream, o))
 
 
+def unregister_all_and_delete_user(client, user):
+    for registration in registrations(client):
+        client.execute_command("RG.UNREGISTER", registration[1])
+    client.execute_command("ACL", "DELUSER", user)
+
+
 def only(client):
     [registration] = registrations(client)
     return registration
@@ -377,9 +383,7 @@ def test_a_batch_that_can_not_be_acknowledged_is_not_run_again_and_again(server,
         time.sleep(0.3)
         assert rr.lrange("n:ids", 0, -1) == ids
     finally:
-        for r in registrations(rr):
-            rr.execute_command("RG.UNREGISTER", r[1])
-        rr.execute_command("ACL", "DELUSER", "nosetid")
+        unregister_all_and_delete_user(rr, "nosetid")
 
 
 def test_a_registration_whose_user_lost_the_stream_does_not_hold_back_trimming(server, rr):
@@ -397,9 +401,7 @@ def test_a_registration_whose_user_lost_the_stream_does_not_hold_back_trimming(s
         assert wait_for(lambda: count(rr, "a") == 6)
         assert wait_for(lambda: rr.xlen("tr") == 0)
     finally:
-        for r in registrations(rr):
-            rr.execute_command("RG.UNREGISTER", r[1])
-        rr.execute_command("ACL", "DELUSER", "lost")
+        unregister_all_and_delete_user(rr, "lost")
 
 
 def test_keys_that_are_not_streams_arriving_by_rename_restore_or_copy_are_ignored(rr):
@@ -653,9 +655,7 @@ def test_a_user_who_may_not_read_the_stream_gets_nothing(server, rr):
         assert count(rr, "mine:n") == 1
         assert rr.xlen("secret") == 1 and rr.xinfo_groups("secret") == []
     finally:
-        for r in registrations(rr):
-            rr.execute_command("RG.UNREGISTER", r[1])
-        rr.execute_command("ACL", "DELUSER", "streamer")
+        unregister_all_and_delete_user(rr, "streamer")
 
 
 def test_async_keeps_order_and_loses_nothing_under_load(server, rr):
@@ -896,9 +896,7 @@ def test_a_user_who_may_not_read_a_stream_does_not_stop_its_trimming(server, rr)
         assert wait_for(lambda: count(rr, "n") == 5)
         assert wait_for(lambda: rr.xlen("audit") == 0)
     finally:
-        for r in registrations(rr):
-            rr.execute_command("RG.UNREGISTER", r[1])
-        rr.execute_command("ACL", "DELUSER", "other")
+        unregister_all_and_delete_user(rr, "other")
 
 
 def test_flushall_rename_and_move_leave_no_stale_backlog(server, rr):

@@ -92,6 +92,73 @@ pub(crate) struct StreamRange {
     pub next_ms: Option<u64>,
 }
 
+/// The module stream iterator over the entries of one stream after an id (exclusive), under
+/// the Redis lock; stopped, and its key closed, when dropped.
+struct Entries {
+    key: *mut raw::RedisModuleKey,
+}
+
+impl Entries {
+    /// `None` when `name` holds no stream.
+    fn after(ctx: &Context, name: &[u8], after: raw::RedisModuleStreamID) -> Option<Self> {
+        let key = open_key(ctx, name);
+        if key_type(key) as isize != raw::REDISMODULE_KEYTYPE_STREAM {
+            close_key(key);
+            return None;
+        }
+        let mut start = after;
+        let flags = raw::REDISMODULE_STREAM_ITERATOR_EXCLUSIVE as i32;
+        // SAFETY: an open stream key, under the Redis lock.
+        let started = unsafe {
+            raw::RedisModule_StreamIteratorStart.unwrap()(
+                key,
+                flags,
+                &mut start,
+                std::ptr::null_mut(),
+            )
+        };
+        if started != raw::REDISMODULE_OK as i32 {
+            close_key(key);
+            return None;
+        }
+        Some(Entries { key })
+    }
+
+    /// The next entry's id and number of fields. Every field of the entry must be read
+    /// ([`Entries::next_field`]) before the next id is asked: Redis 7.0 asserts otherwise.
+    fn next_id(&mut self) -> Option<(raw::RedisModuleStreamID, usize)> {
+        let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+        let mut fields: c_long = 0;
+        // SAFETY: a started iterator.
+        let found = unsafe {
+            raw::RedisModule_StreamIteratorNextID.unwrap()(self.key, &mut id, &mut fields)
+        };
+        (found == raw::REDISMODULE_OK as i32).then_some((id, fields.max(0) as usize))
+    }
+
+    /// The current entry's next field and value (valid until the next call).
+    fn next_field(&mut self) -> Option<(&[u8], &[u8])> {
+        let mut field = std::ptr::null_mut();
+        let mut value = std::ptr::null_mut();
+        // SAFETY: a started iterator; the strings live until the iterator's next call, which
+        // needs `&mut self` (so the borrows end first).
+        unsafe {
+            let found =
+                raw::RedisModule_StreamIteratorNextField.unwrap()(self.key, &mut field, &mut value);
+            (found == raw::REDISMODULE_OK as i32)
+                .then(|| (string_bytes(field), string_bytes(value)))
+        }
+    }
+}
+
+impl Drop for Entries {
+    fn drop(&mut self) {
+        // SAFETY: started in `after`; stopped before the key is closed.
+        unsafe { raw::RedisModule_StreamIteratorStop.unwrap()(self.key) };
+        close_key(self.key);
+    }
+}
+
 /// Reads up to `count` entries of the stream `name` after `after` (exclusive) straight from
 /// the keyspace (the module stream iterator: no command, no reply to build and parse), stopping
 /// early once `max_bytes` are copied. The caller holds the Redis lock and has checked the
@@ -108,66 +175,30 @@ pub(crate) fn read_after(
         exhausted: true,
         next_ms: None,
     };
-    let key = open_key(ctx, name);
-    if key_type(key) as isize != raw::REDISMODULE_KEYTYPE_STREAM {
-        close_key(key);
+    let Some(mut entries) = Entries::after(ctx, name, after) else {
         return range;
-    }
-    let mut start = after;
-    // SAFETY: an open stream key, under the Redis lock; the field strings the iterator gives
-    // are copied before the next call, and the iterator is stopped before the key is closed.
-    unsafe {
-        let flags = raw::REDISMODULE_STREAM_ITERATOR_EXCLUSIVE as i32;
-        if raw::RedisModule_StreamIteratorStart.unwrap()(
-            key,
-            flags,
-            &mut start,
-            std::ptr::null_mut(),
-        ) != raw::REDISMODULE_OK as i32
-        {
-            close_key(key);
+    };
+    let mut bytes = 0usize;
+    while range.entries.len() < count {
+        if bytes >= max_bytes {
+            range.exhausted = false;
             return range;
         }
-        let mut bytes = 0usize;
-        while range.entries.len() < count {
-            if bytes >= max_bytes {
-                range.exhausted = false;
-                break;
-            }
-            let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
-            let mut fields: c_long = 0;
-            if raw::RedisModule_StreamIteratorNextID.unwrap()(key, &mut id, &mut fields)
-                != raw::REDISMODULE_OK as i32
-            {
-                break;
-            }
-            let mut entry = Vec::with_capacity(fields.max(0) as usize);
-            loop {
-                let mut field = std::ptr::null_mut();
-                let mut value = std::ptr::null_mut();
-                if raw::RedisModule_StreamIteratorNextField.unwrap()(key, &mut field, &mut value)
-                    != raw::REDISMODULE_OK as i32
-                {
-                    break;
-                }
-                let (field, value) = (string_bytes(field), string_bytes(value));
-                bytes += field.len() + value.len();
-                entry.push((field.to_vec(), value.to_vec()));
-            }
-            range.entries.push((stream_id_string(id), entry));
+        let Some((id, fields)) = entries.next_id() else {
+            return range;
+        };
+        let mut entry = Vec::with_capacity(fields);
+        while let Some((field, value)) = entries.next_field() {
+            bytes += field.len() + value.len();
+            entry.push((field.to_vec(), value.to_vec()));
         }
-        if range.entries.len() == count {
-            // Full: does another entry follow?
-            let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
-            let mut fields: c_long = 0;
-            range.exhausted =
-                raw::RedisModule_StreamIteratorNextID.unwrap()(key, &mut id, &mut fields)
-                    != raw::REDISMODULE_OK as i32;
-            range.next_ms = (!range.exhausted).then_some(id.ms);
-        }
-        raw::RedisModule_StreamIteratorStop.unwrap()(key);
+        range.entries.push((stream_id_string(id), entry));
     }
-    close_key(key);
+    // Full: does another entry follow (and since when does it wait)?
+    if let Some((next, _)) = entries.next_id() {
+        range.exhausted = false;
+        range.next_ms = Some(next.ms);
+    }
     range
 }
 
@@ -202,42 +233,14 @@ pub(crate) fn count_after(
     after: raw::RedisModuleStreamID,
     cap: u64,
 ) -> u64 {
-    let key = open_key(ctx, name);
-    if key_type(key) as isize != raw::REDISMODULE_KEYTYPE_STREAM {
-        close_key(key);
+    let Some(mut entries) = Entries::after(ctx, name, after) else {
         return 0;
-    }
-    let mut start = after;
+    };
     let mut count = 0;
-    // SAFETY: an open stream key, under the Redis lock; every entry's fields are read before
-    // the next id is asked; the iterator is stopped before the key is closed.
-    unsafe {
-        let flags = raw::REDISMODULE_STREAM_ITERATOR_EXCLUSIVE as i32;
-        if raw::RedisModule_StreamIteratorStart.unwrap()(
-            key,
-            flags,
-            &mut start,
-            std::ptr::null_mut(),
-        ) == raw::REDISMODULE_OK as i32
-        {
-            let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
-            let mut fields: c_long = 0;
-            while count < cap
-                && raw::RedisModule_StreamIteratorNextID.unwrap()(key, &mut id, &mut fields)
-                    == raw::REDISMODULE_OK as i32
-            {
-                count += 1;
-                // Redis 7.0 asserts when the next id is asked with fields of this entry unread.
-                let mut field = std::ptr::null_mut();
-                let mut value = std::ptr::null_mut();
-                while raw::RedisModule_StreamIteratorNextField.unwrap()(key, &mut field, &mut value)
-                    == raw::REDISMODULE_OK as i32
-                {}
-            }
-            raw::RedisModule_StreamIteratorStop.unwrap()(key);
-        }
+    while count < cap && entries.next_id().is_some() {
+        count += 1;
+        while entries.next_field().is_some() {}
     }
-    close_key(key);
     count
 }
 

@@ -245,19 +245,7 @@ fn cursor_for(
 /// Whether the registration's user may read the stream through its group.
 fn may_consume(ctx: &Context, registration: &Registration, key: &[u8]) -> bool {
     let group = trigger(registration).map_or("", |t| t.group.as_str());
-    crate::host::may_run(
-        ctx,
-        &registration.user,
-        &[
-            b"XREADGROUP",
-            b"GROUP",
-            group.as_bytes(),
-            CONSUMER.as_bytes(),
-            b"STREAMS",
-            key,
-            b">",
-        ],
-    )
+    crate::host::may_run(ctx, &registration.user, &reader::xreadgroup(group, key))
 }
 
 /// Drops the cursor of a stream that was deleted (one whose job runs counts again instead).

@@ -335,7 +335,7 @@ pub(super) fn group_position(ctx: &Context, key: &[u8], group: &str) -> Option<S
 }
 
 /// The `XREADGROUP` that reading new entries stands for (what the user's ACL rules must allow).
-fn xreadgroup<'a>(group: &'a str, key: &'a [u8]) -> [&'a [u8]; 7] {
+pub(super) fn xreadgroup<'a>(group: &'a str, key: &'a [u8]) -> [&'a [u8]; 7] {
     [
         b"XREADGROUP",
         b"GROUP",
