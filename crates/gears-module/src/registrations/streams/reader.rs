@@ -134,7 +134,12 @@ impl GroupReader {
         let host = self.host.clone();
         let cursor = self.cursor.clone();
         let source = self.source;
+        let batch = self.batch.clone();
+        let first = !self.read_any;
         let reply = host.with_lock_unpaused(|_| {
+            if first {
+                lock(&batch).generation = lock(&cursor.state).generation;
+            }
             let reply = host.execute(&args);
             let read = match &reply {
                 Ok(reply) => entries_of(reply).map_or(0, |e| e.len() as u64),
@@ -167,6 +172,7 @@ impl GroupReader {
                 return Err(e);
             }
         };
+        self.read_any = true;
         let entries = into_entries(reply);
         if (entries.len() as u64) < ask {
             self.done = true;
