@@ -202,10 +202,16 @@ thread_local! {
 /// Runs `f` (which moves or destroys a group for Gears) with its `xgroup-setid` and
 /// `xgroup-destroy` events marked as Gears' own.
 pub(super) fn as_acknowledgement<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ACKNOWLEDGING.with(|flag| flag.set(false));
+        }
+    }
     ACKNOWLEDGING.with(|flag| flag.set(true));
-    let result = f();
-    ACKNOWLEDGING.with(|flag| flag.set(false));
-    result
+    // Cleared even if `f` unwinds: a flag left set would hide clients' group changes.
+    let _reset = Reset;
+    f()
 }
 
 fn acknowledging() -> bool {
