@@ -120,20 +120,10 @@ unsafe extern "C" fn config_changed(
 
 /// Follows `CONFIG SET` of `maxmemory` (the config-change server event).
 pub(crate) fn follow_maxmemory(ctx: &Context) -> Result<(), String> {
-    // SAFETY: subscribing during load, with a callback that never unwinds.
-    let status = unsafe {
-        raw::RedisModule_SubscribeToServerEvent.unwrap()(
-            ctx.ctx,
-            raw::RedisModuleEvent {
-                id: raw::REDISMODULE_EVENT_CONFIG,
-                dataver: 1,
-            },
-            Some(config_changed),
-        )
-    };
-    if status == raw::REDISMODULE_OK as i32 {
-        Ok(())
-    } else {
-        Err("could not follow configuration changes".into())
-    }
+    crate::host::subscribe_server_event(
+        ctx,
+        raw::REDISMODULE_EVENT_CONFIG,
+        Some(config_changed),
+        "configuration changes",
+    )
 }

@@ -133,22 +133,12 @@ fn command_info(ctx: &Context, name: &str) -> Option<CommandInfo> {
 
 /// Empties the cache when a module is loaded or unloaded (its commands come or go).
 pub(crate) fn follow_module_changes(ctx: &Context) -> Result<(), String> {
-    // SAFETY: subscribing during load, with a callback that never unwinds.
-    let status = unsafe {
-        raw::RedisModule_SubscribeToServerEvent.unwrap()(
-            ctx.ctx,
-            raw::RedisModuleEvent {
-                id: raw::REDISMODULE_EVENT_MODULE_CHANGE,
-                dataver: 1,
-            },
-            Some(module_changed),
-        )
-    };
-    if status == raw::REDISMODULE_OK as i32 {
-        Ok(())
-    } else {
-        Err("could not subscribe to module changes".into())
-    }
+    super::subscribe_server_event(
+        ctx,
+        raw::REDISMODULE_EVENT_MODULE_CHANGE,
+        Some(module_changed),
+        "module changes",
+    )
 }
 
 unsafe extern "C" fn module_changed(

@@ -10,6 +10,7 @@ mod contexts;
 mod current;
 mod extras;
 mod main_thread;
+mod server_events;
 mod user;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -25,6 +26,7 @@ pub(crate) use blocked::{may_block, BlockedReply};
 pub(crate) use call::{call_internal, Access};
 pub(crate) use current::{SessionHost, SyncRun};
 pub(crate) use main_thread::on_main_thread_soon;
+pub(crate) use server_events::subscribe_server_event;
 pub(crate) use user::{may_read_key, may_run, AclUser, ReadCheck};
 
 pub(crate) use call::writes_paused;

@@ -186,19 +186,12 @@ pub(crate) fn subscribe(ctx: &Context) -> Result<(), String> {
     SESSIONS_TYPE
         .create_data_type(ctx.ctx)
         .map_err(|e| e.to_string())?;
-    let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_LOADING,
-        dataver: 1,
-    };
-    // SAFETY: a module API call during load with a callback that lives as long as the module.
-    let status = unsafe {
-        raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx.ctx, event, Some(on_loading))
-    };
-    if status == raw::REDISMODULE_OK as c_int {
-        Ok(())
-    } else {
-        Err("could not subscribe to loading events".into())
-    }
+    crate::host::subscribe_server_event(
+        ctx,
+        raw::REDISMODULE_EVENT_LOADING,
+        Some(on_loading),
+        "loading events",
+    )
 }
 
 unsafe extern "C" fn on_loading(

@@ -2,7 +2,7 @@
 //! Redis lock, on a worker): to start on them (a new registration, the end of loading, a
 //! promotion to master, unpause, retry) or to destroy its group on them (unregistered).
 
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_void;
 use std::sync::Arc;
 
 use gears_core::control::ExecutionControl;
@@ -10,7 +10,7 @@ use gears_core::{Record, RedisAccess};
 use redis_module::{raw, Context};
 
 use super::{may_consume, schedule, trigger, Registration, MAIN_THREAD};
-use crate::host::{call_internal, Access, Caller, RedisHost};
+use crate::host::{call_internal, subscribe_server_event, Access, Caller, RedisHost};
 
 /// Keys per `SCAN` page.
 const PAGE: &str = "1000";
@@ -19,31 +19,24 @@ const PAGE: &str = "1000";
 /// the main thread.
 pub(crate) fn subscribe(ctx: &Context) -> Result<(), String> {
     let _ = MAIN_THREAD.set(std::thread::current().id());
-    let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-        dataver: 1,
-    };
-    // SAFETY: a module API call during load with a callback that lives as long as the module.
-    let status = unsafe {
-        raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx.ctx, event, Some(on_role_changed))
-    };
-    if status != raw::REDISMODULE_OK as c_int {
-        return Err("could not subscribe to replication role changes".into());
-    }
-    for id in [
+    subscribe_server_event(
+        ctx,
+        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+        Some(on_role_changed),
+        "replication role changes",
+    )?;
+    subscribe_server_event(
+        ctx,
         raw::REDISMODULE_EVENT_FLUSHDB,
+        Some(on_databases),
+        "flushes",
+    )?;
+    subscribe_server_event(
+        ctx,
         raw::REDISMODULE_EVENT_SWAPDB,
-    ] {
-        let event = raw::RedisModuleEvent { id, dataver: 1 };
-        // SAFETY: as above.
-        let status = unsafe {
-            raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx.ctx, event, Some(on_databases))
-        };
-        if status != raw::REDISMODULE_OK as c_int {
-            return Err("could not subscribe to flush and swapdb events".into());
-        }
-    }
-    Ok(())
+        Some(on_databases),
+        "swapdb",
+    )
 }
 
 /// The data of a flush or swapdb event: its version, then the database numbers.
