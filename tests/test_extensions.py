@@ -123,6 +123,52 @@ def test_every_language_gets_the_same_reply(xr, case, language):
         assert reply == EXPECTED[case]
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_native_step_first_reads_only_its_fields(xr, language):
+    # hll_count('name') declares that it reads only `name` (its projection): the keys reader
+    # looks that field up in each hash instead of copying all of them. Large other fields,
+    # a missing field, binary and integer-encoded values, a `name` too large for a batch (read
+    # after it, in slices) and keys of other types count as they would if read whole.
+    big = b"x" * (300 << 10)
+    xr.hset("p:1", mapping={"name": "ann", "blob": big})
+    xr.hset("p:2", mapping={"name": "bob", "blob": big})
+    xr.hset("p:3", mapping={"other": "ann"})
+    xr.hset("p:4", mapping={"name": b"\xff\x00bin", "age": "7"})
+    xr.hset("p:5", mapping={"name": "12"})
+    xr.set("p:6", "a string")
+    xr.hset("p:7", mapping={"age": "3", "name": "ann"})
+    xr.hset("p:8", mapping={"name": b"y" * (300 << 10)})
+    count = {
+        "python": "GB().native('hll_count', {}).run('p:*')",
+        "lua": "GB():native('hll_count', {}):run('p:*')",
+        "rhai": 'GB().native("hll_count", {}).run("p:*")',
+    }[language]
+    name = '"name"' if language == "rhai" else "'name'"
+    nothing = {"python": "None", "lua": "nil", "rhai": "()"}[language]
+    assert gears(xr, language, count.format(name)) == [["5"], []]
+    # Without a field it counts key names: the reader reads no value.
+    assert gears(xr, language, count.format(nothing)) == [["8"], []]
+
+
+def test_a_projection_reads_less_than_the_whole_records(xr):
+    # 200 hashes with a 100 KB field each: read whole, the records of a batch pass an 8 MB
+    # execution memory limit; hll_count('name') reads only the names.
+    before = xr.execute_command("RG.CONFIGGET", "ExecutionMemoryLimit")[0]
+    pipe = xr.pipeline(transaction=False)
+    for i in range(200):
+        pipe.hset("m:%d" % i, mapping={"name": "n%d" % (i % 50), "blob": b"x" * (100 << 10)})
+    pipe.execute()
+    assert xr.execute_command("RG.CONFIGSET", "ExecutionMemoryLimit", "8mb") == ["OK"]
+    try:
+        assert gears(xr, "lua", "GB():native('hll_count', 'name'):run('m:*')") == [["50"], []]
+        whole = "GB():map(function(x) return x.value.name end):native('hll_count'):run('m:*')"
+        assert gears(xr, "lua", whole) == [[], [
+            "OOM the execution used more than its memory limit of 8388608 bytes "
+            "(ExecutionMemoryLimit)"]]
+    finally:
+        assert xr.execute_command("RG.CONFIGSET", "ExecutionMemoryLimit", before) == ["OK"]
+
+
 def test_the_estimate_of_a_larger_set(xr):
     # 3,000 distinct names, each twice: HyperLogLog++ is within 2% (exact in its sparse form).
     pipe = xr.pipeline(transaction=False)

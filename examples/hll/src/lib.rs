@@ -21,7 +21,7 @@
 
 use std::hash::BuildHasher;
 
-use gears_core::extension::{Accumulator, Args, Extension, NativeOperator, Version};
+use gears_core::extension::{Accumulator, Args, Extension, NativeOperator, Projection, Version};
 use gears_core::{GearsError, Record, Result};
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use serde::{Deserialize, Serialize};
@@ -154,6 +154,14 @@ impl Accumulator for HllCount {
 
     fn evaluate(&mut self) -> Result<Record> {
         Ok(Record::Integer(self.sketch.count().round() as i64))
+    }
+
+    /// A keys reader before it reads only the counted field of each hash, or only key names.
+    fn projection(&self) -> Projection {
+        match &self.field {
+            Some(field) => Projection::hash_fields([field]),
+            None => Projection::KeyName,
+        }
     }
 }
 

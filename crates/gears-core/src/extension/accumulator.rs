@@ -3,6 +3,8 @@
 use crate::error::Result;
 use crate::record::Record;
 
+use super::Projection;
+
 /// A native aggregation, run in two phases, as the built-in `count` and `avg` are:
 ///
 /// 1. **partial**, on every shard over its own records: [`Accumulator::update`] for each
@@ -64,4 +66,10 @@ pub trait Accumulator: Send {
 
     /// The result, once every state was merged.
     fn evaluate(&mut self) -> Result<Record>;
+
+    /// What the partial phase reads of the key records it is given (see [`Projection`]): the
+    /// whole record unless it says less.
+    fn projection(&self) -> Projection {
+        Projection::Whole
+    }
 }

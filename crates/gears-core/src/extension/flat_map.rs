@@ -3,6 +3,8 @@
 use crate::error::Result;
 use crate::record::Record;
 
+use super::Projection;
+
 /// A native `flatmap`: the records returned replace the input record, in order.
 ///
 /// ```
@@ -23,4 +25,10 @@ use crate::record::Record;
 /// ```
 pub trait FlatMapper: Send {
     fn flat_map(&mut self, record: Record) -> Result<Vec<Record>>;
+
+    /// What this step reads of the key records it is given (see [`Projection`]): the whole
+    /// record unless it says less.
+    fn projection(&self) -> Projection {
+        Projection::Whole
+    }
 }

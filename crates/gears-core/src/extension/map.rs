@@ -3,6 +3,8 @@
 use crate::error::Result;
 use crate::record::Record;
 
+use super::Projection;
+
 /// A native `map`: one output record per input record. An error drops the record and goes
 /// into the execution's error list; the other records go on.
 ///
@@ -24,4 +26,10 @@ use crate::record::Record;
 /// ```
 pub trait Mapper: Send {
     fn map(&mut self, record: Record) -> Result<Record>;
+
+    /// What this step reads of the key records it is given (see [`Projection`]): the whole
+    /// record unless it says less.
+    fn projection(&self) -> Projection {
+        Projection::Whole
+    }
 }

@@ -9,6 +9,10 @@
 //! - readers ([`NativeReaderDef`]), each a [`NativeReader`] that yields batches of records,
 //!   reading Redis through a [`ReaderHost`] under the same rules as the built-in readers.
 //!
+//! A step that consumes its records (a map, a flatmap, an aggregate) may declare the part of a
+//! key record it reads ([`Projection`]): when it comes first after a keys reader, the reader
+//! reads only that part (for example one field of each hash).
+//!
 //! Every operator and reader is built from the arguments the script gave ([`Args`]) by a
 //! factory that checks them: a script that gives bad arguments gets the factory's error when
 //! it builds its plan, before anything runs. A plan refers to a native step by name, major
@@ -59,6 +63,7 @@ mod extractor;
 mod filter;
 mod flat_map;
 mod map;
+mod projection;
 mod reader;
 mod registry;
 
@@ -69,6 +74,7 @@ pub use extractor::KeyExtractor;
 pub use filter::Predicate;
 pub use flat_map::FlatMapper;
 pub use map::Mapper;
+pub use projection::Projection;
 pub use reader::{NativeReader, NativeRecordReader, ReaderHost, RedisReads};
 pub(crate) use registry::{guarded, guarded_until_panic};
 pub use registry::{

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::{
     Accumulator, Args, FlatMapper, KeyExtractor, Mapper, NativeCall, NativeReader, Predicate,
-    Version,
+    Projection, Version,
 };
 use crate::error::{GearsError, Result};
 
@@ -104,6 +104,19 @@ impl NativeOperator {
 
     pub fn kind(&self) -> &OperatorKind {
         &self.kind
+    }
+
+    /// What a step of this operator called with `call`'s arguments reads of its input key
+    /// records: the operator is built to ask it. Filters and extractors read whole records
+    /// (their records go on to the next steps).
+    pub fn projection(&self, call: &NativeCall) -> Result<Projection> {
+        let args = call.args();
+        guarded(|| match &self.kind {
+            OperatorKind::Map(f) => Ok(f(&args)?.projection()),
+            OperatorKind::FlatMap(f) => Ok(f(&args)?.projection()),
+            OperatorKind::Aggregate(f) => Ok(f(&args)?.projection()),
+            OperatorKind::Filter(_) | OperatorKind::Extractor(_) => Ok(Projection::Whole),
+        })
     }
 
     /// Checks a call's arguments by building the operator once (the builders do it, so that a

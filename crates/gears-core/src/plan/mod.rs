@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GearsError, Result};
-use crate::extension::{NativeCall, NativeStepKind};
+use crate::extension::{NativeCall, NativeStepKind, OperatorKind, Projection};
 use crate::record::Record;
 
 /// A user callback (function, lambda or closure) owned by a language session.
@@ -402,17 +402,45 @@ impl ExecutionPlan {
     /// one that reads a record only count or skip records (`GB().count()`), so a reader may
     /// leave values unread.
     pub fn reads_records(&self) -> bool {
+        self.projection(&crate::extension::Registry::new())
+            .reads_value()
+    }
+
+    /// What the steps read of a keys reader's records: the first step that looks at them
+    /// decides. `GB().count()` reads key names only; a native map, flatmap or aggregate reads
+    /// what its operator in `registry` declares ([`Projection`]); anything else reads the
+    /// whole record. `limit` only counts records.
+    pub fn projection(&self, registry: &crate::extension::Registry) -> Projection {
         for step in &self.steps {
             match step {
                 Step::Limit { .. } => continue,
                 Step::Aggregate {
                     aggregation: Aggregation::Count,
                     phase: Phase::Partial,
-                } => return false,
-                _ => return true,
+                } => return Projection::KeyName,
+                Step::Native { call, kind } => {
+                    let Ok(operator) = registry.resolve(call) else {
+                        return Projection::Whole;
+                    };
+                    let consumes = matches!(
+                        (kind, operator.kind()),
+                        (NativeStepKind::Map, OperatorKind::Map(_))
+                            | (NativeStepKind::FlatMap, OperatorKind::FlatMap(_))
+                            | (
+                                NativeStepKind::Aggregate(Phase::Partial),
+                                OperatorKind::Aggregate(_)
+                            )
+                    );
+                    return if consumes {
+                        operator.projection(call).unwrap_or_default()
+                    } else {
+                        Projection::Whole
+                    };
+                }
+                _ => return Projection::Whole,
             }
         }
-        true
+        Projection::Whole
     }
 
     /// A readable listing of the plan: one line per step, saying whether the step runs in Rust or

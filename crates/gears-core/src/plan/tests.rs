@@ -119,3 +119,132 @@ fn reader_args() {
         "Given reader do not support run or not exists"
     );
 }
+
+#[test]
+fn the_first_step_that_reads_key_records_decides_the_projection() {
+    use crate::extension::{
+        Accumulator, Args, Extension, Mapper, NativeCall, NativeOperator, NativeStepKind,
+        Predicate, Projection, Registry, Version,
+    };
+    /// Reads the hash field given as its argument.
+    struct Field(String);
+    impl Accumulator for Field {
+        fn update(&mut self, _: Record) -> Result<()> {
+            Ok(())
+        }
+        fn state(&mut self) -> Result<Record> {
+            Ok(Record::Nil)
+        }
+        fn merge(&mut self, _: Record) -> Result<()> {
+            Ok(())
+        }
+        fn evaluate(&mut self) -> Result<Record> {
+            Ok(Record::Nil)
+        }
+        fn projection(&self) -> Projection {
+            Projection::hash_fields([&self.0])
+        }
+    }
+    impl Mapper for Field {
+        fn map(&mut self, record: Record) -> Result<Record> {
+            Ok(record)
+        }
+        fn projection(&self) -> Projection {
+            Projection::KeyName
+        }
+    }
+    struct Any;
+    impl Predicate for Any {
+        fn test(&mut self, _: &Record) -> Result<bool> {
+            Ok(true)
+        }
+    }
+    let field = |args: &Args| Ok(Field(args.string(0)?.to_string()));
+    let mut registry = Registry::new();
+    registry
+        .add(
+            Extension::new("x", Version::new(1, 0))
+                .operator(NativeOperator::aggregate(
+                    "field_sum",
+                    Version::new(1, 0),
+                    field,
+                ))
+                .operator(NativeOperator::map("key_only", Version::new(1, 0), field))
+                .operator(NativeOperator::filter(
+                    "any",
+                    Version::new(1, 0),
+                    |_: &Args| Ok(Any),
+                )),
+        )
+        .unwrap();
+    let native = |name: &str, kind| Step::Native {
+        call: NativeCall {
+            name: name.into(),
+            major: 1,
+            args: vec![Record::from("points")],
+            named: vec![],
+        },
+        kind,
+    };
+    let plan = |steps: Vec<Step>| ExecutionPlan {
+        language: Language::Lua,
+        reader: ReaderSpec::Keys {
+            pattern: b"*".to_vec(),
+            no_scan: false,
+            read_value: true,
+        },
+        steps,
+        options: RunOptions::default(),
+        description: None,
+    };
+    let aggregate = native("field_sum", NativeStepKind::Aggregate(Phase::Partial));
+    let limit = Step::Limit {
+        length: 10,
+        start: 0,
+    };
+    let count = Step::Aggregate {
+        aggregation: Aggregation::Count,
+        phase: Phase::Partial,
+    };
+    let cases = [
+        (vec![aggregate.clone()], Projection::hash_fields(["points"])),
+        (
+            vec![limit.clone(), aggregate.clone()],
+            Projection::hash_fields(["points"]),
+        ),
+        (
+            vec![native("key_only", NativeStepKind::Map)],
+            Projection::KeyName,
+        ),
+        (vec![count.clone(), aggregate.clone()], Projection::KeyName),
+        // A filter passes whole records on; a callback may read anything.
+        (
+            vec![native("any", NativeStepKind::Filter), aggregate.clone()],
+            Projection::Whole,
+        ),
+        (
+            vec![Step::Map(CallbackId(0)), aggregate.clone()],
+            Projection::Whole,
+        ),
+        // The final phase merges states; a kind that does not match is refused later.
+        (
+            vec![native("field_sum", NativeStepKind::Aggregate(Phase::Final))],
+            Projection::Whole,
+        ),
+        (
+            vec![native("field_sum", NativeStepKind::Map)],
+            Projection::Whole,
+        ),
+        (
+            vec![native("missing", NativeStepKind::Map)],
+            Projection::Whole,
+        ),
+        (vec![], Projection::Whole),
+    ];
+    for (steps, expected) in cases {
+        let described = format!("{steps:?}");
+        assert_eq!(plan(steps).projection(&registry), expected, "{described}");
+    }
+    assert!(!plan(vec![count]).reads_records());
+    assert!(plan(vec![aggregate]).reads_records());
+}

@@ -29,7 +29,7 @@ pub(crate) fn event_record(
             (false, _) => None,
             (true, false) => Some(None),
             (true, true) => Some(Some((
-                read_in_batch(ctx, name, key),
+                read_in_batch(ctx, name, key, None),
                 type_name(key_type(key)),
             ))),
         };
@@ -85,7 +85,7 @@ pub(crate) fn records_ahead(
                 } else if !read_value {
                     Ahead::Record(key_record(name, event, None))
                 } else {
-                    match read_in_batch(ctx, name, key) {
+                    match read_in_batch(ctx, name, key, None) {
                         InBatch::Read(value, key_type) => Ahead::Record(key_record(
                             name,
                             event,

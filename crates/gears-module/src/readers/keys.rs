@@ -3,11 +3,13 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use gears_core::extension::Projection;
 use gears_core::{
     gears_dict_order, CallbackId, GearsError, KeyRecord, Record, RecordReader, Result, Session,
 };
 use redis_module::{raw, Context};
 
+use super::projection::{project_hash, FieldNames};
 use super::raw_keys::{close_key, exists, is_expired, open_key, scan_step, ScanCursor};
 use super::values::{read_in_batch, read_large_value, InBatch};
 use super::BATCH_SIZE;
@@ -15,8 +17,9 @@ use crate::host::{ReadCheck, RedisHost, MAX_BATCH_LOCK};
 use gears_core::glob::glob_match;
 
 enum Mode {
-    /// One record per key: `{'event', 'key', 'type', 'value'}`.
-    Keys { read_value: bool },
+    /// One record per key: `{'event', 'key', 'type', 'value'}`, with what the steps read of it
+    /// (`KeyName`: no value, as `readValue=False`).
+    Keys(Projection),
     /// Key names only.
     KeysOnly,
 }
@@ -34,12 +37,17 @@ pub(crate) struct KeysReader {
 }
 
 impl KeysReader {
-    pub fn keys(host: Arc<RedisHost>, pattern: &[u8], no_scan: bool, read_value: bool) -> Self {
+    pub fn keys(
+        host: Arc<RedisHost>,
+        pattern: &[u8],
+        no_scan: bool,
+        projection: Projection,
+    ) -> Self {
         KeysReader {
             host,
             pattern: pattern.to_vec(),
             no_scan,
-            mode: Mode::Keys { read_value },
+            mode: Mode::Keys(projection),
             batch_size: BATCH_SIZE,
             pattern_generator: None,
             cursor: None,
@@ -95,14 +103,29 @@ impl KeysReader {
 
     /// The record of one key (`key` is its open handle when the scan had one), or `None` when
     /// its value is too large to read within a batch (it is then read after, in slices).
-    fn record(&self, ctx: &Context, name: &[u8], key: *mut raw::RedisModuleKey) -> Option<Record> {
+    /// `fields`: the projection's hash fields, for this hold of the lock.
+    fn record(
+        &self,
+        ctx: &Context,
+        name: &[u8],
+        key: *mut raw::RedisModuleKey,
+        fields: Option<&FieldNames>,
+    ) -> Option<Record> {
         match self.mode {
             Mode::KeysOnly => Some(Record::from(name.to_vec())),
-            Mode::Keys { read_value: false } => Some(key_record(name, None)),
-            Mode::Keys { read_value: true } => match read_in_batch(ctx, name, key) {
+            Mode::Keys(Projection::KeyName) => Some(key_record(name, None)),
+            Mode::Keys(_) => match read_in_batch(ctx, name, key, fields) {
                 InBatch::Read(value, key_type) => Some(key_record(name, Some((value, key_type)))),
                 InBatch::TooLarge => None,
             },
+        }
+    }
+
+    /// The projection's hash fields as Redis strings, for one hold of the lock.
+    fn field_names<'a>(&'a self, ctx: &'a Context) -> Option<FieldNames<'a>> {
+        match &self.mode {
+            Mode::Keys(Projection::HashFields(names)) => Some(FieldNames::new(ctx, names)),
+            _ => None,
         }
     }
 
@@ -118,8 +141,12 @@ impl KeysReader {
     /// Records of keys whose values were too large for the batch, each read in slices.
     fn read_deferred(&self, names: Vec<Vec<u8>>, batch: &mut Vec<Record>) {
         for name in names {
-            if let Some(value) = read_large_value(&self.host, &name) {
-                batch.push(key_record(&name, Some(value)));
+            if let Some((value, key_type)) = read_large_value(&self.host, &name) {
+                let value = match &self.mode {
+                    Mode::Keys(Projection::HashFields(names)) => project_hash(value, names),
+                    _ => value,
+                };
+                batch.push(key_record(&name, Some((value, key_type))));
             }
         }
     }
@@ -137,6 +164,9 @@ fn key_record(name: &[u8], value: Option<(Record, &str)>) -> Record {
         event: None,
     }))
 }
+
+/// Scan steps between two looks at the clock while a batch holds the lock.
+const CLOCK_EVERY: u32 = 8;
 
 /// True when `pattern` has no glob special characters, so it names exactly one key.
 fn is_literal(pattern: &[u8]) -> bool {
@@ -216,7 +246,8 @@ impl RecordReader for KeysReader {
                 if !allowed || (must_exist && !exists(ctx, &self.pattern)) {
                     return Ok(Vec::new());
                 }
-                match self.record(ctx, &self.pattern, std::ptr::null_mut()) {
+                let fields = self.field_names(ctx);
+                match self.record(ctx, &self.pattern, std::ptr::null_mut(), fields.as_ref()) {
                     Some(record) => Ok(vec![record]),
                     None => {
                         deferred.push(self.pattern.clone());
@@ -232,9 +263,16 @@ impl RecordReader for KeysReader {
         let mut deferred = Vec::new();
         let batch = self.host.with_batch_lock(|ctx| -> Result<Vec<Record>> {
             let check = self.read_check(ctx)?;
+            let fields = self.field_names(ctx);
             let started = std::time::Instant::now();
             let mut batch = Vec::new();
-            while batch.len() < self.batch_size && started.elapsed() < MAX_BATCH_LOCK {
+            // The clock is read every few steps (a step is one dict bucket, a key or two).
+            let mut steps = 0u32;
+            while batch.len() < self.batch_size {
+                if steps.is_multiple_of(CLOCK_EVERY) && started.elapsed() >= MAX_BATCH_LOCK {
+                    break;
+                }
+                steps = steps.wrapping_add(1);
                 let more = scan_step(ctx, &cursor, &mut |name, name_string, key| {
                     if !glob_match(&self.pattern, name)
                         || is_expired(key)
@@ -242,7 +280,7 @@ impl RecordReader for KeysReader {
                     {
                         return;
                     }
-                    match self.record(ctx, name, key) {
+                    match self.record(ctx, name, key, fields.as_ref()) {
                         Some(record) => batch.push(record),
                         None => deferred.push(name.to_vec()),
                     }

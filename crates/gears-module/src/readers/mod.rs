@@ -4,6 +4,7 @@ mod event;
 mod keys;
 mod native;
 mod prefetch;
+mod projection;
 mod raw_keys;
 mod shards;
 mod stream;
@@ -11,6 +12,7 @@ mod values;
 
 use std::sync::Arc;
 
+use gears_core::extension::Projection;
 use gears_core::{ExecutionPlan, GeneratorReader, ReaderSpec, RecordReader, Session};
 
 use crate::host::RedisHost;
@@ -34,19 +36,18 @@ pub(crate) fn build(
     host: Arc<RedisHost>,
     session: Arc<dyn Session>,
 ) -> Box<dyn RecordReader> {
-    let spec = match &plan.reader {
+    // What the steps read of the keys (`GB().count()`: names only; a native step may read
+    // only some hash fields).
+    let projection = match &plan.reader {
         ReaderSpec::Keys {
-            pattern, no_scan, ..
-        } if !plan.reads_records() => ReaderSpec::Keys {
-            pattern: pattern.clone(),
-            no_scan: *no_scan,
-            read_value: false,
-        },
-        other => other.clone(),
+            read_value: true, ..
+        } => plan.projection(&gears_core::extension::installed()),
+        ReaderSpec::Keys { .. } => Projection::KeyName,
+        _ => Projection::Whole,
     };
-    let spec = &spec;
+    let spec = &plan.reader;
     let control = host.control().clone();
-    let reader = build_reader(spec, host, session);
+    let reader = build_reader(spec, projection, host, session);
     match spec {
         ReaderSpec::Keys { .. }
         | ReaderSpec::KeysOnly { .. }
@@ -73,6 +74,7 @@ impl RecordReader for Failed {
 
 fn build_reader(
     spec: &ReaderSpec,
+    projection: Projection,
     host: Arc<RedisHost>,
     session: Arc<dyn Session>,
 ) -> Box<dyn RecordReader> {
@@ -87,10 +89,8 @@ fn build_reader(
             Box::new(gears_core::VecReader::new(Vec::new(), 1))
         }
         ReaderSpec::Keys {
-            pattern,
-            no_scan,
-            read_value,
-        } => Box::new(KeysReader::keys(host, pattern, *no_scan, *read_value)),
+            pattern, no_scan, ..
+        } => Box::new(KeysReader::keys(host, pattern, *no_scan, projection)),
         ReaderSpec::KeysOnly {
             pattern,
             count,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use gears_core::Record;
 use redis_module::{raw, Context};
 
+use super::projection::FieldNames;
 use super::raw_keys::{
     close_key, field_callback, is_expired, key_type, open_key, string_bytes, type_name, ScanCursor,
 };
@@ -41,9 +42,15 @@ pub(crate) enum InBatch {
 }
 
 /// A key's value and RedisGears type name, read through an open key handle (or opened here when
-/// `key` is null): a string as text, a hash as its fields in RedisGears' dict order, a list as a
-/// list; sets, sorted sets, streams and module keys have no value.
-pub(crate) fn read_in_batch(ctx: &Context, name: &[u8], key: *mut raw::RedisModuleKey) -> InBatch {
+/// `key` is null): a string as text, a hash as its fields in RedisGears' dict order (only
+/// `fields` when given), a list as a list; sets, sorted sets, streams and module keys have no
+/// value.
+pub(crate) fn read_in_batch(
+    ctx: &Context,
+    name: &[u8],
+    key: *mut raw::RedisModuleKey,
+    fields: Option<&FieldNames>,
+) -> InBatch {
     let owned = key.is_null();
     let key = if owned { open_key(ctx, name) } else { key };
     let kind = key_type(key);
@@ -53,6 +60,10 @@ pub(crate) fn read_in_batch(ctx: &Context, name: &[u8], key: *mut raw::RedisModu
         // raw string even for reading, which changes the keyspace it only reads.
         raw::REDISMODULE_KEYTYPE_STRING => {
             Some(call_internal(ctx, &[b"GET".to_vec(), name.to_vec()]).unwrap_or(Record::Nil))
+        }
+        raw::REDISMODULE_KEYTYPE_HASH if fields.is_some() => {
+            let (fields, bytes) = fields.map(|f| f.read(key)).unwrap_or_default();
+            (bytes <= IN_BATCH_BYTES).then(|| super::keys::hash_fields_record(fields))
         }
         raw::REDISMODULE_KEYTYPE_HASH => FIELD_CURSOR.with(|cursor| {
             cursor.restart();
@@ -272,7 +283,8 @@ pub(crate) fn read_large_value(host: &RedisHost, name: &[u8]) -> Option<(Record,
         // Deleted since the batch saw it.
         raw::REDISMODULE_KEYTYPE_EMPTY => return None,
         _ => {
-            return match host.with_lock(|ctx| read_in_batch(ctx, name, std::ptr::null_mut())) {
+            return match host.with_lock(|ctx| read_in_batch(ctx, name, std::ptr::null_mut(), None))
+            {
                 InBatch::Read(value, kind) => Some((value, kind)),
                 InBatch::TooLarge => None,
             }
