@@ -220,7 +220,8 @@ def test_get_execution_shows_the_progress_of_a_running_execution(r):
     progress = fields["progress"]
     assert progress[0::2] == ["records_read", "records_emitted", "step"]
     assert 0 < progress[1] <= 2000
-    assert progress[5] in ("reader", "map")
+    # The first batch may have passed the map already (before the record that loops).
+    assert progress[5] in ("reader", "map", "to string")
     # Stuck on the record it can not pass, in the map step.
     time.sleep(0.3)
     progress = dict(zip(*[iter(r.execute_command("RG.GETEXECUTION", execution)[0][3][17])] * 2))

@@ -151,16 +151,22 @@ def test_a_native_step_first_reads_only_its_fields(xr, language):
 
 
 def test_a_projection_reads_less_than_the_whole_records(xr):
-    # 200 hashes with a 100 KB field each: read whole, the records of a batch pass an 8 MB
-    # execution memory limit; hll_count('name') reads only the names.
+    # Under an 8 MB execution memory limit: hll_count('name') reads only the names of hashes
+    # whose other field has 20 MB (reading them whole, it passed the limit); a Lua map reading
+    # whole records of 200 hashes of 100 KB each passes it too.
     before = xr.execute_command("RG.CONFIGGET", "ExecutionMemoryLimit")[0]
     pipe = xr.pipeline(transaction=False)
     for i in range(200):
         pipe.hset("m:%d" % i, mapping={"name": "n%d" % (i % 50), "blob": b"x" * (100 << 10)})
     pipe.execute()
     assert xr.execute_command("RG.CONFIGSET", "ExecutionMemoryLimit", "8mb") == ["OK"]
+    # A declared field too large for a batch is read alone after it, not with its hash.
+    xr.hset("q:1", mapping={"name": b"n" * (300 << 10), "blob": b"x" * (20 << 20)})
+    xr.hset("q:2", mapping={"name": "small", "blob": b"x" * (20 << 20)})
     try:
         assert gears(xr, "lua", "GB():native('hll_count', 'name'):run('m:*')") == [["50"], []]
+        assert gears(xr, "lua", "GB():native('hll_count', 'name'):run('q:*')") == [["2"], []]
+        assert gears(xr, "lua", "GB():native('hll_count', 'name'):run('q:1')") == [["1"], []]
         whole = "GB():map(function(x) return x.value.name end):native('hll_count'):run('m:*')"
         assert gears(xr, "lua", whole) == [[], [
             "OOM the execution used more than its memory limit of 8388608 bytes "

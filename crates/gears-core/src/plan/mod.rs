@@ -398,14 +398,6 @@ pub struct ExecutionPlan {
 }
 
 impl ExecutionPlan {
-    /// False when no step looks at the records the reader yields: the steps up to the first
-    /// one that reads a record only count or skip records (`GB().count()`), so a reader may
-    /// leave values unread.
-    pub fn reads_records(&self) -> bool {
-        self.projection(&crate::extension::Registry::new())
-            .reads_value()
-    }
-
     /// What the steps read of a keys reader's records: the first step that looks at them
     /// decides. `GB().count()` reads key names only; a native map, flatmap or aggregate reads
     /// what its operator in `registry` declares ([`Projection`]); anything else reads the

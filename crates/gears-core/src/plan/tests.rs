@@ -245,6 +245,6 @@ fn the_first_step_that_reads_key_records_decides_the_projection() {
         let described = format!("{steps:?}");
         assert_eq!(plan(steps).projection(&registry), expected, "{described}");
     }
-    assert!(!plan(vec![count]).reads_records());
-    assert!(plan(vec![aggregate]).reads_records());
+    assert!(!plan(vec![count]).projection(&registry).reads_value());
+    assert!(plan(vec![aggregate]).projection(&registry).reads_value());
 }

@@ -9,7 +9,7 @@ use gears_core::{
 };
 use redis_module::{raw, Context};
 
-use super::projection::{project_hash, FieldNames};
+use super::projection::{read_fields_alone, FieldNames};
 use super::raw_keys::{close_key, exists, is_expired, open_key, scan_step, ScanCursor};
 use super::values::{read_in_batch, read_large_value, InBatch};
 use super::BATCH_SIZE;
@@ -121,6 +121,11 @@ impl KeysReader {
         }
     }
 
+    /// True when the records hold values (read under the lock).
+    fn reads_values(&self) -> bool {
+        matches!(&self.mode, Mode::Keys(projection) if projection.reads_value())
+    }
+
     /// The projection's hash fields as Redis strings, for one hold of the lock.
     fn field_names<'a>(&'a self, ctx: &'a Context) -> Option<FieldNames<'a>> {
         match &self.mode {
@@ -141,12 +146,14 @@ impl KeysReader {
     /// Records of keys whose values were too large for the batch, each read in slices.
     fn read_deferred(&self, names: Vec<Vec<u8>>, batch: &mut Vec<Record>) {
         for name in names {
-            if let Some((value, key_type)) = read_large_value(&self.host, &name) {
-                let value = match &self.mode {
-                    Mode::Keys(Projection::HashFields(names)) => project_hash(value, names),
-                    _ => value,
-                };
-                batch.push(key_record(&name, Some((value, key_type))));
+            let read = match &self.mode {
+                Mode::Keys(Projection::HashFields(names)) => {
+                    read_fields_alone(&self.host, &name, names)
+                }
+                _ => read_large_value(&self.host, &name),
+            };
+            if let Some(value) = read {
+                batch.push(key_record(&name, Some(value)));
             }
         }
     }
@@ -165,7 +172,7 @@ fn key_record(name: &[u8], value: Option<(Record, &str)>) -> Record {
     }))
 }
 
-/// Scan steps between two looks at the clock while a batch holds the lock.
+/// Scan steps between two looks at the clock while a batch that reads no values holds the lock.
 const CLOCK_EVERY: u32 = 8;
 
 /// True when `pattern` has no glob special characters, so it names exactly one key.
@@ -266,10 +273,13 @@ impl RecordReader for KeysReader {
             let fields = self.field_names(ctx);
             let started = std::time::Instant::now();
             let mut batch = Vec::new();
-            // The clock is read every few steps (a step is one dict bucket, a key or two).
+            // A step is one bucket of the keyspace's table (on Valkey up to 7 keys and more
+            // chained). Reading values, the clock is read after every step; reading names only,
+            // every few steps.
+            let clock_every = if self.reads_values() { 1 } else { CLOCK_EVERY };
             let mut steps = 0u32;
             while batch.len() < self.batch_size {
-                if steps.is_multiple_of(CLOCK_EVERY) && started.elapsed() >= MAX_BATCH_LOCK {
+                if steps.is_multiple_of(clock_every) && started.elapsed() >= MAX_BATCH_LOCK {
                     break;
                 }
                 steps = steps.wrapping_add(1);

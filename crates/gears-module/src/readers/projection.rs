@@ -6,7 +6,10 @@ use std::os::raw::{c_int, c_void};
 use gears_core::Record;
 use redis_module::{raw, Context};
 
-use super::raw_keys::string_bytes;
+use super::keys::hash_fields_record;
+use super::raw_keys::{close_key, is_expired, key_type, open_key, string_bytes};
+use super::values::read_large_value;
+use crate::host::RedisHost;
 
 /// A hash field and its value.
 pub(crate) type Field = (Vec<u8>, Vec<u8>);
@@ -35,10 +38,11 @@ impl<'a> FieldNames<'a> {
         }
     }
 
-    /// The declared fields an open hash has, with their values, and their size in bytes.
-    pub fn read(&self, key: *mut raw::RedisModuleKey) -> (Vec<Field>, usize) {
+    /// The declared fields an open hash has, with their values; `None` as soon as they pass
+    /// `budget` bytes (the value past it is not copied).
+    pub fn read(&self, key: *mut raw::RedisModuleKey, budget: usize) -> Option<Vec<Field>> {
         let mut fields = Vec::with_capacity(self.names.len());
-        let mut bytes = 0;
+        let mut bytes = 0usize;
         for (name, string) in self.names.iter().zip(&self.strings) {
             let mut value: *mut raw::RedisModuleString = std::ptr::null_mut();
             // SAFETY: an open hash key; HashGet sets `value` to a new string (or null when the
@@ -54,14 +58,51 @@ impl<'a> FieldNames<'a> {
                 if value.is_null() {
                     continue;
                 }
-                let copied = string_bytes(value).to_vec();
+                let found = string_bytes(value);
+                bytes = bytes.saturating_add(name.len() + found.len());
+                let copied = (bytes <= budget).then(|| found.to_vec());
                 raw::RedisModule_FreeString.unwrap()(self.ctx.ctx, value);
-                bytes += name.len() + copied.len();
-                fields.push((name.clone(), copied));
+                fields.push((name.clone(), copied?));
             }
         }
-        (fields, bytes)
+        Some(fields)
     }
+}
+
+/// The declared fields of a hash whose fields were too large for a batch, each read under a
+/// hold of the lock of its own (a hash field can not be read in parts); if the key is no longer
+/// a hash, its value read whole ([`read_large_value`]). `None` when the key went away or the
+/// execution stopped.
+pub(crate) fn read_fields_alone(
+    host: &RedisHost,
+    name: &[u8],
+    names: &[Vec<u8>],
+) -> Option<(Record, &'static str)> {
+    let mut fields = Vec::with_capacity(names.len());
+    for field in names {
+        host.control().check().ok()?;
+        let (kind, found) = host.with_batch_lock(|ctx| {
+            let key = open_key(ctx, name);
+            let kind = key_type(key) as isize;
+            let found = (kind == raw::REDISMODULE_KEYTYPE_HASH && !is_expired(key)).then(|| {
+                FieldNames::new(ctx, std::slice::from_ref(field))
+                    .read(key, usize::MAX)
+                    .unwrap_or_default()
+            });
+            close_key(key);
+            (kind, found)
+        });
+        match found {
+            Some(found) => fields.extend(found),
+            None if kind == raw::REDISMODULE_KEYTYPE_EMPTY => return None,
+            // Another type meanwhile: read whole, as any large value.
+            None => {
+                return read_large_value(host, name)
+                    .map(|(value, kind)| (project_hash(value, names), kind))
+            }
+        }
+    }
+    Some((hash_fields_record(fields), "hash"))
 }
 
 impl Drop for FieldNames<'_> {
@@ -82,7 +123,7 @@ pub(crate) fn project_hash(value: Record, names: &[Vec<u8>]) -> Record {
         _ => None,
     };
     match value {
-        Record::Map(entries) => super::keys::hash_fields_record(
+        Record::Map(entries) => hash_fields_record(
             entries
                 .into_iter()
                 .filter_map(|(field, value)| Some((bytes(field)?, bytes(value)?)))

@@ -61,10 +61,9 @@ pub(crate) fn read_in_batch(
         raw::REDISMODULE_KEYTYPE_STRING => {
             Some(call_internal(ctx, &[b"GET".to_vec(), name.to_vec()]).unwrap_or(Record::Nil))
         }
-        raw::REDISMODULE_KEYTYPE_HASH if fields.is_some() => {
-            let (fields, bytes) = fields.map(|f| f.read(key)).unwrap_or_default();
-            (bytes <= IN_BATCH_BYTES).then(|| super::keys::hash_fields_record(fields))
-        }
+        raw::REDISMODULE_KEYTYPE_HASH if fields.is_some() => fields
+            .and_then(|f| f.read(key, IN_BATCH_BYTES))
+            .map(super::keys::hash_fields_record),
         raw::REDISMODULE_KEYTYPE_HASH => FIELD_CURSOR.with(|cursor| {
             cursor.restart();
             let mut fields = Fields::default();
