@@ -407,6 +407,30 @@ def test_a_registration_whose_user_lost_the_stream_does_not_hold_back_trimming(s
         unregister_all_and_delete_user(rr, "lost")
 
 
+def test_the_backlog_of_a_registration_whose_user_lost_the_stream_is_shown(server, rr):
+    rr.execute_command("ACL", "SETUSER", "lost", "on", ">pw", "~*", "+@all")
+    try:
+        lost = server.new_client(username="lost", password="pw")
+        gears(lost, "python", counting("python", "bl", "n"))
+        rid = only(rr)[1]
+        rr.xadd("bl", {"f": "0"})
+        assert wait_for(lambda: count(rr, "n") == 1)
+        rr.execute_command("ACL", "SETUSER", "lost", "resetkeys", "~n", "~n:*")
+        for i in range(5):
+            rr.xadd("bl", {"f": str(i)})
+        # Its reads fail; what waits is counted all the same.
+        assert wait_for(lambda: data(only(rr))["numFailures"] >= 1)
+        assert wait_for(lambda: rr.info("rg")["rg_stream_%s" % rid]["backlog"] == 5)
+        assert rr.info("rg")["rg_stream_backlog"] == 5
+        assert count(rr, "n") == 1
+        rr.execute_command("ACL", "SETUSER", "lost", "~*")
+        rr.xadd("bl", {"f": "5"})
+        assert wait_for(lambda: count(rr, "n") == 7)
+        assert wait_for(lambda: rr.info("rg")["rg_stream_%s" % rid]["backlog"] == 0)
+    finally:
+        unregister_all_and_delete_user(rr, "lost")
+
+
 def test_keys_that_are_not_streams_arriving_by_rename_restore_or_copy_are_ignored(rr):
     gears(rr, "python", counting("python", "*", "n"))
     rr.set("a", "1")

@@ -11,12 +11,12 @@ use gears_core::{ExecutionMode, ExecutionOutcome, GearsError, Record, RecordRead
 
 use redis_module::{raw, Context};
 
-use super::groups::{groups, text};
+use super::groups::{groups, parse_groups, text};
 use super::reader::{Batch, GroupReader, Source};
 use super::{
     id_millis, lock, next_id, now_millis, rearm, stop, trigger, Cursor, Registration, Status,
 };
-use crate::host::{Access, Caller, RedisHost, SyncRun};
+use crate::host::{call_internal, Access, Caller, RedisHost, SyncRun};
 use crate::readers::{count_after, parse_stream_id};
 
 /// Batches one job runs before it lets other jobs have the worker (`async`) or the main thread
@@ -183,6 +183,7 @@ fn recover_pending(
             // No stream (deleted meanwhile), or the user may no longer create the group.
             if !error.contains("requires the key to exist") {
                 registration.record_run(Duration::ZERO, Some(error), false);
+                note_unreadable(registration, trigger, cursor);
             }
             lock(&cursor.state).undelivered = Some(0);
             return false;
@@ -212,6 +213,7 @@ fn recover_pending(
         if let Some(count) = count {
             let mut state = lock(&cursor.state);
             state.undelivered = Some(count);
+            state.unreadable = None;
             if count > 0 && state.waiting_since.is_none() {
                 state.waiting_since = Some(std::time::Instant::now());
             }
@@ -230,7 +232,17 @@ const COUNT_CAP: u64 = 10_000;
 /// tell, else counted (the group moves with `XGROUP SETID`, after which the server can tell
 /// only at the stream's ends); the stream's length without the group. The caller holds the lock.
 fn undelivered(ctx: &Context, host: &RedisHost, key: &[u8], group: &str) -> Option<u64> {
-    let groups = groups(host, key)?;
+    count_waiting(ctx, key, group, &|args: &[Vec<u8>]| host.execute(args))
+}
+
+/// [`undelivered`], with the commands run by `call`.
+fn count_waiting(
+    ctx: &Context,
+    key: &[u8],
+    group: &str,
+    call: &dyn Fn(&[Vec<u8>]) -> gears_core::Result<Record>,
+) -> Option<u64> {
+    let groups = parse_groups(call(&command(&[b"XINFO", b"GROUPS", key])).ok()?);
     match groups.iter().find(|g| g.name == group) {
         Some(info) => match info.lag {
             Some(lag) => Some(lag.max(0) as u64),
@@ -239,11 +251,28 @@ fn undelivered(ctx: &Context, host: &RedisHost, key: &[u8], group: &str) -> Opti
                 Some(count_after(ctx, key, after, COUNT_CAP))
             }
         },
-        None => match host.execute(&command(&[b"XLEN", key])).ok()? {
+        None => match call(&command(&[b"XLEN", key])).ok()? {
             Record::Integer(n) => Some(n.max(0) as u64),
             _ => None,
         },
     }
+}
+
+/// The registration's user may not read or group the stream: counts what waits in it as Gears
+/// itself, for the backlog INFO shows (the cursor's own count stays unknown or zero, so that
+/// it tries again only when entries arrive).
+fn note_unreadable(registration: &Registration, trigger: &StreamTrigger, cursor: &Cursor) {
+    let Some(host) = bookkeeping_host(registration, cursor) else {
+        return;
+    };
+    let key = cursor.key.as_slice();
+    let waiting = host.with_lock(|ctx| {
+        count_waiting(ctx, key, &trigger.group, &|args: &[Vec<u8>]| {
+            call_internal(ctx, args)
+        })
+    });
+    host.finish();
+    lock(&cursor.state).unreadable = waiting;
 }
 
 /// Reads one batch and runs it as one execution; acknowledges it, or applies the failure
@@ -302,6 +331,7 @@ fn run_batch(
                     // The user may no longer read the stream: counted once as a failure; the
                     // cursor tries again when entries arrive.
                     registration.record_run(Duration::ZERO, Some(error), false);
+                    note_unreadable(registration, trigger, cursor);
                 }
                 return Ended::Stop;
             }
@@ -309,6 +339,7 @@ fn run_batch(
         }
         Some(outcome) => outcome,
     };
+    lock(&cursor.state).unreadable = None;
     let read = ids.len() as u64;
     let release = |cursor: &Cursor| {
         if source == Source::New {

@@ -93,14 +93,16 @@ impl StreamState {
         lag.samples += 1;
     }
 
-    /// Entries of its streams not yet processed: not read yet, or read and running.
+    /// Entries of its streams not yet processed: not read yet, or read and running (or waiting
+    /// in a stream its user may not read).
     pub fn backlog(&self) -> u64 {
         lock(&self.cursors)
             .values()
             .flat_map(|db| db.values())
             .map(|cursor| {
                 let state = lock(&cursor.state);
-                state.undelivered.unwrap_or(0) + state.in_flight
+                let known = state.undelivered.unwrap_or(0) + state.in_flight;
+                known.max(state.unreadable.unwrap_or(0))
             })
             .sum()
     }
@@ -163,6 +165,9 @@ pub(super) struct CursorState {
     pub(super) undelivered: Option<u64>,
     /// Entries read and not yet acknowledged.
     pub(super) in_flight: u64,
+    /// Entries waiting in a stream the registration's user may not read (its reads fail),
+    /// counted by Gears for the backlog; `None` once a read works.
+    pub(super) unreadable: Option<u64>,
     /// A job runs (or is about to) for this stream.
     pub(super) busy: bool,
     /// Run every entry now, full batch or not (entries that were there before the
