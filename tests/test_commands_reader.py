@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import gears, gears_error, raw_error, raw_reply, registrations
+from helpers import gears, gears_error, raw_error, raw_reply, registrations, wait_for
 
 NOT_SYNC = "ERR can not run a non-sync execution inside a MULTI/LUA (blocking is not allowed) or on loading."
 
@@ -330,6 +330,28 @@ def test_only_administrators_hook_commands_and_scripts_can_not_bypass_acl(server
                 "Can not override a command which are not allowed inside a script"
     finally:
         rr.execute_command("ACL", "DELUSER", "app")
+
+
+def test_gears_own_reads_do_not_go_through_hooks(server, rr):
+    # A hook on GET that answers for the real command: Gears' own reads of string values
+    # (KeysReader, a registration's record) get the values, not the hook's reply, and the
+    # server lives (on Redis 7.0 the hook's check of a user-less internal call crashed it).
+    gears(rr, "lua", "GB('CommandReader'):map(function(x) return 'hooked' end)"
+                     ":register({hook = 'get', mode = 'sync'})")
+    rr.set("s:1", "one")
+    assert rr.get("s:1") == "hooked"
+    assert gears(rr, "lua", "GB():map(function(x) return x.value end):run('s:*')") == [["one"], []]
+    assert gears(rr, "python", "GB().map(lambda x: x['value']).run('s:*')") == [["one"], []]
+    gears(rr, "python", "GB().foreach(lambda x: execute('set', 'copy', x['value']))"
+                        ".register('s:*', mode='async')")
+    rr.set("s:2", "two")
+    assert wait_for(lambda: rr.execute_command("STRLEN", "copy") == 3)
+    # A script's execute() is the user's command: the hook applies.
+    assert gears(rr, "lua", "GB('ShardsIDReader'):map(function(x) return execute('get', 's:1') end)"
+                            ":run()") == [["hooked"], []]
+    # EVAL runs as its caller: checked, and hooked.
+    assert rr.eval("return redis.call('get', 's:1')", 0) == "hooked"
+    assert server.alive()
 
 
 def test_a_resp3_client_gets_a_resp3_reply_through_a_hook(server, rr):

@@ -20,7 +20,7 @@ use redis_module::{raw, CallOptionsBuilder, CallReply, CallResult, Context};
 
 use super::command_info::command_of;
 use super::user::AclUser;
-use crate::registrations::hooks::ActingUser;
+use crate::registrations::hooks::{ActingUser, InternalCall};
 
 /// How a command may act.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,7 +303,10 @@ pub(crate) fn call_internal(ctx: &Context, args: &[Vec<u8>]) -> Result<Record> {
     let name = String::from_utf8_lossy(command);
     let options = CallOptionsBuilder::new().errors_as_replies().build();
     let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
-    let reply: CallResult = ctx.call_ext(&name, &options, rest.as_slice());
+    let reply: CallResult = {
+        let _internal = InternalCall::enter();
+        ctx.call_ext(&name, &options, rest.as_slice())
+    };
     match &reply {
         Ok(reply) => Ok(call_reply_to_record(reply)),
         Err(e) => Err(GearsError::Redis(e.to_utf8_string().unwrap_or_default())),

@@ -274,6 +274,27 @@ thread_local! {
     static CURRENT: RefCell<Vec<Arc<CommandCall>>> = const { RefCell::new(Vec::new()) };
     /// Set while `RG.INNERHOOK` calls the real command: the filter lets it through once.
     pub(super) static BYPASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while Gears runs a command for itself ([`InternalCall`]): no hook applies to it.
+    static INTERNAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, the next command this thread runs is Gears' own (reading a value, a group's
+/// position, `ACL DRYRUN`): the filter lets it through to the real command, whatever hooks
+/// exist. Gears' own reads never went through users' hooks (RedisGears read values with the key
+/// API), and such a call has no user for a hook to check.
+pub(crate) struct InternalCall;
+
+impl InternalCall {
+    pub fn enter() -> Self {
+        INTERNAL.with(|internal| internal.set(true));
+        InternalCall
+    }
+}
+
+impl Drop for InternalCall {
+    fn drop(&mut self) {
+        let _ = INTERNAL.try_with(|internal| internal.set(false));
+    }
 }
 
 /// While alive, commands of `call_next` go to the hooks after `registration`.
@@ -458,6 +479,9 @@ unsafe extern "C" fn on_command(filter: *mut raw::RedisModuleCommandFilterCtx) {
     // it, and `RG.INNERHOOK` refuses to run `RG.INNERHOOK`. Whether hooks exist or not: it
     // would run any command unchecked. (One insertion only: Valkey 9.1 corrupts its argument
     // array when a filter inserts twice or replaces an argument.)
+    // Gears' own command (one per InternalCall: the flag is taken here, before the command
+    // runs and whatever it runs in turn).
+    let internal = INTERNAL.with(|internal| internal.replace(false));
     // SAFETY: the filter context of this call.
     if unsafe { is_inner_hook(filter) } {
         if let Some(name) = INNER_NAME.get() {
@@ -470,7 +494,7 @@ unsafe extern "C" fn on_command(filter: *mut raw::RedisModuleCommandFilterCtx) {
         }
         return;
     }
-    if HOOKED.load(Ordering::Acquire) == 0 {
+    if internal || HOOKED.load(Ordering::Acquire) == 0 {
         return;
     }
     // The real command of a hooked one.

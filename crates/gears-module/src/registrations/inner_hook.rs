@@ -55,23 +55,10 @@ fn real_call_flags() -> String {
 /// execution's user, anyone else as their client's user.
 fn check_acl(ctx: &Context, argv: &[&[u8]]) -> Result<(), RedisError> {
     let acting = ACTING.with(|acting| acting.borrow().last().cloned());
-    let name = match acting {
-        Some(name) => name,
-        // SAFETY: a plain query of the command's client's user (a script's client runs as its
-        // caller); the string is freed here. No user: refused.
-        None => unsafe {
-            let name = raw::RedisModule_GetCurrentUserName.unwrap()(ctx.ctx);
-            if name.is_null() {
-                return Err(RedisError::Str(
-                    "NOPERM Gears could not tell which user sent this hooked command",
-                ));
-            }
-            let mut len = 0usize;
-            let ptr = raw::RedisModule_StringPtrLen.unwrap()(name, &mut len);
-            let bytes = std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec();
-            raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
-            bytes
-        },
+    let Some(name) = acting.or_else(|| client_user(ctx)) else {
+        return Err(RedisError::Str(
+            "NOPERM Gears could not tell which user sent this hooked command",
+        ));
     };
     if crate::host::may_run(ctx, &name, argv) {
         return Ok(());
@@ -98,6 +85,35 @@ fn check_acl(ctx: &Context, argv: &[&[u8]]) -> Result<(), RedisError> {
     Err(RedisError::String(format!(
         "NOPERM this user has no permissions to run the '{command}' command"
     )))
+}
+
+/// The name of the user of the command's client; `None` when there is none to tell (a module's
+/// call made without a user: on Redis 7.0 asking its user's name would crash the server).
+fn client_user(ctx: &Context) -> Option<Vec<u8>> {
+    // SAFETY: plain queries of the command's client; the strings are freed here.
+    unsafe {
+        let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) as u32;
+        let name = if flags & raw::REDISMODULE_CTX_FLAGS_LUA != 0 {
+            // A script's client (EVAL, FCALL) runs as its caller's user.
+            raw::RedisModule_GetCurrentUserName.unwrap()(ctx.ctx)
+        } else {
+            // A client's, found by its id; a client of no connection (a module's call) is not
+            // found, and one without a user gives none.
+            let id = raw::RedisModule_GetClientId.unwrap()(ctx.ctx);
+            if id == 0 {
+                return None;
+            }
+            raw::RedisModule_GetClientUserNameById.unwrap()(ctx.ctx, id)
+        };
+        if name.is_null() {
+            return None;
+        }
+        let mut len = 0usize;
+        let ptr = raw::RedisModule_StringPtrLen.unwrap()(name, &mut len);
+        let bytes = std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec();
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+        Some(bytes)
+    }
 }
 
 /// What a CommandReader hook's run knows of its command.
