@@ -132,10 +132,37 @@ def test_gears_memory_limit_bounds_all_executions():
         client = s.new_client()
         assert gears_error(client, "lua", MEMORY_HOGS["lua"]) == \
             "OOM Gears used more than its memory limit of 50331648 bytes (MemoryLimit)"
+        # Rhai's large allocations are checked against what is left of Gears' limit too.
+        assert gears_error(client, "rhai", "let s = \"\"; s.pad(200000000, 'a');") == \
+            "Length of string too large (line 1, position 15)"
+        assert gears_error(client, "rhai", "let b = blob(200000000);") == \
+            "Size of BLOB too large (line 1, position 9)"
         assert client.ping()
         info = client.info("rg")
         assert info["rg_memory_limit"] == 48 << 20
         assert info["rg_execution_memory_limit"] == 1 << 30
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("script", [
+    "let s = \"\"; s.pad(600000000, 'a');",
+    'let s = ""; s.pad(200000000, "ab");',
+    "let b = blob(600000000);",
+    "let a = []; a.pad(40000000, 1);",
+])
+def test_a_long_rhai_fill_stops_when_aborted(script):
+    # A fill of hundreds of millions of items is stopped between chunks, not run to its end.
+    s = RedisServer(extra_args=("MemoryLimit", "2gb", "ExecutionMemoryLimit", "1gb"))
+    try:
+        client = s.new_client()
+        execution = client.execute_command("RG.RHAIEXECUTE", script, "UNBLOCKING")
+        time.sleep(0.05)
+        started = time.time()
+        assert client.execute_command("RG.ABORTEXECUTION", execution) == "OK"
+        assert client.execute_command("RG.GETRESULTSBLOCKING", execution) == \
+            [[], ["Execution was aborted"]]
+        assert time.time() - started < 1
     finally:
         s.stop()
 

@@ -6,7 +6,7 @@
 //! The replacements keep Rhai's semantics (the bodies follow Rhai 1.27's packages); they are
 //! registered on the engine, which Rhai searches before its packages.
 
-use gears_core::control;
+use gears_core::{control, memory};
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Position, INT};
 
 /// The most a single request may allocate when the execution has no memory limit.
@@ -44,17 +44,45 @@ fn estimated_size(value: &Dynamic, depth: usize) -> u64 {
 }
 
 /// Refuses a request for `count` more items of `each` bytes when the execution could not hold
-/// them, with Rhai's own error for data too large.
+/// them (within its own limit, and within what is left of Gears' `MemoryLimit` for all
+/// executions), with Rhai's own error for data too large.
 fn ensure_room(what: &str, count: u64, each: u64) -> Fallible<()> {
     let bytes = count.saturating_mul(each.max(1));
-    let room = match control::current() {
+    let own = match control::current() {
         Some(control) if control.limits().memory > 0 => {
             (control.limits().memory as i64 - control.memory().used()).max(0) as u64
         }
         _ => MAX_REQUEST,
     };
-    if bytes > room.min(MAX_REQUEST) {
+    let global = match memory::global_limit() {
+        0 => MAX_REQUEST,
+        limit => (limit as i64 - memory::total_used()).max(0) as u64,
+    };
+    if bytes > own.min(global).min(MAX_REQUEST) {
         return Err(EvalAltResult::ErrorDataTooLarge(what.to_string(), Position::NONE).into());
+    }
+    Ok(())
+}
+
+/// Items appended between two checks of the execution's control in a long fill.
+const FILL_CHUNK: u64 = 1 << 20;
+
+/// Calls `fill(n)` for `count` items in all, in chunks of at most [`FILL_CHUNK`]: an aborted
+/// or timed-out execution stops between two (a fill of a billion items would otherwise run
+/// for minutes, unobserved).
+fn in_chunks(count: u64, mut fill: impl FnMut(usize)) -> Fallible<()> {
+    let mut done = 0;
+    while done < count {
+        let n = FILL_CHUNK.min(count - done);
+        fill(n as usize);
+        done += n;
+        if let Err(stopped) = control::check_current_local() {
+            return Err(EvalAltResult::ErrorTerminated(
+                Dynamic::from(stopped.message().to_string()),
+                Position::NONE,
+            )
+            .into());
+        }
     }
     Ok(())
 }
@@ -73,7 +101,10 @@ pub(crate) fn register(engine: &mut Engine) {
             let current = array.len() as u64;
             if len > current {
                 ensure_room("Size of array", len - current, estimated_size(&item, 0))?;
-                array.resize(len as usize, item);
+                array.reserve((len - current) as usize);
+                in_chunks(len - current, |n| {
+                    array.extend(std::iter::repeat_n(&item, n).cloned())
+                })?;
             }
             Ok(())
         },
@@ -83,8 +114,12 @@ pub(crate) fn register(engine: &mut Engine) {
         |blob: &mut Blob, len: INT, value: INT| -> Fallible<()> {
             let len = length(len);
             if len > blob.len() as u64 {
-                ensure_room("Size of BLOB", len - blob.len() as u64, 1)?;
-                blob.resize(len as usize, (value & 0xff) as u8);
+                let more = len - blob.len() as u64;
+                ensure_room("Size of BLOB", more, 1)?;
+                blob.reserve(more as usize);
+                in_chunks(more, |n| {
+                    blob.extend(std::iter::repeat_n((value & 0xff) as u8, n))
+                })?;
             }
             Ok(())
         },
@@ -92,7 +127,11 @@ pub(crate) fn register(engine: &mut Engine) {
     let new_blob = |len: INT, value: INT| -> Fallible<Blob> {
         let len = length(len);
         ensure_room("Size of BLOB", len, 1)?;
-        Ok(vec![(value & 0xff) as u8; len as usize])
+        let mut blob = Blob::with_capacity(len as usize);
+        in_chunks(len, |n| {
+            blob.extend(std::iter::repeat_n((value & 0xff) as u8, n))
+        })?;
+        Ok(blob)
     };
     engine.register_fn("blob", move |len: INT| new_blob(len, 0));
     engine.register_fn("blob", new_blob);
@@ -108,9 +147,9 @@ pub(crate) fn register(engine: &mut Engine) {
                     character.len_utf8() as u64,
                 )?;
                 let s = string.make_mut();
-                for _ in current..len {
-                    s.push(character);
-                }
+                let mut buffer = [0u8; 4];
+                let one: &str = character.encode_utf8(&mut buffer);
+                in_chunks(len - current, |n| s.push_str(&one.repeat(n)))?;
             }
             Ok(())
         },
@@ -126,15 +165,10 @@ pub(crate) fn register(engine: &mut Engine) {
             }
             ensure_room("Length of string", len - current, 4)?;
             let s = string.make_mut();
-            while current < len {
-                if current + step <= len {
-                    s.push_str(padding);
-                    current += step;
-                } else {
-                    s.extend(padding.chars().take((len - current) as usize));
-                    current = len;
-                }
-            }
+            let whole = (len - current) / step;
+            in_chunks(whole, |n| s.push_str(&padding.repeat(n)))?;
+            current += whole * step;
+            s.extend(padding.chars().take((len - current) as usize));
             Ok(())
         },
     );
