@@ -48,6 +48,50 @@ def test_register_te_runs_every_second_until_its_key_is_deleted(rr, server):
     assert rr.keys("*") == ["x"]
 
 
+def crc64(data):
+    """Redis's CRC-64 (Jones polynomial, reflected), which ends every DUMP payload."""
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x95AC9329AC4BC9B5 if c & 1 else c >> 1
+        table.append(c)
+    crc = 0
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def test_a_corrupt_timer_key_payload_is_refused_not_a_crash(rr, server):
+    # RESTORE needs no Gears right: a short or damaged gears-tmr value must be an error reply
+    # (Redis panics on a module's read past the end unless the module handles IO errors).
+    assert gears(rr, "python", TE_COUNTER) == "OK"
+    raw = server.new_client(decode_responses=False)
+    payload = raw.dump("timeEvent")
+    body, version = payload[:-10], payload[-10:-8]
+    try:
+        # Every cut of the value: refused, or (when the bytes after the cut happen to complete
+        # it, its string being compressed) a timer key of a registration that does not exist.
+        outcomes = []
+        for cut in range(9, len(body)):
+            damaged = body[:cut] + version
+            damaged += crc64(damaged).to_bytes(8, "little")
+            try:
+                outcomes.append(raw.restore(b"copy", 0, damaged, replace=True))
+            except redis.ResponseError as error:
+                outcomes.append(str(error))
+            assert raw.ping()
+        assert set(outcomes) <= {"Bad data format", b"OK"}, outcomes
+        # No value at all, or the registration's id cut short.
+        assert outcomes[0] == outcomes[1] == outcomes[2] == "Bad data format", outcomes
+        # The whole payload still restores.
+        assert raw.restore(b"copy", 0, payload, replace=True)
+        assert rr.type("copy") == "gears-tmr"
+    finally:
+        rr.delete("copy", "timeEvent")
+    assert server.alive()
+
+
 def test_register_te_answers_false_when_the_key_holds_something():
     s = RedisServer()
     try:

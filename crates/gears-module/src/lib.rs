@@ -225,6 +225,16 @@ fn init(
         return Status::Err;
     }
     info::register(ctx);
+    // Gears' loaders check every read (`RedisModule_IsIOError`): a short or corrupt value
+    // (a `RESTORE` payload, a damaged RDB) is an error reply or a failed load, not a server
+    // panic, which is what Redis does for modules that do not say so.
+    // SAFETY: a plain setting of this module, at load.
+    unsafe {
+        raw::RedisModule_SetModuleOptions.unwrap()(
+            ctx.ctx,
+            raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32,
+        )
+    };
     if let Err(e) = registrations::subscribe(ctx)
         .and_then(|_| registrations::persist::subscribe(ctx))
         .and_then(|_| registrations::timers::key::create_type(ctx))

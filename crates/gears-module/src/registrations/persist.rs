@@ -156,11 +156,18 @@ unsafe fn load_buffers(rdb: *mut raw::RedisModuleIO) -> Option<Vec<Vec<u8>>> {
     let mut buffers = Vec::new();
     // SAFETY: the IO handle of this load; each buffer is copied, then freed.
     unsafe {
+        let io_error = || raw::RedisModule_IsIOError.is_some_and(|e| e(rdb) != 0);
         let count = raw::RedisModule_LoadUnsigned.unwrap()(rdb);
+        if io_error() {
+            return None;
+        }
         for _ in 0..count {
             let mut len = 0usize;
             let buffer = raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len);
-            if buffer.is_null() || raw::RedisModule_IsIOError.is_some_and(|e| e(rdb) != 0) {
+            if buffer.is_null() || io_error() {
+                if !buffer.is_null() {
+                    raw::RedisModule_Free.unwrap()(buffer.cast());
+                }
                 return None;
             }
             buffers.push(std::slice::from_raw_parts(buffer.cast::<u8>(), len).to_vec());

@@ -59,7 +59,11 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, _encver: c_int) -> *
     // SAFETY: reads one buffer Redis allocated; it is copied, then freed.
     let registration = unsafe {
         let ptr = raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len);
-        if ptr.is_null() {
+        if ptr.is_null() || raw::RedisModule_IsIOError.is_some_and(|e| e(rdb) != 0) {
+            if !ptr.is_null() {
+                raw::RedisModule_Free.unwrap()(ptr.cast());
+            }
+            // A short or corrupt value: the load (or RESTORE) fails, the server goes on.
             return std::ptr::null_mut();
         }
         let text =
