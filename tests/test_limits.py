@@ -31,6 +31,11 @@ RUNAWAY_ATOMIC = {
         "atomic(function() while true do pcall(function() while true do end end) end end)",
         # The matching runs in string.find, not in Lua code, and still stops.
         "atomic(function() pcall(string.find, ('a'):rep(40), ('a*'):rep(40) .. 'b') end)",
+        # Library loops that Lua runs in C, where its instruction hook never fires.
+        "atomic(function() table.move({}, 1, 1e14, 1, {}) end)",
+        "atomic(function() table.insert(setmetatable({}, {__len = function() return 1e15 end}), 1, 'x') end)",
+        "atomic(function() table.remove(setmetatable({}, {__len = function() return 1e15 end}), 1) end)",
+        "atomic(function() for i = 1, 1e15 do local s = string.rep('', 1e15) end end)",
     ],
     "rhai": [
         "atomic(|| { loop {} });",
@@ -143,6 +148,47 @@ def test_gears_memory_limit_bounds_all_executions():
         assert info["rg_execution_memory_limit"] == 1 << 30
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("script", [
+    "table.move({}, 1, 1e14, 1, {})",
+    "table.insert(setmetatable({}, {__len = function() return 1e15 end}), 1, 'x')",
+    "table.remove(setmetatable({}, {__len = function() return 1e15 end}), 1)",
+])
+def test_a_lua_library_loop_stops_when_aborted(r, script):
+    execution = r.execute_command(
+        "RG.LUAEXECUTE", "GB('ShardsIDReader'):foreach(function(x) %s end):run()" % script,
+        "UNBLOCKING")
+    time.sleep(0.1)
+    started = time.time()
+    assert r.execute_command("RG.ABORTEXECUTION", execution) == "OK"
+    assert r.execute_command("RG.GETRESULTSBLOCKING", execution) == [[], ["Execution was aborted"]]
+    assert time.time() - started < 1
+
+
+def test_the_lua_library_replacements_keep_their_results(r):
+    script = ("local t = {} for i = 1, 10000 do t[i] = i end "
+              "table.move(t, 1, 10000, 3) local a = t[3] .. ',' .. t[10002] "
+              "local u = {} for i = 1, 10000 do u[i] = i end table.move(u, 3, 10000, 1) "
+              "local b = u[1] .. ',' .. u[9998] .. ',' .. u[9999] "
+              "local m = setmetatable({1, 2, 3}, {}) table.insert(m, 1, 0) table.insert(m, 9) "
+              "local c = table.concat(m, ',') .. '/' .. table.remove(m, 1) .. table.remove(m) "
+              "return {a, b, c, string.rep('', 1e15), string.rep('ab', 3, ','), string.rep('', 3, ',')}")
+    assert gears(r, "lua", "GB('ShardsIDReader'):map(function(x) %s end):run()" % script) == \
+        [["['1,10000', '3,10000,9999', '0,1,2,3,9/09', '', 'ab,ab,ab', ',,']"], []]
+    errors = [
+        ("local x = table.move({}, 1, 2) return x",
+         "script:1: bad argument #4 to 'move' (number expected, got no value)"),
+        ("local x = table.insert(setmetatable({}, {}), 'a', 1) return x",
+         "script:1: bad argument #2 to 'insert' (number expected, got string)"),
+        ("local x = table.remove(setmetatable({}, {}), 5) return x",
+         "script:1: bad argument #2 to 'remove' (position out of bounds)"),
+        ("local x = string.rep('x', 1.5) return x",
+         "script:1: bad argument #2 to 'rep' (number has no integer representation)"),
+    ]
+    for body, error in errors:
+        assert gears(r, "lua", "GB('ShardsIDReader'):map(function(x) %s end):run()" % body) == \
+            [[], [error]]
 
 
 @pytest.mark.parametrize("script", [

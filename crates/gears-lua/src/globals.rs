@@ -23,12 +23,18 @@ use crate::state::SharedState;
 /// - `setmetatable` refuses `__gc` metamethods: Lua runs finalizers with hooks switched off, so a
 ///   finalizer could loop (or hold an atomic block) where no limit reaches it, and one runs at
 ///   the latest when the script's state is closed, on a worker, after its execution ended;
+/// - `string.rep` of an empty result, `table.move` over a large range, and `table.insert` /
+///   `table.remove` on a table with a metatable (whose `__len` may claim any length) would loop
+///   inside C, where the instruction hook never runs: no abort, no time limit, and in an atomic
+///   block a frozen server. They answer at once (`string.rep`), move in chunks of 4,096 with Lua
+///   between them (`table.move`), or shift in Lua (`insert`, `remove`), with Lua 5.4's results
+///   and errors;
 /// - `pcall`, `xpcall` and `coroutine.resume` hand an error raised by Gears (a Redis error from
 ///   `execute`, ...) to the script as its text (`script:3: ERR ...`), not as an error object
 ///   whose text carries a Rust stack traceback; a value a Rust function throws (the string
 ///   functions' errors, see `error::Thrown`) as that value. Other error values pass unchanged.
-const SANDBOX: &str = r#"
-local text = ...
+const SANDBOX: &str = r##"
+local text, out_of_memory = ...
 local raw_load = load
 load = function(chunk, chunkname, _, env)
   if env == nil then
@@ -59,7 +65,135 @@ end
 coroutine.resume = function(co, ...)
   return plain(raw_resume(co, ...))
 end
-"#;
+local tointeger, ult, maxinteger = math.tointeger, math.ult, math.maxinteger
+local rep, move, insert, remove = string.rep, table.move, table.insert, table.remove
+local raw_getmetatable, select, raw_match = getmetatable, select, string.match
+-- Calls library function `name`; its error is raised where the script called the replacement,
+-- worded as the function's own.
+local function call(name, f, ...)
+  local ok, result = raw_pcall(f, ...)
+  if not ok then
+    -- pcall hides a memory error's status; the execution must still see it as one.
+    if result == "not enough memory" then
+      out_of_memory()
+    end
+    if raw_type(result) == "string" then
+      local before, after = raw_match(result, "^(.-to ')%?('.*)$")
+      if before then
+        result = before .. name .. after
+      end
+    end
+    raw_error(result, 3)
+  end
+  return result
+end
+string.rep = function(...)
+  local s, n, sep = ...
+  if s == "" and (sep == nil or sep == "") and tointeger(n) ~= nil then
+    return ""
+  end
+  local result = call("rep", rep, ...)
+  return result
+end
+local CHUNK = 4096
+table.move = function(...)
+  local a1, f, e, t, a2 = ...
+  local fi, ei, ti = tointeger(f), tointeger(e), tointeger(t)
+  if fi == nil or ei == nil or ti == nil or ei - fi < CHUNK then
+    local result = call("move", move, ...)
+    return result
+  end
+  call("move", move, a1, 1, 0, 1, a2)
+  if not (fi > 0 or ei < maxinteger + fi) then
+    raw_error("bad argument #3 to 'move' (too many elements to move)", 2)
+  end
+  local n = ei - fi
+  if ti > maxinteger - n then
+    raw_error("bad argument #4 to 'move' (destination wrap around)", 2)
+  end
+  local dest = a2
+  if dest == nil then dest = a1 end
+  if ti > ei or ti <= fi or (a2 ~= nil and a1 ~= a2) then
+    local i = 0
+    while i <= n do
+      local last = i + CHUNK - 1
+      if last > n then last = n end
+      call("move", move, a1, fi + i, fi + last, ti + i, dest)
+      i = last + 1
+    end
+  else
+    local last = n
+    while last >= 0 do
+      local first = last - CHUNK + 1
+      if first < 0 then first = 0 end
+      call("move", move, a1, fi + first, fi + last, ti + first, dest)
+      last = first - 1
+    end
+  end
+  return dest
+end
+local function length(t)
+  local n = tointeger(#t)
+  if n == nil then raw_error("object length is not an integer", 3) end
+  return n
+end
+local raw_tonumber = tonumber
+local function integer(v, name)
+  local i = tointeger(v)
+  if i == nil then
+    local why = "number has no integer representation"
+    if raw_tonumber(v) == nil then
+      why = "number expected, got " .. raw_type(v)
+    end
+    raw_error("bad argument #2 to '" .. name .. "' (" .. why .. ")", 3)
+  end
+  return i
+end
+table.insert = function(t, ...)
+  if raw_type(t) ~= "table" or raw_getmetatable(t) == nil then
+    call("insert", insert, t, ...)
+    return
+  end
+  local count = select("#", ...)
+  local e = length(t) + 1
+  if count == 1 then
+    t[e] = (...)
+    return
+  elseif count ~= 2 then
+    raw_error("wrong number of arguments to 'insert'", 2)
+  end
+  local pos, v = ...
+  pos = integer(pos, "insert")
+  if not ult(pos - 1, e) then
+    raw_error("bad argument #2 to 'insert' (position out of bounds)", 2)
+  end
+  for i = e, pos + 1, -1 do
+    t[i] = t[i - 1]
+  end
+  t[pos] = v
+end
+table.remove = function(t, ...)
+  if raw_type(t) ~= "table" or raw_getmetatable(t) == nil then
+    local result = call("remove", remove, t, ...)
+    return result
+  end
+  local size = length(t)
+  local pos = size
+  if select("#", ...) > 0 and (...) ~= nil then
+    pos = integer((...), "remove")
+  end
+  if pos ~= size and ult(size, pos - 1) then
+    raw_error("bad argument #2 to 'remove' (position out of bounds)", 2)
+  end
+  local v = t[pos]
+  while pos < size do
+    t[pos] = t[pos + 1]
+    pos = pos + 1
+  end
+  t[pos] = nil
+  return v
+end
+"##;
 
 /// How many VM instructions run between two checks of the execution's control.
 const CHECK_EVERY: u32 = 1000;
@@ -94,7 +228,12 @@ pub(crate) fn sandbox(lua: &Lua) -> mlua::Result<()> {
         },
         other => Ok(other),
     })?;
-    lua.load(SANDBOX).set_name("=gears").call::<()>(text)?;
+    let out_of_memory = lua.create_function(|_, ()| -> mlua::Result<()> {
+        Err(mlua::Error::MemoryError("not enough memory".into()))
+    })?;
+    lua.load(SANDBOX)
+        .set_name("=gears")
+        .call::<()>((text, out_of_memory))?;
     let globals = lua.globals();
     for name in ["dofile", "loadfile", "require", "collectgarbage"] {
         globals.raw_set(name, Value::Nil)?;
