@@ -119,6 +119,16 @@ def test_rhai_allocations_past_the_limit_are_errors(r, script, error):
     assert gears_error(r, "rhai", script) == error
 
 
+def test_rhai_replace_keeps_its_results(r):
+    script = ('let a = "hello, world! hello"; a.replace("hello", "*"); '
+              'let b = "hello"; b.replace(\'l\', "(^)"); let c = "hello"; c.replace("l", \'*\'); '
+              'let d = "hello"; d.replace(\'l\', \'*\'); let e = "abc"; e.replace("", "."); '
+              'let f = ""; f.replace("a", "b"); let g = "aaa"; g.replace("aa", "b"); '
+              'GB("ShardsIDReader").map(|x| [a, b, c, d, e, f, g]).run()')
+    assert gears(r, "rhai", script) == \
+        [["['*, world! *', 'he(^)(^)o', 'he**o', 'he**o', '.a.b.c.', '', 'ba']"], []]
+
+
 def test_rhai_allocations_within_the_limit_work(r):
     assert gears(r, "rhai", 'let a = []; a.pad(100000, 7); let s = ""; s.pad(5, "ab"); '
                             'GB("ShardsIDReader").map(|x| [a.len(), a[99999], s]).run()') == \
@@ -273,6 +283,11 @@ def test_lua_finalizers_are_refused(r):
      "Size of array too large (line 1, position 44)"),
     ("let b = blob(7000000); let a = b.to_array();",
      "Size of array too large (line 1, position 34)"),
+    # A replacement longer than what it replaces grows the string by the count of matches.
+    ('let s = ""; s.pad(1000000, "a"); let p = ""; p.pad(100000, "b"); s.replace("a", p);',
+     "Length of string too large (line 1, position 68)"),
+    ("let s = \"\"; s.pad(1000000, 'a'); s.replace('a', \"0123456789012345678901234567890123456789\");",
+     "Length of string too large (line 1, position 36)"),
 ])
 def test_rhai_expanding_operations_stop_at_the_limit(r, script, error):
     assert gears_error(r, "rhai", script) == error

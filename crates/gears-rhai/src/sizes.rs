@@ -1,4 +1,5 @@
-//! The Rhai functions that allocate far more than their input, replaced by versions that first
+//! The Rhai functions that allocate far more than their input (`pad`, `blob`, `split`, `to_chars`,
+//! `replace`, ...), replaced by versions that first
 //! check the size they will allocate against what the execution may still use. A request past it
 //! is Rhai's own error for data too large (`Size of array too large`), never an allocation
 //! failure (which would abort the server).
@@ -92,8 +93,60 @@ fn length(len: INT) -> u64 {
     u64::try_from(len).unwrap_or(0)
 }
 
+/// `string.replace(find, substitute)` (every Rhai overload), after checking the execution can
+/// hold what it grows by: each of the `find`s (non-overlapping, as `str::replace` finds them)
+/// becomes a `substitute`, which may be far longer (a million `a` replaced by 100 KB each asked
+/// for 100 GB in one operation).
+fn checked_replace(string: &mut ImmutableString, find: &str, substitute: &str) -> Fallible<()> {
+    if string.is_empty() {
+        return Ok(());
+    }
+    if substitute.len() > find.len() {
+        let count = string.matches(find).count() as u64;
+        ensure_room(
+            "Length of string",
+            count,
+            (substitute.len() - find.len()) as u64,
+        )?;
+    }
+    *string = string.replace(find, substitute).into();
+    Ok(())
+}
+
+fn register_replace(engine: &mut Engine) {
+    engine.register_fn(
+        "replace",
+        |string: &mut ImmutableString, find: &str, substitute: &str| {
+            checked_replace(string, find, substitute)
+        },
+    );
+    engine.register_fn(
+        "replace",
+        |string: &mut ImmutableString, find: &str, substitute: char| {
+            checked_replace(string, find, substitute.encode_utf8(&mut [0u8; 4]))
+        },
+    );
+    engine.register_fn(
+        "replace",
+        |string: &mut ImmutableString, find: char, substitute: &str| {
+            checked_replace(string, find.encode_utf8(&mut [0u8; 4]), substitute)
+        },
+    );
+    engine.register_fn(
+        "replace",
+        |string: &mut ImmutableString, find: char, substitute: char| {
+            checked_replace(
+                string,
+                find.encode_utf8(&mut [0u8; 4]),
+                substitute.encode_utf8(&mut [0u8; 4]),
+            )
+        },
+    );
+}
+
 pub(crate) fn register(engine: &mut Engine) {
     register_splits(engine);
+    register_replace(engine);
     engine.register_fn(
         "pad",
         |array: &mut Array, len: INT, item: Dynamic| -> Fallible<()> {
