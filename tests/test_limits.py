@@ -112,6 +112,9 @@ def test_an_execution_can_not_pass_its_memory_limit(server, r, language):
     ("let a = []; a.pad(1000, 0); let b = []; b.pad(100000, a);", "Size of array too large (line 1, position 43)"),
     ("let b = blob(); b.pad(1 << 40, 0);", "Size of BLOB too large (line 1, position 19)"),
     ("let b = blob(1 << 40);", "Size of BLOB too large (line 1, position 9)"),
+    # An item nested too deep to measure is taken as too large to copy many times.
+    ("let big = []; big.pad(1000, 0); for i in 0..70 { big = [big]; } let a = []; a.pad(200, big);",
+     "Size of array too large (line 1, position 79)"),
     ('let s = ""; s.pad(1 << 40, "x");', "Length of string too large (line 1, position 15)"),
     ("let s = \"\"; s.pad(1 << 40, 'x');", "Length of string too large (line 1, position 15)"),
 ])
@@ -164,6 +167,10 @@ def test_gears_memory_limit_bounds_all_executions():
     "table.move({}, 1, 1e14, 1, {})",
     "table.insert(setmetatable({}, {__len = function() return 1e15 end}), 1, 'x')",
     "table.remove(setmetatable({}, {__len = function() return 1e15 end}), 1)",
+    # C functions as metamethods run no Lua instruction either.
+    "table.sort(setmetatable({}, {__len = function() return 30000000 end, __index = rawlen, "
+    "__newindex = rawlen}))",
+    "local s = table.concat(setmetatable({}, {__index = rawlen}), '', 1, 2e8)",
 ])
 def test_a_lua_library_loop_stops_when_aborted(r, script):
     execution = r.execute_command(
@@ -195,7 +202,16 @@ def test_the_lua_library_replacements_keep_their_results(r):
          "script:1: bad argument #2 to 'remove' (position out of bounds)"),
         ("local x = string.rep('x', 1.5) return x",
          "script:1: bad argument #2 to 'rep' (number has no integer representation)"),
+        ("local x = table.concat(setmetatable({1, {}, 3}, {})) return x",
+         "script:1: invalid value (table) at index 2 in table for 'concat'"),
+        ("local x = table.sort(setmetatable({1, 2}, {}), 5) return x",
+         "script:1: bad argument #2 to 'sort' (function expected, got number)"),
     ]
+    sorted_script = ("local t = setmetatable({3, 1, 2}, {}) table.sort(t) "
+                     "local u = setmetatable({3, 1, 2}, {}) table.sort(u, function(a, b) return a > b end) "
+                     "return table.concat(t, ',') .. '/' .. table.concat(u, '-', 2, 3)")
+    assert gears(r, "lua", "GB('ShardsIDReader'):map(function(x) %s end):run()" % sorted_script) == \
+        [["1,2,3/2-1"], []]
     for body, error in errors:
         assert gears(r, "lua", "GB('ShardsIDReader'):map(function(x) %s end):run()" % body) == \
             [[], [error]]

@@ -24,7 +24,7 @@ use crate::state::SharedState;
 ///   finalizer could loop (or hold an atomic block) where no limit reaches it, and one runs at
 ///   the latest when the script's state is closed, on a worker, after its execution ended;
 /// - `string.rep` of an empty result, `table.move` over a large range, and `table.insert` /
-///   `table.remove` on a table with a metatable (whose `__len` may claim any length) would loop
+///   `table.remove` / `table.concat` / `table.sort` on a table with a metatable (whose `__len` may claim any length) would loop
 ///   inside C, where the instruction hook never runs: no abort, no time limit, and in an atomic
 ///   block a frozen server. They answer at once (`string.rep`), move in chunks of 4,096 with Lua
 ///   between them (`table.move`), or shift in Lua (`insert`, `remove`), with Lua 5.4's results
@@ -138,16 +138,55 @@ local function length(t)
   return n
 end
 local raw_tonumber = tonumber
-local function integer(v, name)
+local function integer(v, name, arg)
   local i = tointeger(v)
   if i == nil then
     local why = "number has no integer representation"
     if raw_tonumber(v) == nil then
       why = "number expected, got " .. raw_type(v)
     end
-    raw_error("bad argument #2 to '" .. name .. "' (" .. why .. ")", 3)
+    raw_error("bad argument #" .. (arg or 2) .. " to '" .. name .. "' (" .. why .. ")", 3)
   end
   return i
+end
+-- `concat` and `sort` of a table with a metatable read (and `sort` writes back) its items in
+-- Lua: metamethods may be C functions (`__index = rawlen`) that no instruction runs in.
+local concat, sort = table.concat, table.sort
+table.concat = function(...)
+  local t, sep, i, j = ...
+  if raw_type(t) ~= "table" or raw_getmetatable(t) == nil then
+    local result = call("concat", concat, ...)
+    return result
+  end
+  if i == nil then i = 1 else i = integer(i, "concat", 3) end
+  if j == nil then j = length(t) else j = integer(j, "concat", 4) end
+  local parts, count = {}, 0
+  for k = i, j do
+    local v = t[k]
+    local kind = raw_type(v)
+    if kind ~= "string" and kind ~= "number" then
+      raw_error("invalid value (" .. kind .. ") at index " .. k .. " in table for 'concat'", 2)
+    end
+    count = count + 1
+    parts[count] = v
+  end
+  local result = call("concat", concat, parts, sep)
+  return result
+end
+table.sort = function(...)
+  local t, comp = ...
+  if raw_type(t) ~= "table" or raw_getmetatable(t) == nil then
+    call("sort", sort, ...)
+    return
+  end
+  local n = length(t)
+  if n >= 2147483647 then
+    raw_error("bad argument #1 to 'sort' (array too big)", 2)
+  end
+  local items = {}
+  for k = 1, n do items[k] = t[k] end
+  call("sort", sort, items, comp)
+  for k = 1, n do t[k] = items[k] end
 end
 table.insert = function(t, ...)
   if raw_type(t) ~= "table" or raw_getmetatable(t) == nil then

@@ -20,8 +20,9 @@ type Fallible<T> = Result<T, Box<EvalAltResult>>;
 /// A rough size in bytes of a value and everything in it.
 fn estimated_size(value: &Dynamic, depth: usize) -> u64 {
     const SLOT: u64 = 16;
+    // Deeper than this is not walked (the stack): taken as too large to copy many times.
     if depth > 64 {
-        return SLOT;
+        return MAX_REQUEST;
     }
     if let Ok(s) = value.as_immutable_string_ref() {
         return SLOT + s.len() as u64;
@@ -68,13 +69,27 @@ fn ensure_room(what: &str, count: u64, each: u64) -> Fallible<()> {
 /// Items appended between two checks of the execution's control in a long fill.
 const FILL_CHUNK: u64 = 1 << 20;
 
+/// Bytes made between two checks of the execution's control in a long fill.
+const FILL_CHUNK_BYTES: u64 = 4 << 20;
+
 /// Calls `fill(n)` for `count` items in all, in chunks of at most [`FILL_CHUNK`]: an aborted
 /// or timed-out execution stops between two (a fill of a billion items would otherwise run
 /// for minutes, unobserved).
-fn in_chunks(count: u64, mut fill: impl FnMut(usize)) -> Fallible<()> {
+fn in_chunks(count: u64, fill: impl FnMut(usize)) -> Fallible<()> {
+    in_chunks_of(count, FILL_CHUNK, fill)
+}
+
+/// [`in_chunks`] with items of about `each` bytes: at most [`FILL_CHUNK_BYTES`] per chunk, so
+/// that the execution's memory is checked as often.
+fn in_chunks_sized(count: u64, each: u64, fill: impl FnMut(usize)) -> Fallible<()> {
+    let per_chunk = (FILL_CHUNK_BYTES / each.max(1)).clamp(1, FILL_CHUNK);
+    in_chunks_of(count, per_chunk, fill)
+}
+
+fn in_chunks_of(count: u64, per_chunk: u64, mut fill: impl FnMut(usize)) -> Fallible<()> {
     let mut done = 0;
     while done < count {
-        let n = FILL_CHUNK.min(count - done);
+        let n = per_chunk.min(count - done);
         fill(n as usize);
         done += n;
         if let Err(stopped) = control::check_current_local() {
@@ -153,9 +168,10 @@ pub(crate) fn register(engine: &mut Engine) {
             let len = length(len);
             let current = array.len() as u64;
             if len > current {
-                ensure_room("Size of array", len - current, estimated_size(&item, 0))?;
+                let each = estimated_size(&item, 0);
+                ensure_room("Size of array", len - current, each)?;
                 array.reserve((len - current) as usize);
-                in_chunks(len - current, |n| {
+                in_chunks_sized(len - current, each, |n| {
                     array.extend(std::iter::repeat_n(&item, n).cloned())
                 })?;
             }
