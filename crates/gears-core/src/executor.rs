@@ -24,7 +24,8 @@ pub struct ExecutionOutcome {
 /// Runs one plan. Each batch goes through every step inside a single [`Session::enter`], so a
 /// language's interpreter lock is taken once per batch, never while the reader holds Redis.
 pub struct Executor {
-    plan: ExecutionPlan,
+    /// Shared with the execution that lists it (and a registration's every run).
+    plan: Arc<ExecutionPlan>,
     session: Arc<dyn Session>,
     progress: Arc<Progress>,
     exchange: Option<Arc<dyn crate::operators::RecordExchange>>,
@@ -41,9 +42,9 @@ struct Run<'p> {
 }
 
 impl Executor {
-    pub fn new(plan: ExecutionPlan, session: Arc<dyn Session>) -> Self {
+    pub fn new(plan: impl Into<Arc<ExecutionPlan>>, session: Arc<dyn Session>) -> Self {
         Executor {
-            plan,
+            plan: plan.into(),
             session,
             progress: Arc::new(Progress::default()),
             exchange: None,

@@ -64,9 +64,9 @@ enum Waiter {
 
 struct State {
     status: Status,
-    plan: Option<ExecutionPlan>,
+    plan: Option<Arc<ExecutionPlan>>,
     /// A description of each step's callback (`GETEXECUTION`'s `arg`), once compiled.
-    step_args: Vec<String>,
+    step_args: Arc<[String]>,
     started: Option<Instant>,
     duration: Option<Duration>,
     finished: Option<Arc<Finished>>,
@@ -111,7 +111,7 @@ impl Execution {
             state: Mutex::new(State {
                 status: Status::Created,
                 plan: None,
-                step_args: Vec::new(),
+                step_args: Arc::from([]),
                 started: None,
                 duration: None,
                 finished: None,
@@ -150,10 +150,15 @@ impl Execution {
     }
 
     /// Records the compiled plan and its steps' descriptions (for `RG.GETEXECUTION`).
-    pub fn set_plan(&self, plan: ExecutionPlan, step_args: Vec<String>) {
+    /// The plan and its steps' descriptions (shared with a registration's every run).
+    pub fn set_plan(
+        &self,
+        plan: impl Into<Arc<ExecutionPlan>>,
+        step_args: impl Into<Arc<[String]>>,
+    ) {
         let mut state = self.state();
-        state.plan = Some(plan);
-        state.step_args = step_args;
+        state.plan = Some(plan.into());
+        state.step_args = step_args.into();
     }
 
     /// Keeps what profiling recorded of its script's callbacks, for as long as it is kept.
@@ -285,7 +290,7 @@ impl Execution {
                 .unwrap_or_default(),
             step_durations: self.progress.step_durations(steps.len()),
             steps,
-            step_args: state.step_args.clone(),
+            step_args: state.step_args.to_vec(),
         }
     }
 }
@@ -320,7 +325,8 @@ struct Table {
     /// Ids in creation order. A dropped execution's id stays until the next compaction (so
     /// dropping is O(1)); readers skip ids no longer in `by_id`.
     order: VecDeque<String>,
-    by_id: HashMap<String, Arc<Execution>>,
+    /// Its keys are ids Gears made (a client's id only looks up), so a fast hash is safe.
+    by_id: HashMap<String, Arc<Execution>, rustc_hash::FxBuildHasher>,
     /// How many of `by_id` are registered executions.
     registered: usize,
 }
@@ -440,9 +446,28 @@ impl Executions {
     /// zeros on a single node.
     pub fn next_id(&self) -> String {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        // Made for every event of a registration: no formatting machinery.
+        let joined = |shard: &str| {
+            let mut digits = [0u8; 20];
+            let mut at = digits.len();
+            let mut rest = seq;
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            let mut id = String::with_capacity(shard.len() + 1 + digits.len() - at);
+            id.push_str(shard);
+            id.push('-');
+            id.extend(digits[at..].iter().map(|&d| d as char));
+            id
+        };
         match crate::cluster::topology::current().filter(|_| crate::cluster::enabled()) {
-            Some(topology) if !topology.my_id.is_empty() => format!("{}-{seq}", topology.my_id),
-            _ => format!("{STANDALONE_SHARD}-{seq}"),
+            Some(topology) if !topology.my_id.is_empty() => joined(&topology.my_id),
+            _ => joined(STANDALONE_SHARD),
         }
     }
 

@@ -75,6 +75,8 @@ pub(crate) struct Registration {
     /// The ACL user who registered it: its executions act as this user.
     pub user: Vec<u8>,
     pub spec: RegistrationSpec,
+    /// `spec.plan`, shared by every run and the executions that list them.
+    pub plan: Arc<gears_core::ExecutionPlan>,
     pub session: Arc<dyn Session>,
     /// What the session's `execute()` reaches: each event's execution while it runs.
     pub session_host: Arc<SessionHost>,
@@ -82,7 +84,7 @@ pub(crate) struct Registration {
     pub session_id: String,
     pub description: Option<String>,
     /// A description of each step's callback (`RG.GETEXECUTION`'s `arg`).
-    pub step_args: Vec<String>,
+    pub step_args: Arc<[String]>,
     /// The commands it hooks (a CommandReader `hook=`, a KeysReader's `commands=[...]`).
     pub hooks: Vec<hooks::HookInfo>,
     stats: Mutex<Stats>,
@@ -285,7 +287,8 @@ pub(crate) fn build(
             language,
             user: user.to_vec(),
             description: spec.plan.description.clone(),
-            step_args: crate::commands::step_args(&spec.plan, session),
+            step_args: crate::commands::step_args(&spec.plan, session).into(),
+            plan: Arc::new(spec.plan.clone()),
             hooks,
             spec,
             session: session.clone(),
