@@ -28,6 +28,14 @@ impl Queue {
         self.ready.notify_one();
     }
 
+    fn waiting(&self) -> bool {
+        !self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// The next job, or `None` after `wait` with none.
     fn pop(&self, wait: Duration) -> Option<Job> {
         let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -121,6 +129,11 @@ impl WorkerPool {
     /// Queues a job for the next free worker.
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
         self.queue.push(Box::new(job));
+    }
+
+    /// True if jobs wait for a worker (a long job lets them go first).
+    pub fn jobs_waiting(&self) -> bool {
+        self.queue.waiting()
     }
 }
 

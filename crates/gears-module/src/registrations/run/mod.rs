@@ -223,16 +223,21 @@ fn submit_drain(registration: Arc<Registration>) {
     }
 }
 
-/// Runs queued events in order, at most [`EVENTS_PER_JOB`], then queues itself again if more
-/// wait.
+/// Runs queued events in order, at most [`EVENTS_PER_JOB`] while other jobs wait for a worker
+/// (then it queues itself again behind them).
 fn drain(registration: Arc<Registration>) {
     stats::worker_busy();
     let mut ran = 0;
     loop {
         if ran == EVENTS_PER_JOB {
-            stats::worker_free();
-            submit_drain(registration);
-            return;
+            // Other jobs wait: they get the worker, this drain queues again. Else it goes on
+            // here (on one thread, a registration's executions are freed where they were made).
+            if crate::gears().is_none_or(|gears| gears.workers.jobs_waiting()) {
+                stats::worker_free();
+                submit_drain(registration);
+                return;
+            }
+            ran = 0;
         }
         let batch: Vec<Input> = {
             let mut queue = lock(&registration.queue);
