@@ -108,3 +108,34 @@ def test_values_of_few_large_elements_are_read_in_slices(server, fill, script, e
     assert reply == expected
     assert worst < 0.1, "a client waited %.3f s" % worst
     client.delete("few:list", "few:hash", "few:stream")
+
+
+def test_many_empty_elements_weigh_in_the_budgets(server):
+    """Each element counts for more than its bytes: a list of empty strings (0 bytes) was read
+    whole in one hold of the lock, in a run (seconds for 20 million elements) and in a sync
+    registration's event."""
+    client = server.new_client()
+    for _ in range(200):
+        client.rpush("empty:list", *[""] * 10000)
+    client.hset("empty:hash", mapping={"f%d" % i: "" for i in range(20000)})
+    # A run reads the 2,000,000 elements in slices.
+    reply, worst = worst_ping_during(server, lambda: gears(
+        client, "python", "GB().map(lambda x: len(x['value'])).run('empty:*')"))
+    assert sorted(reply[0]) == ["20000", "2000000"] and reply[1] == []
+    assert worst < 0.1, "a client waited %.3f s" % worst
+    # A sync run holds the lock all along: it gets no value past the batch budget (10,000
+    # empty strings are past it; 1,000 are not).
+    client.delete("empty:list")
+    client.rpush("empty:small", *[""] * 1000)
+    assert gears(client, "python", "GB().map(lambda x: 'none' if x['value'] is None "
+                 "else len(x['value'])).register(prefix='empty:*', eventTypes=['rpush'], "
+                 "mode='sync')") == "OK"
+    client.rpush("empty:small", "")
+    client.rpush("empty:list", *[""] * 10000)
+    runs = [dict(zip(e[::2], e[1::2])) for e in client.execute_command("RG.DUMPEXECUTIONS")]
+    results = [client.execute_command("RG.GETRESULTS", run["executionId"])
+               for run in runs if run["registered"] == 1]
+    assert results == [[["1001"], []], [["none"], []]]
+    for registration in client.execute_command("RG.DUMPREGISTRATIONS"):
+        client.execute_command("RG.UNREGISTER", registration[1])
+    client.delete("empty:hash", "empty:small", "empty:list")

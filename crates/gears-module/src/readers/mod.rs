@@ -28,6 +28,11 @@ pub(crate) use values::read_open_key;
 /// Records per batch: the readers take the Redis lock once per batch.
 pub(crate) const BATCH_SIZE: usize = 4096;
 
+/// What one element (a list item, a hash field and its value, a stream field) counts for in
+/// the readers' size budgets beyond its bytes: a record and its bookkeeping. Without it, a list
+/// of 20 million empty strings weighed nothing and was read whole while the server waited.
+pub(crate) const ITEM_OVERHEAD: usize = 48;
+
 /// The running reader of a plan. Readers of Redis data read ahead on their own thread; a
 /// generator reader runs in the language, on the worker. Values no step looks at are not read
 /// (`GB().count()` counts keys without reading them).

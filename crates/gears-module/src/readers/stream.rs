@@ -44,9 +44,9 @@ fn entry_bytes(fields: &[Record]) -> usize {
     fields
         .iter()
         .map(|item| match item {
-            Record::String(s) => s.len(),
-            Record::Bytes(b) => b.len(),
-            _ => 8,
+            Record::String(s) => s.len() + super::ITEM_OVERHEAD,
+            Record::Bytes(b) => b.len() + super::ITEM_OVERHEAD,
+            _ => super::ITEM_OVERHEAD,
         })
         .sum()
 }
@@ -189,7 +189,7 @@ pub(crate) fn read_after(
         };
         let mut entry = Vec::with_capacity(fields);
         while let Some((field, value)) = entries.next_field() {
-            bytes += field.len() + value.len();
+            bytes += field.len() + value.len() + super::ITEM_OVERHEAD;
             entry.push((field.to_vec(), value.to_vec()));
         }
         range.entries.push((stream_id_string(id), entry));

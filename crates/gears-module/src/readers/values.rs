@@ -17,6 +17,7 @@ use super::projection::FieldNames;
 use super::raw_keys::{
     close_key, field_callback, is_expired, key_type, open_key, string_bytes, type_name, ScanCursor,
 };
+use super::ITEM_OVERHEAD;
 use crate::host::{call_internal, RedisHost};
 
 /// The most a value read inside a batch may hold.
@@ -133,7 +134,7 @@ fn scan_fields(key: *mut raw::RedisModuleKey, cursor: &ScanCursor, fields: &mut 
     };
     fields.bytes += fields.items[before..]
         .iter()
-        .map(|(f, v)| f.len() + v.len())
+        .map(|(f, v)| f.len() + v.len() + ITEM_OVERHEAD)
         .sum::<usize>();
     more
 }
@@ -153,7 +154,7 @@ fn list_element(
         }
         let bytes = string_bytes(element).to_vec();
         raw::RedisModule_FreeString.unwrap()(ctx.ctx, element);
-        items.bytes += bytes.len();
+        items.bytes += bytes.len() + ITEM_OVERHEAD;
         items.values.push(Record::from(bytes));
     }
     true
