@@ -346,6 +346,29 @@ def test_a_runaway_sync_registration_is_stopped_like_an_atomic_block(quick, lang
     client.execute_command("RG.UNREGISTER", registration[1])
 
 
+@pytest.mark.parametrize("language", sorted(RUNAWAY_SYNC))
+def test_the_sync_runs_of_one_command_share_the_atomic_limit(quick, language):
+    """One MSET raises an event per key: the runs together hold the server about
+    AtomicBlockMaxTime, not once per key (20 keys held it 6 s)."""
+    client = quick.new_client()
+    gears(client, language, RUNAWAY_SYNC[language])
+    started = time.time()
+    client.mset({"loop:%d" % i: i for i in range(20)})
+    elapsed = time.time() - started
+    assert 0.25 < elapsed < 1.5, elapsed
+    [registration] = registrations(client)
+    stats = data(registration)
+    assert (stats["numTriggered"], stats["numSuccess"], stats["numFailures"]) == (20, 0, 20)
+    assert stats["lastError"].startswith("BUSY sync runs held the server for 3")
+    assert stats["lastError"].endswith(
+        " ms without a break (AtomicBlockMaxTime is 300 ms): this one did not run")
+    # The next command starts with the whole limit again.
+    client.set("loop:x", 1)
+    assert data(registrations(client)[0])["lastError"].startswith(
+        "BUSY the atomic block ran longer than 300 ms (AtomicBlockMaxTime)")
+    client.execute_command("RG.UNREGISTER", registration[1])
+
+
 BEFORE = ("GB().foreach(lambda x: execute('SET', 'last', str(x)))"
           ".register(prefix='old:*', eventTypes=['before_delete', 'before_expire'], mode='%s')")
 

@@ -27,6 +27,7 @@ pub(crate) fn subscribe(ctx: &Context) -> Result<(), String> {
     };
     if status == raw::REDISMODULE_OK as c_int {
         super::removals::subscribe(ctx);
+        run::sync_budget::subscribe(ctx);
         if !run::detect_post_notification_jobs() {
             ctx.log_notice(
                 "Gears: this server has no post-notification jobs (Redis < 7.2): sync \

@@ -81,6 +81,7 @@ impl Drop for PopSession {
 
 mod calls;
 mod post_jobs;
+pub(crate) mod sync_budget;
 
 use calls::run_call;
 pub(crate) use calls::{call_async, call_sync, call_sync_or_move, Answer, Call, OnDone};
@@ -420,9 +421,18 @@ pub(super) fn execute_reader<'r>(
         registration.record_run(std::time::Duration::ZERO, Some(error.clone()), false);
         return Some(Err(error));
     }
+    let limits = gears.execution_limits();
+    // The sync runs of one turn of the event loop share AtomicBlockMaxTime.
+    if let Some(error) = SyncRun::active()
+        .then(|| sync_budget::spent(limits.atomic_max))
+        .flatten()
+    {
+        registration.record_run(std::time::Duration::ZERO, Some(error.clone()), false);
+        return Some(Err(error));
+    }
     RUNNING_SESSIONS.with(|running| running.borrow_mut().push(session));
     let _running = PopSession;
-    let control = ExecutionControl::new(gears.execution_limits());
+    let control = ExecutionControl::new(limits);
     // A sync run holds the Redis lock all along: it is timed like an atomic block.
     if SyncRun::active() {
         control.begin_atomic();
@@ -502,6 +512,9 @@ pub(super) fn execute_reader<'r>(
         return Some(Err(MOVED.to_string()));
     }
     let duration = started.elapsed();
+    if SyncRun::active() {
+        sync_budget::spend(duration);
+    }
     let aborted = control.stop_message().as_deref() == Some(ABORTED);
     let (finished, error) = match &outcome {
         Ok(outcome) => {
