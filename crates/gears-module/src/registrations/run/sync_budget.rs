@@ -37,7 +37,7 @@ unsafe extern "C" fn on_event_loop(
     subevent: u64,
     _data: *mut std::os::raw::c_void,
 ) {
-    if subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP as u64 {
+    if subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
         SPENT_MICROS.store(0, Ordering::Relaxed);
     }
 }
