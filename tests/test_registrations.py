@@ -141,6 +141,23 @@ def test_glob_is_opt_in(rr):
     assert rr.get("n") == "2"
 
 
+def test_a_glob_pattern_is_bounded_and_matched_in_linear_time(rr):
+    # At most 1 KiB: every event's key is matched against it.
+    assert gears_error(rr, "python", "GB().register(prefix='L*' + 'a' * 1100 + 'b*', glob=True)") == str([
+        "Traceback (most recent call last):\n", '  File "<string>", line 1, in <module>\n',
+        "gears.error: a glob pattern may have at most 1024 bytes\n"])
+    assert registrations(rr) == []
+    # A part between stars of 1,000 bytes against a key of 2 MB: the backtracking matcher took
+    # about 2 * 10^9 steps (seconds with the server waiting), on every event.
+    gears(rr, "lua", "GB():foreach(function(x) execute('INCR', 'n') end):register("
+                     "'L*' .. ('a'):rep(1000) .. 'b*', {glob = true, mode = 'sync'})")
+    started = time.time()
+    rr.set("L" + "a" * (2 << 20), "v")
+    rr.set("L" + "a" * 1000 + "b", "v")
+    assert time.time() - started < 1.0
+    assert rr.get("n") == "1"
+
+
 def test_event_types_are_case_insensitive_and_key_types_filter(rr):
     gears(rr, "python", "GB().foreach(lambda x: execute('INCR', 'n')).register("
                         "prefix='e:*', eventTypes=['HSET', 'del'], keyTypes=['hash'], mode='sync')")

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::glob::glob_match;
+use crate::glob::Glob;
 use crate::plan::{CallbackId, ExecutionMode, ExecutionPlan, Kwarg, ReaderSpec, RunArg};
 use crate::{GearsError, Record, Result};
 
@@ -228,11 +228,32 @@ pub struct KeysTrigger {
     pub commands: Option<Vec<String>>,
 }
 
+thread_local! {
+    /// Glob patterns compiled on this thread (asked on every event; patterns are few).
+    static GLOBS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Glob>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs `f` with `pattern` compiled (kept for the next events on this thread).
+fn compiled<R>(pattern: &[u8], f: impl FnOnce(&Glob) -> R) -> R {
+    GLOBS.with(|globs| {
+        let mut globs = globs.borrow_mut();
+        if !globs.contains_key(pattern) {
+            // Patterns of registrations long gone are not kept forever.
+            if globs.len() >= 256 {
+                globs.clear();
+            }
+            globs.insert(pattern.to_vec(), Glob::new(pattern));
+        }
+        f(&globs[pattern])
+    })
+}
+
 impl KeysTrigger {
     /// Whether an event on `key` concerns this registration.
     pub fn matches_key(&self, key: &[u8]) -> bool {
         if self.glob {
-            return glob_match(&self.prefix, key);
+            return compiled(&self.prefix, |glob| glob.matches(key));
         }
         match self.prefix.split_last() {
             Some((b'*', prefix)) => key.starts_with(prefix),
@@ -303,6 +324,9 @@ pub fn register_reader(
     }
 }
 
+/// The longest glob pattern a registration may have.
+pub const MAX_GLOB_BYTES: usize = 1024;
+
 /// `register()`'s keyword arguments for the KeysReader, with the first positional argument
 /// (`prefix`) as `arg`. `regex` is RedisGears' deprecated name for `prefix`.
 pub fn keys_trigger(default_arg: &str, arg: RunArg, kwargs: &[Kwarg]) -> Result<KeysTrigger> {
@@ -334,9 +358,17 @@ pub fn keys_trigger(default_arg: &str, arg: RunArg, kwargs: &[Kwarg]) -> Result<
         }
     }
     let commands = names(get("commands"), "commands")?;
+    let glob = flag("glob", false)?;
+    // Matched against the key of every event (linear in the key, times the pattern's parts
+    // between stars over 64).
+    if glob && prefix.len() > MAX_GLOB_BYTES {
+        return Err(plan_error(&format!(
+            "a glob pattern may have at most {MAX_GLOB_BYTES} bytes"
+        )));
+    }
     Ok(KeysTrigger {
         prefix,
-        glob: flag("glob", false)?,
+        glob,
         event_types,
         key_types,
         read_value: flag("readValue", true)?,

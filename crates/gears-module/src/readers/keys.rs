@@ -14,7 +14,7 @@ use super::raw_keys::{close_key, exists, is_expired, open_key, scan_step, ScanCu
 use super::values::{read_in_batch, read_large_value, InBatch};
 use super::BATCH_SIZE;
 use crate::host::{ReadCheck, RedisHost, MAX_BATCH_LOCK};
-use gears_core::glob::glob_match;
+use gears_core::glob::Glob;
 
 enum Mode {
     /// One record per key: `{'event', 'key', 'type', 'value'}`, with what the steps read of it
@@ -268,6 +268,7 @@ impl RecordReader for KeysReader {
         let cursor = self.cursor.take().unwrap_or_else(ScanCursor::new);
         let mut finished = false;
         let mut deferred = Vec::new();
+        let glob = Glob::new(&self.pattern);
         let batch = self.host.with_batch_lock(|ctx| -> Result<Vec<Record>> {
             let check = self.read_check(ctx)?;
             let fields = self.field_names(ctx);
@@ -284,10 +285,7 @@ impl RecordReader for KeysReader {
                 }
                 steps = steps.wrapping_add(1);
                 let more = scan_step(ctx, &cursor, &mut |name, name_string, key| {
-                    if !glob_match(&self.pattern, name)
-                        || is_expired(key)
-                        || !check.allows(name_string, key)
-                    {
+                    if !glob.matches(name) || is_expired(key) || !check.allows(name_string, key) {
                         return;
                     }
                     match self.record(ctx, name, key, fields.as_ref()) {
