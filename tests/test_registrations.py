@@ -76,6 +76,20 @@ def test_async_processes_every_event_once(rr, language):
     assert (stats["numTriggered"], stats["numSuccess"], stats["numFailures"]) == (2000, 2000, 0)
 
 
+@pytest.mark.parametrize("mode", ["async", "async_local"])
+def test_an_async_registration_is_not_queued_by_its_own_writes(rr, mode):
+    """RedisGears 1.2 looped without end here (each INCR of kcount raised one more event)."""
+    gears(rr, "python", "GB().foreach(lambda x: execute('INCR', 'kcount')).register("
+                        "prefix='k*', mode='%s')" % mode)
+    gears(rr, "python", "GB().foreach(lambda x: execute('INCR', 'other')).register("
+                        "prefix='kcount', mode='%s')" % mode)
+    rr.set("k1", "v")
+    assert wait_for(lambda: rr.get("other") == "1")
+    time.sleep(0.2)
+    assert (rr.get("kcount"), rr.get("other")) == ("1", "1")
+    assert data(registrations(rr)[0])["numTriggered"] == 1
+
+
 # The record a registration's pipeline gets, kept by a sync registration as str(record).
 SHAPE = "GB().foreach(lambda x: execute('SET', 'rec', str(x))).register(prefix='shape:*', mode='sync'%s)"
 

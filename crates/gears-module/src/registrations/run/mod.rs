@@ -46,6 +46,15 @@ const MAX_NESTING: usize = 8;
 thread_local! {
     /// The sessions whose registrations run on this thread, innermost last.
     static RUNNING_SESSIONS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The registrations running on this thread (their addresses), innermost last: an event
+    /// their own writes raise does not queue them again.
+    static RUNNING_REGISTRATIONS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// True if `registration` runs on this thread (the event comes from its own writes).
+fn runs_here(registration: &Arc<Registration>) -> bool {
+    let address = Arc::as_ptr(registration) as usize;
+    RUNNING_REGISTRATIONS.with(|running| running.borrow().contains(&address))
 }
 
 thread_local! {
@@ -76,6 +85,7 @@ struct PopSession;
 impl Drop for PopSession {
     fn drop(&mut self) {
         let _ = RUNNING_SESSIONS.try_with(|running| running.borrow_mut().pop());
+        let _ = RUNNING_REGISTRATIONS.try_with(|running| running.borrow_mut().pop());
     }
 }
 
@@ -126,6 +136,8 @@ pub(super) fn fire(ctx: *mut raw::RedisModuleCtx, registration: &Arc<Registratio
             }
             _ => run_sync(registration, event),
         },
+        // Its own writes do not queue it again (RedisGears 1.2 looped without end).
+        ExecutionMode::Async | ExecutionMode::AsyncLocal if runs_here(registration) => {}
         ExecutionMode::Async | ExecutionMode::AsyncLocal => {
             if let Err(refused) = enqueue(registration, Input::Key(event)) {
                 drop(refused);
@@ -431,6 +443,11 @@ pub(super) fn execute_reader<'r>(
         return Some(Err(error));
     }
     RUNNING_SESSIONS.with(|running| running.borrow_mut().push(session));
+    RUNNING_REGISTRATIONS.with(|running| {
+        running
+            .borrow_mut()
+            .push(Arc::as_ptr(registration) as usize)
+    });
     let _running = PopSession;
     let control = ExecutionControl::new(limits);
     // A sync run holds the Redis lock all along: it is timed like an atomic block.
