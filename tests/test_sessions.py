@@ -310,6 +310,29 @@ def test_max_registrations(rr):
         rr.execute_command("RG.CONFIGSET", "MaxRegistrations", "1000")
 
 
+def test_a_user_can_not_take_the_registrations_kept_for_administrators(rr):
+    rr.execute_command("RG.CONFIGSET", "MaxRegistrations", "20")
+    rr.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~L*", "+@all", "-@dangerous")
+    try:
+        app = redis.Redis(port=rr.connection_pool.connection_kwargs["port"], username="app",
+                          password="pw", decode_responses=True)
+        script = "for i = 1, 19 do GB():register('L' .. i .. ':*') end"
+        assert gears_error(app, "lua", script) == (
+            "the registration limit is reached (20 registrations, MaxRegistrations; the last 2 "
+            "are kept for users who may run CLIENT KILL)")
+        gears(app, "lua", script.replace("19", "18"))
+        assert len(registration_ids(rr)) == 18
+        # The default user may run CLIENT KILL: it gets the last two.
+        gears(rr, "python", "GB().register(prefix='a:*')\nGB().register(prefix='b:*')")
+        assert gears_error(rr, "python", "GB().register(prefix='c:*')") == \
+            "the registration limit is reached (20 registrations, MaxRegistrations)"
+    finally:
+        for registration in registration_ids(rr):
+            rr.execute_command("RG.UNREGISTER", registration)
+        rr.execute_command("ACL", "DELUSER", "app")
+        rr.execute_command("RG.CONFIGSET", "MaxRegistrations", "1000")
+
+
 def test_a_session_that_can_not_be_made_again_is_kept_dead():
     s = RedisServer(extra_args=("AtomicBlockMaxTime", "300"))
     try:

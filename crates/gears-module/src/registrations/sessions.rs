@@ -263,6 +263,15 @@ pub(crate) fn establish(
                 "the registration limit is reached ({max} registrations, MaxRegistrations)"
             ));
         }
+        // The last tenth is kept for users who may run CLIENT KILL (PostgreSQL keeps
+        // connections for superusers alike): one user can not take every registration.
+        let reserved = max.div_ceil(10);
+        if after > max - reserved && !new.options.admin {
+            return Err(format!(
+                "the registration limit is reached ({max} registrations, MaxRegistrations; the \
+                 last {reserved} are kept for users who may run CLIENT KILL)"
+            ));
+        }
         super::timers::key::check_claims(ctx, new.caller.db, &created, &removed)?;
         super::swap(&removed, created.clone())?;
         super::timers::key::claim(ctx, new.caller.db, &created);
