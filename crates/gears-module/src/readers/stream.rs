@@ -95,6 +95,7 @@ pub(crate) struct StreamRange {
 /// The module stream iterator over the entries of one stream after an id (exclusive), under
 /// the Redis lock; stopped, and its key closed, when dropped.
 struct Entries {
+    ctx: *mut raw::RedisModuleCtx,
     key: *mut raw::RedisModuleKey,
 }
 
@@ -121,7 +122,7 @@ impl Entries {
             close_key(key);
             return None;
         }
-        Some(Entries { key })
+        Some(Entries { ctx: ctx.ctx, key })
     }
 
     /// The next entry's id and number of fields. Every field of the entry must be read
@@ -136,17 +137,35 @@ impl Entries {
         (found == raw::REDISMODULE_OK as i32).then_some((id, fields.max(0) as usize))
     }
 
-    /// The current entry's next field and value (valid until the next call).
-    fn next_field(&mut self) -> Option<(&[u8], &[u8])> {
+    /// The current entry's next field and value, copied. The iterator makes a new module string
+    /// of each (freed only by a context with automatic memory, which Gears' are not): they are
+    /// freed here. Every field of every entry read leaked its size before.
+    fn next_field(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
         let mut field = std::ptr::null_mut();
         let mut value = std::ptr::null_mut();
-        // SAFETY: a started iterator; the strings live until the iterator's next call, which
-        // needs `&mut self` (so the borrows end first).
+        // SAFETY: a started iterator; the strings are ours, copied and freed at once.
         unsafe {
             let found =
                 raw::RedisModule_StreamIteratorNextField.unwrap()(self.key, &mut field, &mut value);
-            (found == raw::REDISMODULE_OK as i32)
-                .then(|| (string_bytes(field), string_bytes(value)))
+            if found != raw::REDISMODULE_OK as i32 {
+                return None;
+            }
+            let copied = (string_bytes(field).to_vec(), string_bytes(value).to_vec());
+            raw::RedisModule_FreeString.unwrap()(self.ctx, field);
+            raw::RedisModule_FreeString.unwrap()(self.ctx, value);
+            Some(copied)
+        }
+    }
+
+    /// Skips the current entry's next field (no string is made); false when none is left.
+    fn skip_field(&mut self) -> bool {
+        // SAFETY: a started iterator; null pointers ask for nothing.
+        unsafe {
+            raw::RedisModule_StreamIteratorNextField.unwrap()(
+                self.key,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ) == raw::REDISMODULE_OK as i32
         }
     }
 }
@@ -190,7 +209,7 @@ pub(crate) fn read_after(
         let mut entry = Vec::with_capacity(fields);
         while let Some((field, value)) = entries.next_field() {
             bytes += field.len() + value.len() + super::ITEM_OVERHEAD;
-            entry.push((field.to_vec(), value.to_vec()));
+            entry.push((field, value));
         }
         range.entries.push((stream_id_string(id), entry));
     }
@@ -239,7 +258,7 @@ pub(crate) fn count_after(
     let mut count = 0;
     while count < cap && entries.next_id().is_some() {
         count += 1;
-        while entries.next_field().is_some() {}
+        while entries.skip_field() {}
     }
     count
 }
