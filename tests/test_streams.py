@@ -280,6 +280,37 @@ def test_entries_left_pending_in_the_group_run_first(rr):
     assert wait_for(lambda: rr.xinfo_groups("pend")[0]["pending"] == 0 and rr.xlen("pend") == 0)
 
 
+def test_a_pipeline_that_keeps_its_entries_pending_does_not_hold_the_server(rr):
+    """A sync pipeline that restores its own stream (with the group's pending list in the
+    dump) runs the pending entry again and again: the main thread looped for ever, not even
+    answering PING. Now each job runs a bounded number of batches and clients are served in
+    between; RG.UNREGISTER ends it."""
+    gears(rr, "python", "def f(x):\n"
+                        "    execute('incr', 'runs')\n"
+                        "    if 'evil' in x['value']:\n"
+                        "        execute('restore', x['key'], '0', execute('dump', x['key']), 'REPLACE')\n"
+                        "GB('StreamReader').foreach(f).register(prefix='pl*', mode='sync')", "ID", "pl")
+    rid = only(rr)[1]
+    rr.xadd("pl1", {"a": "1"})
+    assert wait_for(lambda: count(rr, "runs") == 1)
+    assert rr.execute_command("RG.PAUSEREGISTRATIONS", rid) == "OK"
+    rr.xadd("pl1", {"evil": "1"})
+    rr.xreadgroup("__gears_consumer_group__:pl:0", "__gears_client__", {"pl1": ">"})
+    assert rr.execute_command("RG.UNPAUSEREGISTRATIONS", rid) == "OK"
+    probe = redis.Redis(port=rr.connection_pool.connection_kwargs["port"], socket_timeout=2,
+                        decode_responses=True)
+    for _ in range(5):
+        started = time.time()
+        assert probe.ping()
+        assert time.time() - started < 0.5
+        time.sleep(0.1)
+    assert count(rr, "runs") > 100
+    assert rr.execute_command("RG.UNREGISTER", rid) == "OK"
+    runs = count(rr, "runs")
+    time.sleep(0.2)
+    assert count(rr, "runs") == runs
+
+
 def test_a_batch_of_large_entries_is_read_in_parts(rr):
     # A read copies at most a few MB under the lock; the batch is still one execution.
     gears(rr, "python", "GB('StreamReader').map(lambda x: len(x['value']['v']))"

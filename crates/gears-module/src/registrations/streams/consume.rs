@@ -189,10 +189,19 @@ fn recover_pending(
             return false;
         }
     }
+    // At most a job's worth of batches: a pipeline that puts entries back in the pending list
+    // (it reads the group, or restores its stream with them) would otherwise hold a sync job
+    // on the main thread for ever. The job ends, and the cursor, still to recover, runs again
+    // at the next turn (clients are served in between).
+    let mut batches = 0;
     loop {
         if !may_run(registration) {
             return false;
         }
+        if batches == BATCHES_PER_JOB {
+            return false;
+        }
+        batches += 1;
         match run_batch(registration, trigger, cursor, Source::Pending, access) {
             Ended::Ran => continue,
             Ended::Empty => break,
