@@ -180,8 +180,17 @@ fn recover_pending(
                 super::retry_soon(registration, cursor);
                 return false;
             }
-            // No stream (deleted meanwhile), or the user may no longer create the group.
-            if !error.contains("requires the key to exist") {
+            // No stream (deleted meanwhile, or another type now): the cursor goes (an XADD
+            // makes a new one). Else the user may no longer create the group.
+            let gone = match (&registration.stream, bookkeeping_host(registration, cursor)) {
+                (Some(state), Some(host)) => {
+                    let gone = host.with_lock(|ctx| super::drop_if_gone(ctx, state, cursor));
+                    host.finish();
+                    gone
+                }
+                _ => false,
+            };
+            if !gone {
                 registration.record_run(Duration::ZERO, Some(error), false);
                 note_unreadable(registration, trigger, cursor);
             }

@@ -254,6 +254,29 @@ fn may_consume(ctx: &Context, registration: &Registration, key: &[u8]) -> bool {
     crate::host::may_run(ctx, &registration.user, &reader::xreadgroup(group, key))
 }
 
+/// Drops `cursor` if its stream is gone (deleted, or replaced by a key of another type) and it
+/// is still the registration's cursor there; true if the stream is gone. The caller holds the
+/// Redis lock, so no event can come between the check and the removal. A cursor left behind
+/// kept its key name for ever (a client adding and deleting streams grew Gears by their names).
+fn drop_if_gone(ctx: &Context, state: &StreamState, cursor: &Arc<Cursor>) -> bool {
+    if is_stream(ctx, &cursor.key) {
+        return false;
+    }
+    let mut cursors = lock(&state.cursors);
+    if let Some(streams) = cursors.get_mut(&cursor.db) {
+        if streams
+            .get(cursor.key.as_slice())
+            .is_some_and(|current| Arc::ptr_eq(current, cursor))
+        {
+            streams.remove(cursor.key.as_slice());
+            if streams.is_empty() {
+                cursors.remove(&cursor.db);
+            }
+        }
+    }
+    true
+}
+
 /// Drops the cursor of a stream that was deleted (one whose job runs counts again instead).
 fn forget(state: &StreamState, db: i32, key: &[u8]) {
     let mut cursors = lock(&state.cursors);
