@@ -331,6 +331,27 @@ def test_streams_deleted_before_their_batch_leave_nothing_behind(rr):
     assert data(only(rr))["numFailures"] == 0
 
 
+@pytest.mark.parametrize("options", ["duration=2200000, batch=1000", "duration=2**62, batch=1000",
+                                     "onFailedPolicy='retry', onFailedRetryInterval=3600"])
+def test_long_waits_do_not_spin_the_main_thread(rr, options):
+    """A module timer past 2,147,483 ms wrapped on Redis 7.0 (and past about 9e15 ms on
+    Valkey) and fired on every turn of the event loop: the main thread used a whole core."""
+    fail = "raise Exception('no')" if "retry" in options else "None"
+    gears(rr, "python", "def f(x):\n    %s\n"
+                        "GB('StreamReader').foreach(f).register(prefix='dd*', %s)" % (fail, options))
+    rr.xadd("dd1", {"a": "1"})
+    time.sleep(0.3)
+
+    def cpu():
+        info = rr.info("cpu")
+        return info["used_cpu_user"] + info["used_cpu_sys"]
+
+    before = cpu()
+    time.sleep(2)
+    assert cpu() - before < 0.5
+    assert rr.xlen("dd1") == 1
+
+
 def test_a_batch_of_large_entries_is_read_in_parts(rr):
     # A read copies at most a few MB under the lock; the batch is still one execution.
     gears(rr, "python", "GB('StreamReader').map(lambda x: len(x['value']['v']))"

@@ -4,6 +4,11 @@ use std::os::raw::c_void;
 
 use redis_module::raw;
 
+/// The longest a module timer is armed for; a longer wait is reached in hops. Redis 7.0's event
+/// loop re-arms a timer event with `retval * 1000` in an `int`: a module timer of more than
+/// 2,147,483 ms wrapped to the past and fired on every turn (the main thread spun at 100%).
+pub(crate) const MAX_TIMER_MS: u64 = 30 * 60 * 1000;
+
 /// Runs `f` on Redis's main thread, holding the Redis lock, soon: in a timer callback (a
 /// one-shot event wakes the main thread and arms a 0 ms timer). Not in the one-shot event
 /// itself: commands run there would stay in Redis 7.0's propagation queue (only a module

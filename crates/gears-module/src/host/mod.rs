@@ -25,7 +25,7 @@ use redis_module::{raw, Context};
 pub(crate) use blocked::{may_block, BlockedReply};
 pub(crate) use call::{call_internal, Access};
 pub(crate) use current::{SessionHost, SyncRun};
-pub(crate) use main_thread::on_main_thread_soon;
+pub(crate) use main_thread::{on_main_thread_soon, MAX_TIMER_MS};
 pub(crate) use server_events::subscribe_server_event;
 pub(crate) use user::{may_read_key, may_run, AclUser, ReadCheck};
 

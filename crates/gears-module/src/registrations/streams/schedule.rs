@@ -4,14 +4,14 @@
 use std::os::raw::c_void;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gears_core::ExecutionMode;
 use redis_module::raw;
 
 use super::super::{lock, Registration};
 use super::{consume, on_main_thread, predecessor_busy, trigger, Cursor, Status};
-use crate::host::on_main_thread_soon;
+use crate::host::{on_main_thread_soon, MAX_TIMER_MS};
 
 /// Starts a job on the cursor if its registration may run and a batch is ready (a full batch,
 /// a partial one past `duration`, entries to flush, or pending entries to recover); otherwise
@@ -131,7 +131,8 @@ pub(super) fn arm_timer(registration: &Arc<Registration>, cursor: &Arc<Cursor>, 
         unsafe {
             raw::RedisModule_CreateTimer.unwrap()(
                 ctx,
-                wait.as_millis().min(i64::MAX as u128) as i64,
+                // A longer `duration` is reached in hops: `schedule` arms the rest.
+                wait.as_millis().min(u128::from(MAX_TIMER_MS)) as i64,
                 Some(fire),
                 data.cast(),
             );
@@ -176,15 +177,36 @@ const MIN_RETRY_MS: u64 = 100;
 
 /// Arms the retry timer of a registration waiting after a failure.
 pub(super) fn retry_after(registration: Arc<Registration>, seconds: u64) {
+    // At least MIN_RETRY_MS apart: `onFailedRetryInterval=0` retries at once, not in a loop.
+    let millis = seconds.saturating_mul(1000).max(MIN_RETRY_MS);
+    let now = Instant::now();
+    let due = now
+        .checked_add(Duration::from_millis(millis))
+        .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600));
+    retry_at(registration, due);
+}
+
+/// Arms the retry timer for `due`, in hops of at most [`MAX_TIMER_MS`].
+fn retry_at(registration: Arc<Registration>, due: Instant) {
     unsafe extern "C" fn fire(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-        // SAFETY: boxed by `retry_after`, handed over once.
-        let registration = unsafe { Box::from_raw(data.cast::<Arc<Registration>>()) };
+        // SAFETY: boxed by `retry_at`, handed over once.
+        let boxed = unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Instant)>()) };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (registration, due) = *boxed;
             let Some(state) = &registration.stream else {
                 return;
             };
+            if registration.is_removed() {
+                state.retrying.store(false, Ordering::Release);
+                return;
+            }
+            // A hop of a long interval: not yet.
+            if Instant::now() < due {
+                retry_at(registration, due);
+                return;
+            }
             state.retrying.store(false, Ordering::Release);
-            if state.status() == Status::WaitingForRetry && !registration.is_removed() {
+            if state.status() == Status::WaitingForRetry {
                 state.set_status(Status::Ok);
                 resume(&registration);
             }
@@ -193,17 +215,12 @@ pub(super) fn retry_after(registration: Arc<Registration>, seconds: u64) {
     let Some(ctx) = crate::gears().map(|g| g.log_context.0) else {
         return;
     };
-    let data = Box::into_raw(Box::new(registration));
-    // At least MIN_RETRY_MS apart: `onFailedRetryInterval=0` retries at once, not in a loop.
-    let millis = seconds.saturating_mul(1000).max(MIN_RETRY_MS);
+    let wait = due.saturating_duration_since(Instant::now());
+    let millis = (wait.as_millis().min(u128::from(MAX_TIMER_MS)) as i64).max(1);
+    let data = Box::into_raw(Box::new((registration, due)));
     // SAFETY: on the main thread; the callback takes the box back.
     unsafe {
-        raw::RedisModule_CreateTimer.unwrap()(
-            ctx,
-            millis.min(i64::MAX as u64) as i64,
-            Some(fire),
-            data.cast(),
-        );
+        raw::RedisModule_CreateTimer.unwrap()(ctx, millis, Some(fire), data.cast());
     }
 }
 

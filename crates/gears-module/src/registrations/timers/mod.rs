@@ -86,9 +86,9 @@ pub(super) fn started(added: &[Arc<Registration>]) {
     }
 }
 
-/// The longest a Redis timer is armed for (about 24 days): a later point is reached in hops
-/// (Redis keeps timers in microseconds; a longer wait would overflow).
-const MAX_WAIT_MS: u64 = 1 << 31;
+/// The longest a Redis timer is armed for: a later point is reached in hops (see
+/// [`crate::host::MAX_TIMER_MS`]).
+const MAX_WAIT_MS: u64 = crate::host::MAX_TIMER_MS;
 
 /// A registration left: its Redis timer is stopped (not left pending until its point).
 pub(super) fn retired(registration: &Registration) {
