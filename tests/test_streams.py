@@ -352,6 +352,23 @@ def test_long_waits_do_not_spin_the_main_thread(rr, options):
     assert rr.xlen("dd1") == 1
 
 
+def test_flushes_in_a_row_queue_one_scan(server, rr):
+    """Each FLUSHDB queued a scan of the whole keyspace for every stream registration: 500
+    of them on an empty database left a new entry waiting for minutes behind the scans."""
+    rr.execute_command("DEBUG", "POPULATE", 100000)
+    gears(rr, "python", "GB('StreamReader').foreach(lambda x: execute('set', 'done', x['id']))"
+                        ".register(prefix='probe*')")
+    first = rr.xadd("probe", {"a": "1"})
+    assert wait_for(lambda: rr.get("done") == first)
+    other = server.new_client(db=9)
+    pipe = other.pipeline(transaction=False)
+    for _ in range(500):
+        pipe.flushdb()
+    pipe.execute()
+    second = rr.xadd("probe", {"a": "2"})
+    assert wait_for(lambda: rr.get("done") == second)
+
+
 def test_a_batch_of_large_entries_is_read_in_parts(rr):
     # A read copies at most a few MB under the lock; the batch is still one execution.
     gears(rr, "python", "GB('StreamReader').map(lambda x: len(x['value']['v']))"

@@ -94,8 +94,21 @@ pub(super) fn restart(registration: &Arc<Registration>) {
     let Some(gears) = crate::gears() else {
         return;
     };
+    // One queued scan serves every restart until it starts (2,000 FLUSHDBs queued 2,000 scans
+    // of the whole keyspace, and the registration's new entries waited minutes behind them).
+    if state
+        .rescan_queued
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        return;
+    }
     let registration = registration.clone();
     gears.workers.submit(move || {
+        if let Some(state) = &registration.stream {
+            state
+                .rescan_queued
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
         each_stream(&registration, true, |ctx, db, key| {
             let Some(state) = &registration.stream else {
                 return;

@@ -58,6 +58,9 @@ pub(crate) struct StreamState {
     pub(super) lag: Mutex<Lag>,
     /// A retry timer is armed.
     pub(super) retrying: AtomicBool,
+    /// A scan of the keyspace for its streams is queued and not started: another restart
+    /// (every `FLUSHDB` asks for one) needs no other.
+    pub(super) rescan_queued: AtomicBool,
 }
 
 impl StreamState {
@@ -67,6 +70,7 @@ impl StreamState {
             cursors: Mutex::new(HashMap::new()),
             lag: Mutex::new(Lag::default()),
             retrying: AtomicBool::new(false),
+            rescan_queued: AtomicBool::new(false),
         }
     }
 
