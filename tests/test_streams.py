@@ -519,6 +519,22 @@ def test_a_registration_whose_user_lost_the_stream_does_not_hold_back_trimming(s
         unregister_all_and_delete_user(rr, "lost")
 
 
+def test_a_registration_that_can_not_make_its_group_does_not_hold_back_trimming(server, rr):
+    # Its user may read the stream but not run XGROUP: it never reads, and others still trim.
+    rr.execute_command("ACL", "SETUSER", "nogroup", "on", ">pw", "~*", "+@all", "-xgroup")
+    try:
+        nogroup = server.new_client(username="nogroup", password="pw")
+        gears(nogroup, "python", counting("python", "jobs", "b"))
+        gears(rr, "python", counting("python", "jobs", "a"))
+        for i in range(5):
+            rr.xadd("jobs", {"f": str(i)})
+        assert wait_for(lambda: count(rr, "a") == 5)
+        assert wait_for(lambda: rr.xlen("jobs") == 0)
+        assert count(rr, "b") == 0
+    finally:
+        unregister_all_and_delete_user(rr, "nogroup")
+
+
 def test_the_backlog_of_a_registration_whose_user_lost_the_stream_is_shown(server, rr):
     rr.execute_command("ACL", "SETUSER", "lost", "on", ">pw", "~*", "+@all")
     try:

@@ -552,8 +552,9 @@ fn trim_point(
     last: &str,
 ) -> Option<String> {
     let mine = next_id(last)?;
-    // The other live registrations on this stream whose user may read it (one whose user may
-    // not, or no longer exists, holds nothing back: its cursor may date from before).
+    // The other live registrations on this stream whose user may read it and keep a group
+    // there (one whose user may not, or no longer exists, holds nothing back: its cursor may
+    // date from before, and a registration that can not make its group never reads).
     let candidates: Vec<Arc<Registration>> = super::super::all()
         .iter()
         .filter(|r| !r.is_removed() && r.id != registration.id)
@@ -569,7 +570,7 @@ fn trim_point(
         host.with_lock(|ctx| {
             candidates
                 .iter()
-                .filter(|r| super::may_consume(ctx, r, &cursor.key))
+                .filter(|r| super::may_keep_a_group(ctx, r, &cursor.key))
                 .filter_map(|r| super::trigger(r).map(|t| t.group.clone()))
                 .collect()
         })

@@ -254,6 +254,24 @@ fn may_consume(ctx: &Context, registration: &Registration, key: &[u8]) -> bool {
     crate::host::may_run(ctx, &registration.user, &reader::xreadgroup(group, key))
 }
 
+/// True if the registration's user may read the stream and make and move its group there: a
+/// registration that can not make its group never reads, so it holds no trimming back.
+fn may_keep_a_group(ctx: &Context, registration: &Registration, key: &[u8]) -> bool {
+    let group = trigger(registration).map_or("", |t| t.group.as_str());
+    let user = &registration.user;
+    may_consume(ctx, registration, key)
+        && crate::host::may_run(
+            ctx,
+            user,
+            &[b"XGROUP", b"CREATE", key, group.as_bytes(), b"0"],
+        )
+        && crate::host::may_run(
+            ctx,
+            user,
+            &[b"XGROUP", b"SETID", key, group.as_bytes(), b"0"],
+        )
+}
+
 /// Drops `cursor` if its stream is gone (deleted, or replaced by a key of another type) and it
 /// is still the registration's cursor there; true if the stream is gone. The caller holds the
 /// Redis lock, so no event can come between the check and the removal. A cursor left behind
