@@ -71,6 +71,22 @@ pub(crate) fn encode(value: &ReplyValue, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends `n` in decimal (made for every stream entry and every execution: no formatting
+/// machinery).
+pub(crate) fn push_decimal(text: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +108,14 @@ mod tests {
             ))
         );
         assert_eq!(parse(b"$5\r\nab"), None);
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut text = String::from("x-");
+            super::push_decimal(&mut text, n);
+            assert_eq!(text, format!("x-{n}"));
+        }
     }
 }

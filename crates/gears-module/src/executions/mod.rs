@@ -448,21 +448,10 @@ impl Executions {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         // Made for every event of a registration: no formatting machinery.
         let joined = |shard: &str| {
-            let mut digits = [0u8; 20];
-            let mut at = digits.len();
-            let mut rest = seq;
-            loop {
-                at -= 1;
-                digits[at] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                if rest == 0 {
-                    break;
-                }
-            }
-            let mut id = String::with_capacity(shard.len() + 1 + digits.len() - at);
+            let mut id = String::with_capacity(shard.len() + 21);
             id.push_str(shard);
             id.push('-');
-            id.extend(digits[at..].iter().map(|&d| d as char));
+            crate::resp::push_decimal(&mut id, seq);
             id
         };
         match crate::cluster::topology::current().filter(|_| crate::cluster::enabled()) {

@@ -12,6 +12,7 @@ use super::keys::{hash_fields_record, hash_record};
 use super::raw_keys::{close_key, key_type, open_key, string_bytes};
 use super::BATCH_SIZE;
 use crate::host::RedisHost;
+use crate::resp::push_decimal;
 
 pub(crate) struct StreamReader {
     host: Arc<RedisHost>,
@@ -223,24 +224,10 @@ pub(crate) fn read_after(
 
 /// An entry id as text, `ms-seq` (without the formatting machinery: one per entry read).
 pub(crate) fn stream_id_string(id: raw::RedisModuleStreamID) -> String {
-    fn push(text: &mut String, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        // Only ASCII digits.
-        text.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
-    }
     let mut text = String::with_capacity(41);
-    push(&mut text, id.ms);
+    push_decimal(&mut text, id.ms);
     text.push('-');
-    push(&mut text, id.seq);
+    push_decimal(&mut text, id.seq);
     text
 }
 
