@@ -230,15 +230,9 @@ impl Glob {
     }
 }
 
-/// Whether `text` matches `pattern` (compiles the pattern: to match many texts, keep a
-/// [`Glob`]).
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    Glob::new(pattern).matches(text)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{glob_match, Glob};
+    use super::Glob;
 
     /// The backtracking matcher Gears used before (the pattern's length times the text's), as
     /// the reference for the compiled one.
@@ -336,7 +330,7 @@ mod tests {
     }
 
     fn m(p: &str, t: &str) -> bool {
-        glob_match(p.as_bytes(), t.as_bytes())
+        Glob::new(p.as_bytes()).matches(t.as_bytes())
     }
 
     #[test]

@@ -14,8 +14,10 @@ use crate::{GearsError, Record, Result};
 /// What one `register()` call asked for.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RegistrationSpec {
-    /// The steps to run for each event; its reader describes the trigger's source.
-    pub plan: ExecutionPlan,
+    /// The steps to run for each event; its reader describes the trigger's source. Shared by
+    /// every run of the registration and the executions that list them (serialized as the plan
+    /// itself).
+    pub plan: std::sync::Arc<ExecutionPlan>,
     pub trigger: Trigger,
     /// `onRegistered`: called once the registration exists (and when it is re-created).
     pub on_registered: Option<CallbackId>,

@@ -207,7 +207,9 @@ pub fn time_event(
         limits: RunLimits::default(),
     };
     Ok(RegistrationSpec {
-        plan: builder.build(ReaderSpec::Timer, options, Some(description)),
+        plan: builder
+            .build(ReaderSpec::Timer, options, Some(description))
+            .into(),
         trigger: Trigger::Timer(TimerTrigger {
             schedule: Schedule::Every((seconds as u64).saturating_mul(1000)),
             key,

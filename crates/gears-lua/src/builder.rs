@@ -414,7 +414,7 @@ fn register(_: &Lua, b: &mut LuaBuilder, s: &mut ScriptState, args: &[Value]) ->
         register_reader(&b.reader, &b.default_arg, arg, &kwargs, options_out.mode)?;
     let plan = b.plan.build(spec, options_out, b.description.clone());
     s.registrations.push(RegistrationSpec {
-        plan,
+        plan: plan.into(),
         trigger,
         on_registered,
         id: None,

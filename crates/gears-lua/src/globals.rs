@@ -23,12 +23,13 @@ use crate::state::SharedState;
 /// - `setmetatable` refuses `__gc` metamethods: Lua runs finalizers with hooks switched off, so a
 ///   finalizer could loop (or hold an atomic block) where no limit reaches it, and one runs at
 ///   the latest when the script's state is closed, on a worker, after its execution ended;
-/// - `string.rep` of an empty result, `table.move` over a large range, and `table.insert` /
-///   `table.remove` / `table.concat` / `table.sort` on a table with a metatable (whose `__len` may claim any length) would loop
-///   inside C, where the instruction hook never runs: no abort, no time limit, and in an atomic
-///   block a frozen server. They answer at once (`string.rep`), move in chunks of 4,096 with Lua
-///   between them (`table.move`), or shift in Lua (`insert`, `remove`), with Lua 5.4's results
-///   and errors;
+/// - `string.rep` of an empty result, `table.move` over a large range, and `table.insert`,
+///   `table.remove`, `table.concat` and `table.sort` on a table with a metatable (whose `__len`
+///   may claim any length, whose `__index` may be a C function) would loop inside C, where the
+///   instruction hook never runs: no abort, no time limit, and in an atomic block a frozen
+///   server. They answer at once (`string.rep`), move in chunks of 4,096 with Lua between them
+///   (`table.move`), shift in Lua (`insert`, `remove`), or read the items in Lua first
+///   (`concat`, `sort`), with Lua 5.4's results and errors;
 /// - `pcall`, `xpcall` and `coroutine.resume` hand an error raised by Gears (a Redis error from
 ///   `execute`, ...) to the script as its text (`script:3: ERR ...`), not as an error object
 ///   whose text carries a Rust stack traceback; a value a Rust function throws (the string

@@ -463,7 +463,7 @@ pub(crate) fn register(
     if lowered.is_ok() {
         let on_registered = optional_callback(&mut state, &on_registered);
         state.registrations.push(RegistrationSpec {
-            plan: builder.build(spec, options, description),
+            plan: builder.build(spec, options, description).into(),
             trigger,
             on_registered,
             id: id.clone(),

@@ -467,7 +467,7 @@ fn register_plan(
         .build(reader, parsed.options, parsed.description);
     state
         .add_registration(RegistrationSpec {
-            plan,
+            plan: plan.into(),
             trigger,
             on_registered: parsed.on_registered,
             id: None,

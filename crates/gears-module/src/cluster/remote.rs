@@ -208,7 +208,7 @@ pub(super) fn run_registration(message: Message) {
                 let compiled = frontend.compile(&session.script, session_host.clone());
                 host.end_top_level();
                 let compiled = compiled.map_err(|e| format!("shard {me}: {e}"))?;
-                let plan = registration.plan.clone();
+                let plan = registration.spec.plan.clone();
                 if super::plan_digest(&plan) != plan_digest {
                     return Err(format!(
                         "ERR shard {me}: registration {} has another plan here than on the \

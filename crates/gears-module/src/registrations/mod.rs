@@ -75,8 +75,6 @@ pub(crate) struct Registration {
     /// The ACL user who registered it: its executions act as this user.
     pub user: Vec<u8>,
     pub spec: RegistrationSpec,
-    /// `spec.plan`, shared by every run and the executions that list them.
-    pub plan: Arc<gears_core::ExecutionPlan>,
     pub session: Arc<dyn Session>,
     /// What the session's `execute()` reaches: each event's execution while it runs.
     pub session_host: Arc<SessionHost>,
@@ -288,7 +286,6 @@ pub(crate) fn build(
             user: user.to_vec(),
             description: spec.plan.description.clone(),
             step_args: crate::commands::step_args(&spec.plan, session).into(),
-            plan: Arc::new(spec.plan.clone()),
             hooks,
             spec,
             session: session.clone(),

@@ -474,7 +474,7 @@ pub(super) fn execute_reader<'r>(
         control.clone(),
         gears.config.flag(PROFILE_EXECUTIONS),
     );
-    let plan = registration.plan.clone();
+    let plan = registration.spec.plan.clone();
     execution.set_plan(plan.clone(), registration.step_args.clone());
     // In a cluster, a plan that moves records runs on every shard (not a sync run: it holds
     // the Redis lock, and the other shards' records could not arrive).
