@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import RedisServer
-from helpers import direct_error, gears, gears_error
+from helpers import direct_error, gears, gears_error, py_error
 
 
 def python(client, script):
@@ -432,3 +432,24 @@ def test_sleep_inside_an_atomic_block_is_refused(limited):
                               "would hold the Redis lock)\\n']")
     assert python(client, "import time\nGB('ShardsIDReader').map(lambda x: time.sleep(0.01)).run()") \
         == [["None"], []]
+
+
+# tracemalloc's own bookkeeping allocates through the hooked raw allocator: when a memory limit
+# refused it, CPython called Py_FatalError (abort), which froze the server in its own lock.
+TRACEMALLOC_REFUSED = ("tracemalloc cannot run in Gears: a memory limit refusing one of its own "
+                       "allocations makes CPython abort the server; INFO rg shows Python's memory")
+
+
+@pytest.mark.parametrize("script", [
+    "import tracemalloc\ntracemalloc.start()",
+    "import tracemalloc\ntracemalloc.start(25)",
+    "import _tracemalloc\n_tracemalloc.start()",
+    "from tracemalloc import start\nstart()",
+])
+def test_tracemalloc_is_refused_and_the_server_lives_past_a_memory_limit(limited, script):
+    client = limited.new_client()
+    error = gears_error(client, "python", script + "\nl = []\nwhile True:\n    l.append('x' * 1000)")
+    assert error == py_error("<module>", "RuntimeError: " + TRACEMALLOC_REFUSED, line=2)
+    assert python(client, "GB('ShardsIDReader').map(lambda x: __import__('tracemalloc').is_tracing()).run()") \
+        == [["False"], []]
+    assert client.ping()

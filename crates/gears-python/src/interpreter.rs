@@ -90,6 +90,9 @@ fn start(config: &PythonConfig) -> std::result::Result<(), String> {
         let mut pyconfig = pyconfig.assume_init();
         pyconfig.install_signal_handlers = 0;
         pyconfig.parse_argv = 0;
+        // PYTHONTRACEMALLOC would start tracemalloc, which the memory limits make abort the
+        // server (crate::memory::refuse_tracemalloc).
+        pyconfig.tracemalloc = 0;
         if let Some(venv) = &config.venv {
             let program = venv.join("bin").join("python");
             let program = CString::new(program.to_string_lossy().as_bytes())
@@ -117,6 +120,7 @@ fn start(config: &PythonConfig) -> std::result::Result<(), String> {
         // Record this (Redis's main) thread as Python's main thread.
         py.import("threading")?;
         crate::exceptions::install(py);
+        crate::memory::refuse_tracemalloc(py)?;
         crate::sleep::install(py)?;
         crate::isolation::install(py)?;
         crate::profile::install(py)?;

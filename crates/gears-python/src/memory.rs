@@ -26,7 +26,10 @@ use std::sync::OnceLock;
 use gears_core::control;
 use gears_core::memory::{self, Pool};
 use libc::size_t;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi::{self, PyMemAllocatorDomain, PyMemAllocatorEx, PyObjectArenaAllocator};
+use pyo3::prelude::*;
+use pyo3::types::PyCFunction;
 
 thread_local! {
     /// True while this thread runs Python code for an execution (allocations may be refused).
@@ -243,4 +246,32 @@ unsafe fn hook_domain(
         free: Some(hook_free),
     };
     ffi::PyMem_SetAllocator(domain, &mut hook);
+}
+
+/// Why `tracemalloc.start()` raises `RuntimeError` in Gears.
+pub(crate) const TRACEMALLOC_REFUSED: &str = "tracemalloc cannot run in Gears: a memory limit \
+    refusing one of its own allocations makes CPython abort the server; INFO rg shows Python's \
+    memory";
+
+/// Makes `_tracemalloc.start` (which `tracemalloc.start` is) raise instead of tracing.
+///
+/// tracemalloc keeps its tables of traces with the raw allocator these hooks wrap; when a limit
+/// refuses one of those allocations, CPython calls `Py_FatalError` ("failed to allocate a
+/// trace"), which aborts the server (measured: it froze instead, flushing stdout under
+/// tracemalloc's own lock). Tracing is also kept off at start-up (`PYTHONTRACEMALLOC` is
+/// ignored, see `crate::interpreter`). Called once, with the GIL, before any script runs.
+pub(crate) fn refuse_tracemalloc(py: Python<'_>) -> PyResult<()> {
+    let refuse = PyCFunction::new_closure(
+        py,
+        Some(c"start"),
+        Some(c"Refused in Gears: see INFO rg for Python's memory."),
+        |_args, _kwargs| -> PyResult<()> { Err(PyRuntimeError::new_err(TRACEMALLOC_REFUSED)) },
+    )?;
+    py.import("_tracemalloc")?.setattr("start", &refuse)?;
+    // `tracemalloc` copies `start` when it is first imported: patch a copy made before now.
+    let modules = py.import("sys")?.getattr("modules")?;
+    if let Ok(tracemalloc) = modules.get_item("tracemalloc") {
+        tracemalloc.setattr("start", &refuse)?;
+    }
+    Ok(())
 }
