@@ -363,3 +363,40 @@ def test_a_resp3_client_gets_a_resp3_reply_through_a_hook(server, rr):
     assert resp3.get("r3:missing") is None
     rr.set("r3:present", "v")
     assert resp3.get("r3:present") == "v"
+
+
+# Hooks that only pass the command on: the client gets the command's own reply, nil included
+# (RedisGears 1.2 replied "PY RECORD" for a nil).
+PASS_THROUGH = {
+    "python": "GB('CommandReader').map(lambda x: call_next(*x[1:]))"
+              ".register(hook='%s', mode='sync', convertToStr=False)",
+    "lua": "GB('CommandReader'):map(function(x) return call_next(table.unpack(x, 2)) end)"
+           ":register({hook = '%s', mode = 'sync', convertToStr = false})",
+    "rhai": 'GB("CommandReader").map(|x| { x.remove(0); call_next(x) })'
+            '.register(#{hook: "%s", mode: "sync", convertToStr: false})',
+}
+
+
+@pytest.mark.parametrize("language", sorted(PASS_THROUGH))
+def test_a_pass_through_hook_replies_nil_as_the_command_does(rr, language):
+    for command in ("get", "hmget", "set"):
+        assert gears(rr, language, PASS_THROUGH[language] % command) == "OK"
+    assert rr.set("k", "v") is True
+    assert rr.get("k") == "v"
+    assert rr.get("missing") is None
+    rr.hset("h", "a", "1")
+    # A Lua table can not hold a nil: the missing field is a hole, the end of the sequence.
+    assert rr.hmget("h", "a", "nope") == (["1"] if language == "lua" else ["1", None])
+
+
+@pytest.mark.parametrize("language", ["python", "rhai"])
+def test_override_reply_of_nothing_is_the_nil_reply(rr, language):
+    script = {"python": "GB().foreach(lambda x: override_reply(None)).register(prefix='gone:*', "
+                        "eventTypes=['keymiss'], commands=['get'], mode='sync')",
+              "rhai": 'GB().foreach(|x| override_reply(())).register("gone:*", #{eventTypes: ["keymiss"], '
+                      'commands: ["get"], mode: "sync"})'}[language]
+    assert gears(rr, language, script) == "OK"
+    assert rr.get("gone:1") is None
+    [registration] = registrations(rr)
+    stats = dict(zip(registration[7][0::2], registration[7][1::2]))
+    assert (stats["numTriggered"], stats["numSuccess"]) == (1, 1)

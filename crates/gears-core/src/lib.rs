@@ -47,5 +47,5 @@ pub use plan::{
 };
 pub use reader::{GeneratorReader, RecordReader, VecReader};
 pub use record::{GroupKey, KeyRecord, NativeValue, Record};
-pub use reply::{encode_outcome, encode_record, ReplyValue};
+pub use reply::{encode_command_reply, encode_outcome, encode_record, ReplyValue};
 pub use repr::{python_float_repr, python_repr, python_str};

@@ -52,6 +52,18 @@ pub fn encode_record(record: &Record) -> ReplyValue {
     }
 }
 
+/// A hooked command's reply (the hook's one result, or `override_reply`'s value): as
+/// [`encode_record`], except that nil is the nil reply at any depth, so that a hook returning
+/// `call_next(...)` answers as the command would (`GET` of a missing key: nil, where RedisGears
+/// 1.2 replied `"PY RECORD"`).
+pub fn encode_command_reply(record: &Record) -> ReplyValue {
+    match record {
+        Record::Nil => ReplyValue::Null,
+        Record::List(items) => ReplyValue::Array(items.iter().map(encode_command_reply).collect()),
+        other => encode_record(other),
+    }
+}
+
 /// `[[results], [errors]]`, errors as bulk strings.
 pub fn encode_outcome(outcome: &ExecutionOutcome) -> ReplyValue {
     ReplyValue::Array(vec![
@@ -103,6 +115,27 @@ mod tests {
                 ReplyValue::Integer(1),
                 ReplyValue::Bulk(b"a".to_vec())
             ])
+        );
+    }
+
+    #[test]
+    fn a_command_reply_keeps_nil_at_any_depth() {
+        assert_eq!(encode_command_reply(&Record::Nil), ReplyValue::Null);
+        assert_eq!(
+            encode_command_reply(&Record::List(vec![
+                Record::from("v"),
+                Record::Nil,
+                Record::List(vec![Record::Nil])
+            ])),
+            ReplyValue::Array(vec![
+                ReplyValue::Bulk(b"v".to_vec()),
+                ReplyValue::Null,
+                ReplyValue::Array(vec![ReplyValue::Null])
+            ])
+        );
+        assert_eq!(
+            encode_command_reply(&Record::from("+OK")),
+            ReplyValue::Status("OK".into())
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use gears_core::{encode_record, ExecutionMode, GearsError, Record, ReplyValue};
+use gears_core::{encode_command_reply, ExecutionMode, GearsError, Record, ReplyValue};
 use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::hooks::{select, CurrentCommand, NextHook, Selected, ACTING, BYPASS, INNER_HOOK};
@@ -219,7 +219,7 @@ impl CommandCall {
         if state.overridden.is_some() {
             return Err(GearsError::Redis("Can only override reply once".into()));
         }
-        state.overridden = Some(encode_record(value));
+        state.overridden = Some(encode_command_reply(value));
         Ok(())
     }
 }

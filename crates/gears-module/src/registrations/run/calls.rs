@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use gears_core::{encode_record, ExecutionOutcome, Record, ReplyValue};
+use gears_core::{encode_command_reply, encode_record, ExecutionOutcome, Record, ReplyValue};
 
 use super::super::{Input, Registration};
 use super::{enqueue, execute, run_event, Movable};
@@ -36,7 +36,7 @@ impl Answer {
                 ReplyValue::Array(outcome.results.iter().map(encode_record).collect())
             }
             Answer::OneResult => match outcome.results.as_slice() {
-                [only] => encode_record(only),
+                [only] => encode_command_reply(only),
                 _ => ReplyValue::Error("Command hook must return exactly one result".into()),
             },
         }
