@@ -785,6 +785,26 @@ def test_unregister_destroys_the_group(rr):
     assert count(rr, "n") == 1
 
 
+@pytest.mark.parametrize("onFailedPolicy", ["continue", "retry"])
+def test_an_unregistered_registration_is_freed_though_its_timer_waits(rr, onFailedPolicy):
+    # A partial batch arms the `duration` timer (10 minutes); a failed batch under `retry` arms
+    # the retry timer (10 minutes). Each held the registration, and the 48 MB its function
+    # holds, until it fired.
+    retry = onFailedPolicy == "retry"
+    function, batch = ("lambda x: 1 / 0 if big else 0", 1) if retry else ("lambda x: len(big)", 1000)
+    python_memory = lambda: rr.info("rg")["rg_used_memory_python"]
+    before = python_memory()
+    gears(rr, "python", "big = 'x' * 50000000\nGB('StreamReader').foreach(%s).register(prefix='held', "
+                        "batch=%d, duration=600000, onFailedPolicy='%s', onFailedRetryInterval=600)"
+                        % (function, batch, onFailedPolicy))
+    rr.xadd("held", {"f": "1"})
+    time.sleep(0.3)
+    assert python_memory() > before + (45 << 20)
+    assert wait_for(lambda: data(only(rr))["status"] == ("WAITING_FOR_RETRY_ON_FAILURE" if retry else "OK"))
+    assert rr.execute_command("RG.UNREGISTER", only(rr)[1]) == "OK"
+    assert wait_for(lambda: python_memory() < before + (5 << 20), timeout=5)
+
+
 def test_a_deleted_stream_made_again_is_read_from_its_start(rr):
     gears(rr, "python", counting("python", "again", "n", trimStream=False))
     rr.xadd("again", {"f": "1"})

@@ -3,7 +3,7 @@
 
 use std::os::raw::c_void;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use gears_core::ExecutionMode;
@@ -106,14 +106,21 @@ fn start(registration: &Arc<Registration>, cursor: Arc<Cursor>, from_event: bool
 }
 
 /// Arms the cursor's `duration` timer (on the main thread, where timers live).
+///
+/// The timer holds its registration and cursor weakly: an unregistered registration (its plan,
+/// and what the plan's functions hold) is freed at once, not when the timer fires, up to
+/// [`MAX_TIMER_MS`] later.
 pub(super) fn arm_timer(registration: &Arc<Registration>, cursor: &Arc<Cursor>, wait: Duration) {
-    let pair = Box::new((registration.clone(), cursor.clone()));
+    let pair = Box::new((Arc::downgrade(registration), Arc::downgrade(cursor)));
     let arm = move || {
         unsafe extern "C" fn fire(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
             // SAFETY: boxed by `arm_timer`, handed over once.
-            let pair = unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Arc<Cursor>)>()) };
+            let pair = unsafe { Box::from_raw(data.cast::<(Weak<Registration>, Weak<Cursor>)>()) };
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let (registration, cursor) = *pair;
+                let (Some(registration), Some(cursor)) = (pair.0.upgrade(), pair.1.upgrade())
+                else {
+                    return;
+                };
                 {
                     let mut cursor_state = lock(&cursor.state);
                     cursor_state.timer = false;
@@ -186,13 +193,17 @@ pub(super) fn retry_after(registration: Arc<Registration>, seconds: u64) {
     retry_at(registration, due);
 }
 
-/// Arms the retry timer for `due`, in hops of at most [`MAX_TIMER_MS`].
+/// Arms the retry timer for `due`, in hops of at most [`MAX_TIMER_MS`]. The timer holds the
+/// registration weakly (see [`arm_timer`]).
 fn retry_at(registration: Arc<Registration>, due: Instant) {
     unsafe extern "C" fn fire(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         // SAFETY: boxed by `retry_at`, handed over once.
-        let boxed = unsafe { Box::from_raw(data.cast::<(Arc<Registration>, Instant)>()) };
+        let boxed = unsafe { Box::from_raw(data.cast::<(Weak<Registration>, Instant)>()) };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let (registration, due) = *boxed;
+            let Some(registration) = registration.upgrade() else {
+                return;
+            };
             let Some(state) = &registration.stream else {
                 return;
             };
@@ -217,7 +228,7 @@ fn retry_at(registration: Arc<Registration>, due: Instant) {
     };
     let wait = due.saturating_duration_since(Instant::now());
     let millis = (wait.as_millis().min(u128::from(MAX_TIMER_MS)) as i64).max(1);
-    let data = Box::into_raw(Box::new((registration, due)));
+    let data = Box::into_raw(Box::new((Arc::downgrade(&registration), due)));
     // SAFETY: on the main thread; the callback takes the box back.
     unsafe {
         raw::RedisModule_CreateTimer.unwrap()(ctx, millis, Some(fire), data.cast());
