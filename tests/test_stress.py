@@ -45,7 +45,7 @@ RSS_MARGIN_LIBC = 400 << 20
 # INFO rg: rg_used_memory(_python) after the run vs. after warm-up. pymalloc keeps a 1 MiB arena
 # while any block in it lives: the few long-lived objects made during the run (a re-made
 # registration's session, the free lists' tuples) land among short-lived ones and hold their
-# arenas. Measured +7..17 MiB with the same number of live blocks; leaks are caught by the blocks.
+# arenas. Measured +4..17 MiB with the same number of live blocks; leaks are caught by the blocks.
 RG_MARGIN = 48 << 20
 # Live Python blocks (sys.getallocatedblocks, after gc.collect) after the run vs. after warm-up:
 # measured -63..+17 (Redis 7.0, Valkey 9.1); a leak of one object per Python execution adds
