@@ -228,34 +228,32 @@ pub struct KeysTrigger {
     pub read_value: bool,
     /// `commands`: commands whose replies the registration may override (hooks).
     pub commands: Option<Vec<String>>,
+    /// `prefix` compiled, when `glob`.
+    #[serde(skip)]
+    pub compiled: CompiledGlob,
 }
 
-thread_local! {
-    /// Glob patterns compiled on this thread (asked on every event; patterns are few).
-    static GLOBS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Glob>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-}
+/// A `glob` trigger's pattern, compiled at its first event and kept with the trigger (not
+/// serialized: a shard that receives the trigger compiles its own).
+#[derive(Clone, Debug, Default)]
+pub struct CompiledGlob(std::sync::OnceLock<Glob>);
 
-/// Runs `f` with `pattern` compiled (kept for the next events on this thread).
-fn compiled<R>(pattern: &[u8], f: impl FnOnce(&Glob) -> R) -> R {
-    GLOBS.with(|globs| {
-        let mut globs = globs.borrow_mut();
-        if !globs.contains_key(pattern) {
-            // Patterns of registrations long gone are not kept forever.
-            if globs.len() >= 256 {
-                globs.clear();
-            }
-            globs.insert(pattern.to_vec(), Glob::new(pattern));
-        }
-        f(&globs[pattern])
-    })
+/// Made from the pattern, so it never tells two triggers apart.
+impl PartialEq for CompiledGlob {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl KeysTrigger {
     /// Whether an event on `key` concerns this registration.
     pub fn matches_key(&self, key: &[u8]) -> bool {
         if self.glob {
-            return compiled(&self.prefix, |glob| glob.matches(key));
+            return self
+                .compiled
+                .0
+                .get_or_init(|| Glob::new(&self.prefix))
+                .matches(key);
         }
         match self.prefix.split_last() {
             Some((b'*', prefix)) => key.starts_with(prefix),
@@ -375,6 +373,7 @@ pub fn keys_trigger(default_arg: &str, arg: RunArg, kwargs: &[Kwarg]) -> Result<
         key_types,
         read_value: flag("readValue", true)?,
         commands,
+        compiled: CompiledGlob::default(),
     })
 }
 
